@@ -1,0 +1,42 @@
+"""Small tensor helpers shared by every method."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bridge.errors import BridgeInputError
+
+
+def normalize(x: Tensor, eps: float = 0.0) -> Tensor:
+    """n(x) = x / ‖x‖₂ over the last dim. A zero vector is an error, never a silent NaN."""
+    norm = x.norm(dim=-1, keepdim=True)
+    if eps == 0.0 and bool((norm == 0).any()):
+        raise BridgeInputError("cannot normalise a zero vector (an all-zero embedding?)")
+    return x / norm.clamp_min(eps) if eps else x / norm
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Mean of x over `dim`, counting only entries where `mask` (broadcast to x without its last dim) is True."""
+    weight = mask.to(x.dtype).unsqueeze(-1)
+    while weight.ndim < x.ndim:
+        weight = weight.unsqueeze(0)
+    return (x * weight).sum(dim) / weight.sum(dim).clamp_min(1)
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Top-1 accuracy in percent. logits [..., N, C], labels [..., N] (-1 = ignore) -> [...]."""
+    labels = labels.expand(logits.shape[:-1])
+    valid = labels >= 0
+    hit = (logits.argmax(-1) == labels) & valid
+    return 100.0 * hit.sum(-1).to(logits.dtype) / valid.sum(-1).clamp_min(1).to(logits.dtype)
+
+
+def as_seed_batch(queries: Tensor, num_seeds: int) -> Tensor:
+    """[N, D] or [S|1, N, D] -> [S, N, D] (a broadcast view, not a copy)."""
+    if queries.ndim == 2:
+        queries = queries.unsqueeze(0)
+    if queries.ndim != 3 or queries.shape[0] not in (1, num_seeds):
+        raise BridgeInputError(f"queries must be [N, D] or [{num_seeds}, N, D], got {list(queries.shape)}")
+    if not bool(torch.isfinite(queries).all()):
+        raise BridgeInputError("queries hold NaN or Inf values")
+    return queries.expand(num_seeds, *queries.shape[1:])

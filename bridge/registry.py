@@ -1,0 +1,70 @@
+"""One registry of methods, one signature (in the spirit of timm's `register_model`).
+
+    state  = METHODS[name].fit(task, **hparams)   # task: bridge.task.FewShotTask, S seeds at once
+    logits = METHODS[name].logits(state, queries) # queries [N, D] or [S, N, D] raw -> [S, N, C]
+
+No method reads files, prints, or knows about HDF5.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from bridge.errors import BridgeInputError
+
+
+@dataclass
+class FittedState:
+    """What `fit` returns; small enough to save under runs/.
+
+    method    registry name
+    tensors   named tensors the method's `logits` needs (leading dim S where per seed)
+    hparams   one dict per seed: the hyper-parameters used or chosen on validation (JSON-able)
+    info      JSON-able extras: val_accuracy (list of S floats), fit_seconds, search_seconds, ...
+    """
+
+    method: str
+    tensors: dict[str, Tensor]
+    hparams: list[dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(Protocol):
+    name: str
+    defaults: dict[str, Any]
+
+    def fit(self, task, **hparams) -> FittedState: ...
+
+    def logits(self, state: FittedState, queries: Tensor) -> Tensor: ...
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(cls):
+    """Class decorator: instantiate and register under `cls.name`."""
+    instance = cls()
+    if instance.name in METHODS:
+        raise RuntimeError(f"method {instance.name!r} registered twice")
+    METHODS[instance.name] = instance
+    return cls
+
+
+def get_method(name: str) -> Method:
+    import bridge.methods  # noqa: F401  (registers every method)
+
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise BridgeInputError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}") from None
+
+
+def check_hparams(method: Method, hparams: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by `hparams`; an unknown name is a BridgeInputError."""
+    unknown = set(hparams) - set(method.defaults)
+    if unknown:
+        raise BridgeInputError(f"{method.name}: unknown hyper-parameter(s) {sorted(unknown)}; "
+                               f"known: {sorted(method.defaults)}")
+    return {**method.defaults, **hparams}

@@ -1,0 +1,126 @@
+"""The one input every method fits on: cached tensors for S seeds at once, nothing else.
+
+Shapes use S seeds, C classes, K' = K·V support views per class (K shots × V views, shot-major:
+index k·V + v), P prompts, D joint embedding size, W text width, Nv validation queries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+from bridge.errors import BridgeInputError
+
+
+@dataclass(frozen=True)
+class FewShotTask:
+    """Everything a method may see while fitting. Test queries and labels are never part of it.
+
+    support          [S, C, K', D] raw (un-normalised) image embeddings, class-major
+    support_mask     [C, K'] bool, True where a view is real; False pads classes that had fewer than
+                     K images (CoOp keeps all a class has). Shared by all seeds.
+    text_projected   [P, D] per-prompt projected text embeddings e·Wt (not normalised)
+    text_eos         [P, W] per-prompt pre-projection EOS features e
+    text_class       [P] int64 class index of each prompt
+    text_projection  [W, D] Wt, CLIP's frozen text projection
+    logit_scale      τ = exp(CLIP's logit_scale), a float (100 for OpenAI CLIP)
+    val              [S or 1, Nv, D] raw validation queries (view 0); 1 broadcasts over seeds
+    val_labels       [S or 1, Nv] int64; -1 marks padding that accuracy ignores
+    views            V, views per shot inside K'
+    seeds            the S seeds, used to seed any randomness of a method (one generator per seed)
+    """
+
+    support: Tensor
+    support_mask: Tensor
+    text_projected: Tensor
+    text_eos: Tensor
+    text_class: Tensor
+    text_projection: Tensor
+    logit_scale: float
+    val: Tensor
+    val_labels: Tensor
+    views: int = 1
+    seeds: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        validate_task(self)
+
+    @property
+    def num_seeds(self) -> int:
+        return self.support.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.support.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.support.shape[-1]
+
+    @property
+    def width(self) -> int:
+        return self.text_eos.shape[-1]
+
+    @property
+    def support_labels(self) -> Tensor:
+        """[C·K'] int64 class-major labels of the flattened support views (padding included)."""
+        c, k = self.support_mask.shape
+        return torch.arange(c, device=self.support.device).repeat_interleave(k)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "FewShotTask":
+        """A copy with float tensors moved/cast (integer and bool tensors keep their dtype)."""
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                cast = dtype if (dtype is not None and value.is_floating_point()) else None
+                changes[f.name] = value.to(device=device, dtype=cast)
+        return replace(self, **changes)
+
+
+def validate_task(task: FewShotTask) -> None:
+    """Raise BridgeInputError naming the first inconsistent or non-finite input."""
+    s, c, k, d = _shape(task.support, 4, "support")
+    if tuple(task.support_mask.shape) != (c, k) or task.support_mask.dtype != torch.bool:
+        raise BridgeInputError(f"support_mask must be bool [{c}, {k}], got {task.support_mask.dtype} "
+                               f"{list(task.support_mask.shape)}")
+    if not bool(task.support_mask.any(dim=1).all()):
+        empty = int((~task.support_mask.any(dim=1)).nonzero()[0])
+        raise BridgeInputError(f"class {empty} has no support images")
+    p, w = _shape(task.text_eos, 2, "text_eos")
+    if tuple(task.text_projected.shape) != (p, d):
+        raise BridgeInputError(f"text_projected must be [{p}, {d}], got {list(task.text_projected.shape)}")
+    if tuple(task.text_class.shape) != (p,):
+        raise BridgeInputError(f"text_class must be [{p}], got {list(task.text_class.shape)}")
+    if p and (int(task.text_class.min()) < 0 or int(task.text_class.max()) >= c):
+        raise BridgeInputError(f"text_class holds class indices outside [0, {c})")
+    missing = set(range(c)) - set(task.text_class.tolist())
+    if missing:
+        raise BridgeInputError(f"classes without any prompt: {sorted(missing)[:5]}")
+    if tuple(task.text_projection.shape) != (w, d):
+        raise BridgeInputError(f"text_projection must be [W={w}, D={d}], got {list(task.text_projection.shape)}")
+    sv, nv, dv = _shape(task.val, 3, "val")
+    if sv not in (1, s) or dv != d:
+        raise BridgeInputError(f"val must be [{s} or 1, Nv, {d}], got {list(task.val.shape)}")
+    if tuple(task.val_labels.shape) != (sv, nv):
+        raise BridgeInputError(f"val_labels must be [{sv}, {nv}], got {list(task.val_labels.shape)}")
+    if nv and int(task.val_labels.max()) >= c:
+        raise BridgeInputError(f"val_labels hold class indices >= {c}")
+    if len(task.seeds) != s:
+        raise BridgeInputError(f"{len(task.seeds)} seeds given for a support tensor of {s} seeds")
+    if task.views < 1 or k % task.views:
+        raise BridgeInputError(f"K'={k} support views is not a multiple of views={task.views}")
+    if not task.logit_scale > 0:
+        raise BridgeInputError(f"logit_scale must be positive, got {task.logit_scale}")
+    for name in ("support", "text_projected", "text_eos", "text_projection", "val"):
+        value = getattr(task, name)
+        if not bool(torch.isfinite(value).all()):
+            raise BridgeInputError(f"{name} holds NaN or Inf values")
+
+
+def _shape(value: Tensor, ndim: int, name: str) -> tuple[int, ...]:
+    if not isinstance(value, Tensor) or value.ndim != ndim:
+        got = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise BridgeInputError(f"{name} must be a {ndim}-d tensor, got {got}")
+    return tuple(value.shape)

@@ -1,0 +1,54 @@
+"""clipbridge command line: `python cli.py COMMAND` or the `clipbridge` console script.
+
+Each stage owns its commands; this file only gathers them and turns the project's error types into
+one clear line on stderr and a non-zero exit.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bridge.errors import BridgeInputError
+from cache.errors import ClipBridgeError
+
+USER_ERRORS = (ClipBridgeError, BridgeInputError)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clipbridge")
+def group() -> None:
+    """Few-shot CLIP adaptation on an embedding cache: extract once, fit many methods and seeds in seconds."""
+
+
+def _add_commands() -> None:
+    from cache.commands import fewshot, info
+    from evaluate.commands import bench, demo, evaluate, fit
+    from extract.commands import extract
+
+    for command in (extract, fewshot, fit, evaluate, bench, info, demo):
+        group.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors end as `error: <message>` and exit status 1 (130 on Ctrl-C)."""
+    _add_commands()
+    try:
+        group.main(args=argv, prog_name="clipbridge", standalone_mode=False)
+    except USER_ERRORS as error:
+        click.echo(f"error: {error}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; run the same command again to resume", err=True)
+        return 130
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
