@@ -1,0 +1,288 @@
+"""Read a cache: open_cache() validates the whole file and refuses anything it could not trust.
+
+Refused (ClipBridgeError naming the file): not HDF5, another format or version, an unfinished cache, a
+split with rows not done, shapes that disagree, NaN/Inf values (naming the split and row), and a cache of
+another model/pretrained than the one asked for. Whole datasets are read at once (no row loops).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from cache.errors import ClipBridgeError
+from cache.schema import (FORMAT, VERSION, open_hdf5, pretrained_label, read_attrs, split_group, text_group,
+                          tmp_path)
+
+#: Rows checked for NaN/Inf per read while validating (bounds memory on very large splits).
+_CHECK_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class TextPrompts:
+    """Per-prompt text of one or more prompt sets, concatenated (every prompt has equal weight).
+
+    prompts [P] str; classes [P] int64; projected [P, D] float32 = eos @ Wt; eos [P, W] float32.
+    """
+
+    prompts: list[str]
+    classes: torch.Tensor
+    projected: torch.Tensor
+    eos: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """One split's images (skipped rows excluded): embedding [N, V, D] float32 raw, labels [N] int64."""
+
+    embedding: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+    views: int
+
+
+def _pretrained_matches(asked: str, stored: str) -> bool:
+    """A tag matches itself; a checkpoint path matches the file name (or stem) the cache recorded."""
+    return asked == stored or pretrained_label(asked) == pretrained_label(stored)
+
+
+class Cache:
+    """A validated cache file. Small parts (model, classes, attrs) are held; text and splits read on demand."""
+
+    def __init__(self, path: Path, attrs: dict[str, Any], classnames: list[str], original_classnames: list[str],
+                 text_projection: torch.Tensor, logit_scale: float, text_sets: list[str], splits: list[str]):
+        self.path = path
+        self.attrs = attrs
+        self.classnames = classnames
+        self.original_classnames = original_classnames
+        self.text_projection = text_projection
+        self.logit_scale = logit_scale
+        self._text_sets = text_sets
+        self._splits = splits
+
+    def __repr__(self) -> str:
+        return (f"Cache({str(self.path)!r}, model={self.attrs.get('model')!r}, "
+                f"pretrained={self.attrs.get('pretrained')!r}, classes={len(self.classnames)}, "
+                f"text_sets={self._text_sets}, splits={self._splits})")
+
+    @property
+    def text_sets(self) -> list[str]:
+        return list(self._text_sets)
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self._splits)
+
+    @property
+    def cache_id(self) -> str:
+        """12 hex characters identifying this extraction (stable across copies and moves of the file)."""
+        key = "|".join(str(self.attrs.get(k, "")) for k in
+                       ("uuid", "created", "model", "pretrained", "pretrained_sha256", "dataset"))
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+    def _open(self) -> h5py.File:
+        try:
+            return open_hdf5(self.path, "r")
+        except OSError as error:
+            raise ClipBridgeError(f"{self.path}: cannot read the cache any more ({error})") from None
+
+    def text(self, set_names: Sequence[str] | str) -> TextPrompts:
+        """The prompts of the named sets, concatenated in the order given."""
+        names = [set_names] if isinstance(set_names, str) else list(set_names)
+        if not names:
+            raise ClipBridgeError(f"{self.path}: no text set asked for; known: {', '.join(self._text_sets)}")
+        unknown = [n for n in names if n not in self._text_sets]
+        if unknown:
+            raise ClipBridgeError(
+                f"{self.path}: unknown text set {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(self._text_sets)}")
+        prompts, classes, projected, eos = [], [], [], []
+        with self._open() as handle:
+            for name in names:
+                group = handle[text_group(name)]
+                prompts += list(group["prompt"].asstr()[()])
+                classes.append(group["class"][()].astype(np.int64))
+                projected.append(group["projected"][()].astype(np.float32, copy=False))
+                eos.append(group["eos"][()].astype(np.float32, copy=False))
+        return TextPrompts(prompts, torch.from_numpy(np.concatenate(classes)),
+                           torch.from_numpy(np.concatenate(projected)), torch.from_numpy(np.concatenate(eos)))
+
+    def split(self, name: str) -> ImageSplit:
+        """One split as float32 tensors, rows marked skipped (--skip-bad) left out."""
+        if name not in self._splits:
+            raise ClipBridgeError(f"{self.path}: unknown split {name!r}; known: {', '.join(self._splits)}")
+        with self._open() as handle:
+            group = handle[split_group(name)]
+            keep = ~group["skipped"][()] if "skipped" in group else None
+            embedding = group["embedding"][()]
+            labels = group["label"][()].astype(np.int64)
+            paths = group["path"].asstr()[()]
+        if keep is not None and not keep.all():
+            embedding, labels, paths = embedding[keep], labels[keep], paths[keep]
+        tensor = torch.from_numpy(np.ascontiguousarray(embedding)).to(torch.float32)   # torch casts f16 faster
+        return ImageSplit(tensor, torch.from_numpy(labels), list(paths), int(tensor.shape[1]))
+
+    def split_counts(self) -> dict[str, int]:
+        """Rows per split (skipped rows excluded) without reading any embedding."""
+        with self._open() as handle:
+            return {name: int((~handle[split_group(name)]["skipped"][()]).sum()) for name in self._splits}
+
+
+# ---------------------------------------------------------------------- validation
+class _Validator:
+    """Checks one open file; every failure is a ClipBridgeError starting with the file's path."""
+
+    def __init__(self, path: Path, handle: h5py.File):
+        self.path = path
+        self.file = handle
+
+    def fail(self, problem: str) -> None:
+        raise ClipBridgeError(f"{self.path}: {problem}")
+
+    def dataset(self, name: str, ndim: int) -> h5py.Dataset:
+        if name not in self.file or not isinstance(self.file[name], h5py.Dataset):
+            self.fail(f"missing dataset /{name}")
+        dataset = self.file[name]
+        if dataset.ndim != ndim:
+            self.fail(f"/{name} has {dataset.ndim} dimensions {dataset.shape}, expected {ndim}")
+        return dataset
+
+    def finite_rows(self, dataset: h5py.Dataset, what: str, skip: np.ndarray | None = None) -> None:
+        """Refuse NaN/Inf, naming `what` and the first bad row (rows where skip is True are ignored)."""
+        n = dataset.shape[0]
+        for start in range(0, n, _CHECK_ROWS):
+            block = dataset[start:start + _CHECK_ROWS]
+            bad = ~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+            if skip is not None:
+                bad &= ~skip[start:start + _CHECK_ROWS]
+            if bad.any():
+                rows = np.flatnonzero(bad) + start
+                self.fail(f"{what} has NaN/Inf values in row {int(rows[0])}"
+                          + (f" (and {rows.size - 1} more rows)" if rows.size > 1 else ""))
+
+    def attrs(self) -> dict[str, Any]:
+        attrs = read_attrs(self.file)
+        if attrs.get("format") != FORMAT:
+            self.fail(f"not a clipbridge cache (format attribute is {attrs.get('format')!r}, "
+                      f"expected {FORMAT!r})")
+        if attrs.get("version") != VERSION:
+            self.fail(f"cache format version {attrs.get('version')!r} is not supported (this clipbridge reads "
+                      f"version {VERSION}); extract it again")
+        if attrs.get("complete") is not True:
+            self.fail("the cache is incomplete (extraction did not finish); run extract again to resume it")
+        for key in ("model", "pretrained", "dataset"):
+            if not attrs.get(key):
+                self.fail(f"root attribute {key!r} is missing")
+        return attrs
+
+    def model(self) -> tuple[np.ndarray, float]:
+        projection = self.dataset("model/text_projection", 2)[()].astype(np.float32)
+        if 0 in projection.shape:
+            self.fail(f"/model/text_projection is empty {projection.shape}")
+        self.finite_rows(self.file["model/text_projection"], "/model/text_projection")
+        scale = self.dataset("model/logit_scale", 0)[()]
+        if not np.isfinite(scale) or scale <= 0:
+            self.fail(f"/model/logit_scale is {scale}, expected a positive number")
+        return projection, float(scale)
+
+    def classes(self) -> tuple[list[str], list[str]]:
+        names = list(self.dataset("classes/names", 1).asstr()[()])
+        if not names:
+            self.fail("/classes/names is empty")
+        original = names
+        if "classes/original_names" in self.file:
+            original = list(self.dataset("classes/original_names", 1).asstr()[()])
+            if len(original) != len(names):
+                self.fail(f"/classes/original_names has {len(original)} names, /classes/names {len(names)}")
+        return names, original
+
+    def text_set(self, name: str, width: int, dim: int, count: int) -> None:
+        base = text_group(name)
+        prompts = self.dataset(f"{base}/prompt", 1)
+        classes = self.dataset(f"{base}/class", 1)
+        projected = self.dataset(f"{base}/projected", 2)
+        eos = self.dataset(f"{base}/eos", 2)
+        p = prompts.shape[0]
+        if p == 0 or classes.shape[0] != p or projected.shape != (p, dim) or eos.shape != (p, width):
+            self.fail(f"text set {name!r} shapes disagree: prompt {prompts.shape}, class {classes.shape}, "
+                      f"projected {projected.shape} (expected [{p}, {dim}]), eos {eos.shape} "
+                      f"(expected [{p}, {width}] to match text_projection [{width}, {dim}])")
+        labels = classes[()]
+        if labels.min() < 0 or labels.max() >= count:
+            self.fail(f"text set {name!r} has class indices outside [0, {count})")
+        self.finite_rows(projected, f"text set {name!r} /projected")
+        self.finite_rows(eos, f"text set {name!r} /eos")
+
+    def split(self, name: str, dim: int, count: int) -> None:
+        base = split_group(name)
+        embedding = self.dataset(f"{base}/embedding", 3)
+        labels = self.dataset(f"{base}/label", 1)
+        paths = self.dataset(f"{base}/path", 1)
+        done = self.dataset(f"{base}/done", 1)
+        n = embedding.shape[0]
+        if n == 0 or embedding.shape[1] < 1 or embedding.shape[2] != dim:
+            self.fail(f"split {name!r} embedding is {embedding.shape}, expected [N >= 1, V >= 1, {dim}] "
+                      f"(D of text_projection)")
+        if embedding.dtype not in (np.float16, np.float32):
+            self.fail(f"split {name!r} embedding dtype is {embedding.dtype}, expected float16 or float32")
+        for what, dataset in (("label", labels), ("path", paths), ("done", done)):
+            if dataset.shape[0] != n:
+                self.fail(f"split {name!r} has {dataset.shape[0]} {what} entries for {n} embeddings")
+        marks = done[()]
+        if not marks.all():
+            self.fail(f"split {name!r} is incomplete: {int(marks.sum())}/{n} rows done; "
+                      "run extract again to resume it")
+        skip = self.dataset(f"{base}/skipped", 1)[()] if "skipped" in self.file[base] else np.zeros(n, bool)
+        if skip.shape[0] != n:
+            self.fail(f"split {name!r} has {skip.shape[0]} skipped markers for {n} embeddings")
+        values = labels[()][~skip]
+        if values.size and (values.min() < 0 or values.max() >= count):
+            self.fail(f"split {name!r} has labels outside [0, {count})")
+        self.finite_rows(embedding, f"split {name!r}", skip)
+
+
+def _check_identity(path: Path, attrs: dict[str, Any], model: str | None, pretrained: str | None) -> None:
+    if model is not None and attrs["model"] != model:
+        raise ClipBridgeError(f"{path}: cache holds model {attrs['model']!r}, not the {model!r} asked for")
+    if pretrained is not None and not _pretrained_matches(str(pretrained), str(attrs["pretrained"])):
+        raise ClipBridgeError(
+            f"{path}: cache holds pretrained {attrs['pretrained']!r}, not the {pretrained!r} asked for")
+
+
+def open_cache(path: str | Path, *, model: str | None = None, pretrained: str | None = None) -> Cache:
+    """Open and validate a finished cache; `model`/`pretrained`, when given, must be what it holds."""
+    path = Path(path)
+    if not path.is_file():
+        if tmp_path(path).exists():
+            raise ClipBridgeError(f"{path}: the cache is incomplete (only {tmp_path(path).name} exists; "
+                                  "run extract again to resume it)")
+        raise ClipBridgeError(f"{path}: no such cache file")
+    try:
+        handle = open_hdf5(path, "r")
+    except OSError as error:
+        text = str(error)
+        problem = "not an HDF5 file" if "signature" in text else f"cannot be opened as HDF5 ({text})"
+        raise ClipBridgeError(f"{path}: {problem}") from None
+    with handle:
+        check = _Validator(path, handle)
+        attrs = check.attrs()
+        _check_identity(path, attrs, model, pretrained)
+        projection, scale = check.model()
+        names, original = check.classes()
+        width, dim = projection.shape
+        text_sets = list(handle["text"].keys()) if "text" in handle else []
+        splits = list(handle["images"].keys()) if "images" in handle else []
+        if not text_sets:
+            check.fail("holds no text set")
+        if not splits:
+            check.fail("holds no image split")
+        for name in text_sets:
+            check.text_set(name, width, dim, len(names))
+        for name in splits:
+            check.split(name, dim, len(names))
+    return Cache(path, attrs, names, original, torch.from_numpy(projection), scale, text_sets, splits)

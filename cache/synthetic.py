@@ -1,0 +1,163 @@
+"""A synthetic but valid cache with CLIP-like structure, for tests, demos and benchmarks without CLIP.
+
+Generative model (all draws from one numpy Generator seeded with `seed`, so a seed fixes the file):
+- Wt [W, D] is Gaussian with columns scaled over two decades, so its singular values spread widely
+  (some directions nearly vanish after projection, as in CLIP; W != D is fine).
+- Classes come in super-classes (groups of about four). Class c has an EOS direction
+  e_c = shared text mean + super-class direction + own direction; its P prompts are
+  e_{c,p} = |e| * n(e_c + template_p + noise) (templates shared by all classes), projected e_{c,p} Wt.
+- Images of class c sit around n(a * T_c + b * u_c) where T_c is the class's zero-shot text prototype and
+  u_c an image-only direction the text never sees (shared inside a super-class as well, which is what
+  makes zero-shot confuse neighbours); every image is shifted by one shared modality-gap vector g,
+  gets isotropic noise and is scaled to a raw norm around 10 (CLIP's encode_image is not normalised).
+  Views v > 0 are view 0 plus small noise (an "augmented" copy).
+So zero-shot is well above chance but imperfect, and a few labelled images per class help.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cache.errors import ClipBridgeError
+from cache.writer import CacheWriter
+
+TEMPLATES = ("a photo of a {}.", "itap of a {}.", "a bad photo of the {}.", "a origami {}.",
+             "a photo of the large {}.", "a {} in a video game.", "art of the {}.", "a photo of the small {}.")
+
+# Strengths of the generative model's parts (see the module docstring).
+_TEXT_MEAN, _TEXT_SUPER, _TEXT_OWN, _TEXT_TEMPLATE, _TEXT_NOISE = 1.0, 0.9, 0.7, 0.35, 0.25
+_EOS_NORM, _IMAGE_NORM = 25.0, 10.0
+_IMAGE_TEXT, _IMAGE_OWN, _IMAGE_SUPER, _IMAGE_GAP, _IMAGE_NOISE, _VIEW_NOISE = 0.6, 0.3, 0.5, 2.0, 3.5, 0.15
+_SUPER_CLASS_SIZE = 4
+# Image noise has the same size along any direction whatever D is (its total norm is _IMAGE_NOISE at D=512).
+_REFERENCE_DIM = 512
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _projection(rng: np.random.Generator, width: int, dim: int) -> np.ndarray:
+    """Wt [W, D]: a Gaussian matrix whose columns are scaled from 1 down to 0.01, so its singular values
+    spread over two decades; scaled so that projected text has a norm near 10."""
+    columns = np.geomspace(1.0, 0.01, dim)[rng.permutation(dim)]
+    gaussian = rng.standard_normal((width, dim)) / np.sqrt(width)
+    return gaussian * (columns * 10.0 / _EOS_NORM / np.sqrt(np.mean(columns**2)))
+
+
+def _text(rng: np.random.Generator, classes: int, prompts: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """EOS features [C, P, W] and the super-class of each class [C]."""
+    supers = rng.permutation(classes) % max(1, classes // _SUPER_CLASS_SIZE)
+    mean = _unit(rng.standard_normal(width))
+    super_dirs = _unit(rng.standard_normal((supers.max() + 1, width)))
+    own = _unit(rng.standard_normal((classes, width)))
+    centre = _TEXT_MEAN * mean + _TEXT_SUPER * super_dirs[supers] + _TEXT_OWN * own        # [C, W]
+    templates = _TEXT_TEMPLATE * _unit(rng.standard_normal((prompts, width)))              # [P, W]
+    noise = _TEXT_NOISE * _unit(rng.standard_normal((classes, prompts, width)))
+    eos = _EOS_NORM * _unit(centre[:, None, :] + templates[None] + noise)                  # [C, P, W]
+    return eos, supers
+
+
+def _images(rng: np.random.Generator, centres: np.ndarray, gap: np.ndarray, labels: np.ndarray,
+            views: int) -> np.ndarray:
+    """Raw image embeddings [N, V, D] of the given labels around the class centres [C, D]."""
+    n, dim = labels.size, centres.shape[1]
+    base = gap + centres[labels] + _IMAGE_NOISE * rng.standard_normal((n, dim)) / np.sqrt(_REFERENCE_DIM)
+    scale = _IMAGE_NORM * rng.uniform(0.85, 1.15, size=(n, 1)) / np.linalg.norm(base, axis=1, keepdims=True)
+    out = np.repeat((base * scale)[:, None, :], views, axis=1)
+    if views > 1:
+        out[:, 1:] += _VIEW_NOISE * _IMAGE_NORM * rng.standard_normal((n, views - 1, dim)) / np.sqrt(dim)
+    return out.astype(np.float32)
+
+
+def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.ndarray:
+    """`count` labels cycling through all classes, shuffled."""
+    return rng.permutation(np.arange(count) % classes)
+
+
+def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: int, dim: int, width: int,
+                          val: int, test: int, views: int = 1, prompts: int = 3, seed: int = 0,
+                          dataset: str = "synthetic", overwrite: bool = False) -> Path:
+    """Write a valid synthetic cache (splits train [C*train_per_class], val [val], test [test]); its path.
+
+    Train and val images have `views` views, test images one. Text sets: "ensemble" (`prompts` templates
+    per class) and "cupl" (`prompts` sentences per class).
+    """
+    for name, value, low in (("classes", classes, 2), ("train_per_class", train_per_class, 1), ("dim", dim, 2),
+                             ("width", width, 2), ("val", val, 1), ("test", test, 1), ("views", views, 1),
+                             ("prompts", prompts, 1)):
+        if int(value) < low:
+            raise ClipBridgeError(f"synthetic cache {path}: {name} must be at least {low}, got {value}")
+    rng = np.random.default_rng(seed)
+    projection = _projection(rng, width, dim)                                             # [W, D]
+    eos, supers = _text(rng, classes, 2 * prompts, width)                                 # [C, 2P, W]
+    projected = eos @ projection                                                          # [C, 2P, D]
+    prototypes = _unit(_unit(projected).mean(axis=1))                                     # [C, D]
+    super_dirs = _unit(rng.standard_normal((supers.max() + 1, dim)))
+    own = _unit(rng.standard_normal((classes, dim)))
+    centres = _unit(_IMAGE_TEXT * prototypes + _IMAGE_OWN * own + _IMAGE_SUPER * super_dirs[supers])
+    gap = _IMAGE_GAP * _unit(rng.standard_normal(dim))
+    labels = {
+        "train": np.repeat(np.arange(classes), train_per_class),
+        "val": _balanced_labels(rng, classes, val),
+        "test": _balanced_labels(rng, classes, test),
+    }
+    names = [f"class {c:03d}" for c in range(classes)]
+    attrs = {"model": "synthetic", "pretrained": f"seed{seed}", "dataset": dataset, "image_size": 0,
+             "precision": "fp32", "split_source": f"synthetic (seed {seed})",
+             "synthetic": {"classes": classes, "train_per_class": train_per_class, "dim": dim, "width": width,
+                           "val": val, "test": test, "views": views, "prompts": prompts, "seed": seed}}
+    with CacheWriter(path, attrs=attrs, overwrite=overwrite, restart=True) as writer:
+        writer.write_model(projection.astype(np.float32), 100.0)
+        writer.write_classes(names, [n.replace(" ", "_") for n in names])
+        class_of_prompt = np.repeat(np.arange(classes), prompts)
+        sets = {"ensemble": (slice(0, prompts), list(TEMPLATES)),
+                "cupl": (slice(prompts, 2 * prompts), [f"{{}} seen in sentence {i}." for i in range(prompts)])}
+        for set_name, (part, texts) in sets.items():
+            writer.write_text(set_name, [texts[p % len(texts)].format(names[c]) for c in range(classes)
+                                         for p in range(prompts)],
+                              class_of_prompt, projected[:, part].reshape(-1, dim), eos[:, part].reshape(-1, width),
+                              attrs={"source": "synthetic"})
+        for split, split_labels in labels.items():
+            split_views = 1 if split == "test" else views
+            writer.ensure_split(split, split_labels, [f"{split}/{i:06d}" for i in range(split_labels.size)],
+                                split_views, dim, np.float32, {"views_recipe": "synthetic noise", "seed": seed})
+            writer.write_rows(split, np.arange(split_labels.size),
+                              _images(rng, centres, gap, split_labels, split_views))
+        return writer.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cache.synthetic --classes C --shots K --dim D --width W --val N --test N --out X.h5`."""
+    parser = argparse.ArgumentParser(prog="python -m cache.synthetic", description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, required=True, help="number of classes C")
+    parser.add_argument("--shots", type=int, required=True,
+                        help="train images per class (the most shots a few-shot run can draw)")
+    parser.add_argument("--dim", type=int, default=512, help="joint embedding size D")
+    parser.add_argument("--width", type=int, default=512, help="text width W (size of the EOS feature)")
+    parser.add_argument("--val", type=int, default=1000, help="validation images")
+    parser.add_argument("--test", type=int, default=2000, help="test images")
+    parser.add_argument("--views", type=int, default=1, help="views per train/val image")
+    parser.add_argument("--prompts", type=int, default=3, help="prompts per class in each text set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default="synthetic", help="dataset name recorded in the cache")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.add_argument("--out", required=True, help="cache file to write (.h5)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_synthetic_cache(args.out, classes=args.classes, train_per_class=args.shots, dim=args.dim,
+                                     width=args.width, val=args.val, test=args.test, views=args.views,
+                                     prompts=args.prompts, seed=args.seed, dataset=args.dataset,
+                                     overwrite=args.overwrite)
+    except ClipBridgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

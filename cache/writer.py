@@ -1,0 +1,467 @@
+"""Write a cache: into "<path>.tmp", resumable after any interruption, renamed into place by finish().
+
+Crash safety (kill -9 at any point):
+- Every dataset is created with its full size allocated up front (contiguous layout, early allocation),
+  then the file is flushed. Writing embedding rows afterwards only overwrites raw bytes in place; no
+  HDF5 metadata changes, so a kill in the middle of a chunk cannot break the file's structure.
+- A chunk's embedding rows are written and flushed BEFORE its `done` markers are set and flushed. A row
+  whose marker is not set is simply extracted again on resume; no row is duplicated or lost.
+- Structural changes (new groups, datasets, attributes) are each followed by a flush. If a kill still
+  leaves a .tmp that HDF5 cannot open, the writer says so and starts that file again.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from cache.errors import ClipBridgeError
+from cache.schema import (
+    EMBEDDING_DTYPES,
+    FORMAT,
+    IDENTITY_ATTRS,
+    SPLIT_MANAGED_ATTRS,
+    STRING_DTYPE,
+    VERSION,
+    decode_attr,
+    encode_attr,
+    open_hdf5,
+    read_attrs,
+    split_group,
+    text_group,
+    tmp_path,
+)
+
+log = logging.getLogger(__name__)
+
+_NEEDED_ATTRS = ("model", "pretrained", "dataset")
+#: Root attributes a caller may leave out (recorded as these, and compared as these on resume).
+_DEFAULT_ATTRS = {"pretrained_sha256": "", "image_size": 0, "precision": "", "split_source": ""}
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _same_attr(a: Any, b: Any) -> bool:
+    """Attribute equality after HDF5 round-trip normalisation (224 == 224, "x" == b"x", None == "")."""
+    return str(decode_attr(encode_attr(a))) == str(decode_attr(encode_attr(b)))
+
+
+def _contiguous_runs(sorted_rows: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(row_start, row_stop, pos_start, pos_stop) for each run of consecutive rows in a sorted array."""
+    if sorted_rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [sorted_rows.size]])
+    return [(int(sorted_rows[a]), int(sorted_rows[b - 1]) + 1, int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def _preallocated(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any) -> h5py.Dataset:
+    """A contiguous dataset whose storage is allocated now (no metadata change on later row writes)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    return group.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl, fill_time="never")
+
+
+class CacheWriter:
+    """Writes one cache file. Use as a context manager; call finish() once everything is written.
+
+    CacheWriter(path, attrs={model, pretrained, dataset, image_size, precision, ...}) opens
+    "<path>.tmp": a fresh one, or the one an interrupted run left if its identity attributes
+    (schema.IDENTITY_ATTRS) match; then `resumed` is True and ensure_split() returns the rows already done.
+    overwrite=True allows replacing an existing finished cache (only when finish() succeeds);
+    restart=True discards an unfinished .tmp instead of resuming it.
+    """
+
+    def __init__(self, path: str | Path, *, attrs: dict[str, Any], overwrite: bool = False,
+                 restart: bool = False) -> None:
+        self.path = Path(path)
+        self.tmp = tmp_path(self.path)
+        self.resumed = False
+        missing = [key for key in _NEEDED_ATTRS if not attrs.get(key)]
+        if missing:
+            raise ClipBridgeError(f"{self.path}: cache attributes {', '.join(missing)} are required")
+        self._attrs = {**_DEFAULT_ATTRS, **attrs}
+        if self.path.exists() and not overwrite:
+            raise ClipBridgeError(f"{self.path} already exists; delete it or use --overwrite to replace it")
+        if restart and self.tmp.exists():
+            self._remove_tmp()
+        self._file = self._open_existing() if self.tmp.exists() else None
+        if self._file is None:
+            self._file = self._create()
+
+    # ------------------------------------------------------------------ opening
+    def _remove_tmp(self) -> None:
+        try:
+            self.tmp.unlink()
+        except OSError as error:
+            raise ClipBridgeError(f"{self.tmp}: cannot remove the unfinished cache ({error.strerror})") from None
+
+    def _open_existing(self) -> h5py.File | None:
+        """The .tmp of an interrupted run, reopened for resuming; None when it must be started again."""
+        try:
+            handle = open_hdf5(self.tmp, "r+")
+        except OSError as error:
+            text = str(error).lower()
+            if "lock" in text or "already open" in text:
+                raise ClipBridgeError(
+                    f"{self.tmp} is open in another process (is another extraction writing it?)") from None
+            if isinstance(error, PermissionError) or "permission denied" in text:
+                raise ClipBridgeError(f"{self.tmp}: cannot open the unfinished cache (permission denied)") from None
+            log.warning("%s is unreadable (interrupted while its structure was being written); "
+                        "starting it again", self.tmp)
+            self._remove_tmp()
+            return None
+        existing = read_attrs(handle)
+        if existing.get("format") != FORMAT or existing.get("version") != VERSION:
+            handle.close()
+            log.warning("%s holds no resumable clipbridge cache; starting it again", self.tmp)
+            self._remove_tmp()
+            return None
+        differing = [key for key in IDENTITY_ATTRS if not _same_attr(existing.get(key), self._attrs.get(key))]
+        if differing:
+            handle.close()
+            detail = ", ".join(f"{k}={existing.get(k)!r} (now {self._attrs.get(k)!r})" for k in differing)
+            raise ClipBridgeError(
+                f"{self.tmp}: an unfinished cache with other settings is in the way: {detail}; "
+                "delete it or use --restart to discard it")
+        for key, value in self._attrs.items():
+            if key not in IDENTITY_ATTRS and key not in ("created", "uuid", "complete", "format", "version"):
+                handle.attrs[key] = encode_attr(value)
+        handle.flush()
+        self.resumed = True
+        return handle
+
+    def _create(self) -> h5py.File:
+        try:
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            handle = open_hdf5(self.tmp, "w")
+        except OSError as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise ClipBridgeError(f"{self.tmp}: cannot write the cache here ({reason})") from None
+        attrs = {
+            "torch_version": _package_version("torch"),
+            "open_clip_version": _package_version("open_clip_torch"),
+            **self._attrs,
+            "format": FORMAT,
+            "version": VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "uuid": uuid.uuid4().hex,
+            "complete": False,
+        }
+        for key, value in attrs.items():
+            handle.attrs[key] = encode_attr(value)
+        handle.flush()
+        return handle
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None:
+            raise ClipBridgeError(f"{self.tmp}: the cache writer is closed")
+        return self._file
+
+    def _where(self, name: str) -> str:
+        return f"{self.tmp}:/{name}"
+
+    def _replace(self, group: h5py.Group, name: str, data: Any, dtype: Any = None) -> None:
+        """(Re)write a small dataset whole, skipping the write when the stored one is identical."""
+        if name in group:
+            stored = group[name]
+            same = stored.shape == np.shape(data) and (dtype is None or stored.dtype == np.dtype(dtype))
+            if same:
+                values = stored.asstr()[()] if h5py.check_string_dtype(stored.dtype) else stored[()]
+                if np.array_equal(np.asarray(values), np.asarray(data)):
+                    return
+            del group[name]
+        group.create_dataset(name, data=data, dtype=dtype)
+
+    def _group(self, name: str) -> h5py.Group:
+        """The group `name` ("text/x", "images/y"), created with its parents in creation order."""
+        group = self.file
+        for part in name.split("/"):
+            if part not in group:
+                group.create_group(part, track_order=True)
+            group = group[part]
+        return group
+
+    def _split(self, split: str) -> h5py.Group:
+        name = split_group(split)
+        if name not in self.file:
+            raise ClipBridgeError(f"{self._where(name)}: split {split!r} was not started (call ensure_split)")
+        return self.file[name]
+
+    @staticmethod
+    def _finite(array: np.ndarray, what: str) -> None:
+        if not np.all(np.isfinite(array)):
+            bad = np.argwhere(~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1))
+            raise ClipBridgeError(f"{what}: non-finite values (NaN/Inf) in row {int(bad[0][0])}")
+
+    # ------------------------------------------------------------------ model, classes, text
+    def write_model(self, text_projection: np.ndarray, logit_scale: float) -> None:
+        """text_projection [W, D] float32 (CLIP's Wt); logit_scale tau with exp() already applied."""
+        projection = np.asarray(text_projection, dtype=np.float32)
+        if projection.ndim != 2 or 0 in projection.shape:
+            raise ClipBridgeError(f"{self._where('model/text_projection')}: expected [W, D], got {projection.shape}")
+        self._finite(projection, self._where("model/text_projection"))
+        scale = float(logit_scale)
+        if not np.isfinite(scale) or scale <= 0:
+            raise ClipBridgeError(f"{self._where('model/logit_scale')}: must be a positive number, got {scale}")
+        group = self.file.require_group("model")
+        self._replace(group, "text_projection", projection, np.float32)
+        self._replace(group, "logit_scale", np.float32(scale), np.float32)
+        self.file.flush()
+
+    def write_classes(self, names: Sequence[str], original_names: Sequence[str] | None = None) -> None:
+        """names [C] prompt-ready class names; original_names [C] the dataset's own (default: names)."""
+        names = [str(n) for n in names]
+        original = [str(n) for n in (names if original_names is None else original_names)]
+        if not names or len(original) != len(names):
+            raise ClipBridgeError(
+                f"{self._where('classes')}: need C >= 1 names and as many original names "
+                f"(got {len(names)} and {len(original)})")
+        group = self.file.require_group("classes")
+        self._replace(group, "names", np.array(names, dtype=object), STRING_DTYPE)
+        self._replace(group, "original_names", np.array(original, dtype=object), STRING_DTYPE)
+        self.file.flush()
+
+    def write_text(self, set_name: str, prompts: Sequence[str], classes: np.ndarray, projected: np.ndarray,
+                   eos: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
+        """One prompt set: prompts [P], classes [P] int, projected [P, D] = eos @ Wt, eos [P, W].
+
+        `attrs` records the set's provenance (templates, CuPL file and its sha256, ...).
+        """
+        where = self._where(text_group(set_name))
+        if not set_name or "/" in set_name:
+            raise ClipBridgeError(f"{where}: a text set name must be non-empty and contain no '/'")
+        prompts = [str(p) for p in prompts]
+        classes = np.asarray(classes)
+        projected = np.asarray(projected, dtype=np.float32)
+        eos = np.asarray(eos, dtype=np.float32)
+        p = len(prompts)
+        if (p == 0 or classes.shape != (p,) or projected.ndim != 2 or eos.ndim != 2
+                or projected.shape[0] != p or eos.shape[0] != p):
+            raise ClipBridgeError(
+                f"{where}: expected prompts [P], class [P], projected [P, D], eos [P, W] with P >= 1; got "
+                f"{p}, {classes.shape}, {projected.shape}, {eos.shape}")
+        if not np.issubdtype(classes.dtype, np.integer):
+            raise ClipBridgeError(f"{where}: class indices must be integers, got {classes.dtype}")
+        if "model/text_projection" in self.file:
+            width, dim = self.file["model/text_projection"].shape
+            if projected.shape[1] != dim or eos.shape[1] != width:
+                raise ClipBridgeError(
+                    f"{where}: projected [P, {projected.shape[1]}] / eos [P, {eos.shape[1]}] do not match "
+                    f"text_projection [{width}, {dim}]")
+        if "classes/names" in self.file:
+            count = self.file["classes/names"].shape[0]
+            if classes.min() < 0 or classes.max() >= count:
+                raise ClipBridgeError(f"{where}: class indices must lie in [0, {count})")
+        self._finite(projected, f"{where}/projected")
+        self._finite(eos, f"{where}/eos")
+        group = self._group(text_group(set_name))
+        self._replace(group, "prompt", np.array(prompts, dtype=object), STRING_DTYPE)
+        self._replace(group, "class", classes.astype(np.int32), np.int32)
+        self._replace(group, "projected", projected, np.float32)
+        self._replace(group, "eos", eos, np.float32)
+        for key, value in (attrs or {}).items():
+            group.attrs[key] = encode_attr(value)
+        self.file.flush()
+
+    # ------------------------------------------------------------------ images
+    def ensure_split(self, split: str, labels: np.ndarray, paths: Sequence[str], views: int, dim: int,
+                     dtype: Any = np.float16, views_attrs: dict[str, Any] | None = None) -> np.ndarray:
+        """Create /images/<split> (embedding [N, V, D] of `dtype`), or check the one a resumed run made.
+
+        Returns done [N] bool: True for rows already written (or skipped) that need no extraction.
+        `views_attrs` is the views recipe (augmentations, seed, ...), stored on `done` and checked on resume.
+        """
+        where = self._where(split_group(split))
+        if not split or "/" in split:
+            raise ClipBridgeError(f"{where}: a split name must be non-empty and contain no '/'")
+        labels = np.asarray(labels)
+        paths = [str(p) for p in paths]
+        n = len(paths)
+        dtype = np.dtype(dtype)
+        if dtype not in EMBEDDING_DTYPES:
+            raise ClipBridgeError(f"{where}: embedding dtype must be float16 or float32, got {dtype}")
+        if n == 0 or labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ClipBridgeError(f"{where}: need N >= 1 integer labels and N paths, got {labels.shape} and {n}")
+        if int(views) < 1 or int(dim) < 1:
+            raise ClipBridgeError(f"{where}: views and dim must be >= 1, got {views} and {dim}")
+        if "model/text_projection" in self.file and self.file["model/text_projection"].shape[1] != int(dim):
+            raise ClipBridgeError(
+                f"{where}: embedding dim {dim} differs from text_projection D "
+                f"{self.file['model/text_projection'].shape[1]}")
+        shape = (n, int(views), int(dim))
+        recipe = {key: encode_attr(value) for key, value in (views_attrs or {}).items()}
+        if split_group(split) in self.file:
+            return self._check_resumed_split(split, labels, paths, shape, dtype, recipe)
+        group = self._group(split_group(split))
+        _preallocated(group, "embedding", shape, dtype)
+        group.create_dataset("label", data=labels.astype(np.int32))
+        group.create_dataset("path", data=np.array(paths, dtype=object), dtype=STRING_DTYPE)
+        done = group.create_dataset("done", data=np.zeros(n, dtype=bool))
+        group.create_dataset("skipped", data=np.zeros(n, dtype=bool))
+        for key, value in recipe.items():
+            done.attrs[key] = value
+        done.attrs.update({"views": int(views), "dim": int(dim), "dtype": dtype.name, "skipped_count": 0,
+                           "skipped_log": "[]"})
+        self.file.flush()
+        return np.zeros(n, dtype=bool)
+
+    def _check_resumed_split(self, split: str, labels: np.ndarray, paths: list[str], shape: tuple[int, ...],
+                             dtype: np.dtype, recipe: dict[str, Any]) -> np.ndarray:
+        group = self.file[split_group(split)]
+        where = self._where(split_group(split))
+        needed = ("embedding", "label", "path", "done", "skipped")
+        if any(name not in group for name in needed):
+            # killed while the split's datasets were being created: nothing in it was written yet
+            del self.file[split_group(split)]
+            self.file.flush()
+            return self.ensure_split(split, labels, paths, shape[1], shape[2], dtype, recipe)
+        stored = {k: v for k, v in read_attrs(group["done"]).items() if k not in SPLIT_MANAGED_ATTRS}
+        problems = []
+        if group["embedding"].shape != shape or group["embedding"].dtype != dtype:
+            problems.append(f"embedding {group['embedding'].shape} {group['embedding'].dtype} "
+                            f"(now {shape} {dtype})")
+        if not np.array_equal(group["label"][()], labels) or list(group["path"].asstr()[()]) != paths:
+            problems.append("its image list or labels")
+        if set(stored) != set(recipe) or any(not _same_attr(stored[k], recipe[k]) for k in recipe):
+            problems.append(f"views recipe {stored} (now {recipe})")
+        if problems:
+            raise ClipBridgeError(
+                f"{where}: the unfinished cache was started with other {'; '.join(problems)}; "
+                "delete it or use --restart to discard it")
+        return group["done"][()]
+
+    def done(self, split: str) -> np.ndarray:
+        """[N] bool: rows of `split` written or skipped so far."""
+        return self._split(split)["done"][()]
+
+    def _rows(self, split: str, rows: Any) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        n = self._split(split)["done"].shape[0]
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise ClipBridgeError(f"{self._where(split_group(split))}: row indices must lie in [0, {n})")
+        if np.unique(rows).size != rows.size:
+            raise ClipBridgeError(f"{self._where(split_group(split))}: row indices repeat")
+        return rows
+
+    def write_rows(self, split: str, rows: Any, embedding: np.ndarray) -> None:
+        """Store embedding [n, V, D] at `rows` [n] of `split`, flush, then mark those rows done and flush."""
+        group = self._split(split)
+        rows = self._rows(split, rows)
+        dataset = group["embedding"]
+        values = np.asarray(embedding)
+        if values.shape != (rows.size, *dataset.shape[1:]):
+            raise ClipBridgeError(
+                f"{self._where(split_group(split))}: embedding for {rows.size} rows must be "
+                f"[{rows.size}, {dataset.shape[1]}, {dataset.shape[2]}], got {values.shape}")
+        values = values.astype(dataset.dtype, copy=False)
+        if not np.all(np.isfinite(values)):
+            bad = rows[~np.isfinite(values.reshape(rows.size, -1)).all(axis=1)]
+            path = group["path"].asstr()[int(bad[0])]
+            raise ClipBridgeError(
+                f"{self._where(split_group(split))}: non-finite embedding (NaN/Inf in {dataset.dtype}) "
+                f"for row {int(bad[0])} ({path})")
+        order = np.argsort(rows, kind="stable")
+        rows, values = rows[order], values[order]
+        runs = _contiguous_runs(rows)
+        for start, stop, a, b in runs:
+            dataset[start:stop] = values[a:b]
+        self.file.flush()
+        done = group["done"]
+        for start, stop, _, _ in runs:
+            done[start:stop] = True
+        self.file.flush()
+
+    def mark_skipped(self, split: str, rows: Any, reason: str) -> None:
+        """Mark rows that could not be read (--skip-bad): done, excluded on read, counted and logged."""
+        group = self._split(split)
+        rows = self._rows(split, rows)
+        if rows.size == 0:
+            return
+        skipped = group["skipped"]
+        done = group["done"]
+        for start, stop, _, _ in _contiguous_runs(np.sort(rows)):
+            skipped[start:stop] = True
+            done[start:stop] = True
+        paths = group["path"].asstr()
+        entries = json.loads(done.attrs.get("skipped_log", "[]"))
+        entries += [{"row": int(r), "path": paths[int(r)], "reason": str(reason)} for r in rows]
+        done.attrs["skipped_log"] = json.dumps(entries)
+        done.attrs["skipped_count"] = int(skipped[()].sum())
+        self.file.flush()
+
+    # ------------------------------------------------------------------ finishing
+    def _check_complete(self) -> None:
+        missing = [name for name in ("model/text_projection", "model/logit_scale", "classes/names")
+                   if name not in self.file]
+        if missing:
+            raise ClipBridgeError(f"{self.tmp}: cannot finish, {', '.join(missing)} not written")
+        if not len(self.file.get("text", {})):
+            raise ClipBridgeError(f"{self.tmp}: cannot finish, no text set written")
+        if not len(self.file.get("images", {})):
+            raise ClipBridgeError(f"{self.tmp}: cannot finish, no image split written")
+        count = self.file["classes/names"].shape[0]
+        width, dim = self.file["model/text_projection"].shape
+        for name, group in self.file["text"].items():
+            if group["projected"].shape[1] != dim or group["eos"].shape[1] != width:
+                raise ClipBridgeError(
+                    f"{self._where(text_group(name))}: projected/eos widths {group['projected'].shape[1]}/"
+                    f"{group['eos'].shape[1]} do not match text_projection [{width}, {dim}]")
+        for split, group in self.file["images"].items():
+            if group["embedding"].shape[2] != dim:
+                raise ClipBridgeError(f"{self._where(split_group(split))}: embedding dim "
+                                      f"{group['embedding'].shape[2]} differs from text_projection D {dim}")
+            done = group["done"][()]
+            if not done.all():
+                raise ClipBridgeError(
+                    f"{self.tmp}: cannot finish, split {split!r} has {int(done.sum())}/{done.size} rows done")
+            labels = group["label"][()]
+            if labels.min() < 0 or labels.max() >= count:
+                raise ClipBridgeError(f"{self._where(split_group(split))}: labels must lie in [0, {count})")
+        for name, group in self.file["text"].items():
+            classes = group["class"][()]
+            if classes.min() < 0 or classes.max() >= count:
+                raise ClipBridgeError(f"{self._where(text_group(name))}: class indices must lie in [0, {count})")
+
+    def finish(self) -> Path:
+        """Check that everything is written, mark the cache complete and rename it into place."""
+        self._check_complete()
+        self.file.attrs["complete"] = True
+        self.file.flush()
+        self.close()
+        with open(self.tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as error:
+            raise ClipBridgeError(f"{self.path}: cannot move the finished cache into place ({error.strerror})") \
+                from None
+        return self.path
+
+    def close(self) -> None:
+        """Close the .tmp without finishing (a later CacheWriter on the same path resumes it)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
