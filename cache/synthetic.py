@@ -1,8 +1,8 @@
 """A synthetic but valid cache with CLIP-like structure, for tests, demos and benchmarks without CLIP.
 
 Generative model (all draws from one numpy Generator seeded with `seed`, so a seed fixes the file):
-- Wt [W, D] is Gaussian with columns scaled over two decades, so its singular values spread widely
-  (some directions nearly vanish after projection, as in CLIP; W != D is fine).
+- Wt [W, D] = U diag(s) V^T with orthonormal U, V and singular values s spread over a factor of 20
+  (some directions shrink a lot after projection, as in CLIP; W != D is fine).
 - Classes come in super-classes (groups of about four). Class c has an EOS direction
   e_c = shared text mean + super-class direction + own direction; its P prompts are
   e_{c,p} = |e| * n(e_c + template_p + noise) (templates shared by all classes), projected e_{c,p} Wt.
@@ -41,11 +41,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _projection(rng: np.random.Generator, width: int, dim: int) -> np.ndarray:
-    """Wt [W, D]: a Gaussian matrix whose columns are scaled from 1 down to 0.01, so its singular values
-    spread over two decades; scaled so that projected text has a norm near 10."""
-    columns = np.geomspace(1.0, 0.01, dim)[rng.permutation(dim)]
-    gaussian = rng.standard_normal((width, dim)) / np.sqrt(width)
-    return gaussian * (columns * 10.0 / _EOS_NORM / np.sqrt(np.mean(columns**2)))
+    """Wt [W, D] = U diag(s) V^T with orthonormal U [W, r], V [D, r] (r = min(W, D)) and singular values
+    s from 1 down to 0.05, scaled so that projected text has a norm near 10."""
+    rank = min(width, dim)
+    singular = np.geomspace(1.0, 0.05, rank)
+    u = np.linalg.qr(rng.standard_normal((width, rank)))[0]
+    v = np.linalg.qr(rng.standard_normal((dim, rank)))[0]
+    scale = 10.0 / _EOS_NORM / np.sqrt(np.mean(singular**2))
+    return (u * (singular * scale)) @ v.T
 
 
 def _text(rng: np.random.Generator, classes: int, prompts: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +97,7 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
     rng = np.random.default_rng(seed)
     projection = _projection(rng, width, dim)                                             # [W, D]
     eos, supers = _text(rng, classes, 2 * prompts, width)                                 # [C, 2P, W]
-    projected = eos @ projection                                                          # [C, 2P, D]
+    projected = (eos.reshape(-1, width) @ projection).reshape(classes, 2 * prompts, dim)   # [C, 2P, D]
     prototypes = _unit(_unit(projected).mean(axis=1))                                     # [C, D]
     super_dirs = _unit(rng.standard_normal((supers.max() + 1, dim)))
     own = _unit(rng.standard_normal((classes, dim)))

@@ -1,0 +1,97 @@
+"""The synthetic cache is a valid cache with CLIP-like structure: zero-shot works but imperfectly,
+labelled images help, raw norms look like CLIP's, and a seed fixes the file."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cache.errors import ClipBridgeError
+from cache.reader import open_cache
+from cache.synthetic import write_synthetic_cache
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = {"classes": 20, "train_per_class": 16, "dim": 64, "width": 48, "val": 100, "test": 1000}
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synthetic") / "s.h5"
+    return open_cache(write_synthetic_cache(path, views=2, prompts=3, seed=0, **SIZE))
+
+
+def test_synthetic_cache_has_the_requested_shapes(synthetic):
+    c, k, d, w = SIZE["classes"], SIZE["train_per_class"], SIZE["dim"], SIZE["width"]
+    assert synthetic.text_projection.shape == (w, d) and len(synthetic.classnames) == c
+    assert synthetic.text_sets == ["ensemble", "cupl"]
+    text = synthetic.text(["ensemble"])
+    assert text.eos.shape == (3 * c, w) and text.projected.shape == (3 * c, d)
+    assert torch.allclose(text.eos @ synthetic.text_projection, text.projected, rtol=1e-4, atol=1e-4)
+    train = synthetic.split("train")
+    assert train.embedding.shape == (c * k, 2, d)
+    assert torch.bincount(train.labels, minlength=c).tolist() == [k] * c
+    assert synthetic.split("val").embedding.shape == (SIZE["val"], 2, d)
+    assert synthetic.split("test").embedding.shape == (SIZE["test"], 1, d)
+
+
+def test_image_embeddings_are_raw_with_clip_like_norms_and_a_modality_gap(synthetic):
+    images = synthetic.split("test").embedding[:, 0]
+    norms = images.norm(dim=-1)
+    assert 8 < norms.mean() < 12
+    text = _unit(synthetic.text(["ensemble"]).projected)
+    # images share a common direction the text does not have (the gap): their mean is far from the text's
+    assert (_unit(images).mean(0) - text.mean(0)).norm() > 0.3
+
+
+def test_zero_shot_is_above_chance_but_imperfect_and_shots_improve_it(synthetic):
+    c = SIZE["classes"]
+    text = synthetic.text(["ensemble", "cupl"])
+    prototypes = _unit(torch.stack([_unit(text.projected[text.classes == k]).mean(0) for k in range(c)]))
+    test = synthetic.split("test")
+    queries = _unit(test.embedding[:, 0])
+    zero_shot = queries @ prototypes.T
+    zero_shot_accuracy = (zero_shot.argmax(1) == test.labels).float().mean().item()
+    assert 3.0 / c < zero_shot_accuracy < 0.9
+    train = synthetic.split("train")
+    support = _unit(train.embedding[:, 0])
+    means = _unit(torch.stack([support[train.labels == k].mean(0) for k in range(c)]))
+    combined = zero_shot + queries @ means.T
+    few_shot_accuracy = (combined.argmax(1) == test.labels).float().mean().item()
+    assert few_shot_accuracy > zero_shot_accuracy + 0.1
+
+
+def test_same_seed_gives_the_same_cache_and_another_seed_another(tmp_path):
+    small = {**SIZE, "test": 50}
+    first = open_cache(write_synthetic_cache(tmp_path / "a.h5", seed=3, **small))
+    again = open_cache(write_synthetic_cache(tmp_path / "b.h5", seed=3, **small))
+    other = open_cache(write_synthetic_cache(tmp_path / "c.h5", seed=4, **small))
+    assert torch.equal(first.split("test").embedding, again.split("test").embedding)
+    assert torch.equal(first.text(["cupl"]).eos, again.text(["cupl"]).eos)
+    assert not torch.equal(first.split("test").embedding, other.split("test").embedding)
+
+
+def test_bad_sizes_are_refused(tmp_path):
+    with pytest.raises(ClipBridgeError, match=r"classes must be at least 2, got 1"):
+        write_synthetic_cache(tmp_path / "x.h5", **{**SIZE, "classes": 1})
+
+
+def test_module_command_writes_a_valid_cache(tmp_path):
+    out = tmp_path / "cli.h5"
+    command = [sys.executable, "-m", "cache.synthetic", "--classes", "5", "--shots", "4", "--dim", "16",
+               "--width", "12", "--val", "10", "--test", "20", "--views", "2", "--prompts", "2", "--seed", "7",
+               "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    cache = open_cache(out)
+    assert cache.split("train").embedding.shape == (20, 2, 16) and len(cache.text(["ensemble"]).prompts) == 10
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    assert again.returncode == 1 and "already exists" in again.stderr
