@@ -1,0 +1,259 @@
+"""`python cli.py extract` end to end: cache contents, resume after SIGKILL, torchrun, bad inputs.
+
+End-to-end runs are subprocesses of `cli.py`; the two corrupt-JPEG cases call cli.main in-process (same
+entry point, no second torch import) to stay within the test-time budget.
+
+Real JPEGs from ../shared/data/flowers17 (a trimmed split file) when ../shared exists, else generated
+images in an imagefolder. The model is clipbridge-tiny, randomly initialised (seeded) or from a checkpoint
+file written here. Subprocesses run with OMP_NUM_THREADS=1 (identical arithmetic in every process).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+FLOWERS = REPO.parent / "shared" / "data" / "flowers17"
+PYTHON = sys.executable
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+TINY = ["--model", "clipbridge-tiny"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def run_cli(*args: str, launcher: list[str] | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+    command = (launcher or [PYTHON]) + [str(REPO / "cli.py"), "extract", "--no-progress", *map(str, args)]
+    return subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of an HDF5 file, by name."""
+    out = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _generated_imagefolder(root: Path, classes: int = 6, per_class: int = 12) -> Path:
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        for i in range(per_class):
+            path = root / f"class_{label}" / f"{i:02d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) // (label + 1)
+            Image.fromarray(pixels).save(path, quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset_args(tmp_path_factory) -> list[str]:
+    """CLI arguments naming a small dataset of ~70 images with train/val/test splits."""
+    tmp = tmp_path_factory.mktemp("extract-data")
+    if FLOWERS.is_dir():
+        full = json.loads((FLOWERS / "split_zhou_Flowers17.json").read_text())
+        sizes = {"train": 6, "val": 3, "test": 3}
+        trimmed = {split: [row for label in range(6) for row in [r for r in full[split] if r[1] == label][:n]]
+                   for split, n in sizes.items()}
+        split_file = tmp / "split_zhou_Flowers6.json"
+        split_file.write_text(json.dumps(trimmed))
+        return ["--dataset", "splitfile", "--root", str(FLOWERS / "jpg"), "--split-file", str(split_file)]
+    return ["--dataset", "imagefolder", "--root", str(_generated_imagefolder(tmp / "generated"))]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """(LoadedModel, checkpoint path): clipbridge-tiny, random init, saved as a .pt file."""
+    from extract.models import load_model
+
+    tiny = load_model("clipbridge-tiny", "random", device="cpu")
+    path = tmp_path_factory.mktemp("weights") / "tiny-random.pt"
+    torch.save(tiny.model.state_dict(), path)
+    return tiny, path
+
+
+def _run_args(dataset_args, checkpoint, out, workers="0"):
+    return [*dataset_args, *TINY, "--pretrained", checkpoint, "--views", "3", "--batch-size", "2",
+            "--workers", workers, "--prompts", "ensemble,classname", "--out", out]
+
+
+@pytest.fixture(scope="module")
+def reference(dataset_args, tiny_checkpoint, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """An uninterrupted single-process run: 3 views, batches of 2, 2 DataLoader workers."""
+    out = tmp_path_factory.mktemp("reference") / "cache" / "ref.h5"
+    result = run_cli(*_run_args(dataset_args, tiny_checkpoint[1], out, workers="2"))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+@pytest.mark.slow
+def test_extract_writes_a_complete_cache_with_views_text_and_checkpoint_identity(dataset_args, tiny_checkpoint,
+                                                                                 reference):
+    from cache.reader import open_cache
+    from extract.models import file_sha256
+
+    tiny, checkpoint = tiny_checkpoint
+    out, result = reference
+    assert f"wrote {out}" in result.stdout and "images/s" in result.stdout
+    cache = open_cache(out)
+    assert cache.attrs["pretrained"] == "tiny-random.pt"
+    assert cache.attrs["pretrained_sha256"] == file_sha256(checkpoint)
+    assert set(cache.splits) == {"train", "val", "test"} and cache.text_sets == ["ensemble", "classname"]
+    train, test = cache.split("train"), cache.split("test")
+    dim = tiny.model.text_projection.shape[1]
+    assert train.embedding.shape == (36, 3, dim) and train.views == 3
+    assert test.embedding.shape[1] == 1
+    text = cache.text(["ensemble"])
+    torch.testing.assert_close(text.eos @ cache.text_projection, text.projected, rtol=1e-4, atol=1e-5)
+    # view 0 of a row is the model's own encode_image of the preprocessed image; view 1 its mirror
+    root = Path(dataset_args[dataset_args.index("--root") + 1])
+    image = Image.open(root / train.paths[5]).convert("RGB")
+    with torch.no_grad():
+        expected = tiny.model.encode_image(tiny.preprocess(image)[None])[0]
+    torch.testing.assert_close(train.embedding[5, 0], expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(train.embedding[5, 0], train.embedding[5, 1])
+    with h5py.File(out, "r") as handle:
+        assert "RandomResizedCrop" in handle["images/train/done"].attrs["views_recipe"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_arrays_identical_to_an_uninterrupted_run(dataset_args, tiny_checkpoint,
+                                                                            reference, tmp_path):
+    out = tmp_path / "resumed.h5"
+    args = _run_args(dataset_args, tiny_checkpoint[1], out)
+    command = [PYTHON, str(REPO / "cli.py"), "extract", "--no-progress", *map(str, args)]
+    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tmp = out.with_name(out.name + ".tmp")
+    deadline = time.monotonic() + 120
+    killed_at = None
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with h5py.File(tmp, "r", locking=False) as handle:
+                done = int(handle["images/train/done"][()].sum()) if "images/train/done" in handle else 0
+        except (OSError, KeyError):
+            done = 0
+        if done >= 4:
+            process.send_signal(signal.SIGKILL)
+            killed_at = done
+            break
+        time.sleep(0.02)
+    process.wait(timeout=60)
+    assert killed_at is not None, "the run finished before it could be killed"
+    assert process.returncode == -signal.SIGKILL
+    assert not out.exists() and tmp.exists()
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "(resumed)" in result.stdout
+    expected, got = read_arrays(reference[0]), read_arrays(out)
+    assert sorted(expected) == sorted(got)
+    for name in expected:
+        assert np.array_equal(expected[name], got[name]), name
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_write_the_same_cache_as_one(dataset_args, tiny_checkpoint, reference,
+                                                                tmp_path):
+    out = tmp_path / "torchrun.h5"
+    result = run_cli(*_run_args(dataset_args, tiny_checkpoint[1], out), "--device", "cpu",
+                     launcher=[TORCHRUN, "--standalone", "--nproc_per_node", "2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("wrote ") == 1  # only rank 0 reports
+    expected, got = read_arrays(reference[0]), read_arrays(out)
+    assert sorted(expected) == sorted(got)
+    for name in expected:
+        assert np.array_equal(expected[name], got[name]), name
+
+
+def _small_folder_with_corrupt_jpeg(root: Path) -> Path:
+    _generated_imagefolder(root / "train", classes=2, per_class=3)
+    _generated_imagefolder(root / "test", classes=2, per_class=1)
+    bad = root / "train" / "class_1" / "01.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
+    return bad
+
+
+def run_cli_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """cli.main in this process (torch and open_clip already imported): exit status, stdout, stderr."""
+    import cli
+
+    status = cli.main(["extract", "--no-progress", *map(str, args)])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+
+
+def test_corrupt_jpeg_stops_with_its_path_and_leaves_only_the_resumable_tmp(tmp_path, capsys):
+    bad = _small_folder_with_corrupt_jpeg(tmp_path / "data")
+    out = tmp_path / "out" / "c.h5"
+    result = run_cli_in_process(capsys, "--dataset", "imagefolder", "--root", tmp_path / "data", *TINY,
+                                "--pretrained", "random", "--workers", "0", "--out", out)
+    assert result.returncode != 0
+    (line,) = error_lines(result)
+    assert str(bad) in line and "--skip-bad" in line and "resumes" in line
+    assert not out.exists() and out.with_name("c.h5.tmp").exists()
+
+
+def test_skip_bad_leaves_the_corrupt_jpeg_out_and_counts_it(tmp_path, capsys):
+    from cache.reader import open_cache
+
+    _small_folder_with_corrupt_jpeg(tmp_path / "data")
+    out = tmp_path / "c.h5"
+    result = run_cli_in_process(capsys, "--dataset", "imagefolder", "--root", tmp_path / "data", *TINY,
+                                "--pretrained", "random", "--workers", "0", "--skip-bad", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "train: 5 images, 1 skipped" in result.stdout
+    cache = open_cache(out)
+    assert len(cache.split("train").paths) == 5 and "class_1/01.jpg" not in cache.split("train").paths
+    with h5py.File(out, "r") as handle:
+        assert handle["images/train/done"].attrs["skipped_count"] == 1
+
+
+def _assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert result.returncode != 0
+    (line,) = error_lines(result)
+    for fragment in fragments:
+        assert fragment in line
+    return line
+
+
+def test_missing_root_fails_with_one_line_naming_it(tmp_path):
+    result = run_cli("--dataset", "dtd", "--root", tmp_path / "nowhere", *TINY, "--pretrained", "random",
+                     "--out", tmp_path / "x.h5")
+    _assert_clean_failure(result, str(tmp_path / "nowhere"))
+    assert not list(tmp_path.glob("x.h5*"))
+
+
+def test_split_file_not_matching_the_images_fails_cleanly(tmp_path):
+    _generated_imagefolder(tmp_path / "imgs", classes=2, per_class=2)
+    split = {"train": [["class_0/00.jpg", 0, "a"], ["class_9/00.jpg", 1, "b"]], "test": [["class_0/01.jpg", 0, "a"]]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    result = run_cli("--dataset", "splitfile", "--root", tmp_path / "imgs", "--split-file", tmp_path / "split.json",
+                     *TINY, "--pretrained", "random", "--out", tmp_path / "x.h5")
+    _assert_clean_failure(result, "does not match the images", "class_9/00.jpg")
+    assert not list(tmp_path.glob("x.h5*"))
+
+
+def test_unwritable_output_fails_cleanly(tmp_path):
+    _generated_imagefolder(tmp_path / "imgs", classes=2, per_class=3)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = run_cli("--dataset", "imagefolder", "--root", tmp_path / "imgs", *TINY, "--pretrained", "random",
+                     "--out", blocker / "x.h5")
+    _assert_clean_failure(result, str(blocker))
+    assert blocker.read_text() == "a file, not a folder"
