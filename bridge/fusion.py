@@ -1,0 +1,96 @@
+"""Validation search of fusion weights (Tip-Adapter's α, β; GDA's α; CMM's α) through the one generic
+batched search of bridge.search, plus the scorers and grids these searches use.
+
+A scorer maps candidates [S, M, p] to (validation accuracy [S, M], mean log-probability of the true class
+[S, M]); the search ranks by accuracy and breaks its many ties (accuracy is a step function) by the smooth
+second score. All M candidates are scored in batched tensor operations, sliced along M only when the
+[S, m, Nv, C] intermediate would exceed bridge.features.CHUNK_ELEMENTS.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from bridge.errors import BridgeInputError
+from bridge.features import chunked
+from bridge.ops import accuracy
+from bridge.search import batched_search
+
+Scorer = Callable[[Tensor], "tuple[Tensor, Tensor]"]
+
+
+@dataclass
+class FusionChoice:
+    """best [S, p] chosen weights, val_accuracy [S] percent, evaluated candidates, seconds spent."""
+
+    best: Tensor
+    val_accuracy: Tensor
+    evaluated: int
+    seconds: float
+
+
+def validation_scores(logits: Tensor, labels: Tensor) -> Tensor:
+    """[2, S, M]: top-1 accuracy (percent) and mean log-probability of the true class of logits
+    [S, M, Nv, C] against labels [S, Nv] (-1 rows ignored)."""
+    labels = labels.unsqueeze(1).expand(logits.shape[:-1])
+    valid = labels >= 0
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    mean_logp = (logp * valid).sum(-1) / valid.sum(-1).clamp_min(1)
+    return torch.stack([accuracy(logits, labels), mean_logp])
+
+
+def scorer(candidate_logits: Callable[[Tensor], Tensor], labels: Tensor, elements_per_candidate: int) -> Scorer:
+    """Scorer from candidate_logits(candidates [S, m, p]) -> [S, m, Nv, C], chunked along m."""
+
+    def score(candidates: Tensor) -> tuple[Tensor, Tensor]:
+        both = chunked(lambda part: validation_scores(candidate_logits(part), labels), candidates,
+                       elements_per_candidate, dim=1, out_dim=2)
+        return both[0], both[1]
+
+    return score
+
+
+def linear_fusion_scorer(base: Tensor, extra: Tensor, labels: Tensor) -> Scorer:
+    """Scorer of logits = base + α·extra for candidates α [S, M, 1]; base, extra [S, Nv, C], labels [S, Nv]."""
+
+    def logits(alpha: Tensor) -> Tensor:
+        return base.unsqueeze(1) + alpha.to(base.dtype).unsqueeze(-1) * extra.unsqueeze(1)
+
+    return scorer(logits, labels, base.numel())
+
+
+def log_grid(low: float, high: float, points: int, *, dtype=torch.float64, device=None) -> Tensor:
+    """[points] values evenly spaced in log10 between low and high (inclusive)."""
+    if not 0 < low <= high or points < 1:
+        raise BridgeInputError(f"log grid needs 0 < low <= high and points >= 1, got {low}, {high}, {points}")
+    return torch.logspace(math.log10(low), math.log10(high), points, dtype=dtype, device=device)
+
+
+def box_grid(low: list[float], high: list[float], points: list[int], *, dtype=torch.float64, device=None) -> Tensor:
+    """[∏points, p] Cartesian grid, evenly spaced per coordinate, first coordinate slowest."""
+    axes = [torch.linspace(lo, hi, n, dtype=dtype, device=device) for lo, hi, n in zip(low, high, points)]
+    return torch.cartesian_prod(*axes).reshape(-1, len(axes))
+
+
+def search_fusion(score: Scorer, low: list[float], high: list[float], *, seeds: tuple[int, ...],
+                  rounds: int, per_round: int, grid: Tensor | None = None,
+                  log_scale: list[bool] | None = None, like: Tensor) -> FusionChoice:
+    """bridge.search.batched_search over the box [low, high] (and `grid` first when given), timed; one
+    problem per seed, each with its own random stream (so a seed's choice never depends on the batch).
+
+    like: a tensor whose device/dtype the candidates take.
+    """
+    start = time.perf_counter()
+    lo = torch.tensor(low, dtype=like.dtype, device=like.device)
+    hi = torch.tensor(high, dtype=like.dtype, device=like.device)
+    result = batched_search(score, lo, hi, num_seeds=len(seeds), rounds=rounds, per_round=per_round,
+                            seed=[int(x) for x in seeds],
+                            log_scale=log_scale,
+                            grid=None if grid is None else grid.to(device=like.device, dtype=like.dtype))
+    return FusionChoice(best=result.best, val_accuracy=result.best_score, evaluated=int(result.evaluated),
+                        seconds=time.perf_counter() - start)

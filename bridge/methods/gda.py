@@ -1,0 +1,82 @@
+"""GDA, Gaussian discriminant analysis on CLIP features (training-free; METHOD.md §5).
+
+    μ_c   = mean of class c's normalised support views                           [S, C, D]
+    X_c   = every real view minus its class mean (padded views excluded)         [S, N, D]
+    Σ     = X_cᵀ X_c / (N − 1)  (shared covariance, torch.cov's unbiased form)   [S, D, D]
+    Pr    = D · pinv((N − 1)Σ + tr(Σ) I)                                          [S, D, D]
+    w_c   = Pr μ_c ;  b_c = log(1/C) − ½ μ_cᵀ Pr μ_c                               [S, C, D], [S, C]
+    logits = τ q̄ T̄ᵀ + α (q̄ w_cᵀ + b_c)
+
+α is chosen per seed on validation by bridge.search.batched_search: its `grid` holds GDA's list (the 7
+powers of ten 1e-4 … 100 by default), to which the search adds `search_per_round` log-uniform points in the
+same range per round (`search_rounds` rounds); ties in accuracy go to the larger true-class log-probability. Documented edge case: when every class has a single
+real view (or all views of a class coincide) Σ = 0, Pr = 0 and GDA reduces to zero-shot.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import Tensor
+
+from bridge.features import prepare_queries, support_views, validation, work_dtype
+from bridge.fusion import linear_fusion_scorer, log_grid, search_fusion
+from bridge.methods.zeroshot import zeroshot_logits
+from bridge.registry import FittedState, check_hparams, register_method
+from bridge.text import class_text
+
+
+def gda_classifier(x: Tensor, labels: Tensor, mask: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Linear GDA head from normalised views x [S, N, D] (zero where mask [N] is False), labels [N].
+
+    Returns weights w [S, C, D] (row c = Pr μ_c) and biases b [S, C].
+    """
+    s, n, d = x.shape
+    weight = mask.to(x.dtype)
+    onehot = torch.nn.functional.one_hot(labels, num_classes).to(x.dtype) * weight.unsqueeze(-1)   # [N, C]
+    mu = (onehot.transpose(0, 1) @ x) / onehot.sum(0).clamp_min(1).unsqueeze(-1)                   # [S, C, D]
+    centred = (x - mu[:, labels]) * weight.unsqueeze(-1)                                            # [S, N, D]
+    scatter = centred.transpose(1, 2) @ centred                                                    # (N−1)Σ
+    trace = scatter.diagonal(dim1=1, dim2=2).sum(-1) / max(int(mask.sum()) - 1, 1)                 # tr(Σ)
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    precision = d * torch.linalg.pinv(scatter + trace[:, None, None] * eye, hermitian=True)        # [S, D, D]
+    w = mu @ precision                                                                             # Pr symmetric
+    b = math.log(1.0 / num_classes) - 0.5 * (w * mu).sum(-1)
+    return w, b
+
+
+@register_method
+class GDA:
+    name = "gda"
+    defaults = {"alpha_low": 1e-4, "alpha_high": 100.0, "alpha_points": 7, "search_rounds": 1,
+                "search_per_round": 8}
+
+    def fit(self, task, **hparams) -> FittedState:
+        hp = check_hparams(self, hparams)
+        start = time.perf_counter()
+        dtype = work_dtype(task)
+        text = class_text(task, dtype).projected
+        views = support_views(task, dtype)
+        w, b = gda_classifier(views.x, views.labels, views.mask, task.num_classes)
+        val_q, val_y = validation(task, dtype)
+        base = zeroshot_logits(val_q, text, task.logit_scale)
+        extra = val_q @ w.transpose(1, 2) + b.unsqueeze(1)
+        grid = log_grid(hp["alpha_low"], hp["alpha_high"], int(hp["alpha_points"]), dtype=dtype)
+        choice = search_fusion(linear_fusion_scorer(base, extra, val_y), [hp["alpha_low"]], [hp["alpha_high"]],
+                               seeds=task.seeds, rounds=int(hp["search_rounds"]),
+                               per_round=int(hp["search_per_round"]),
+                               grid=grid.unsqueeze(-1), log_scale=[True], like=base)
+        alpha = choice.best[:, 0]
+        tensors = {"text": text, "weight": w, "bias": b, "alpha": alpha,
+                   "logit_scale": torch.tensor(task.logit_scale, dtype=dtype, device=text.device)}
+        chosen = [{**hp, "alpha": float(a)} for a in alpha.tolist()]
+        info = {"val_accuracy": choice.val_accuracy.tolist(), "fit_seconds": time.perf_counter() - start,
+                "search_seconds": choice.seconds, "search_evaluated": choice.evaluated}
+        return FittedState(self.name, tensors, chosen, info)
+
+    def logits(self, state: FittedState, queries: Tensor) -> Tensor:
+        t = state.tensors
+        q = prepare_queries(queries, len(state.hparams), t["text"])
+        gda = q @ t["weight"].transpose(1, 2) + t["bias"].unsqueeze(1)
+        return zeroshot_logits(q, t["text"], t["logit_scale"]) + t["alpha"][:, None, None] * gda

@@ -1,0 +1,83 @@
+"""Tip-Adapter-F: Tip-Adapter with trainable cache keys (METHOD.md §5).
+
+Keys start as Tip-Adapter's (n(mean of a shot's views)) and are trained, as in the paper, without
+re-normalisation, on every real support view n(f) with cross-entropy on
+    τ n(f) T̄ᵀ + init_alpha · exp(−init_beta (1 − n(f) keysᵀ)) Y
+using AdamW (lr 1e-3, eps 1e-4, cosine schedule as in the paper's code) for `epochs` epochs, full-batch
+(batch_size 0, one step per epoch) or mini-batch (batch_size B, shuffled per seed from task.seeds). The
+keys of the epoch with the best validation accuracy (epoch 0 = the training-free keys; earliest on ties)
+are kept — test data is never seen — and (α, β) are then searched on validation with the learned keys
+exactly as for Tip-Adapter (bridge.methods.tip_adapter.search_alpha_beta).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import Tensor
+
+from bridge.errors import BridgeInputError
+from bridge.features import shot_keys, support_views, validation, work_dtype
+from bridge.methods.tip_adapter import SEARCH_DEFAULTS, cache_logits, tip_logits, tip_state
+from bridge.methods.zeroshot import zeroshot_logits
+from bridge.ops import accuracy
+from bridge.registry import FittedState, check_hparams, register_method
+from bridge.text import class_text
+from bridge.training import seed_permutations, train_and_select
+
+
+@register_method
+class TipAdapterF:
+    name = "tip-adapter-f"
+    defaults = {"epochs": 20, "lr": 1e-3, "weight_decay": 0.01, "eps": 1e-4, "batch_size": 0,
+                "schedule": "cosine", "init_alpha": 1.0, "init_beta": 1.0, "select": "best", **SEARCH_DEFAULTS}
+
+    def fit(self, task, **hparams) -> FittedState:
+        hp = check_hparams(self, hparams)
+        start = time.perf_counter()
+        dtype = work_dtype(task)
+        text = class_text(task, dtype).projected
+        keys = shot_keys(task, dtype)
+        key_mask = keys.mask.reshape(task.num_classes, -1)
+        views = support_views(task, dtype)
+        s, n = task.num_seeds, int(views.mask.sum())
+        batch = int(hp["batch_size"]) or n
+        if batch < 1:
+            raise BridgeInputError(f"tip-adapter-f: batch_size must be >= 0, got {hp['batch_size']}")
+        per_epoch = math.ceil(n / batch)
+        epochs = int(hp["epochs"])
+        order = (views.mask.nonzero().squeeze(-1).expand(s, 1, -1) if batch >= n
+                 else seed_permutations(task.seeds, views.mask, epochs))                # [S, E|1, n]
+        y = views.labels
+        base = zeroshot_logits(views.x, text, task.logit_scale)                          # [S, C·K', C]
+        alpha0 = hp["init_alpha"]
+        beta0 = torch.full((s, 1), float(hp["init_beta"]), dtype=dtype, device=text.device)
+
+        def loss(params: dict[str, Tensor], step: int) -> Tensor:
+            epoch, part = divmod(step, per_epoch)
+            idx = order[:, min(epoch, order.shape[1] - 1), part * batch:(part + 1) * batch]   # [S, B]
+            x = views.x.gather(1, idx.unsqueeze(-1).expand(-1, -1, views.x.shape[-1]))
+            logits = base.gather(1, idx.unsqueeze(-1).expand(-1, -1, base.shape[-1])) \
+                + alpha0 * cache_logits(x, params["keys"], key_mask, beta0).squeeze(1)
+            logp = torch.log_softmax(logits, -1)
+            return -logp.gather(-1, y[idx].unsqueeze(-1)).squeeze(-1).mean(-1)
+
+        val_q, val_y = validation(task, dtype)
+        val_base = zeroshot_logits(val_q, text, task.logit_scale)
+
+        def val_accuracy(params: dict[str, Tensor]) -> Tensor:
+            cache = cache_logits(val_q, params["keys"], key_mask, beta0).squeeze(1)
+            return accuracy(val_base + alpha0 * cache, val_y)
+
+        trained = train_and_select({"keys": keys.x}, loss, val_accuracy, steps=epochs * per_epoch, lr=hp["lr"],
+                                   weight_decay=hp["weight_decay"], eps=hp["eps"], eval_every=per_epoch,
+                                   select=hp["select"], schedule=hp["schedule"])
+        epoch_chosen = (trained.step // per_epoch).tolist()
+        curve = trained.curve.transpose(0, 1).tolist()                                   # [S, epochs + 1]
+        return tip_state(self.name, task, hp, text, trained.params["keys"], key_mask, start,
+                         extra_hparams=[{"epoch": e} for e in epoch_chosen],
+                         extra_info={"train_val_accuracy": curve})
+
+    def logits(self, state: FittedState, queries: Tensor) -> Tensor:
+        return tip_logits(state, queries)

@@ -1,0 +1,39 @@
+"""Zero-shot CLIP: logits = τ · q̄ T̄ᵀ (METHOD.md §5). Nothing is fitted; validation accuracy is reported."""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from bridge.features import prepare_queries, validation, work_dtype
+from bridge.ops import accuracy
+from bridge.registry import FittedState, check_hparams, register_method
+from bridge.text import class_text
+
+
+def zeroshot_logits(queries: Tensor, text: Tensor, logit_scale: float | Tensor) -> Tensor:
+    """τ · q̄ T̄ᵀ: normalised queries [S, N, D], prototypes [C, D] or [S, C, D] -> [S, N, C]."""
+    return logit_scale * queries @ text.transpose(-1, -2)
+
+
+@register_method
+class ZeroShot:
+    name = "zeroshot"
+    defaults: dict = {}
+
+    def fit(self, task, **hparams) -> FittedState:
+        check_hparams(self, hparams)
+        start = time.perf_counter()
+        dtype = work_dtype(task)
+        text = class_text(task, dtype).projected
+        val_q, val_y = validation(task, dtype)
+        val_acc = accuracy(zeroshot_logits(val_q, text, task.logit_scale), val_y)
+        tensors = {"text": text, "logit_scale": torch.tensor(task.logit_scale, dtype=dtype, device=text.device)}
+        info = {"val_accuracy": val_acc.tolist(), "fit_seconds": time.perf_counter() - start, "search_seconds": 0.0}
+        return FittedState(self.name, tensors, [{} for _ in task.seeds], info)
+
+    def logits(self, state: FittedState, queries: Tensor) -> Tensor:
+        text = state.tensors["text"]
+        return zeroshot_logits(prepare_queries(queries, len(state.hparams), text), text,
+                               state.tensors["logit_scale"])

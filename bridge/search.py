@@ -1,0 +1,178 @@
+"""Batched, deterministic box search: every candidate of a round is scored in ONE call.
+
+Used for SeMoBridge's 7-parameter blend and for the α/β-type hyper-parameters of the baselines.
+
+    result = batched_search(score, low, high, num_seeds=S, rounds=R, per_round=M, seed=seed)
+
+`score(candidates [S, M, p]) -> [S, M]` returns the validation accuracy of each candidate of each seed
+(seeds are searched independently, side by side). It may instead return a pair `(accuracy, secondary)`,
+both [S, M]: candidates are then ranked lexicographically, accuracy first, the secondary score breaking
+ties (validation accuracy is a step function; a smooth secondary such as the mean log-probability of the
+true class picks, among equally accurate candidates, the one with the widest margins). Remaining ties keep
+the candidate evaluated first (grid points, then earlier rounds, then lower index).
+
+Algorithm (all in the unit cube; a parameter with log_scale=True is searched uniformly in log space):
+  round 0      the caller's `grid` points (same for every seed) plus `per_round` scrambled-Sobol points;
+  round r ≥ 1  `per_round` new points per seed, drawn around the current elites inside a box whose
+               half-width shrinks geometrically from 0.5 to `final_radius` over the rounds:
+                 1/2 around the best point (uniform in the box),
+                 1/4 around the other elites (the top `elites` points seen so far),
+                 1/8 coordinate moves (the best point with one coordinate redrawn in a twice wider box),
+                 1/8 uniform over the whole cube (keeps exploring).
+               Points are clamped to the cube, so bounds (often optimal, e.g. λ = 0) are reachable.
+Randomness comes from one torch.Generator and one SobolEngine per problem, seeded with `seed` (or the
+problem's own seed): same inputs and seeds, same result.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from bridge.errors import BridgeInputError
+
+Score = Callable[[Tensor], "Tensor | tuple[Tensor, Tensor]"]
+
+
+class SearchResult(NamedTuple):
+    """best [S, p] parameters, best_score [S] their accuracy, evaluated = candidates scored per seed."""
+
+    best: Tensor
+    best_score: Tensor
+    evaluated: int
+
+
+def batched_search(score: Score, low: Tensor, high: Tensor, *, num_seeds: int, rounds: int, per_round: int,
+                   seed: int | Sequence[int], log_scale: list[bool] | None = None, grid: Tensor | None = None,
+                   elites: int = 8, final_radius: float = 0.02) -> SearchResult:
+    """Maximise `score` over the box [low, high] (both [p]) for `num_seeds` independent problems.
+
+    grid  [G, p] points in parameter space scored in round 0 before the random ones (optional).
+    seed  one int for all problems, or one per problem (then problem i's result does not depend on which
+          other problems are searched beside it).
+    Returns SearchResult(best [S, p], best_score [S], evaluated = G + rounds·per_round).
+    """
+    low, high = torch.as_tensor(low), torch.as_tensor(high)
+    p = low.shape[-1]
+    _check(low, high, num_seeds, rounds, per_round, log_scale, grid, p)
+    box = _Box(low, high, log_scale)
+    s = num_seeds
+    seeds = [int(seed)] * s if isinstance(seed, int) else [int(x) for x in seed]
+    if len(seeds) != s:
+        raise BridgeInputError(f"search got {len(seeds)} seeds for {s} problems")
+    gens = [torch.Generator().manual_seed(x) for x in seeds]
+    engines = [torch.quasirandom.SobolEngine(p, scramble=True, seed=x) for x in seeds]
+    first = torch.stack([eng.draw(per_round).to(torch.float64) for eng in engines])
+    if grid is not None and grid.shape[0]:
+        first = torch.cat([box.to_unit(grid.to(torch.float64)).unsqueeze(0).expand(s, -1, -1), first], 1)
+    pool = _Pool.empty(s, p, elites)
+    pool = pool.merge(first, *_evaluate(score, box, first))
+    evaluated = first.shape[1]
+
+    shrink = (final_radius / 0.5) ** (1.0 / max(1, rounds - 2))
+    for r in range(1, rounds):
+        radius = max(final_radius, 0.5 * shrink ** (r - 1))
+        cand = _propose(pool, per_round, radius, gens)
+        pool = pool.merge(cand, *_evaluate(score, box, cand))
+        evaluated += per_round
+    best = box.from_unit(pool.points[:, 0]).to(dtype=low.dtype, device=low.device)
+    return SearchResult(best=best, best_score=pool.primary[:, 0].to(low.device), evaluated=evaluated)
+
+
+class _Box:
+    """Maps the unit cube [0, 1]^p to parameter space (linear or log per dim), float64 on the CPU."""
+
+    def __init__(self, low: Tensor, high: Tensor, log_scale: list[bool] | None):
+        self.device, self.dtype = low.device, low.dtype
+        self.log = torch.tensor(log_scale or [False] * low.shape[-1])
+        lo, hi = low.detach().cpu().to(torch.float64), high.detach().cpu().to(torch.float64)
+        self.lo = torch.where(self.log, lo.clamp_min(1e-300).log(), lo)
+        self.hi = torch.where(self.log, hi.clamp_min(1e-300).log(), hi)
+
+    def from_unit(self, u: Tensor) -> Tensor:
+        x = self.lo + u * (self.hi - self.lo)
+        return torch.where(self.log, x.exp(), x)
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        x = torch.where(self.log, x.clamp_min(1e-300).log(), x)
+        span = (self.hi - self.lo)
+        return ((x - self.lo) / torch.where(span > 0, span, torch.ones_like(span))).clamp(0, 1)
+
+
+class _Pool:
+    """Per-seed elites sorted best first: points [S, E, p] (unit cube), primary/secondary [S, E]."""
+
+    def __init__(self, points: Tensor, primary: Tensor, secondary: Tensor, size: int):
+        self.points, self.primary, self.secondary, self.size = points, primary, secondary, size
+
+    @classmethod
+    def empty(cls, s: int, p: int, size: int) -> "_Pool":
+        z = torch.empty(s, 0, dtype=torch.float64)
+        return cls(torch.empty(s, 0, p, dtype=torch.float64), z, z.clone(), size)
+
+    def merge(self, points: Tensor, primary: Tensor, secondary: Tensor) -> "_Pool":
+        """Keep the top `size` of old elites + new points; ties keep old before new, then lower index."""
+        pts = torch.cat([self.points, points], 1)
+        a = torch.cat([self.primary, primary], 1)
+        b = torch.cat([self.secondary, secondary], 1)
+        order = torch.sort(-b, dim=1, stable=True).indices
+        order = order.gather(1, torch.sort(-a.gather(1, order), dim=1, stable=True).indices)[:, : self.size]
+        pick = order.unsqueeze(-1).expand(-1, -1, pts.shape[-1])
+        return _Pool(pts.gather(1, pick), a.gather(1, order), b.gather(1, order), self.size)
+
+
+def _evaluate(score: Score, box: _Box, unit: Tensor) -> tuple[Tensor, Tensor]:
+    """Score unit-cube candidates [S, M, p]; returns (primary, secondary) [S, M] float64 on the CPU."""
+    out = score(box.from_unit(unit).to(device=box.device, dtype=box.dtype))
+    primary, secondary = out if isinstance(out, tuple) else (out, torch.zeros_like(out))
+    if tuple(primary.shape) != tuple(unit.shape[:2]) or tuple(secondary.shape) != tuple(unit.shape[:2]):
+        raise BridgeInputError(f"search score must return [{unit.shape[0]}, {unit.shape[1]}] scores, "
+                               f"got {list(primary.shape)}")
+    primary = primary.detach().to("cpu", torch.float64)
+    secondary = secondary.detach().to("cpu", torch.float64)
+    # a NaN score must never win: rank it below everything
+    return primary.nan_to_num(-math.inf), secondary.nan_to_num(-math.inf)
+
+
+def _propose(pool: _Pool, m: int, radius: float, gens: list[torch.Generator]) -> Tensor:
+    """m new unit-cube points per seed around the pool's elites: [S, m, p]; seed i draws from gens[i]."""
+    return torch.stack([_propose_one(pool.points[i], m, radius, gen) for i, gen in enumerate(gens)])
+
+
+def _propose_one(elites: Tensor, m: int, radius: float, gen: torch.Generator) -> Tensor:
+    """m unit-cube points [m, p] around one problem's elites [E, p] (best first)."""
+    e, p = elites.shape
+    n_best, n_elite, n_coord = m // 2, m // 4, m // 8
+    n_uniform = m - n_best - n_elite - n_coord
+
+    def box_around(centres: Tensor, width: float) -> Tensor:
+        step = (torch.rand(centres.shape, generator=gen, dtype=torch.float64) * 2 - 1) * width
+        return (centres + step).clamp(0, 1)
+
+    best = elites[:1]
+    around_best = box_around(best.expand(n_best, p), radius)
+    around_elites = box_around(elites[torch.randint(0, e, (n_elite,), generator=gen)], radius)
+    coord = best.expand(n_coord, p).clone()
+    dim = torch.randint(0, p, (n_coord, 1), generator=gen)
+    coord.scatter_(1, dim, box_around(coord.gather(1, dim), 2 * radius))
+    uniform = torch.rand(n_uniform, p, generator=gen, dtype=torch.float64)
+    return torch.cat([around_best, around_elites, coord, uniform], 0)
+
+
+def _check(low, high, num_seeds, rounds, per_round, log_scale, grid, p) -> None:
+    if low.ndim != 1 or tuple(high.shape) != (p,):
+        raise BridgeInputError(f"search bounds must be two [p] tensors, got {list(low.shape)} and {list(high.shape)}")
+    if bool((high < low).any()):
+        raise BridgeInputError("search bounds: some high < low")
+    if num_seeds < 1 or rounds < 1 or per_round < 1:
+        raise BridgeInputError(f"search needs num_seeds, rounds and per_round >= 1; got "
+                               f"{num_seeds}, {rounds}, {per_round}")
+    if log_scale is not None:
+        if len(log_scale) != p:
+            raise BridgeInputError(f"log_scale has {len(log_scale)} entries for {p} parameters")
+        if any(flag and float(lo) <= 0 for flag, lo in zip(log_scale, low.tolist())):
+            raise BridgeInputError("a log-scale search parameter needs a positive lower bound")
+    if grid is not None and (grid.ndim != 2 or grid.shape[1] != p):
+        raise BridgeInputError(f"search grid must be [G, {p}], got {list(grid.shape)}")

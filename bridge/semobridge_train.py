@@ -1,0 +1,167 @@
+"""SeMoBridge-T's training loop (METHOD.md §3) for S seeds at once, with per-step model selection.
+
+Parameters carry a leading seed dim: bridge B [S, D, W], class bias b [S, C, W]. The seeds' losses are
+summed before `backward`; the loss of seed s depends only on B[s], b[s], and AdamW is elementwise
+(moments, bias correction, decoupled weight decay), so one torch.optim.AdamW over [S, ...] tensors is
+exactly S independent AdamWs (tests/test_semobridge_t.py checks S=3 against three runs of S=1).
+
+Cheap per-step validation under the fixed blend (s=0.01, α=β=γ=1, λ=0.5):
+  * S1 and the class weights w never change: computed once (bridge.semobridge_math.FixedBlend);
+  * S2 = q̄ Pᵀ reuses the prototypes P of the training forward pass: step t+1's forward evaluates the
+    parameters left by update t, so the state after every update is validated without a second pass
+    over the support (one forward-only pass follows the last update);
+  * S3 = n(q B Wt) F̄ᵀ by the cheaper product order (bridge.semobridge_math.bridged_query_cosines),
+    reusing the precomputed Wt Wtᵀ.
+Cost per seed and step, D = W: three [C·K', D]×[D, W] products for the losses (the custom backward of
+‖u Wt‖² reuses the forward product) plus about 1.25 [Nv, D]×[D, D] for validation, against six
+[C·K', D]-sized products (four for the losses, two to re-bridge the support) and two [Nv, D]-sized ones
+for the plain procedure (see bridge/speed.py).
+Selection "best-val" keeps, per seed, the state with the highest validation accuracy, the EARLIEST such
+state on ties (accuracy is a step function: the first state to reach it has moved least from B0);
+"last" keeps the final state and skips validation. States are numbered by updates applied (1..steps).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from bridge import semobridge_math as sm
+from bridge.errors import BridgeInputError
+from bridge.text import ClassText
+
+SELECTIONS = ("best-val", "last")
+
+
+class TrainSettings(NamedTuple):
+    steps: int = 5000
+    warmup: int = 500
+    lr: float = 1.5e-4
+    weight_decay: float = 0.01
+    warmup_start_lr: float = 1e-5
+    csb: bool = True
+    selection: str = "best-val"
+
+
+class TrainOutcome(NamedTuple):
+    """bridge [S, D, W], bias [S, C, W] | None: the selected state; last_bridge/last_bias: the final one;
+    selected_step [S] int64 (updates applied); selected_accuracy [S] fixed-blend val accuracy of the
+    selected state (NaN with selection "last"); final_loss [S] total loss of the final state."""
+
+    bridge: Tensor
+    bias: Tensor | None
+    last_bridge: Tensor
+    last_bias: Tensor | None
+    selected_step: Tensor
+    selected_accuracy: Tensor
+    final_loss: Tensor
+
+
+def learning_rate(step: int, settings: TrainSettings) -> float:
+    """lr of update `step` (0-based): warmup_start_lr at 0, lr·step/warmup while step < warmup, then lr."""
+    if step == 0 and settings.warmup > 0:
+        return settings.warmup_start_lr
+    if step < settings.warmup:
+        return settings.lr * step / settings.warmup
+    return settings.lr
+
+
+def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tensor, initial: Tensor,
+                 logit_scale: float, settings: TrainSettings, val: Tensor | None = None,
+                 val_labels: Tensor | None = None) -> TrainOutcome:
+    """Train B (init `initial` [D, W]) and, with settings.csb, b (init 0) on every support view.
+
+    views        support views (bridge.semobridge_math.support_views) of S seeds
+    val          [S, Nv, D] raw validation queries, val_labels [S, Nv] (-1 = padding): needed for
+                 selection "best-val", unused for "last"
+    """
+    _check(settings, val, val_labels)
+    s, num_classes = views.raw.shape[0], text.projected.shape[0]
+    dtype = views.raw.dtype
+    bridge = initial.to(dtype).expand(s, *initial.shape).clone().requires_grad_(True)
+    params = [bridge]
+    bias = None
+    if settings.csb:
+        bias = torch.zeros(s, num_classes, initial.shape[-1], dtype=dtype, device=bridge.device, requires_grad=True)
+        params.append(bias)
+    optimizer = _adamw(params, settings)
+    gram = text_projection @ text_projection.T
+    validate = settings.selection == "best-val" and settings.steps > 0
+    if validate:
+        image_protos = sm.image_prototypes(views, num_classes)
+        unit_val = val / sm.safe_norm(val)
+        judge = sm.FixedBlend(unit_val @ text.projected.T, sm.divergence(image_protos, text.projected), val_labels)
+        best = _Best.start(bridge, bias)
+
+    for step in range(settings.steps + 1):
+        training = step < settings.steps
+        with torch.set_grad_enabled(training):
+            fwd = sm.trained_losses(views, bridge, bias, text.projected, text.eos, text_projection, gram, logit_scale)
+        total = fwd.losses["total"]
+        if not bool(torch.isfinite(total).all()):
+            raise BridgeInputError(f"SeMoBridge-T loss became non-finite at step {step}")
+        if validate and step > 0:
+            with torch.no_grad():
+                protos = fwd.prototypes.detach()
+                s3 = sm.bridged_query_cosines(val, bridge.detach(), text_projection, image_protos, gram)
+                best.update(judge.accuracy(unit_val @ protos.transpose(-1, -2), s3), step, bridge, bias)
+        if training:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, settings)
+            optimizer.zero_grad(set_to_none=True)
+            total.sum().backward()
+            optimizer.step()
+
+    last_bridge, last_bias = bridge.detach(), None if bias is None else bias.detach()
+    if validate:
+        return TrainOutcome(best.bridge, best.bias, last_bridge, last_bias, best.step, best.accuracy,
+                            total.detach())
+    steps = torch.full((s,), settings.steps, dtype=torch.long)
+    nan = torch.full((s,), float("nan"), dtype=dtype)
+    return TrainOutcome(last_bridge, last_bias, last_bridge, last_bias, steps, nan, total.detach())
+
+
+def _adamw(params: list[Tensor], settings: TrainSettings) -> torch.optim.AdamW:
+    """AdamW (betas 0.9/0.999, eps 1e-8); the fused kernel where this torch has it for the device (about
+    10x faster than the per-tensor loop on CPU; same update rule), else the default implementation."""
+    kwargs = dict(lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, **kwargs)
+
+
+class _Best:
+    """Per-seed best state so far; strictly better accuracy replaces it (earliest kept on ties)."""
+
+    def __init__(self, bridge: Tensor, bias: Tensor | None, accuracy: Tensor, step: Tensor):
+        self.bridge, self.bias, self.accuracy, self.step = bridge, bias, accuracy, step
+
+    @classmethod
+    def start(cls, bridge: Tensor, bias: Tensor | None) -> "_Best":
+        s = bridge.shape[0]
+        acc = torch.full((s,), -1.0, dtype=bridge.dtype, device=bridge.device)
+        return cls(bridge.detach().clone(), None if bias is None else bias.detach().clone(), acc,
+                   torch.zeros(s, dtype=torch.long))
+
+    def update(self, accuracy: Tensor, step: int, bridge: Tensor, bias: Tensor | None) -> None:
+        better = accuracy > self.accuracy
+        if not bool(better.any()):
+            return
+        self.accuracy = torch.where(better, accuracy, self.accuracy)
+        self.step = torch.where(better.cpu(), torch.tensor(step), self.step)
+        self.bridge = torch.where(better[:, None, None], bridge.detach(), self.bridge)
+        if bias is not None:
+            self.bias = torch.where(better[:, None, None], bias.detach(), self.bias)
+
+
+def _check(settings: TrainSettings, val: Tensor | None, val_labels: Tensor | None) -> None:
+    if settings.steps < 0 or settings.warmup < 0:
+        raise BridgeInputError(f"steps and warmup must be >= 0, got {settings.steps} and {settings.warmup}")
+    if not settings.lr > 0 or settings.weight_decay < 0:
+        raise BridgeInputError(f"lr must be > 0 and weight_decay >= 0, got {settings.lr} and {settings.weight_decay}")
+    if settings.selection not in SELECTIONS:
+        raise BridgeInputError(f"selection must be one of {SELECTIONS}, got {settings.selection!r}")
+    if settings.selection == "best-val" and (val is None or val_labels is None or not bool((val_labels >= 0).any())):
+        raise BridgeInputError("selection='best-val' needs validation queries; use selection='last'")

@@ -1,0 +1,244 @@
+"""Speed benchmarks of the SeMoBridge core on synthetic tensors (prints figures; no assertions).
+
+    python -m bridge.speed search [--trials 1000] [--sizes 101x16x404 101x16x2000] [--seeds 1 2] [--threads N]
+        blend search: ours (bridge.search.batched_search via the "semobridge" method's defaults) against
+        sequential Optuna-TPE trials over the same 7 ranges, on the same validation maps.
+    python -m bridge.speed train [--steps 5000] [--baseline-steps 200] [--batch-seeds 10] [--batch-steps 50] [--threads N]
+        SeMoBridge-T training with per-step best-validation selection: ours (bridge.semobridge_train)
+        against the paper's procedure written plainly (autograd through every bridged view, then a full
+        re-evaluation of the fixed blend with fresh S1, S2, S3 each step); then S seeds batched vs one.
+
+The baseline's per-step cost is constant, so it runs `--baseline-steps` steps and its 5000-step time is
+extrapolated (stated in the output); ours is also run for those steps and must select the same step and
+reach the same bridge (printed). Optuna is imported only here (pip extra "bench").
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import Tensor
+
+from bridge import semobridge_math as sm
+from bridge.methods.semobridge import BLEND_GRID, SEARCH_DEFAULTS, SEARCH_FINAL_RADIUS
+from bridge.ops import accuracy
+from bridge.search import batched_search
+from bridge.semobridge_blend import front_scores, validation_front
+from bridge.semobridge_train import TrainSettings, learning_rate, train_bridge
+from bridge.task import FewShotTask
+from bridge.text import ClassText, class_text
+
+
+# ------------------------------------------------------------------------------------------ synthetic task
+def synthetic_task(*, classes: int, shots: int, dim: int = 512, width: int = 512, val: int, seeds=(1,),
+                   prompts: int = 4, shared_val: bool = True, seed: int = 0, dtype=torch.float32) -> FewShotTask:
+    """A FewShotTask of random-but-structured tensors: class directions + noise + a modality gap, text
+    that only roughly knows the classes, a Wt with a spread of singular values (some below 0.3)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    n = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
+    mu = n(r(classes, dim))
+    img_gap, txt_gap = 0.6 * n(r(dim)), 0.6 * n(r(dim))
+
+    def images(labels: Tensor) -> Tensor:
+        return 10.0 * (mu[labels] + 4.5 * r(*labels.shape, dim) / dim ** 0.5 + img_gap)
+
+    s = len(seeds)
+    support = images(torch.arange(classes).repeat_interleave(shots).expand(s, -1)).reshape(s, classes, shots, dim)
+    u, _, vh = torch.linalg.svd(r(width, dim), full_matrices=False)
+    wt = u @ torch.diag(torch.linspace(0.1, 3.0, min(width, dim))) @ vh
+    text_class = torch.arange(classes).repeat_interleave(prompts)
+    mu_text = n(mu + 1.2 * r(classes, dim) / dim ** 0.5)
+    eos = (n(mu_text[text_class] + 0.3 * r(classes * prompts, dim) / dim ** 0.5) + txt_gap) @ torch.linalg.pinv(wt)
+    eos = eos + 0.05 * r(classes * prompts, width)
+    sv = 1 if shared_val else s
+    val_y = torch.randint(0, classes, (sv, val), generator=g)
+    return FewShotTask(support=support.to(dtype), support_mask=torch.ones(classes, shots, dtype=torch.bool),
+                       text_projected=(eos @ wt).to(dtype), text_eos=eos.to(dtype), text_class=text_class,
+                       text_projection=wt.to(dtype), logit_scale=100.0, val=images(val_y).to(dtype),
+                       val_labels=val_y, views=1, seeds=tuple(seeds))
+
+
+# ------------------------------------------------------------------------------------------------ search
+def _val_problem(task: FewShotTask):
+    text = class_text(task)
+    views = sm.support_views(task.support, task.support_mask)
+    wt = task.text_projection
+    b0 = sm.initial_bridge(wt)
+    f_bar = sm.image_prototypes(views, task.num_classes)
+    protos = sm.bridged_prototypes(views, task.num_classes, b0, wt)
+    s = task.num_seeds
+    maps = sm.cosine_maps(task.val.expand(s, -1, -1), text.projected, f_bar, protos, b0, wt)
+    return maps, sm.divergence(f_bar, text.projected), task.val_labels.expand(s, -1)
+
+
+def optuna_search(maps: sm.Maps, div: Tensor, labels: Tensor, trials: int, seed: int) -> tuple[float, float]:
+    """The paper's search: `trials` sequential TPE trials, each scoring one blend. -> (best acc, seconds)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = sm.BLEND_PARAMS
+
+    def objective(trial) -> float:
+        row = [trial.suggest_float(k, lo, hi) for k, lo, hi in zip(names, sm.BLEND_LOW, sm.BLEND_HIGH)]
+        params = torch.tensor(row, dtype=maps.s1.dtype).view(1, 1, 7)
+        return float(accuracy(sm.blend_logits(maps, div, params)[:, 0], labels)[0])
+
+    start = time.perf_counter()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=trials)
+    return study.best_value, time.perf_counter() - start
+
+
+def ours_search(maps: sm.Maps, div: Tensor, labels: Tensor, seed: int, rounds: int, per_round: int):
+    start = time.perf_counter()
+    low = torch.tensor(sm.BLEND_LOW, dtype=maps.s1.dtype)
+    high = torch.tensor(sm.BLEND_HIGH, dtype=maps.s1.dtype)
+    front = validation_front(maps, div, labels)
+    res = batched_search(lambda c: front_scores(front, c), low, high, num_seeds=1, rounds=rounds,
+                         per_round=per_round, seed=seed, grid=torch.tensor(BLEND_GRID, dtype=maps.s1.dtype),
+                         final_radius=SEARCH_FINAL_RADIUS)
+    return float(res.best_score[0]), time.perf_counter() - start, front.maps.s1.shape[-1]
+
+
+def bench_search(args) -> None:
+    rounds, per_round = args.rounds, args.per_round
+    print(f"blend search: ours = {rounds} rounds x {per_round} candidates (+{len(BLEND_GRID)} grid) vs "
+          f"Optuna-TPE {args.trials} sequential trials; torch threads {torch.get_num_threads()}")
+    print(f"{'task':>16} {'seed':>4} | {'ours acc':>8} {'ours s':>7} | {'tpe acc':>8} {'tpe s':>7} | speed-up")
+    for size in args.sizes:
+        c, k, nv = (int(x) for x in size.split("x"))
+        for seed in args.seeds:
+            task = synthetic_task(classes=c, shots=k, val=nv, seed=seed)
+            maps, div, labels = _val_problem(task)
+            acc, secs, kept = ours_search(maps, div, labels, seed, rounds, per_round)
+            t_acc, t_secs = optuna_search(maps, div, labels, args.trials, seed)
+            print(f"{size:>16} {seed:>4} | {acc:8.2f} {secs:7.2f} | {t_acc:8.2f} {t_secs:7.2f} | "
+                  f"{t_secs / secs:6.1f}x  {'ours >= tpe' if acc >= t_acc else 'TPE BETTER'}  (front {kept}/{c} classes)",
+                  flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- train
+def paper_training(views: sm.SupportViews, text: ClassText, wt: Tensor, val: Tensor, val_labels: Tensor,
+                   settings: TrainSettings, logit_scale: float = 100.0) -> tuple[Tensor, int, Tensor]:
+    """The paper's procedure written plainly (one seed, no fast paths): autograd through x̂ of every view,
+    AdamW, then validation from scratch (bridged prototypes, S1, S2, S3, w, blend) after every step.
+    Returns (selected bridge [D, W], selected step, best accuracy)."""
+    c = text.projected.shape[0]
+    support = views.raw[0].reshape(c, -1, views.raw.shape[-1])                           # [C, K', D]
+    y = views.labels
+    ell = text.eos_length
+    bridge = sm.initial_bridge(wt).clone().requires_grad_(True)
+    bias = torch.zeros(c, wt.shape[0], dtype=wt.dtype, requires_grad=True)
+    opt = torch.optim.AdamW([bridge, bias], lr=settings.lr, weight_decay=settings.weight_decay)
+    ce = torch.nn.functional.cross_entropy
+    n = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
+    best_acc, best_step, best = -1.0, 0, bridge.detach().clone()
+    fixed = torch.tensor(sm.FIXED_BLEND, dtype=wt.dtype).view(1, 1, 7)
+    for step in range(settings.steps):
+        xh, eh = sm.bridge_views(support, bridge, ell, wt, bias[:, None])
+        protos, uprot = n(xh.mean(1)), n(eh.mean(1))
+        loss = (0.5 * ce(logit_scale * n(support.reshape(-1, support.shape[-1])) @ protos.T, y)
+                + 0.25 * ce(protos @ text.projected.T, torch.arange(c))
+                + 0.25 * ce(uprot @ text.eos.T, torch.arange(c))
+                + 0.1 * ce(n(xh.reshape(-1, xh.shape[-1])) @ protos.T, y)
+                + 0.1 * ((bias.norm(dim=-1) - bias.norm(dim=-1).mean()) ** 2).mean())
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, settings)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            f_bar = n(support.mean(1))
+            protos = n(sm.bridge_views(support, bridge, ell, wt, bias[:, None])[0].mean(1))
+            q = n(val[0])
+            s1, s2 = q @ text.projected.T, q @ protos.T
+            s3 = n(sm.bridge_views(val[0], bridge, ell, wt)[0]) @ f_bar.T
+            div = sm.divergence(f_bar[None], text.projected)
+            logits = sm.blend_logits(sm.Maps(s1[None], s2[None], s3[None]), div, fixed)[0, 0]
+            acc = float(accuracy(logits, val_labels[0]))
+            if acc > best_acc:
+                best_acc, best_step, best = acc, step + 1, bridge.detach().clone()
+    return best, best_step, torch.tensor(best_acc)
+
+
+def _train_inputs(task: FewShotTask):
+    text = class_text(task)
+    views = sm.support_views(task.support, task.support_mask)
+    s = task.num_seeds
+    return views, text, task.text_projection, task.val.expand(s, -1, -1), task.val_labels.expand(s, -1)
+
+
+def bench_train(args) -> None:
+    print(f"SeMoBridge-T training, {args.classes} classes x {args.shots} shots, D=W={args.dim}, {args.val} val "
+          f"queries, best-val selection every step; torch threads {torch.get_num_threads()}")
+    task = synthetic_task(classes=args.classes, shots=args.shots, dim=args.dim, width=args.dim, val=args.val)
+    views, text, wt, val, labels = _train_inputs(task)
+    short = TrainSettings(steps=args.baseline_steps)
+
+    start = time.perf_counter()
+    ref_bridge, ref_step, ref_acc = paper_training(views, text, wt, val, labels, short)
+    base = (time.perf_counter() - start) / args.baseline_steps
+    start = time.perf_counter()
+    out = train_bridge(views, text, wt, sm.initial_bridge(wt), 100.0, short, val, labels)
+    ours_short = (time.perf_counter() - start) / args.baseline_steps
+    diff = float((out.bridge[0] - ref_bridge).abs().max() / ref_bridge.abs().max())
+    print(f"{args.baseline_steps} steps: paper procedure {base * 1e3:.1f} ms/step, ours {ours_short * 1e3:.1f} ms/step "
+          f"({base / ours_short:.2f}x); selected step paper {ref_step} / ours {int(out.selected_step[0])}, "
+          f"val acc {float(ref_acc):.2f} / {float(out.selected_accuracy[0]):.2f}, bridge max rel diff {diff:.1e}",
+          flush=True)
+    if args.steps:
+        start = time.perf_counter()
+        full = train_bridge(views, text, wt, sm.initial_bridge(wt), 100.0, TrainSettings(steps=args.steps),
+                            val, labels)
+        ours = time.perf_counter() - start
+        print(f"{args.steps} steps: ours {ours:.1f} s measured (selected step {int(full.selected_step[0])}); paper "
+              f"procedure {base * args.steps:.1f} s extrapolated from {args.baseline_steps} steps -> "
+              f"{base * args.steps / ours:.2f}x", flush=True)
+
+    if args.batch_seeds > 1:
+        seeds = tuple(range(1, args.batch_seeds + 1))
+        many = synthetic_task(classes=args.classes, shots=args.shots, dim=args.dim, width=args.dim, val=args.val,
+                              seeds=seeds)
+        settings = TrainSettings(steps=args.batch_steps)
+        timing = {}
+        for label, t in (("1 seed", synthetic_task(classes=args.classes, shots=args.shots, dim=args.dim,
+                                                   width=args.dim, val=args.val)), (f"{len(seeds)} seeds", many)):
+            inputs = _train_inputs(t)
+            start = time.perf_counter()
+            train_bridge(*inputs[:3], sm.initial_bridge(wt), 100.0, settings, *inputs[3:])
+            timing[label] = time.perf_counter() - start
+        one, batch = timing.values()
+        print(f"{args.batch_steps} steps: 1 seed {one:.2f} s, {len(seeds)} seeds batched {batch:.2f} s "
+              f"= {batch / one:.2f}x the time of one ({len(seeds) * one / batch:.2f}x faster than one after another)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bridge.speed", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    ps = sub.add_parser("search")
+    ps.add_argument("--trials", type=int, default=1000)
+    ps.add_argument("--sizes", nargs="+", default=["101x16x404", "101x16x2000"], help="CLASSESxSHOTSxVAL")
+    ps.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    ps.add_argument("--rounds", type=int, default=SEARCH_DEFAULTS["search_rounds"])
+    ps.add_argument("--per-round", type=int, default=SEARCH_DEFAULTS["search_per_round"])
+    pt = sub.add_parser("train")
+    pt.add_argument("--classes", type=int, default=101)
+    pt.add_argument("--shots", type=int, default=16)
+    pt.add_argument("--dim", type=int, default=512)
+    pt.add_argument("--val", type=int, default=2000)
+    pt.add_argument("--steps", type=int, default=5000, help="full run of ours (0: skip)")
+    pt.add_argument("--baseline-steps", type=int, default=200)
+    pt.add_argument("--batch-seeds", type=int, default=10)
+    pt.add_argument("--batch-steps", type=int, default=50)
+    for p in (ps, pt):
+        p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    (bench_search if args.what == "search" else bench_train)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Behaviour of the baselines: zero-shot, Tip-Adapter(-F), GDA, linear probe, CMM (METHOD.md §4–5)."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+import bridge.methods  # noqa: F401  (registers every method)
+from bridge.errors import BridgeInputError
+from bridge.features import shot_keys, support_views
+from bridge.methods.linear_probe import fit_logistic
+from bridge.registry import METHODS
+from bridge.text import class_text
+from synthetic_tasks import make_task, seed_slice, single_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+BASELINES = ["tip-adapter", "tip-adapter-f", "gda", "linear-probe", "cmm"]
+QUICK = {"cmm": {"steps": 100}, "tip-adapter-f": {"epochs": 10}}
+
+
+def test_acc(logits, labels) -> float:
+    return 100.0 * (logits.argmax(-1) == labels).double().mean().item()
+
+
+test_acc.__test__ = False
+
+
+@pytest.fixture(scope="module")
+def separable():
+    """Few-shot images carry class information the text lacks: every baseline should use it."""
+    return make_task(seeds=(1, 2, 3), classes=5, shots=8, val_per_class=8)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_beats_or_matches_zero_shot_on_a_separable_task(name, separable):
+    task, test_x, test_y = separable
+    zs = test_acc(METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x), test_y)
+    m = METHODS[name]
+    acc = test_acc(m.logits(m.fit(task, **QUICK.get(name, {})), test_x), test_y)
+    assert acc >= zs, f"{name} {acc:.1f}% < zero-shot {zs:.1f}%"
+
+
+def test_zeroshot_is_tau_times_cosine_to_the_class_prototypes():
+    task, test_x, _ = make_task(seeds=(1, 2), dtype=torch.float64)
+    text = class_text(task).projected
+    q = test_x / test_x.norm(dim=-1, keepdim=True)
+    logits = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
+    torch.testing.assert_close(logits, (task.logit_scale * q @ text.T).expand(2, -1, -1))
+
+
+# ---------------------------------------------------------------- Tip-Adapter
+
+
+def test_tip_adapter_with_alpha_zero_equals_zero_shot():
+    task, test_x, _ = make_task(seeds=(1, 2))
+    zs = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
+    state = METHODS["tip-adapter"].fit(task, alpha_low=0.0, alpha_high=0.0)
+    assert [h["alpha"] for h in state.hparams] == [0.0, 0.0]
+    torch.testing.assert_close(METHODS["tip-adapter"].logits(state, test_x), zs)
+
+
+def test_tip_adapter_logits_match_a_direct_computation_with_mean_view_keys():
+    task, test_x, _ = make_task(seeds=(2,), shots=3, views=2, missing={1: 2}, dtype=torch.float64)
+    state = METHODS["tip-adapter"].fit(task)
+    alpha, beta = state.hparams[0]["alpha"], state.hparams[0]["beta"]
+    text = class_text(task).projected
+    q = test_x / test_x.norm(dim=-1, keepdim=True)
+    expected = task.logit_scale * q @ text.T
+    for c in range(task.num_classes):
+        for k in range(3):
+            views = task.support[0, c, 2 * k:2 * k + 2]
+            if not task.support_mask[c, 2 * k]:
+                continue
+            key = views.mean(0) / views.mean(0).norm()
+            expected[:, c] += alpha * torch.exp(-beta * (1 - q @ key))
+    torch.testing.assert_close(METHODS["tip-adapter"].logits(state, test_x)[0], expected)
+
+
+def test_tip_adapter_search_finds_at_least_the_validation_accuracy_of_its_grid():
+    task, _, _ = make_task(seeds=(1, 2, 3))
+    state = METHODS["tip-adapter"].fit(task)
+    grid_only = METHODS["tip-adapter"].fit(task, search_rounds=1, search_per_round=8)
+    assert all(a >= b for a, b in zip(state.info["val_accuracy"], grid_only.info["val_accuracy"]))
+    assert state.info["search_evaluated"] == 11 * 11 + 4 * 64
+
+
+def test_tip_adapter_f_zero_epochs_equals_tip_adapter():
+    task, test_x, _ = make_task(seeds=(1, 2))
+    tip = METHODS["tip-adapter"].fit(task)
+    tipf = METHODS["tip-adapter-f"].fit(task, epochs=0)
+    torch.testing.assert_close(METHODS["tip-adapter-f"].logits(tipf, test_x), METHODS["tip-adapter"].logits(tip, test_x))
+
+
+def test_tip_adapter_f_keeps_the_epoch_with_best_validation_accuracy_not_the_last():
+    task, _, _ = make_task(seeds=(1, 2), shots=4)
+    hp = {"epochs": 10, "init_alpha": 20.0, "lr": 1e-2, "schedule": "constant"}
+    state = METHODS["tip-adapter-f"].fit(task, **hp)
+    curves = torch.tensor(state.info["train_val_accuracy"])                       # [S, epochs + 1]
+    chosen = [h["epoch"] for h in state.hparams]
+    assert chosen == [int(torch.argmax(c)) for c in curves]  # first maximum
+    assert any(e != 10 and curves[s, e] > curves[s, -1] for s, e in enumerate(chosen))
+    for s, e in enumerate(chosen):                           # the kept keys are those after epoch e
+        again = METHODS["tip-adapter-f"].fit(seed_slice(task, s), **{**hp, "epochs": e, "select": "last"})
+        torch.testing.assert_close(again.tensors["keys"][0], state.tensors["keys"][s])
+
+
+def test_tip_adapter_f_with_validation_that_training_hurts_keeps_the_initial_keys():
+    task, _, _ = make_task(seeds=(1, 2), shots=4)
+    misleading = replace(task, val_labels=(task.val_labels + 1) % task.num_classes)
+    state = METHODS["tip-adapter-f"].fit(misleading, epochs=10, init_alpha=20.0, lr=1e-2)
+    curves = torch.tensor(state.info["train_val_accuracy"])
+    assert (curves[:, -1] < curves[:, 0]).any()
+    assert [h["epoch"] for h in state.hparams] == [0, 0]
+    torch.testing.assert_close(state.tensors["keys"], shot_keys(task, torch.float32).x)
+
+
+def test_tip_adapter_f_mini_batches_depend_on_the_seed_only():
+    task, _, _ = make_task(seeds=(1, 2))
+    a = METHODS["tip-adapter-f"].fit(task, epochs=2, batch_size=7, lr=1e-2, select="last")
+    b = METHODS["tip-adapter-f"].fit(replace(task, seeds=(1, 5)), epochs=2, batch_size=7, lr=1e-2, select="last")
+    torch.testing.assert_close(a.tensors["keys"][0], b.tensors["keys"][0])
+    assert not torch.allclose(a.tensors["keys"][1], b.tensors["keys"][1])
+
+
+# ---------------------------------------------------------------- GDA
+
+
+def test_gda_matches_a_direct_float64_computation_of_its_formula():
+    task, test_x, _ = make_task(seeds=(1, 2), shots=5, views=2, missing={0: 3}, dtype=torch.float64)
+    state = METHODS["gda"].fit(task)
+    text = class_text(task).projected
+    q = test_x / test_x.norm(dim=-1, keepdim=True)
+    c, d = task.num_classes, task.dim
+    for s in range(2):
+        per_class = [task.support[s, k][task.support_mask[k]] for k in range(c)]
+        per_class = [x / x.norm(dim=-1, keepdim=True) for x in per_class]
+        mu = torch.stack([x.mean(0) for x in per_class])
+        centred = torch.cat([x - mu[k] for k, x in enumerate(per_class)])
+        cov = torch.cov(centred.T)
+        n = centred.shape[0]
+        precision = d * torch.linalg.pinv((n - 1) * cov + torch.trace(cov) * torch.eye(d, dtype=torch.float64))
+        w = mu @ precision.T
+        b = math.log(1 / c) - 0.5 * torch.einsum("cd,de,ce->c", mu, precision, mu)
+        alpha = state.hparams[s]["alpha"]
+        expected = task.logit_scale * q @ text.T + alpha * (q @ w.T + b)
+        torch.testing.assert_close(METHODS["gda"].logits(state, test_x)[s], expected)
+
+
+def test_gda_alpha_is_chosen_from_the_log_grid_or_the_search_points_within_range():
+    task, _, _ = make_task(seeds=(1, 2, 3))
+    state = METHODS["gda"].fit(task)
+    assert all(1e-4 * (1 - 1e-6) <= h["alpha"] <= 100 * (1 + 1e-6) for h in state.hparams)
+    assert state.info["search_evaluated"] == 7 + 8
+
+
+def test_gda_with_one_view_per_class_reduces_to_zero_shot():
+    task, test_x, _ = make_task(seeds=(1,), shots=1)
+    zs = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
+    gda = METHODS["gda"].logits(METHODS["gda"].fit(task), test_x)
+    torch.testing.assert_close(gda - gda.mean(-1, keepdim=True), zs - zs.mean(-1, keepdim=True))
+
+
+# ---------------------------------------------------------------- linear probe
+
+
+def objective(x, labels, lam, w, b, w0):
+    logits = x @ w + b
+    return torch.nn.functional.cross_entropy(logits, labels) + lam / 2 * ((w - w0) ** 2).sum()
+
+
+def test_linear_probe_solver_reaches_the_regularised_optimum_for_every_lambda_at_once():
+    task, _, _ = make_task(seeds=(1, 2), shots=6, dtype=torch.float64)
+    views = support_views(task, torch.float64)
+    lambdas = torch.tensor([1e-5, 1e-3, 1e-1], dtype=torch.float64)
+    w0 = torch.zeros(task.dim, task.num_classes, dtype=torch.float64)
+    w, b = fit_logistic(views.x, views.labels, views.mask, lambdas, w0, steps=300)
+    for s in range(2):
+        for g, lam in enumerate(lambdas.tolist()):
+            wr = w[s, g].clone().requires_grad_(True)
+            br = b[s, g].clone().requires_grad_(True)
+            value = objective(views.x[s], views.labels, lam, wr, br, w0)
+            gw, gb = torch.autograd.grad(value, (wr, br))
+            assert gw.norm() + gb.norm() < 1e-3 * max(1.0, lam * 100), (s, lam)
+            single, sb = fit_logistic(views.x[s:s + 1], views.labels, views.mask, lambdas[g:g + 1], w0, steps=300)
+            torch.testing.assert_close(single[0, 0], w[s, g])
+
+
+def test_linear_probe_text_init_with_huge_lambda_is_zero_shot_plus_a_class_bias():
+    task, test_x, _ = make_task(seeds=(1,), dtype=torch.float64)
+    zs = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
+    state = METHODS["linear-probe"].fit(task, init="text", lambda_low=1e6, lambda_high=1e6, lambda_points=1)
+    lp = METHODS["linear-probe"].logits(state, test_x)
+    shift = lp - zs                                          # [1, N, C]: the same row for every query
+    torch.testing.assert_close(shift, shift[:, :1].expand_as(shift), atol=1e-3, rtol=0)
+
+
+def test_linear_probe_picks_lambda_with_best_validation_accuracy():
+    task, _, _ = make_task(seeds=(1, 2, 3))
+    state = METHODS["linear-probe"].fit(task)
+    per_lambda = torch.tensor(state.info["val_accuracy_per_lambda"])
+    assert torch.equal(torch.tensor(state.info["val_accuracy"]), per_lambda.max(-1).values)
+    assert all(h["lambda"] in state.info["lambdas"] for h in state.hparams)
+
+
+def test_linear_probe_rejects_an_unknown_init():
+    task, _, _ = make_task(seeds=(1,))
+    with pytest.raises(BridgeInputError, match="init"):
+        METHODS["linear-probe"].fit(task, init="random")
+
+
+# ---------------------------------------------------------------- CMM
+
+
+def test_cmm_with_identity_map_and_text_prototypes_is_zero_shot_times_one_plus_alpha():
+    task, test_x, _ = make_task(seeds=(1, 2))
+    zs = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
+    state = METHODS["cmm"].fit(task, steps=0)
+    assert torch.equal(state.tensors["delta"], torch.zeros_like(state.tensors["delta"]))
+    alpha = state.tensors["alpha"]
+    torch.testing.assert_close(METHODS["cmm"].logits(state, test_x), zs * (1 + alpha)[:, None, None])
+
+
+def test_cmm_keeps_the_step_with_best_validation_accuracy_not_the_last():
+    task, _, _ = make_task(seeds=(1, 2), shots=4)
+    misleading = replace(task, val_labels=(task.val_labels + 1) % task.num_classes)
+    hp = {"steps": 60, "eval_every": 10}
+    state = METHODS["cmm"].fit(misleading, **hp)
+    curves = torch.tensor(state.info["train_val_accuracy"])
+    steps = state.info["train_steps"]
+    chosen = [h["step"] for h in state.hparams]
+    assert chosen == [steps[int(torch.argmax(c))] for c in curves]
+    assert any(st != 60 and curves[s, steps.index(st)] > curves[s, -1] for s, st in enumerate(chosen))
+    for s, st in enumerate(chosen):
+        again = METHODS["cmm"].fit(seed_slice(misleading, s), **{**hp, "steps": st, "select": "last"})
+        torch.testing.assert_close(again.tensors["delta"][0], state.tensors["delta"][s])
+        torch.testing.assert_close(again.tensors["protos"][0], state.tensors["protos"][s])
+
+
+def test_cmm_alpha_is_searched_on_validation_within_zero_to_five():
+    task, _, _ = make_task(seeds=(1, 2, 3))
+    state = METHODS["cmm"].fit(task, steps=30)
+    assert all(0.0 <= h["alpha"] <= 5.0 for h in state.hparams)
+    assert state.info["search_evaluated"] == 51 + 2 * 16

@@ -1,0 +1,116 @@
+"""SeMoBridge-T: training lowers the loss, selection is validation-only and earliest-on-ties, prototypes
+come from the selected step, seeds batch exactly, masks and float64 work, bad inputs are refused."""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import pytest
+import torch
+from synthetic_tasks import make_task, seed_slice
+
+from bridge import semobridge_math as sm
+from bridge.errors import BridgeInputError
+from bridge.registry import get_method
+from bridge.semobridge_train import TrainSettings, learning_rate
+from bridge.text import class_text
+
+SHORT = {"steps": 40, "warmup": 4, "lr": 2e-3, "search_rounds": 2, "search_per_round": 16}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one thread avoids OpenMP spin-waits when the CPU is shared (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(seeds=(1, 2, 3), classes=6, shots=3, dim=12, width=16, missing={4: 1},
+                     dtype=torch.float64)[0]
+
+
+def initial_loss(task) -> torch.Tensor:
+    text, wt = class_text(task), task.text_projection
+    views = sm.support_views(task.support, task.support_mask)
+    b0 = sm.initial_bridge(wt).expand(task.num_seeds, *wt.T.shape)
+    bias = torch.zeros(task.num_seeds, task.num_classes, task.width, dtype=wt.dtype)
+    return sm.trained_losses(views, b0, bias, text.projected, text.eos, wt, wt @ wt.T, 100.0).losses["total"]
+
+
+def test_learning_rate_warms_up_linearly_from_1e5_then_stays_constant():
+    s = TrainSettings()
+    assert learning_rate(0, s) == 1e-5
+    assert learning_rate(250, s) == pytest.approx(1.5e-4 * 250 / 500)
+    assert learning_rate(500, s) == learning_rate(4999, s) == 1.5e-4
+
+
+def test_training_lowers_the_loss_and_fits_without_any_test_data(task):
+    assert not any("test" in f.name for f in fields(task))        # a task cannot carry test data
+    state = get_method("semobridge-t").fit(task, **{**SHORT, "selection": "last"})
+    assert all(f < i for f, i in zip(state.info["final_loss"], initial_loss(task).tolist()))
+    assert state.info["selected_step"] == [40, 40, 40]
+    assert len(state.info["val_accuracy"]) == 3 and state.info["train_seconds"] > 0
+
+
+def test_best_val_selection_uses_validation_and_recomputes_prototypes_from_the_selected_step(task):
+    method = get_method("semobridge-t")
+    fresh = method.fit(task, **SHORT)
+    stale = method.fit(task, **SHORT, parity_stale_prototypes=True)
+    steps = fresh.info["selected_step"]
+    assert all(1 <= s <= 40 for s in steps)
+    early = [i for i, s in enumerate(steps) if s < 40]
+    assert early, "the short high-lr run should peak before its last step for some seed"
+    for i in range(3):
+        same = torch.allclose(fresh.tensors["bridged_prototypes"][i], stale.tensors["bridged_prototypes"][i])
+        assert same == (i not in early)
+    assert torch.equal(fresh.tensors["bridge"], stale.tensors["bridge"])
+    # relabelling validation changes what is selected: selection reads validation
+    shuffled = replace(task, val_labels=task.val_labels.roll(1, dims=1))
+    assert method.fit(shuffled, **SHORT).info["selected_step"] != steps or \
+        method.fit(shuffled, **SHORT).info["selection_val_accuracy"] != fresh.info["selection_val_accuracy"]
+
+
+def test_three_seeds_batched_equal_three_single_seed_runs(task):
+    method = get_method("semobridge-t")
+    batched = method.fit(task, **SHORT)
+    for i in range(3):
+        single = method.fit(seed_slice(task, i), **SHORT)
+        assert single.info["selected_step"][0] == batched.info["selected_step"][i]
+        assert torch.allclose(single.tensors["bridge"][0], batched.tensors["bridge"][i], rtol=1e-9, atol=1e-12)
+        assert torch.allclose(single.tensors["blend"][0], batched.tensors["blend"][i])
+
+
+def test_padded_views_are_ignored_whatever_they_hold(task):
+    method = get_method("semobridge-t")
+    garbage = task.support.clone()
+    garbage[:, ~task.support_mask] = 123.0
+    a = method.fit(task, **SHORT)
+    b = method.fit(replace(task, support=garbage), **SHORT)
+    assert torch.allclose(a.tensors["bridge"], b.tensors["bridge"])
+    assert torch.allclose(a.tensors["bridged_prototypes"], b.tensors["bridged_prototypes"])
+
+
+def test_float32_and_float64_runs_agree_and_logits_keep_the_dtype(task):
+    method = get_method("semobridge-t")
+    hp = {**SHORT, "steps": 10, "csb": False}
+    s64 = method.fit(task, **hp)
+    s32 = method.fit(task.to(dtype=torch.float32), **hp)
+    assert s64.tensors["bridge"].dtype == torch.float64 and s32.tensors["bridge"].dtype == torch.float32
+    assert torch.allclose(s64.tensors["bridge"].float(), s32.tensors["bridge"], atol=1e-4)
+    q = task.val[0]
+    assert method.logits(s64, q).dtype == torch.float64 and method.logits(s64, q).shape == (3, q.shape[0], 6)
+
+
+def test_bad_inputs_raise_bridge_input_error(task):
+    method = get_method("semobridge-t")
+    with pytest.raises(BridgeInputError):
+        replace(task, val=torch.full_like(task.val, float("nan")))
+    with pytest.raises(BridgeInputError):
+        method.fit(task, selection="best")
+    with pytest.raises(BridgeInputError):
+        method.fit(replace(task, val=task.val[:, :0], val_labels=task.val_labels[:, :0]), **SHORT)
+    with pytest.raises(BridgeInputError):
+        method.fit(task, **{**SHORT, "lr": 1e9})
