@@ -1,0 +1,261 @@
+"""Commands `fit`, `evaluate`, `bench` and `demo` (click), thin wrappers over evaluate/*.
+
+    python cli.py fit --dataset food101 --shots 16 [--trained] [--method cmm] [--seeds 1-3]
+    python cli.py evaluate runs/food101/semobridge/shots16-seeds1-3-ab12cd34
+    python cli.py bench --dataset food101,dtd --methods all --shots 1,2,4,8,16 --seeds 1-10
+    python cli.py demo [--quick]
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from cache.errors import ClipBridgeError
+from cache.schema import default_cache_path
+
+DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-16", "openai"
+
+
+# ----------------------------------------------------------------------------- option parsing
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'1-3,5' -> [1, 2, 3, 5] (order kept, duplicates dropped); a malformed list is a ClipBridgeError."""
+    values: list[int] = []
+    for part in str(text).split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
+            raise ClipBridgeError(f"{what} {text!r} is not a list of integers or ranges such as '1-3,5'")
+        low = int(match.group(1))
+        values += range(low, int(match.group(2) or low) + 1)
+    return list(dict.fromkeys(values))
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    """'a, b' -> ['a', 'b']; None or '' -> None."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    return names or None
+
+
+def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
+    """['k=v', ...] -> {k: JSON value of v, or v as a string when it is not JSON}."""
+    hparams: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ClipBridgeError(f"--hparam {item!r} must look like key=value")
+        try:
+            hparams[key.strip()] = json.loads(value)
+        except ValueError:
+            hparams[key.strip()] = value
+    return hparams
+
+
+def method_hparams(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """['semobridge-t.steps=1000', ...] -> {'semobridge-t': {'steps': 1000}}, each checked against the method."""
+    from bridge.registry import check_hparams, get_method
+
+    per_method: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, dot, rest = item.partition(".")
+        if not dot or target not in methods:
+            raise ClipBridgeError(f"--hparam {item!r} must look like METHOD.KEY=VALUE with METHOD one of "
+                                  f"{', '.join(methods)}")
+        per_method.setdefault(target, {}).update(parse_hparams([rest]))
+    for method, values in per_method.items():
+        check_hparams(get_method(method), values)
+    return per_method
+
+
+def resolve_cache(entry: str, model: str | None, pretrained: str | None, root: str) -> Path:
+    """A dataset name (-> cache/<model>--<pretrained>/<name>.h5 under root) or a cache file path."""
+    if entry.endswith(".h5") or Path(entry).is_file():
+        return Path(entry)
+    path = default_cache_path(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, entry, root=root)
+    if not path.is_file() and not Path(str(path) + ".tmp").exists():
+        raise ClipBridgeError(f"no cache for dataset {entry!r} at {path}; run `python cli.py extract --dataset "
+                              f"{entry}` first (or pass --cache PATH / --cache-root DIR)")
+    return path
+
+
+def method_names(text: str) -> list[str]:
+    """'all' -> every registered method (canonical order); else the listed names, each checked."""
+    from bridge.registry import METHODS, get_method
+    from evaluate.tables import order_methods
+
+    import bridge.methods  # noqa: F401  (registers every method)
+
+    if text.strip() == "all":
+        return order_methods(METHODS)
+    names = parse_names(text) or []
+    for name in names:
+        get_method(name)
+    if not names:
+        raise ClipBridgeError("--methods is empty")
+    return names
+
+
+def _echo_task_notes(meta: dict[str, Any]) -> None:
+    short = meta.get("short_classes") or {}
+    if short:
+        listed = ", ".join(f"{name} ({n})" for name, n in list(short.items())[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        click.echo(f"note: {len(short)} class(es) have fewer than {meta['shots']} train images; CoOp keeps all "
+                   f"they have: {listed}{more}", err=True)
+    if meta.get("val_is_test"):
+        click.echo(f"warning: VAL = TEST: {meta['cache']} has no val split, so protocol 'paper' validates on "
+                   "the test set (the paper's test leak); these results are flagged val_is_test", err=True)
+
+
+_cache_options = [
+    click.option("--model", default=None, help=f"CLIP model of the cache (default {DEFAULT_MODEL})."),
+    click.option("--pretrained", default=None,
+                 help=f"pretrained tag or checkpoint (default {DEFAULT_PRETRAINED})."),
+    click.option("--cache-root", default="cache", show_default=True, help="folder of the caches."),
+]
+_fit_options = [
+    click.option("--views", default=1, show_default=True, type=int, help="stored views per shot to use."),
+    click.option("--prompts", default=None, help="text sets, comma-separated (default: every set in the cache)."),
+    click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),
+    click.option("--results", default="results", show_default=True, help="folder of results.jsonl."),
+]
+
+
+def _with(options):
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
+# ----------------------------------------------------------------------------- fit
+
+@click.command()
+@click.option("--dataset", default=None, help="dataset name (its cache under --cache-root).")
+@click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False), help="a cache file.")
+@_with(_cache_options)
+@click.option("--method", default=None, help="method name (default semobridge).")
+@click.option("--trained", is_flag=True, help="SeMoBridge-T (= --method semobridge-t).")
+@click.option("--shots", default=16, show_default=True, type=int)
+@click.option("--seed", default=None, type=int, help="one seed (default 1).")
+@click.option("--seeds", default=None, help="seeds: a list or ranges, e.g. 1-10 or 1-3,5.")
+@_with(_fit_options)
+@click.option("--selection", type=click.Choice(["best-val", "last"]), default=None,
+              help="semobridge-t: the training step kept.")
+@click.option("--parity", is_flag=True,
+              help="semobridge-t: keep the last step's prototypes, as the authors' code does.")
+@click.option("--hparam", "hparam_items", multiple=True, metavar="KEY=VALUE", help="passed to fit (repeatable).")
+@click.option("--runs", "runs_root", default="runs", show_default=True, help="folder of saved runs.")
+def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, views, prompts,
+        protocol, device, dtype, results, selection, parity, hparam_items, runs_root) -> None:
+    """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
+    from bridge.registry import check_hparams, get_method
+    from cache.reader import open_cache
+    from evaluate.fitting import fit_and_report
+
+    if (dataset is None) == (cache_path is None):
+        raise ClipBridgeError("give exactly one of --dataset NAME or --cache PATH")
+    if trained and method not in (None, "semobridge-t"):
+        raise ClipBridgeError(f"--trained means --method semobridge-t, not {method!r}")
+    method = "semobridge-t" if trained else (method or "semobridge")
+    if seed is not None and seeds is not None:
+        raise ClipBridgeError("give --seed or --seeds, not both")
+    seed_list = parse_int_list(seeds, "--seeds") if seeds else [seed if seed is not None else 1]
+    overrides = parse_hparams(hparam_items)
+    trained_only = (("--selection", "selection", selection), ("--parity", "parity_stale_prototypes", parity or None))
+    for flag, key, value in trained_only:
+        if value is not None:
+            if method != "semobridge-t":
+                raise ClipBridgeError(f"{flag} applies to semobridge-t only (method is {method!r})")
+            overrides[key] = value
+    check_hparams(get_method(method), overrides)
+    path = Path(cache_path) if cache_path else resolve_cache(dataset, model, pretrained, cache_root)
+    cache = open_cache(path, model=model, pretrained=pretrained)
+    fit_and_report(cache, method=method, shots=shots, seeds=seed_list, views=views,
+                   prompt_sets=parse_names(prompts), protocol=protocol, device=device, dtype=dtype,
+                   overrides=overrides, runs_root=runs_root, results_dir=results, echo=click.echo,
+                   note=_echo_task_notes)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False),
+              help="the run's cache, if it moved (its cache id must match).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--results", default="results", show_default=True, help="folder of results.jsonl.")
+def evaluate(run, cache_path, device, results) -> None:
+    """Score a saved run on the test split of its cache; append one record per seed."""
+    from evaluate.fitting import evaluate_run
+
+    evaluate_run(Path(run), cache_path=cache_path, device=device, results_dir=results, echo=click.echo,
+                 note=_echo_task_notes)
+
+
+# ----------------------------------------------------------------------------- bench
+
+@click.command()
+@click.option("--dataset", "datasets", required=True, help="datasets (names or cache files), comma-separated.")
+@click.option("--methods", default="all", show_default=True, help="'all' or a comma-separated list.")
+@click.option("--shots", default="1,2,4,8,16", show_default=True)
+@click.option("--seeds", default="1-10", show_default=True)
+@_with(_cache_options)
+@_with(_fit_options)
+@click.option("--ood", default=None, help="distribution-shift datasets (test-only caches) to score on.")
+@click.option("--name", default=None, help="results/<name>/ for the tables (default: the dataset names).")
+@click.option("--hparam", "hparam_items", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="a hyper-parameter for one method's fit, e.g. semobridge-t.steps=1000 (repeatable).")
+@click.option("--no-progress", is_flag=True, help="no progress bar.")
+def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, views, prompts, protocol, device, dtype,
+          results, ood, name, hparam_items, no_progress) -> None:
+    """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""
+    from evaluate.bench import BenchSpec, run_bench
+    from evaluate.distributed import launched_by_torchrun
+
+    method_list = method_names(methods)
+    per_method = method_hparams(hparam_items, method_list)
+    entries = parse_names(datasets) or []
+    caches = tuple(resolve_cache(e, model, pretrained, cache_root) for e in entries)
+    targets = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(ood) or [])
+    spec = BenchSpec(caches=caches, methods=tuple(method_list), hparams=per_method,
+                     shots=tuple(parse_int_list(shots, "--shots")), seeds=tuple(parse_int_list(seeds, "--seeds")),
+                     protocol=protocol, views=views, prompt_sets=tuple(parse_names(prompts) or ()) or None,
+                     device=device, dtype=dtype, ood=targets, model=model, pretrained=pretrained)
+    if targets and protocol == "paper":
+        click.echo("note: OOD test sets are only scored, never tuned on", err=True)
+    name = name or "_".join(Path(c).stem for c in caches)
+    outcome = run_bench(spec, results, name, progress=not no_progress,
+                        echo=lambda text: click.echo(text, err=True))
+    if launched_by_torchrun() and not outcome.outputs:
+        return
+    where = f" (rank 0 of {outcome.world_size})" if outcome.world_size > 1 else ""
+    click.echo(f"cells fitted{where}: {outcome.fitted_cells}, already done: {outcome.skipped_cells}, "
+               f"records written: {outcome.records_written}")
+    for dataset in outcome.val_is_test:
+        click.echo(f"warning: VAL = TEST on {dataset} (protocol paper without a val split)", err=True)
+    click.echo(outcome.markdown, nl=False)
+    for kind, path in outcome.outputs.items():
+        click.echo(f"{kind}: {path}")
+
+
+# ----------------------------------------------------------------------------- demo
+
+@click.command()
+@click.option("--quick", is_flag=True, help="a smaller grid (shots 1,4 × 2 seeds) for a fast check.")
+@click.option("--out", default="demo", show_default=True, help="folder for the demo's cache, runs and results.")
+@click.option("--device", default="auto", show_default=True)
+def demo(quick, out, device) -> None:
+    """Everything end to end, offline: a cache of the embedded default, then a small benchmark."""
+    from evaluate.demo import run_demo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        run_demo(Path(out), quick=quick, device=device, echo=click.echo)

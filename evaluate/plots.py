@@ -1,0 +1,68 @@
+"""Accuracy-versus-shots plot (matplotlib, Agg backend): one panel per dataset plus the average.
+
+Each method is a line with error bars (std over seeds) at the shot counts, on a log2 x-axis.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from evaluate.tables import Table
+
+
+def plot_accuracy_vs_shots(table: Table, path: str | os.PathLike) -> Path:
+    """Write the PNG atomically and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    panels = table.datasets or ["(no results)"]
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows + 0.8), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, dataset in zip(axes.flat, panels):
+        for i, method in enumerate(table.methods):
+            points = [(k, table.cells[(dataset, method, k)]) for k in table.shots
+                      if (dataset, method, k) in table.cells]
+            if not points:
+                continue
+            ks = [k for k, _ in points]
+            style = dict(marker="o", capsize=3, linewidth=1.6, markersize=4, color=colours(i % 10))
+            ax.errorbar(ks, [c.mean for _, c in points], yerr=[c.std for _, c in points], label=method, **style)
+        title = dataset + ("  (val = test!)" if dataset in table.val_is_test else "")
+        ax.set_title(title, fontsize=11)
+        ax.set_xscale("log", base=2)
+        if table.shots:
+            ax.set_xticks(table.shots)
+            ax.set_xticklabels([str(k) for k in table.shots])
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    legend: dict[str, object] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
+    if handles:
+        figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False,
+                      fontsize=10)
+    figure.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, dpi=120, metadata={"Software": None})
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path

@@ -1,0 +1,57 @@
+"""`python -m evaluate.speed`: records per second of the full bench grid on a synthetic 101-class cache.
+
+Grid: every registered method (or --methods) × shots 1, 2, 4, 8, 16 × 10 seeds, seeds batched per cell,
+on this machine's CPU (or --device). Prints the methods used, the seconds per method and records/s.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from evaluate.bench import BenchSpec, run_bench
+from evaluate.records import read_records, results_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="all", help="'all' registered methods or a comma-separated list")
+    parser.add_argument("--classes", type=int, default=101)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--shots", default="1,2,4,8,16")
+    parser.add_argument("--seeds", default="1-10")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from cache.synthetic import write_synthetic_cache
+    from evaluate.commands import method_names, parse_int_list
+
+    methods = method_names(args.methods)
+    shots, seeds = parse_int_list(args.shots, "--shots"), parse_int_list(args.seeds, "--seeds")
+    print(f"methods ({len(methods)} registered/selected): {', '.join(methods)}")
+    print(f"grid: {args.classes} classes, D={args.dim}, W={args.width}, shots {shots}, {len(seeds)} seeds; "
+          f"device {args.device}, torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as folder:
+        cache = Path(folder) / "synthetic101.h5"
+        write_synthetic_cache(cache, classes=args.classes, train_per_class=max(shots), dim=args.dim,
+                              width=args.width, val=4, test=30, views=1, prompts=3, seed=0)
+        spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
+                         device=args.device)
+        start = time.perf_counter()
+        run_bench(spec, Path(folder) / "results", "speed", progress=False, echo=lambda text: None)
+        seconds = time.perf_counter() - start
+        records = read_records(results_path(Path(folder) / "results"))
+        for method in methods:
+            mine = [r for r in records if r["method"] == method]
+            fit = sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine)
+            print(f"{method:>14}: {len(mine)} records, fit {fit:7.2f} s = {len(mine) / max(fit, 1e-9):9.2f} "
+                  f"records/s (fit only)")
+        print(f"{'whole grid':>14}: {len(records)} records in {seconds:.2f} s (task building, fitting, test "
+              f"scoring, records, tables, plot) = {len(records) / seconds:.2f} records/s")
+
+if __name__ == "__main__":
+    main()

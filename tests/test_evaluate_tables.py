@@ -1,0 +1,70 @@
+"""evaluate.tables / plots: mean ± std over seeds, per-seed dataset average, deterministic CSV, the PNG."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from evaluate.plots import plot_accuracy_vs_shots
+from evaluate.tables import AVERAGE, build_table, order_methods, to_csv, to_markdown
+
+
+def _r(dataset, method, shots, seed, acc, eval_dataset=None, val_is_test=False):
+    return {"dataset": dataset, "eval_dataset": eval_dataset or dataset, "method": method, "shots": shots,
+            "seed": seed, "test_accuracy": acc, "val_is_test": val_is_test}
+
+
+RECORDS = [_r("a", "semobridge", 1, 1, 60.0), _r("a", "semobridge", 1, 2, 62.0),
+           _r("b", "semobridge", 1, 1, 80.0), _r("b", "semobridge", 1, 2, 90.0),
+           _r("a", "zeroshot", 1, 1, 50.0), _r("a", "zeroshot", 1, 2, 50.0),
+           _r("b", "zeroshot", 1, 1, 70.0), _r("b", "zeroshot", 1, 2, 70.0),
+           _r("a", "semobridge", 4, 1, 75.0)]
+
+
+def test_cells_are_mean_and_sample_std_over_seeds():
+    table = build_table(RECORDS)
+    cell = table.cells[("b", "semobridge", 1)]
+    assert (cell.mean, round(cell.std, 4), cell.seeds) == (85.0, 7.0711, 2)
+    assert table.cells[("a", "semobridge", 4)].std == 0.0
+
+
+def test_average_is_taken_seed_by_seed_over_datasets_that_all_have_the_cell():
+    table = build_table(RECORDS)
+    cell = table.cells[(AVERAGE, "semobridge", 1)]
+    assert cell.mean == pytest.approx(73.0) and cell.std == pytest.approx(4.2426, abs=1e-4)  # seeds: 70, 76
+    assert (AVERAGE, "semobridge", 4) not in table.cells                     # b has no 4-shot result
+    assert table.datasets[-1] == AVERAGE
+
+
+def test_csv_is_byte_identical_whatever_the_record_order():
+    shuffled = RECORDS[:]
+    random.Random(0).shuffle(shuffled)
+    assert to_csv(build_table(shuffled)) == to_csv(build_table(RECORDS))
+    lines = to_csv(build_table(RECORDS)).splitlines()
+    assert lines[0].startswith("dataset,method,1-shot mean,1-shot std,1-shot seeds,4-shot mean")
+    assert lines[1] == "a,zeroshot,50.00,0.00,2,,,"                         # methods in canonical order
+
+
+def test_markdown_shows_mean_pm_std_and_flags_val_is_test():
+    records = RECORDS + [_r("c", "zeroshot", 1, 1, 40.0, val_is_test=True)]
+    text = to_markdown(build_table(records))
+    assert "| semobridge | 61.00 ± 1.41 | 75.00 ± 0.00 |" in text
+    assert "### c" in text and "validation = test" in text
+
+
+def test_ood_records_get_their_own_rows_and_stay_out_of_the_average():
+    records = RECORDS + [_r("a", "zeroshot", 1, 1, 10.0, eval_dataset="a-sketch"),
+                         _r("a", "zeroshot", 1, 2, 12.0, eval_dataset="a-sketch")]
+    table = build_table(records)
+    assert "a->a-sketch" in table.datasets
+    assert table.cells[(AVERAGE, "zeroshot", 1)].mean == 60.0
+
+
+def test_unknown_methods_follow_the_known_ones_alphabetically():
+    assert order_methods(["zz", "semobridge", "aa", "zeroshot"]) == ["zeroshot", "semobridge", "aa", "zz"]
+
+
+def test_plot_writes_a_png_with_a_panel_per_dataset(tmp_path):
+    path = plot_accuracy_vs_shots(build_table(RECORDS), tmp_path / "plot.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
