@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -269,15 +269,60 @@ def sample_occluder(rng: np.random.Generator) -> Thing:
                  size=float(rng.uniform(0.7, 1.3)), angle=float(rng.uniform(0, math.pi)))
 
 
-def sample_class_scene(rng: np.random.Generator, spec: ShapesClass) -> Scene:
-    """A downstream image of class `spec`: the class object, a distractor half the time, maybe a bar, noise."""
+@dataclass(frozen=True)
+class Habitat:
+    """Where a class's pictures are usually taken: a home position and a background look its name never states.
+
+    Real datasets have such context (aircraft against sky, flowers on leaves): it is what a few labelled
+    images teach beyond the class name, and why few-shot methods beat zero-shot there.
+    """
+
+    cx: float
+    cy: float
+    background: int
+    grey: float
+    tint: tuple[float, float, float]
+
+
+def class_habitats(count: int = len(CLASSES)) -> tuple[Habitat, ...]:
+    """The fixed habitat of each class: homes spread on a 4x4 grid, backgrounds from a fixed stream."""
+    rng = np.random.default_rng(20261201)
+    cells = rng.permutation(16)[:count]
+    return tuple(Habitat(cx=float((c % 4 - 1.5) * 0.27), cy=float((c // 4 - 1.5) * 0.27),
+                         background=int(rng.integers(len(BACKGROUNDS))), grey=float(rng.uniform(0.2, 0.8)),
+                         tint=tuple(float(x) for x in rng.uniform(-0.22, 0.22, 3)))
+                 for c in cells)
+
+
+HABITATS = class_habitats()
+
+
+def sample_habitat_background(rng: np.random.Generator, habitat: Habitat) -> dict:
+    """A background near the habitat's look (Scene keyword args): its kind, grey level and tint, jittered."""
+    def tint() -> tuple[float, float, float]:
+        base = habitat.grey + np.asarray(habitat.tint) + rng.uniform(-0.1, 0.1, 3)
+        return tuple(float(x) for x in np.clip(base, 0, 1))
+
+    return dict(background=habitat.background, background_a=tint(), background_b=tint(),
+                background_field=rng.uniform(0, 1, (8, 8)).astype(np.float32))
+
+
+def sample_class_scene(rng: np.random.Generator, spec: ShapesClass, habitat: Habitat | None = None) -> Scene:
+    """A downstream image of class `spec`: the class object near its habitat's home on its habitat's usual
+    background (a wholly random scene one time in four), a distractor half the time, maybe a bar, noise."""
     main = sample_thing(rng, shape=SHAPES.index(spec.shape), colour=spec.colour,
                         pattern=PATTERNS.index(spec.pattern), size=(0.32, 0.58))
+    typical = habitat is not None and rng.uniform() < 0.75
+    if typical:
+        limit = max(1 - main.size - 0.05, 0.0)
+        home = np.clip(np.array([habitat.cx, habitat.cy]) + rng.uniform(-0.15, 0.15, 2), -limit, limit)
+        main = replace(main, cx=float(home[0]), cy=float(home[1]))
     things = [sample_distractor(rng) for _ in range(int(rng.integers(0, 2)))]
     things.insert(int(rng.integers(len(things) + 1)), main)  # a distractor may overlap the main object
     if rng.uniform() < 0.15:
         things.append(sample_occluder(rng))
-    return Scene(**sample_background(rng), things=tuple(things), noise=float(rng.uniform(0.0, 0.08)),
+    background = sample_habitat_background(rng, habitat) if typical else sample_background(rng)
+    return Scene(**background, things=tuple(things), noise=float(rng.uniform(0.0, 0.08)),
                  noise_seed=int(rng.integers(2**31)))
 
 
@@ -305,7 +350,7 @@ def parse_item(item: str) -> tuple[str, int, int]:
 def render_item(item: str, seed: int = DEFAULT_SEED) -> np.ndarray:
     """The image of one item as float32 [3, H, W] in [0, 1]."""
     split, label, index = parse_item(item)
-    return render_scenes([sample_class_scene(item_rng(split, label, index, seed), CLASSES[label])])[0]
+    return render_scenes([sample_class_scene(item_rng(split, label, index, seed), CLASSES[label], HABITATS[label])])[0]
 
 
 def load_image(item: str, seed: int = DEFAULT_SEED) -> Image.Image:

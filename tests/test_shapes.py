@@ -91,3 +91,16 @@ def test_batched_rendering_equals_one_by_one_rendering():
     alone = np.stack([shapes.render_scenes([scene])[0] for scene in scenes])
     assert together.shape == (6, 3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE) and together.dtype == np.float32
     np.testing.assert_array_equal(together, alone)
+
+
+def test_class_scenes_mostly_sit_in_their_habitat_which_names_never_state():
+    habitat = shapes.HABITATS[3]
+    rng = np.random.default_rng(0)
+    scenes = [shapes.sample_class_scene(rng, shapes.CLASSES[3], habitat) for _ in range(200)]
+    main_shape = shapes.SHAPES.index(shapes.CLASSES[3].shape)
+    at_home = [s for s in scenes if s.background == habitat.background and any(
+        t.shape == main_shape and abs(t.cx - habitat.cx) <= 0.15 + 1e-6 and abs(t.cy - habitat.cy) <= 0.15 + 1e-6
+        for t in s.things)]
+    assert 0.65 < len(at_home) / len(scenes) <= 1.0
+    homes = {(h.cx, h.cy) for h in shapes.HABITATS}
+    assert len(homes) == len(shapes.CLASSES)  # every class has its own home
