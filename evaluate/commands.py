@@ -249,7 +249,7 @@ def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, views,
 # ----------------------------------------------------------------------------- demo
 
 @click.command()
-@click.option("--quick", is_flag=True, help="a smaller grid (shots 1,4 × 2 seeds) for a fast check.")
+@click.option("--quick", is_flag=True, help="the reduced demo of the end-to-end test: fewer images, shots 1,16 x 2 seeds, shorter training.")
 @click.option("--out", default="demo", show_default=True, help="folder for the demo's cache, runs and results.")
 @click.option("--device", default="auto", show_default=True)
 def demo(quick, out, device) -> None:

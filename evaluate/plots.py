@@ -31,7 +31,8 @@ def plot_accuracy_vs_shots(table: Table, path: str | os.PathLike) -> Path:
             if not points:
                 continue
             ks = [k for k, _ in points]
-            style = dict(marker="o", capsize=3, linewidth=1.6, markersize=4, color=colours(i % 10))
+            style = dict(marker="o", capsize=3, linewidth=1.6, markersize=4, color=colours(i % 10),
+                         linestyle="--" if method == "zeroshot" else "-")  # the reference line is dashed
             ax.errorbar(ks, [c.mean for _, c in points], yerr=[c.std for _, c in points], label=method, **style)
         title = dataset + ("  (val = test!)" if dataset in table.val_is_test else "")
         ax.set_title(title, fontsize=11)
@@ -49,16 +50,16 @@ def plot_accuracy_vs_shots(table: Table, path: str | os.PathLike) -> Path:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     handles, labels = list(legend.values()), list(legend)
-    if handles:
-        figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False,
-                      fontsize=10)
-    figure.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
+    figure.tight_layout()
+    if handles:  # below the panels; savefig's tight bounding box makes room for every row of it
+        figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                      ncol=min(len(labels), 3 * columns), frameon=False, fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(handle)
     try:
-        figure.savefig(temporary, dpi=120, metadata={"Software": None})
+        figure.savefig(temporary, dpi=120, bbox_inches="tight", metadata={"Software": None})
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     finally:

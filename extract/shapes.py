@@ -365,11 +365,20 @@ def shapes_splits(sizes: dict[str, int] | None = None) -> dict[str, list[tuple[s
             for split, n in sizes.items()}
 
 
-def shapes_dataset_spec(seed: int = DEFAULT_SEED) -> DatasetSpec:
-    """The built-in `shapes` dataset: 16 classes, 64/16/64 images per class in train/val/test."""
+def shapes_dataset_spec(seed: int = DEFAULT_SEED, sizes: dict[str, int] | None = None) -> DatasetSpec:
+    """The built-in `shapes` dataset: 16 classes, 64/16/64 images per class in train/val/test by default.
+
+    `sizes` keeps only the first n images per class of each split (a reduced dataset for quick runs); the
+    images kept are identical to those of the full dataset.
+    """
+    sizes = dict(SPLIT_SIZES if sizes is None else sizes)
+    too_big = {split: n for split, n in sizes.items() if split not in SPLIT_SIZES or not 0 < n <= SPLIT_SIZES[split]}
+    if too_big:
+        raise ClipBridgeError(f"shapes: split sizes {too_big} are not within {SPLIT_SIZES}")
+    reduced = "" if sizes == SPLIT_SIZES else ":sizes=" + ",".join(f"{k}{v}" for k, v in sizes.items())
     return DatasetSpec(
         name=DATASET_NAME, classnames=list(CLASSNAMES), original_classnames=list(CLASSNAMES),
-        splits=shapes_splits(), split_source=f"procedural:extract/shapes.py:seed={seed}",
+        splits=shapes_splits(sizes), split_source=f"procedural:extract/shapes.py:seed={seed}{reduced}",
         load_image=functools.partial(load_image, seed=seed), attrs={"shapes_seed": seed})
 
 
