@@ -9,8 +9,13 @@ row at the EOT position), so that `eos @ text_projection_matrix(model) == model.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Callable
 
@@ -103,6 +108,44 @@ def describe_models() -> list[str]:
     return lines
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub's host name resolves within `timeout` seconds (no network: False)."""
+    import huggingface_hub.constants as hub
+
+    host = urlparse(hub.ENDPOINT).hostname or "huggingface.co"
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(socket.getaddrinfo, host, 443).result(timeout=timeout)
+        return True
+    except Exception:  # noqa: BLE001  (resolution error or timeout: either way, no hub)
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+@contextlib.contextmanager
+def quiet_weight_download(fetches: bool):
+    """Around open_clip's weight loading: when it `fetches` a tag and the hub is unreachable, use the hub
+    offline (only the local cache is searched, instead of a minute of retries), and silence the hub's retry
+    warnings and open_clip's error log, so a failure reaches the user as one ClipBridgeError line."""
+    import huggingface_hub.constants as hub
+
+    offline_before = hub.HF_HUB_OFFLINE
+    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "huggingface_hub.utils._http", "")]
+    levels = [lg.level for lg in loggers]
+    try:
+        if fetches:
+            for lg in loggers:
+                lg.setLevel(logging.CRITICAL)
+            if not offline_before and not hub_reachable():
+                hub.HF_HUB_OFFLINE = True
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = offline_before
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _check_pretrained(name: str, pretrained: str | None) -> tuple[str | None, str, str]:
     """Resolve --pretrained into (open_clip argument, recorded id, sha256)."""
     if pretrained in (None, "", RANDOM_INIT, "none"):
@@ -137,14 +180,16 @@ def load_model(name: str, pretrained: str | None, *, device: str = "auto", preci
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random init is the same model in every process and run
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=source, precision=precision, device=torch_device
-            )
+            with quiet_weight_download(fetches=source is not None and not is_checkpoint_path(source)):
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=source, precision=precision, device=torch_device
+                )
     except (RuntimeError, OSError, ValueError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if source is not None and not is_checkpoint_path(source):
+            reason = first_line if hub_reachable() else "no network and not in the local Hugging Face cache"
             raise ClipBridgeError(
-                f"could not fetch pretrained weights '{source}' for {name} (no network?): {first_line}; "
+                f"could not fetch pretrained weights '{source}' for {name}: {reason}; "
                 f"download the checkpoint elsewhere and pass --pretrained /path/to/checkpoint.pt"
             ) from error
         where = f" from {source}" if source else ""

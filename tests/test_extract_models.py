@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from cache.errors import ClipBridgeError
+from extract import models
 from extract.models import (encode_text_with_eos, file_sha256, load_model, logit_scale,
                             text_projection_matrix)
 
@@ -102,7 +103,24 @@ def test_weights_that_cannot_be_fetched_give_one_line_naming_the_local_file_opti
         raise RuntimeError("Failed to download weights for tag 'openai': Name or service not known\ntraceback")
 
     monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
-    with pytest.raises(ClipBridgeError, match=r"could not fetch pretrained weights 'openai' for RN50 \(no network\?\)"
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(ClipBridgeError, match=r"could not fetch pretrained weights 'openai' for RN50: no network "
                                               r".*--pretrained /path/to/checkpoint.pt") as info:
         load_model("RN50", "openai", device="cpu")
     assert "\n" not in str(info.value)
+
+
+def test_without_network_the_hub_is_searched_offline_instead_of_retrying(monkeypatch):
+    import huggingface_hub.constants as hub
+
+    seen, before = [], hub.is_offline_mode()
+
+    def record_offline_mode(*args, **kwargs):
+        seen.append(hub.is_offline_mode())
+        raise RuntimeError("Failed to download weights: not in the local cache")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", record_offline_mode)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(ClipBridgeError):
+        load_model("RN50", "openai", device="cpu")
+    assert seen == [True] and hub.is_offline_mode() == before  # offline only around the fetch
