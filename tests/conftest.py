@@ -15,3 +15,15 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is absent (only the project's own tests run)")
     return SHARED
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread for every test: the tensors here are small, and on a busy 2-core machine two
+    OpenMP threads make such tests up to ten times slower (spin-waits). Restored at the end."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

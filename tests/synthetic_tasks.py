@@ -10,7 +10,6 @@ the projected text.
 """
 from __future__ import annotations
 
-import pytest
 import torch
 
 from bridge.task import FewShotTask
@@ -90,13 +89,3 @@ def seed_slice(task: FewShotTask, index: int) -> FewShotTask:
     val_sl = sl if task.val.shape[0] > 1 else slice(0, 1)
     return replace(task, support=task.support[sl], val=task.val[val_sl], val_labels=task.val_labels[val_sl],
                    seeds=(task.seeds[index],))
-
-
-@pytest.fixture
-def single_thread():
-    """Run a test with one intra-op thread (tiny tensors; avoids OpenMP oversubscription on busy 2-core
-    machines, where two threads make these tests ~10x slower), restoring the previous setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

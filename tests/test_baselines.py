@@ -13,9 +13,8 @@ from bridge.features import shot_keys, support_views
 from bridge.methods.linear_probe import fit_logistic
 from bridge.registry import METHODS
 from bridge.text import class_text
-from synthetic_tasks import make_task, seed_slice, single_thread  # noqa: F401  (fixture)
+from synthetic_tasks import make_task, seed_slice
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 BASELINES = ["tip-adapter", "tip-adapter-f", "gda", "linear-probe", "cmm"]
 QUICK = {"cmm": {"steps": 100}, "tip-adapter-f": {"epochs": 10}}

@@ -8,9 +8,8 @@ from bridge.errors import BridgeInputError
 from bridge.features import normalize_rows, shot_keys
 from bridge.fusion import box_grid, linear_fusion_scorer, log_grid
 from bridge.training import seed_permutations, train_and_select
-from synthetic_tasks import make_task, single_thread  # noqa: F401  (fixture)
+from synthetic_tasks import make_task
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def quadratic(targets: torch.Tensor):

@@ -19,7 +19,7 @@ import torch
 from bridge.errors import BridgeInputError
 from bridge.registry import METHODS
 from bridge.task import FewShotTask
-from synthetic_tasks import make_task, seed_slice, single_thread  # noqa: F401  (fixture)
+from synthetic_tasks import make_task, seed_slice
 
 MODULES = {"zeroshot": "zeroshot", "semobridge": "semobridge", "semobridge-t": "semobridge_t", "cmm": "cmm",
            "tip-adapter": "tip_adapter", "tip-adapter-f": "tip_adapter_f", "gda": "gda",
@@ -27,7 +27,6 @@ MODULES = {"zeroshot": "zeroshot", "semobridge": "semobridge", "semobridge-t": "
 # Speed knobs, applied to the methods that have them (contract checks, not accuracy).
 FAST = {"steps": 12, "warmup": 4, "epochs": 3, "search_rounds": 2, "search_per_round": 16}
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def method(name: str):

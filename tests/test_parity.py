@@ -11,15 +11,6 @@ from bridge.parity import compare, load_npz, main
 FIXTURES = ("semobridge_wide.npz", "semobridge_tall.npz")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP spin-waits when the CPU is shared (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name", FIXTURES)
 def test_parity_reproduces_the_golden_fixture_in_float64(shared_dir, name, capsys):
     assert main([str(shared_dir / "golden" / name)]) == 0

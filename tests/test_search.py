@@ -10,13 +10,6 @@ from bridge.search import batched_search
 LOW = torch.tensor([0.0, 0.0, 0.0, 0.0])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP spin-waits when the CPU is shared (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 HIGH = torch.tensor([1.5, 10.0, 1.0, 1.0])
 OPT = torch.tensor([[0.3, 7.0, 0.0, 0.55], [1.2, 2.0, 1.0, 0.1]])
 

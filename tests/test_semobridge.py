@@ -15,15 +15,6 @@ from bridge.text import class_text
 FAST = {"search_rounds": 3, "search_per_round": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP spin-waits when the CPU is shared (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _n(x):
     return x / x.norm(dim=-1, keepdim=True)
 

@@ -17,15 +17,6 @@ from bridge.text import class_text
 SHORT = {"steps": 40, "warmup": 4, "lr": 2e-3, "search_rounds": 2, "search_per_round": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP spin-waits when the CPU is shared (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def task():
     return make_task(seeds=(1, 2, 3), classes=6, shots=3, dim=12, width=16, missing={4: 1},
