@@ -8,6 +8,7 @@ BridgeInputError naming where it is.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,6 +17,8 @@ from torch import Tensor
 
 from bridge.errors import BridgeInputError
 from bridge.ops import as_seed_batch
+from bridge.registry import check_hparams
+from bridge.text import class_text
 
 # Elements of the largest intermediate tensor a chunked evaluation may build (2^25 floats = 128 MiB fp32).
 CHUNK_ELEMENTS = 1 << 25
@@ -24,6 +27,15 @@ CHUNK_ELEMENTS = 1 << 25
 def work_dtype(task) -> torch.dtype:
     """float64 when the task is float64, float32 otherwise (half-precision caches are upcast)."""
     return torch.float64 if task.support.dtype == torch.float64 else torch.float32
+
+
+def begin_fit(method, task, hparams: dict) -> tuple[dict, float, torch.dtype, Tensor]:
+    """The common start of a baseline's fit: (hyper-parameters checked against method.defaults, the start
+    time for fit_seconds, the working dtype, the class text prototypes T̄ [C, D] in that dtype)."""
+    hp = check_hparams(method, hparams)
+    started = time.perf_counter()
+    dtype = work_dtype(task)
+    return hp, started, dtype, class_text(task, dtype).projected
 
 
 def normalize_rows(x: Tensor, valid: Tensor, what: str) -> Tensor:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from bridge.task import FewShotTask
 from cache.errors import ClipBridgeError
-from cache.fewshot import coop_fewshot_indices
+from cache.fewshot import coop_fewshot_indices, fewshot_grid
 
 PROTOCOLS = ("clean", "paper")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -104,17 +104,17 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], views: int = 1,
     for seed in seeds:
         if has_val:
             picked = coop_fewshot_indices(train_labels, val_labels, shots, seed)
-            support_rows.append(_by_class(picked["train"], train_labels, num_classes))
+            support_rows.append(picked["train"])
             heldout_rows.append(picked["val"])
         else:
             first = coop_fewshot_indices(train_labels, train_labels, shots, seed)["train"]
             taken = set(first)
             remaining = [i for i in range(len(train_labels)) if i not in taken]
             picked = coop_fewshot_indices(train_labels, [train_labels[i] for i in remaining], shots, seed)
-            support_rows.append(_by_class(picked["train"], train_labels, num_classes))
+            support_rows.append(picked["train"])
             heldout_rows.append([remaining[i] for i in picked["val"]])
 
-    support, mask = _gather_support(train.embedding, support_rows, shots, views)
+    support, mask = _gather_support(train.embedding, support_rows, train_labels, num_classes, shots, views)
     val_is_test = False
     if protocol == "clean":
         source = loader("val") if has_val else train
@@ -180,29 +180,20 @@ def _check_shots(shots: int, labels: list[int], classnames: list[str], where: st
     return {classnames[c]: counts[c] for c in range(len(classnames)) if counts[c] < shots}
 
 
-def _by_class(rows: list[int], labels: list[int], num_classes: int) -> list[list[int]]:
-    """Sampled rows grouped per class, keeping the sampler's order within a class (shot k = k-th row)."""
-    grouped: list[list[int]] = [[] for _ in range(num_classes)]
-    for row in rows:
-        grouped[labels[row]].append(row)
-    return grouped
+def _gather_support(embedding: Tensor, picked: list[list[int]], labels: Sequence[int], num_classes: int,
+                    shots: int, views: int) -> tuple[Tensor, Tensor]:
+    """[S, C, K·V, D] support (shot-major then view) and its [C, K·V] mask from the rows each seed picked.
 
-
-def _gather_support(embedding: Tensor, per_seed: list[list[list[int]]], shots: int,
-                    views: int) -> tuple[Tensor, Tensor]:
-    """[S, C, K·V, D] support (shot-major then view) and its [C, K·V] mask.
-
-    A class with n < K images repeats its real rows to fill the K slots; the mask marks the copies False.
+    Rows are placed class-major by cache.fewshot.fewshot_grid (shot k = the class's k-th pick). A class with
+    n < K images fills its empty slots with its first row, masked False (CoOp keeps all n; the sampler picks
+    min(n, K) rows per class for every seed, so the mask is the same for all seeds).
     """
-    num_classes = len(per_seed[0])
-    counts = torch.tensor([len(rows) for rows in per_seed[0]])
-    index = torch.empty(len(per_seed), num_classes, shots, dtype=torch.long)
-    for s, classes in enumerate(per_seed):
-        for c, rows in enumerate(classes):
-            index[s, c] = torch.tensor([rows[k % len(rows)] for k in range(shots)])
-    gathered = embedding[index][:, :, :, :views]                       # [S, C, K, V, D]
-    support = gathered.reshape(len(per_seed), num_classes, shots * views, embedding.shape[-1])
-    mask = (torch.arange(shots)[None, :] < counts[:, None]).repeat_interleave(views, dim=1)
+    grids = [fewshot_grid(rows, labels, num_classes, shots) for rows in picked]
+    index = torch.stack([torch.from_numpy(grid) for grid, _ in grids])                # [S, C, K], -1 empty
+    index = torch.where(index >= 0, index, index[..., :1].clamp_min(0))
+    gathered = embedding[index][:, :, :, :views]                                     # [S, C, K, V, D]
+    support = gathered.reshape(len(picked), num_classes, shots * views, embedding.shape[-1])
+    mask = torch.from_numpy(grids[0][1]).repeat_interleave(views, dim=1)
     return support, mask
 
 

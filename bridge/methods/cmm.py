@@ -23,12 +23,11 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.features import prepare_queries, support_views, validation, work_dtype
+from bridge.features import begin_fit, prepare_queries, support_views, validation
 from bridge.fusion import linear_fusion_scorer, search_fusion
 from bridge.methods.zeroshot import zeroshot_logits
 from bridge.ops import accuracy
-from bridge.registry import FittedState, check_hparams, register_method
-from bridge.text import class_text
+from bridge.registry import FittedState, register_method
 from bridge.training import train_and_select
 
 
@@ -66,10 +65,7 @@ class CMM:
                 "alpha_points": 51, "search_rounds": 2, "search_per_round": 16}
 
     def fit(self, task, **hparams) -> FittedState:
-        hp = check_hparams(self, hparams)
-        start = time.perf_counter()
-        dtype = work_dtype(task)
-        text = class_text(task, dtype).projected
+        hp, start, dtype, text = begin_fit(self, task, hparams)
         views = support_views(task, dtype)
         s, d = task.num_seeds, task.dim
         weight = views.mask.to(dtype)

@@ -20,11 +20,10 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.features import prepare_queries, support_views, validation, work_dtype
+from bridge.features import begin_fit, prepare_queries, support_views, validation
 from bridge.fusion import linear_fusion_scorer, log_grid, search_fusion
 from bridge.methods.zeroshot import zeroshot_logits
-from bridge.registry import FittedState, check_hparams, register_method
-from bridge.text import class_text
+from bridge.registry import FittedState, register_method
 
 
 def gda_classifier(x: Tensor, labels: Tensor, mask: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -53,10 +52,7 @@ class GDA:
                 "search_per_round": 8}
 
     def fit(self, task, **hparams) -> FittedState:
-        hp = check_hparams(self, hparams)
-        start = time.perf_counter()
-        dtype = work_dtype(task)
-        text = class_text(task, dtype).projected
+        hp, start, dtype, text = begin_fit(self, task, hparams)
         views = support_views(task, dtype)
         w, b = gda_classifier(views.x, views.labels, views.mask, task.num_classes)
         val_q, val_y = validation(task, dtype)

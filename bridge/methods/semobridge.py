@@ -20,6 +20,7 @@ from torch import Tensor
 
 from bridge import semobridge_math as sm
 from bridge.errors import BridgeInputError
+from bridge.features import work_dtype
 from bridge.ops import accuracy, as_seed_batch
 from bridge.registry import FittedState, check_hparams, register_method
 from bridge.search import batched_search
@@ -32,8 +33,12 @@ SEARCH_FINAL_RADIUS = 0.01   # last rounds refine within ±1% of each range
 BLEND_GRID = (sm.FIXED_BLEND, (0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0), (0.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.5))
 
 
-def work_dtype(task) -> torch.dtype:
-    return torch.float64 if task.support.dtype == torch.float64 else torch.float32
+def bridge_inputs(task, views_used: int) -> tuple[torch.dtype, ClassText, sm.SupportViews]:
+    """What both SeMoBridge variants start from: the working dtype, the class text (T̄ [C, D], Ē [C, W]) and
+    the support views (bridge.semobridge_math.SupportViews) of the first `views_used` views of each shot."""
+    dtype = work_dtype(task)
+    support, mask = select_views(task, views_used)
+    return dtype, class_text(task, dtype), sm.support_views(support.to(dtype), mask)
 
 
 def select_views(task, views_used: int) -> tuple[Tensor, Tensor]:
@@ -117,10 +122,7 @@ class SeMoBridge:
     def fit(self, task, **hparams) -> FittedState:
         started = time.perf_counter()
         hp = check_hparams(self, hparams)
-        dtype = work_dtype(task)
-        text = class_text(task, dtype)
-        support, mask = select_views(task, hp["views_used"])
-        views = sm.support_views(support.to(dtype), mask)
+        dtype, text, views = bridge_inputs(task, hp["views_used"])
         bridge = sm.initial_bridge(task.text_projection.to(dtype))
         return fit_blend(task, text, views, bridge, None, hp, self.name, started)
 

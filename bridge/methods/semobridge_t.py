@@ -23,10 +23,9 @@ import time
 from torch import Tensor
 
 from bridge import semobridge_math as sm
-from bridge.methods.semobridge import SEARCH_DEFAULTS, blend_state_logits, fit_blend, select_views, work_dtype
+from bridge.methods.semobridge import SEARCH_DEFAULTS, blend_state_logits, bridge_inputs, fit_blend
 from bridge.registry import FittedState, check_hparams, register_method
 from bridge.semobridge_train import TrainSettings, train_bridge
-from bridge.text import class_text
 
 TRAIN_DEFAULTS = {"steps": 5000, "warmup": 500, "lr": 1.5e-4, "weight_decay": 0.01, "csb": True,
                   "selection": "best-val", "parity_stale_prototypes": False}
@@ -40,10 +39,7 @@ class SeMoBridgeT:
     def fit(self, task, **hparams) -> FittedState:
         started = time.perf_counter()
         hp = check_hparams(self, hparams)
-        dtype = work_dtype(task)
-        text = class_text(task, dtype)
-        support, mask = select_views(task, hp["views_used"])
-        views = sm.support_views(support.to(dtype), mask)
+        dtype, text, views = bridge_inputs(task, hp["views_used"])
         wt = task.text_projection.to(dtype)
         settings = TrainSettings(steps=int(hp["steps"]), warmup=int(hp["warmup"]), lr=float(hp["lr"]),
                                  weight_decay=float(hp["weight_decay"]), csb=bool(hp["csb"]),

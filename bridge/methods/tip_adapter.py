@@ -21,11 +21,10 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.features import chunked, prepare_queries, shot_keys, validation, work_dtype
+from bridge.features import begin_fit, chunked, prepare_queries, shot_keys, validation
 from bridge.fusion import FusionChoice, box_grid, scorer, search_fusion
 from bridge.methods.zeroshot import zeroshot_logits
-from bridge.registry import FittedState, check_hparams, register_method
-from bridge.text import class_text
+from bridge.registry import FittedState, register_method
 
 SEARCH_DEFAULTS = {"alpha_low": 0.0, "alpha_high": 10.0, "beta_low": 0.0, "beta_high": 10.0, "grid_points": 11,
                    "search_rounds": 4, "search_per_round": 64}
@@ -92,10 +91,7 @@ class TipAdapter:
     defaults = dict(SEARCH_DEFAULTS)
 
     def fit(self, task, **hparams) -> FittedState:
-        hp = check_hparams(self, hparams)
-        start = time.perf_counter()
-        dtype = work_dtype(task)
-        text = class_text(task, dtype).projected
+        hp, start, dtype, text = begin_fit(self, task, hparams)
         keys = shot_keys(task, dtype)
         return tip_state(self.name, task, hp, text, keys.x, keys.mask.reshape(task.num_classes, -1), start)
 

@@ -12,18 +12,16 @@ exactly as for Tip-Adapter (bridge.methods.tip_adapter.search_alpha_beta).
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import Tensor
 
 from bridge.errors import BridgeInputError
-from bridge.features import shot_keys, support_views, validation, work_dtype
+from bridge.features import begin_fit, shot_keys, support_views, validation
 from bridge.methods.tip_adapter import SEARCH_DEFAULTS, cache_logits, tip_logits, tip_state
 from bridge.methods.zeroshot import zeroshot_logits
 from bridge.ops import accuracy
-from bridge.registry import FittedState, check_hparams, register_method
-from bridge.text import class_text
+from bridge.registry import FittedState, register_method
 from bridge.training import seed_permutations, train_and_select
 
 
@@ -34,10 +32,7 @@ class TipAdapterF:
                 "schedule": "cosine", "init_alpha": 1.0, "init_beta": 1.0, "select": "best", **SEARCH_DEFAULTS}
 
     def fit(self, task, **hparams) -> FittedState:
-        hp = check_hparams(self, hparams)
-        start = time.perf_counter()
-        dtype = work_dtype(task)
-        text = class_text(task, dtype).projected
+        hp, start, dtype, text = begin_fit(self, task, hparams)
         keys = shot_keys(task, dtype)
         key_mask = keys.mask.reshape(task.num_classes, -1)
         views = support_views(task, dtype)

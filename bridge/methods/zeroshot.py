@@ -6,10 +6,9 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.features import prepare_queries, validation, work_dtype
+from bridge.features import begin_fit, prepare_queries, validation
 from bridge.ops import accuracy
-from bridge.registry import FittedState, check_hparams, register_method
-from bridge.text import class_text
+from bridge.registry import FittedState, register_method
 
 
 def zeroshot_logits(queries: Tensor, text: Tensor, logit_scale: float | Tensor) -> Tensor:
@@ -23,10 +22,7 @@ class ZeroShot:
     defaults: dict = {}
 
     def fit(self, task, **hparams) -> FittedState:
-        check_hparams(self, hparams)
-        start = time.perf_counter()
-        dtype = work_dtype(task)
-        text = class_text(task, dtype).projected
+        _, start, dtype, text = begin_fit(self, task, hparams)
         val_q, val_y = validation(task, dtype)
         val_acc = accuracy(zeroshot_logits(val_q, text, task.logit_scale), val_y)
         tensors = {"text": text, "logit_scale": torch.tensor(task.logit_scale, dtype=dtype, device=text.device)}
