@@ -10,6 +10,7 @@ Two identities keep the hot paths cheap and are used everywhere (so the parity c
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -23,6 +24,22 @@ BLEND_LOW = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 BLEND_HIGH = (1.5, 10.0, 10.0, 10.0, 1.0, 1.0, 1.0)
 FIXED_BLEND = (0.01, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5)   # SeMoBridge-T's model-selection blend
 LOSS_WEIGHTS = {"img": 0.5, "txtp": 0.25, "txte": 0.25, "cons": 0.1, "bias": 0.1}
+
+
+class Workspace:
+    """Named output buffers reused from call to call by a loop's per-step tensors: on CPU a fresh
+    multi-MB tensor costs page faults on a par with the product that fills it. A buffer is overwritten by
+    the next call that asks for its name, so a result read from one lives until then."""
+
+    def __init__(self):
+        self._buffers: dict[str, Tensor] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A [shape] tensor of like's dtype and device (uninitialised) kept under `name`."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._buffers[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
 
 
 # ----------------------------------------------------------------------------------------------- bridge
@@ -133,9 +150,7 @@ def bridged_query_cosines(queries: Tensor, bridge: Tensor, text_projection: Tens
       z = q B:       N·D·W + N·W·W (norm² = z·(z G), G = Wt Wtᵀ, given as `gram` or formed here),
                      numerator z (Wt F̄ᵀ)."""
     w, d = text_projection.shape
-    n, c = queries.shape[-2], image_protos.shape[-2]
-    gram_cost = 0 if gram is not None else w * w * d
-    if d * w * d + n * d * d <= n * d * w + n * w * w + n * w * c + gram_cost + w * d * c:
+    if _project_bridge_first(queries.shape[-2], d, w):
         y = apply_bridge(queries, bridge @ text_projection)
         return (y / safe_norm(y)) @ image_protos.transpose(-1, -2)
     gram = text_projection @ text_projection.T if gram is None else gram
@@ -143,6 +158,44 @@ def bridged_query_cosines(queries: Tensor, bridge: Tensor, text_projection: Tens
     numerator = z @ (text_projection @ image_protos.transpose(-1, -2))
     norm = ((z @ gram) * z).sum(-1, keepdim=True).clamp_min(0).sqrt()
     return numerator / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+def _project_bridge_first(n: int, d: int, w: int) -> bool:
+    """Whether n queries cost less as q (B Wt) (D·W·D + N·D·D) than as z = q B with ‖z Wt‖² = z·(z G)
+    (N·D·W + N·W·W); the products with F̄ᵀ cost the same either way."""
+    return d * w * d + n * d * d <= n * d * w + n * w * w
+
+
+def selection_maps(unit_queries: Tensor, bridge: Tensor, text_projection: Tensor, gram: Tensor,
+                   image_protos_w: Tensor, bridged_protos: Tensor, work: Workspace | None = None) -> tuple[Tensor, Tensor]:
+    """S2 = q̄ Pᵀ and S3 = n(q̄ B Wt) F̄ᵀ [S, N, C] (as cosine_maps) for unit queries q̄ [S, N, D], or [N, D]
+    shared by the S seeds, bridge B [S, D, W], P [S, C, D] and image_protos_w = F̄ Wtᵀ [S, C, W].
+
+    ONE product of q̄ with the stacked right-hand sides [H | B (Wt F̄ᵀ) | Pᵀ] (shared queries: all seeds'
+    stacks side by side), where H = B Wt and S3's norm is ‖q̄ H‖, or, when that costs less (W < D),
+    H = B and the norm² is (q̄ B)·(q̄ B G) (bridged_query_cosines' two orders). Cost per seed with H = B Wt:
+    D·W·D + N·D·(D + 2C) multiply-adds."""
+    work = Workspace() if work is None else work
+    s, d, w = bridge.shape
+    c = bridged_protos.shape[1]
+    n = unit_queries.shape[-2]
+    through_wt = _project_bridge_first(n, d, w)
+    k = d if through_wt else w
+    rhs = work("selection_rhs", (s, k + 2 * c, d), bridge)                              # stacks, transposed
+    if through_wt:
+        torch.matmul(text_projection.T, bridge.transpose(1, 2), out=rhs[:, :k])
+    else:
+        rhs[:, :k] = bridge.transpose(1, 2)
+    torch.matmul(image_protos_w, bridge.transpose(1, 2), out=rhs[:, k:k + c])
+    rhs[:, k + c:] = bridged_protos
+    if unit_queries.ndim == 2:
+        flat = torch.mm(unit_queries, rhs.view(-1, d).T, out=work("selection_out", (n, s * (k + 2 * c)), bridge))
+        out = flat.view(n, s, k + 2 * c).transpose(0, 1)
+    else:
+        out = torch.bmm(unit_queries, rhs.transpose(1, 2), out=work("selection_out", (s, n, k + 2 * c), bridge))
+    head = out[..., :k]
+    norm = head.norm(dim=-1, keepdim=True) if through_wt else _rowdot(head, head @ gram).clamp_min_(0).sqrt_()
+    return out[..., k + c:], out[..., k:k + c].div_(torch.where(norm > 0, norm, 1.0))
 
 
 def divergence(image_protos: Tensor, text_prototypes: Tensor) -> Tensor:
@@ -173,48 +226,204 @@ def blend_exponent_logits(maps: Maps, div: Tensor, params: Tensor) -> Tensor:
     return out
 
 
+def _log_weight(lam: float) -> float:
+    """log λ, with blend_exponent_logits' floor of −1e4 (λ = 0 keeps exp() exactly 0)."""
+    return max(math.log(lam), -1e4) if lam > 0 else -1e4
+
+
 class FixedBlend:
     """Validation accuracy under one fixed blend when only S2 and S3 change (SeMoBridge-T's per-step model
     selection): the prior term λ1·exp(α(S1−1)) and the class weights w = exp(s·d) are computed once.
 
     s1 [S, N, C], div [S, C], labels [S, N] (−1 ignored), params the 7 blend values (default FIXED_BLEND).
-    `accuracy(s2, s3)` equals ops.accuracy(blend_logits(Maps(s1, s2, s3), div, params)) up to rounding.
+    `accuracy(s2, s3)` equals ops.accuracy(blend_logits(Maps(s1, s2, s3), div, params)) up to rounding
+    (same exponent form: exp(β·S2 + s·d + log λ2 − β), ...).
     """
 
     def __init__(self, s1: Tensor, div: Tensor, labels: Tensor, params=FIXED_BLEND):
-        s, alpha, self.beta, self.gamma, l1, self.l2, self.l3 = (float(x) for x in params)
-        self.prior = l1 * torch.exp(alpha * (s1 - 1))
-        self.weight = torch.exp(s * div).unsqueeze(1)                                    # [S, 1, C]
-        self.labels, self.valid = labels, labels >= 0
+        s, alpha, self.beta, self.gamma, l1, l2, l3 = (float(x) for x in params)
+        self.prior = (alpha * s1).add_(_log_weight(l1) - alpha).exp_()                  # [S, N, C]
+        sd = (s * div).unsqueeze(1)                                                      # [S, 1, C]
+        self.offset2, self.offset3 = sd + (_log_weight(l2) - self.beta), sd + (_log_weight(l3) - self.gamma)
+        self.labels = labels.expand(max(s1.shape[0], div.shape[0], labels.shape[0]), -1)   # [S, N]
+        self.valid = self.labels >= 0
         self.count = self.valid.sum(-1).clamp_min(1).to(s1.dtype)
+        self._logits = self._term = None                                                # reused buffers
 
     def accuracy(self, s2: Tensor, s3: Tensor) -> Tensor:
         """[S] top-1 accuracy in percent."""
-        mixed = self.l2 * torch.exp(self.beta * (s2 - 1)) + self.l3 * torch.exp(self.gamma * (s3 - 1))
-        logits = torch.addcmul(self.prior, self.weight, mixed)
-        hit = (logits.argmax(-1) == self.labels) & self.valid
+        if self._logits is None or self._logits.shape != s2.shape:
+            self._logits, self._term = (torch.empty(s2.shape, dtype=s2.dtype, device=s2.device) for _ in "lt")
+        logits = torch.add(self.offset2, s2, alpha=self.beta, out=self._logits).exp_().add_(self.prior)
+        logits += torch.add(self.offset3, s3, alpha=self.gamma, out=self._term).exp_()   # blend_logits' order
+        hit = self._argmax_is_label(logits) & self.valid
         return 100.0 * hit.sum(-1).to(self.count.dtype) / self.count
+
+    def _argmax_is_label(self, logits: Tensor) -> Tensor:
+        """logits.argmax(-1) == labels (bool [S, N]) without argmax's slow CPU kernel: the label's logit
+        against the largest other one (set aside in place); a tie or a NaN anywhere falls back to argmax."""
+        index = self.labels.clamp_min(0).unsqueeze(-1)
+        own = logits.gather(-1, index)
+        other = logits.scatter_(-1, index, float("-inf")).amax(-1, keepdim=True)
+        if not bool(((own > other) | (own < other)).all()):
+            return logits.scatter_(-1, index, own).argmax(-1) == self.labels
+        return (own > other).squeeze(-1)
 
 
 # --------------------------------------------------------------------------------------- trained losses
-class _QuadNorm(torch.autograd.Function):
-    """q = Σ_j v_j (v G)_j = ‖v L‖² for G = L Lᵀ symmetric; backward reuses v G (no second product)."""
+# SeMoBridge-T's loss (METHOD.md §3) with its gradient derived by hand: one forward and one backward pass
+# touch each [S, N, W] tensor a few times and autograd records nothing. Notation (per seed; N = C·K'
+# class-major support views x_k of class y_k, padded rows are zero and carry zero weight):
+#   u_k = x_k B + b_{y_k}           r_k = ‖u_k‖            ρ_k = w_k / r_k  (w_k: the class-mean weight)
+#   ē_c = Σ_{k∈c} ρ_k u_k           z_c = ‖ē_c Wt‖         Ê = ē / z        P = Ê Wt = n(ē Wt)
+#   v_k = u_k G  (G = Wt Wtᵀ)       s_k = ‖u_k Wt‖ = √(u_k·v_k)            U = n(ē)
+# and every logit is a product with Ê, so no product with Wt touches an [N, ·] tensor:
+#   img  τ n(x_k)·P_c = (τ n(x_k) Wtᵀ)·Ê_c        cons  n(u_k Wt)·P_c = v_k·Ê_c / s_k
+#   txtp P_c·T̄_j = Ê_c·(T̄_j Wtᵀ)                txte  U_c·Ē_j
+class LossProblem(NamedTuple):
+    """The step-invariant inputs of SeMoBridge-T's loss (built once by `loss_problem`).
+
+    raw [S, N, D] support views X; image_text [S, N, W] = τ·n(X) Wtᵀ; labels [N]; classes [C] = 0..C−1;
+    mask [N] bool; class_weight [N, 1] = 1/(real views of the class), 0 on padding; view_weight [N] =
+    1/(real views), 0 on padding; text_w [C, W] = T̄ Wtᵀ; text_eos Ē [C, W]; text_projection Wt [W, D];
+    gram G [W, W].
+    """
+
+    raw: Tensor
+    image_text: Tensor
+    labels: Tensor
+    classes: Tensor
+    mask: Tensor
+    class_weight: Tensor
+    view_weight: Tensor
+    text_w: Tensor
+    text_eos: Tensor
+    text_projection: Tensor
+    gram: Tensor
+
+
+def loss_problem(views: SupportViews, text_prototypes: Tensor, text_eos: Tensor, text_projection: Tensor,
+                 logit_scale: float, gram: Tensor | None = None) -> LossProblem:
+    """LossProblem of support views, T̄ [C, D], Ē [C, W], Wt [W, D], τ and G = Wt Wtᵀ (formed if None).
+    Costs one [S·N, D]×[D, W] product."""
+    gram = text_projection @ text_projection.T if gram is None else gram
+    mask = views.mask
+    view_weight = mask.to(views.raw.dtype) / mask.sum().clamp_min(1)
+    classes = torch.arange(text_eos.shape[0], device=mask.device)
+    return LossProblem(views.raw, (logit_scale * views.unit) @ text_projection.T, views.labels, classes, mask,
+                       views.weight.unsqueeze(-1), view_weight, text_prototypes @ text_projection.T, text_eos,
+                       text_projection, gram)
+
+
+class _Saved(NamedTuple):
+    """loss_forward's intermediates for loss_backward ([S, N, ·] per view, [S, C, ·] per class)."""
+
+    u: Tensor               # [S, N, W]
+    v: Tensor               # u G [S, N, W]
+    r: Tensor               # ‖u‖ [S, N, 1] (1 on padding)
+    rho: Tensor             # w / r [S, N, 1]
+    s: Tensor               # ‖u Wt‖ [S, N, 1] (1 on padding)
+    ehat: Tensor            # Ê [S, C, W]
+    z: Tensor               # ‖ē Wt‖ [S, C, 1]
+    unit_eos: Tensor        # U [S, C, W]
+    e: Tensor               # ‖ē‖ [S, C, 1]
+    log_probs: dict         # log-softmax of each loss's logits: img, cons [S, N, C]; txtp, txte [S, C, C]
+    cons_logits: Tensor     # [S, N, C]
+
+
+class LossForward(NamedTuple):
+    """Per-seed losses [S] (img, txtp, txte, cons, bias, total), the bridged prototypes P [S, C, D], and
+    what loss_backward reuses."""
+
+    losses: dict[str, Tensor]
+    prototypes: Tensor
+    saved: _Saved
+
+
+def loss_forward(problem: LossProblem, bridge: Tensor, bias: Tensor | None,
+                 work: Workspace | None = None) -> LossForward:
+    """SeMoBridge-T's five losses for bridge [S, D, W] and class bias [S, C, W] (or None), no autograd;
+    [S, N, W] tensors go to `work`'s buffers (fresh ones when None).
+    Cost per seed: two [N, D|W]×[·, W] products (u = X B, v = u G) and two [N, W]×[W, C] (the logits)."""
+    work = Workspace() if work is None else work
+    p = problem
+    s, n, _ = p.raw.shape
+    c, w = p.text_eos.shape
+    u = torch.bmm(p.raw, bridge, out=work("u", (s, n, w), bridge))                     # [S, N, W]
+    if bias is not None:
+        u.view(s, c, -1, w).add_(bias.unsqueeze(2))
+    r = safe_norm(u, p.mask)
+    rho = p.class_weight / r
+    mean_eos = _class_combine(rho, u, c)                                                # ē [S, C, W]
+    v = torch.mm(u.view(-1, w), p.gram, out=work("v", (s * n, w), u)).view(s, n, w)
+    uv = torch.mul(u, v, out=work("scratch", u.shape, u)).sum(-1, keepdim=True)        # u·v = ‖u Wt‖²
+    view_norm = torch.where(p.mask.unsqueeze(-1), uv, 1.0).sqrt_()                      # s [S, N, 1]
+    projected = mean_eos @ p.text_projection                                            # ē Wt [S, C, D]
+    z = projected.norm(dim=-1, keepdim=True)
+    ehat = mean_eos / z
+    e = mean_eos.norm(dim=-1, keepdim=True)
+    unit_eos = mean_eos / e
+    ehat_t = ehat.transpose(1, 2)
+    cons_logits = torch.bmm(v, ehat_t).div_(view_norm)
+    losses, log_probs = {}, {}
+    for name, logits, labels, weight in (
+            ("img", torch.bmm(p.image_text, ehat_t), p.labels, p.view_weight),
+            ("txtp", ehat @ p.text_w.T, p.classes, 1.0 / c),
+            ("txte", unit_eos @ p.text_eos.T, p.classes, 1.0 / c),
+            ("cons", cons_logits, p.labels, p.view_weight)):
+        log_probs[name] = torch.log_softmax(logits, -1)
+        losses[name] = _weighted_nll(log_probs[name], labels, weight)
+    losses["bias"] = _bias_loss(bias, u)
+    losses["total"] = sum(LOSS_WEIGHTS[k] * v for k, v in losses.items())
+    saved = _Saved(u, v, r, rho, view_norm, ehat, z, unit_eos, e, log_probs, cons_logits)
+    return LossForward(losses, projected / z, saved)
+
+
+def loss_backward(problem: LossProblem, forward: LossForward, bias: Tensor | None,
+                  work: Workspace | None = None) -> tuple[Tensor, Tensor | None]:
+    """Gradients of Σ_seeds total loss w.r.t. bridge [S, D, W] and bias [S, C, W] (None without a bias);
+    the [S, N, W] one and the bridge's go to `work`'s buffers (fresh ones when None).
+    Cost per seed: one [D, N]×[N, W] product (Xᵀ ∂u) and three [·, N]×[N|C, ·] ones of width C."""
+    work = Workspace() if work is None else work
+    p, f = problem, forward.saved
+    s, n, w = f.u.shape
+    c = f.ehat.shape[1]
+    img = _ce_grad(f.log_probs["img"], p.labels, LOSS_WEIGHTS["img"] * p.view_weight)
+    cons = _ce_grad(f.log_probs["cons"], p.labels, LOSS_WEIGHTS["cons"] * p.view_weight).div_(f.s)  # ∂/∂(v Êᵀ)
+    txtp = _ce_grad(f.log_probs["txtp"], p.classes, LOSS_WEIGHTS["txtp"] / c)
+    txte = _ce_grad(f.log_probs["txte"], p.classes, LOSS_WEIGHTS["txte"] / c)
+    # per class: Ê = ē / ‖ē Wt‖ (∂‖ē Wt‖/∂ē = Ê G) and U = ē / ‖ē‖
+    grad_ehat = torch.bmm(img.transpose(1, 2), p.image_text).baddbmm_(cons.transpose(1, 2), f.v)
+    grad_ehat += txtp @ p.text_w
+    ehat_gram = f.ehat @ p.gram
+    grad_mean = (grad_ehat - _rowdot(grad_ehat, f.ehat) * ehat_gram) / f.z
+    grad_unit = txte @ p.text_eos
+    grad_mean += (grad_unit - _rowdot(grad_unit, f.unit_eos) * f.unit_eos) / f.e
+    # per view: through v = u G (cons numerators), s = √(u·v) (cons norms), ē = Σ ρ u (ρ = w/‖u‖)
+    grad_u = torch.bmm(cons, ehat_gram, out=work("grad_u", f.u.shape, f.u))
+    grad_u.addcmul_(f.v, _rowdot(cons, f.cons_logits).div_(f.s).neg_())
+    along_u = _class_combine(grad_mean, f.u, c, transpose=True)                        # ∂ē_{y_k}·u_k
+    grad_u.addcmul_(f.u, along_u.mul_(f.rho).div_(f.r * f.r).neg_())
+    grad_u.view(s, c, -1, w).addcmul_(grad_mean.unsqueeze(2), f.rho.view(s, c, -1, 1))
+    grad_bridge = torch.bmm(p.raw.transpose(1, 2), grad_u, out=work("grad_bridge", (s, p.raw.shape[2], w), f.u))
+    if bias is None:
+        return grad_bridge, None
+    return grad_bridge, grad_u.view(s, c, -1, w).sum(2) + _bias_loss_grad(bias)
+
+
+class _TotalLoss(torch.autograd.Function):
+    """The total loss [S] as an autograd node whose backward is loss_backward (scaled per seed)."""
 
     @staticmethod
-    def forward(ctx, v: Tensor, gram: Tensor) -> Tensor:
-        vg = v @ gram
-        ctx.save_for_backward(vg)
-        return (v * vg).sum(-1)
+    def forward(ctx, bridge: Tensor, bias: Tensor | None, problem: LossProblem, fwd: LossForward) -> Tensor:
+        ctx.problem, ctx.fwd, ctx.bias = problem, fwd, bias
+        return fwd.losses["total"].clone()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (vg,) = ctx.saved_tensors
-        return 2 * grad.unsqueeze(-1) * vg, None
-
-
-def quad_norm(v: Tensor, gram: Tensor) -> Tensor:
-    """‖v Wt‖² per row of v [..., W] given gram = Wt Wtᵀ [W, W]."""
-    return _QuadNorm.apply(v, gram)
+        grad_bridge, grad_bias = loss_backward(ctx.problem, ctx.fwd, ctx.bias)
+        scale = grad[:, None, None]
+        return grad_bridge * scale, None if grad_bias is None else grad_bias * scale, None, None
 
 
 class TrainedForward(NamedTuple):
@@ -229,32 +438,48 @@ def trained_losses(views: SupportViews, bridge: Tensor, bias: Tensor | None, tex
     """SeMoBridge-T's five losses (METHOD.md §3) for bridge [S, D, W] and class bias [S, C, W] (or None).
 
     text_prototypes T̄ [C, D], text_eos Ē [C, W], gram = Wt Wtᵀ [W, W], logit_scale τ. Padded views
-    are excluded from every mean. Cost per seed: two [C·K', D|W]×[·, W] products forward, one backward.
+    are excluded from every mean. losses["total"] backpropagates to bridge and bias (by loss_backward);
+    the other entries carry no gradient. A training loop should build the LossProblem once and call
+    loss_forward / loss_backward itself.
     """
-    num_classes = text_prototypes.shape[0]
-    mask, labels = views.mask, views.labels
-    u = _class_biased(apply_bridge(views.raw, bridge), bias, labels)                     # [S, N, W]
-    unit = u / safe_norm(u, mask)
-    mean_eos = class_sum(unit, views.weight, num_classes)                               # ē [S, C, W]
-    protos = _normalize(mean_eos @ text_projection)                                      # P [S, C, D]
-    eos_protos = _normalize(mean_eos)                                                    # U [S, C, W]
-    classes = torch.arange(num_classes, device=labels.device)
+    problem = loss_problem(views, text_prototypes, text_eos, text_projection, logit_scale, gram)
+    detached = None if bias is None else bias.detach()
+    fwd = loss_forward(problem, bridge.detach(), detached)
+    losses = dict(fwd.losses)
+    if torch.is_grad_enabled() and (bridge.requires_grad or (bias is not None and bias.requires_grad)):
+        losses["total"] = _TotalLoss.apply(bridge, bias, problem, fwd)
+    return TrainedForward(losses, fwd.prototypes)
 
-    view_weight = mask.to(u.dtype) / mask.sum().clamp_min(1)
-    img_logits = logit_scale * views.unit @ protos.transpose(-1, -2)                     # [S, N, C]
-    # n(x̂_k)·P_c = (u_k Wt)·P_c / ‖u_k Wt‖
-    sq = quad_norm(u, gram)
-    sq = torch.where(mask, sq, torch.ones_like(sq))
-    cons_logits = (u @ (text_projection @ protos.transpose(-1, -2))) / sq.sqrt().unsqueeze(-1)
-    losses = {
-        "img": _weighted_ce(img_logits, labels, view_weight),
-        "txtp": _mean_ce(protos @ text_prototypes.T, classes),
-        "txte": _mean_ce(eos_protos @ text_eos.T, classes),
-        "cons": _weighted_ce(cons_logits, labels, view_weight),
-        "bias": _bias_loss(bias, u),
-    }
-    losses["total"] = sum(LOSS_WEIGHTS[k] * v for k, v in losses.items())
-    return TrainedForward(losses, protos)
+
+def _class_combine(weight: Tensor, rows: Tensor, num_classes: int, transpose: bool = False) -> Tensor:
+    """Per-class products of class-major rows [S, C·K', W]:
+    Σ_k weight_k rows_k [S, C, W] for weight [S, C·K', 1]; with transpose, rows_k·weight_{y_k} [S, C·K', 1]
+    for per-class weight [S, C, W]."""
+    s, n, w = rows.shape
+    blocks = rows.view(s * num_classes, n // num_classes, w)
+    if transpose:
+        return torch.bmm(blocks, weight.reshape(s * num_classes, w, 1)).view(s, n, 1)
+    return torch.bmm(weight.reshape(s * num_classes, 1, -1), blocks).view(s, num_classes, w)
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ over the last dim of a ⊙ b, keepdim."""
+    return (a * b).sum(-1, keepdim=True)
+
+
+def _weighted_nll(log_probs: Tensor, labels: Tensor, weight: Tensor | float) -> Tensor:
+    """Σ_k weight_k (−log_probs[s, k, labels_k]) per seed: log_probs [S, N, C], labels [N], weight [N] or a
+    number -> [S]."""
+    picked = log_probs.gather(-1, labels.expand(log_probs.shape[0], -1).unsqueeze(-1)).squeeze(-1)
+    return -(picked * weight).sum(-1)
+
+
+def _ce_grad(log_probs: Tensor, labels: Tensor, weight: Tensor | float) -> Tensor:
+    """∂ Σ_k weight_k CE_k / ∂logits = weight_k (softmax_k − onehot(labels_k)) [S, N, C]."""
+    grad = log_probs.exp()
+    rows = torch.arange(labels.numel(), device=labels.device)
+    grad[:, rows, labels] -= 1
+    return grad.mul_(weight.unsqueeze(-1) if isinstance(weight, Tensor) else weight)
 
 
 def _bias_loss(bias: Tensor | None, like: Tensor) -> Tensor:
@@ -265,14 +490,11 @@ def _bias_loss(bias: Tensor | None, like: Tensor) -> Tensor:
     return ((norms - norms.mean(-1, keepdim=True)) ** 2).mean(-1)
 
 
-def _weighted_ce(logits: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
-    """Σ_k weight_k CE(logits[s, k], labels_k) per seed: logits [S, N, C], labels/weight [N] -> [S]."""
-    nll = -torch.log_softmax(logits, -1).gather(-1, labels.expand(logits.shape[0], -1).unsqueeze(-1))
-    return (nll.squeeze(-1) * weight).sum(-1)
-
-
-def _mean_ce(logits: Tensor, labels: Tensor) -> Tensor:
-    return _weighted_ce(logits, labels, torch.full_like(labels, 1.0 / labels.numel(), dtype=logits.dtype))
+def _bias_loss_grad(bias: Tensor) -> Tensor:
+    """∂(weight · _bias_loss)/∂bias [S, C, W] (the mean's term cancels; 0 where ‖b_c‖ = 0)."""
+    norms = bias.norm(dim=-1, keepdim=True)
+    scale = (2 * LOSS_WEIGHTS["bias"] / bias.shape[1]) * (norms - norms.mean(1, keepdim=True))
+    return bias * torch.where(norms > 0, scale / norms, torch.zeros_like(norms))
 
 
 # ------------------------------------------------------------------------------------------------ utils

@@ -1,21 +1,27 @@
 """SeMoBridge-T's training loop (METHOD.md §3) for S seeds at once, with per-step model selection.
 
-Parameters carry a leading seed dim: bridge B [S, D, W], class bias b [S, C, W]. The seeds' losses are
-summed before `backward`; the loss of seed s depends only on B[s], b[s], and AdamW is elementwise
+Parameters carry a leading seed dim: bridge B [S, D, W], class bias b [S, C, W]. The gradient is that of
+the seeds' summed losses; the loss of seed s depends only on B[s], b[s], and AdamW is elementwise
 (moments, bias correction, decoupled weight decay), so one torch.optim.AdamW over [S, ...] tensors is
 exactly S independent AdamWs (tests/test_semobridge_t.py checks S=3 against three runs of S=1).
+
+Each step is one hand-derived forward and backward pass (bridge.semobridge_math.loss_forward /
+loss_backward; no autograd graph), whose [S, N, W] tensors live in buffers reused from step to step (a
+fresh multi-MB tensor per step costs page faults on a par with its product on CPU).
 
 Cheap per-step validation under the fixed blend (s=0.01, α=β=γ=1, λ=0.5):
   * S1 and the class weights w never change: computed once (bridge.semobridge_math.FixedBlend);
   * S2 = q̄ Pᵀ reuses the prototypes P of the training forward pass: step t+1's forward evaluates the
     parameters left by update t, so the state after every update is validated without a second pass
     over the support (one forward-only pass follows the last update);
-  * S3 = n(q B Wt) F̄ᵀ by the cheaper product order (bridge.semobridge_math.bridged_query_cosines),
-    reusing the precomputed Wt Wtᵀ.
-Cost per seed and step, D = W: three [C·K', D]×[D, W] products for the losses (the custom backward of
-‖u Wt‖² reuses the forward product) plus about 1.25 [Nv, D]×[D, D] for validation, against six
-[C·K', D]-sized products (four for the losses, two to re-bridge the support) and two [Nv, D]-sized ones
-for the plain procedure (see bridge/speed.py).
+  * S2, S3 = n(q̄ B Wt) F̄ᵀ and S3's norms come from ONE product of the unit queries with stacked
+    right-hand sides (bridge.semobridge_math.selection_maps); queries shared by the seeds are multiplied
+    once for all of them.
+Cost per seed and step, N = C·K', D = W: three [N, D]×[D, W] products for the losses (u = X B, v = u G
+with G = Wt Wtᵀ for ‖u Wt‖, Xᵀ ∂u) and five of width C, plus a [D, W]×[W, D] and an [Nv, D]×[D, D + 2C]
+one for validation; against six [N, D]×[D, D]-sized products for the losses (bridge, project, both
+backward) and two more to re-bridge the support, two [Nv, D]-sized ones for the queries, for the plain
+procedure (see bridge/speed.py).
 Selection "best-val" keeps, per seed, the state with the highest validation accuracy, the EARLIEST such
 state on ties (accuracy is a step function: the first state to reach it has moved least from B0);
 "last" keeps the final state and skips validation. States are numbered by updates applied (1..steps).
@@ -79,47 +85,41 @@ def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tenso
     _check(settings, val, val_labels)
     s, num_classes = views.raw.shape[0], text.projected.shape[0]
     dtype = views.raw.dtype
-    bridge = initial.to(dtype).expand(s, *initial.shape).clone().requires_grad_(True)
-    params = [bridge]
-    bias = None
-    if settings.csb:
-        bias = torch.zeros(s, num_classes, initial.shape[-1], dtype=dtype, device=bridge.device, requires_grad=True)
-        params.append(bias)
+    bridge = initial.to(dtype).expand(s, *initial.shape).clone()
+    bias = torch.zeros(s, num_classes, initial.shape[-1], dtype=dtype, device=bridge.device) if settings.csb else None
+    params = [bridge] if bias is None else [bridge, bias]
     optimizer = _adamw(params, settings)
     gram = text_projection @ text_projection.T
+    problem = sm.loss_problem(views, text.projected, text.eos, text_projection, logit_scale, gram)
+    work = sm.Workspace()
     validate = settings.selection == "best-val" and settings.steps > 0
     if validate:
-        image_protos = sm.image_prototypes(views, num_classes)
-        unit_val = val / sm.safe_norm(val)
-        judge = sm.FixedBlend(unit_val @ text.projected.T, sm.divergence(image_protos, text.projected), val_labels)
+        selection = _Selection(views, text, text_projection, gram, val, val_labels, work)
         best = _Best.start(bridge, bias)
 
     for step in range(settings.steps + 1):
-        training = step < settings.steps
-        with torch.set_grad_enabled(training):
-            fwd = sm.trained_losses(views, bridge, bias, text.projected, text.eos, text_projection, gram, logit_scale)
+        fwd = sm.loss_forward(problem, bridge, bias, work)
         total = fwd.losses["total"]
         if not bool(torch.isfinite(total).all()):
             raise BridgeInputError(f"SeMoBridge-T loss became non-finite at step {step}")
         if validate and step > 0:
-            with torch.no_grad():
-                protos = fwd.prototypes.detach()
-                s3 = sm.bridged_query_cosines(val, bridge.detach(), text_projection, image_protos, gram)
-                best.update(judge.accuracy(unit_val @ protos.transpose(-1, -2), s3), step, bridge, bias)
-        if training:
+            best.update(selection.accuracy(bridge, fwd.prototypes), step, bridge, bias)
+        if step < settings.steps:
+            bridge.grad, grad_bias = sm.loss_backward(problem, fwd, bias, work)
+            if bias is not None:
+                bias.grad = grad_bias
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, settings)
-            optimizer.zero_grad(set_to_none=True)
-            total.sum().backward()
             optimizer.step()
 
-    last_bridge, last_bias = bridge.detach(), None if bias is None else bias.detach()
+    bridge.grad = None
+    if bias is not None:
+        bias.grad = None
     if validate:
-        return TrainOutcome(best.bridge, best.bias, last_bridge, last_bias, best.step, best.accuracy,
-                            total.detach())
+        return TrainOutcome(best.bridge, best.bias, bridge, bias, best.step, best.accuracy, total)
     steps = torch.full((s,), settings.steps, dtype=torch.long)
     nan = torch.full((s,), float("nan"), dtype=dtype)
-    return TrainOutcome(last_bridge, last_bias, last_bridge, last_bias, steps, nan, total.detach())
+    return TrainOutcome(bridge, bias, bridge, bias, steps, nan, total)
 
 
 def _adamw(params: list[Tensor], settings: TrainSettings) -> torch.optim.AdamW:
@@ -132,6 +132,27 @@ def _adamw(params: list[Tensor], settings: TrainSettings) -> torch.optim.AdamW:
         return torch.optim.AdamW(params, **kwargs)
 
 
+class _Selection:
+    """Fixed-blend validation accuracy of a state (bridge [S, D, W], its prototypes P [S, C, D]) -> [S].
+    S1, w and F̄ Wtᵀ are computed once; queries shared by all seeds (val expanded from one copy) are
+    multiplied once for all seeds (bridge.semobridge_math.selection_maps)."""
+
+    def __init__(self, views: sm.SupportViews, text: ClassText, text_projection: Tensor, gram: Tensor,
+                 val: Tensor, val_labels: Tensor, work: sm.Workspace):
+        image_protos = sm.image_prototypes(views, text.projected.shape[0])
+        queries = val[0] if val.shape[0] == 1 or val.stride(0) == 0 else val
+        self.unit = queries / sm.safe_norm(queries)
+        s1 = (self.unit @ text.projected.T).expand(val.shape[0], -1, -1)
+        self.judge = sm.FixedBlend(s1, sm.divergence(image_protos, text.projected), val_labels)
+        self.image_w = image_protos @ text_projection.T
+        self.text_projection, self.gram, self.work = text_projection, gram, work
+
+    def accuracy(self, bridge: Tensor, prototypes: Tensor) -> Tensor:
+        s2, s3 = sm.selection_maps(self.unit, bridge, self.text_projection, self.gram, self.image_w, prototypes,
+                                   self.work)
+        return self.judge.accuracy(s2, s3)
+
+
 class _Best:
     """Per-seed best state so far; strictly better accuracy replaces it (earliest kept on ties)."""
 
@@ -142,7 +163,7 @@ class _Best:
     def start(cls, bridge: Tensor, bias: Tensor | None) -> "_Best":
         s = bridge.shape[0]
         acc = torch.full((s,), -1.0, dtype=bridge.dtype, device=bridge.device)
-        return cls(bridge.detach().clone(), None if bias is None else bias.detach().clone(), acc,
+        return cls(bridge.clone(), None if bias is None else bias.clone(), acc,
                    torch.zeros(s, dtype=torch.long))
 
     def update(self, accuracy: Tensor, step: int, bridge: Tensor, bias: Tensor | None) -> None:
@@ -151,9 +172,9 @@ class _Best:
             return
         self.accuracy = torch.where(better, accuracy, self.accuracy)
         self.step = torch.where(better.cpu(), torch.tensor(step), self.step)
-        self.bridge = torch.where(better[:, None, None], bridge.detach(), self.bridge)
+        self.bridge = torch.where(better[:, None, None], bridge, self.bridge)
         if bias is not None:
-            self.bias = torch.where(better[:, None, None], bias.detach(), self.bias)
+            self.bias = torch.where(better[:, None, None], bias, self.bias)
 
 
 def _check(settings: TrainSettings, val: Tensor | None, val_labels: Tensor | None) -> None:
