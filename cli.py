@@ -32,6 +32,9 @@ def _add_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors end as `error: <message>` and exit status 1 (130 on Ctrl-C)."""
+    from bridge.ops import flush_denormals
+
+    flush_denormals()  # before torch starts its worker threads (see its docstring)
     _add_commands()
     try:
         group.main(args=argv, prog_name="clipbridge", standalone_mode=False)

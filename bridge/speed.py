@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     for p in (ps, pt):
         p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
+    from bridge.ops import flush_denormals
+
+    flush_denormals()  # as the CLI does: subnormal softmax tails slow CPU products
     if args.threads:
         torch.set_num_threads(args.threads)
     (bench_search if args.what == "search" else bench_train)(args)

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="1-10")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    from bridge.ops import flush_denormals
+
+    flush_denormals()  # as the CLI does: subnormal softmax tails slow CPU products
 
     import torch
 
