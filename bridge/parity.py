@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from bridge import semobridge_loss as sl
 from bridge import semobridge_math as sm
 from bridge.errors import BridgeInputError
 from bridge.text import class_mean, class_text_tensors
@@ -96,7 +97,7 @@ def recompute(fx: dict[str, Tensor], dtype: torch.dtype = torch.float64, logit_s
 
     bridge = f["train_B"].unsqueeze(0).clone().requires_grad_(True)
     bias = f["train_bias"].unsqueeze(0).clone().requires_grad_(True)
-    fwd = sm.trained_losses(views, bridge, bias, text.projected, text.eos, wt, wt @ wt.T, logit_scale)
+    fwd = sl.trained_losses(views, bridge, bias, text.projected, text.eos, wt, wt @ wt.T, logit_scale)
     fwd.losses["total"].sum().backward()
     for name, value in fwd.losses.items():
         out[f"loss_{name}"] = value[0].detach()

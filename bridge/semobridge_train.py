@@ -5,7 +5,7 @@ the seeds' summed losses; the loss of seed s depends only on B[s], b[s], and Ada
 (moments, bias correction, decoupled weight decay), so one torch.optim.AdamW over [S, ...] tensors is
 exactly S independent AdamWs (tests/test_semobridge_t.py checks S=3 against three runs of S=1).
 
-Each step is one hand-derived forward and backward pass (bridge.semobridge_math.loss_forward /
+Each step is one hand-derived forward and backward pass (bridge.semobridge_loss.loss_forward /
 loss_backward; no autograd graph), whose [S, N, W] tensors live in buffers reused from step to step (a
 fresh multi-MB tensor per step costs page faults on a par with its product on CPU).
 
@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from bridge import semobridge_loss as sl
 from bridge import semobridge_math as sm
 from bridge.errors import BridgeInputError
 from bridge.text import ClassText
@@ -90,7 +91,7 @@ def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tenso
     params = [bridge] if bias is None else [bridge, bias]
     optimizer = _adamw(params, settings)
     gram = text_projection @ text_projection.T
-    problem = sm.loss_problem(views, text.projected, text.eos, text_projection, logit_scale, gram)
+    problem = sl.loss_problem(views, text.projected, text.eos, text_projection, logit_scale, gram)
     work = sm.Workspace()
     validate = settings.selection == "best-val" and settings.steps > 0
     if validate:
@@ -98,14 +99,14 @@ def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tenso
         best = _Best.start(bridge, bias)
 
     for step in range(settings.steps + 1):
-        fwd = sm.loss_forward(problem, bridge, bias, work)
+        fwd = sl.loss_forward(problem, bridge, bias, work)
         total = fwd.losses["total"]
         if not bool(torch.isfinite(total).all()):
             raise BridgeInputError(f"SeMoBridge-T loss became non-finite at step {step}")
         if validate and step > 0:
             best.update(selection.accuracy(bridge, fwd.prototypes), step, bridge, bias)
         if step < settings.steps:
-            bridge.grad, grad_bias = sm.loss_backward(problem, fwd, bias, work)
+            bridge.grad, grad_bias = sl.loss_backward(problem, fwd, bias, work)
             if bias is not None:
                 bias.grad = grad_bias
             for group in optimizer.param_groups:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from synthetic_tasks import make_task, seed_slice
 
+from bridge import semobridge_loss as sl
 from bridge import semobridge_math as sm
 from bridge.errors import BridgeInputError
 from bridge.registry import get_method
@@ -28,7 +29,7 @@ def initial_loss(task) -> torch.Tensor:
     views = sm.support_views(task.support, task.support_mask)
     b0 = sm.initial_bridge(wt).expand(task.num_seeds, *wt.T.shape)
     bias = torch.zeros(task.num_seeds, task.num_classes, task.width, dtype=wt.dtype)
-    return sm.trained_losses(views, b0, bias, text.projected, text.eos, wt, wt @ wt.T, 100.0).losses["total"]
+    return sl.trained_losses(views, b0, bias, text.projected, text.eos, wt, wt @ wt.T, 100.0).losses["total"]
 
 
 def test_learning_rate_warms_up_linearly_from_1e5_then_stays_constant():
