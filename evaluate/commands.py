@@ -17,6 +17,7 @@ import click
 
 from cache.errors import ClipBridgeError
 from cache.schema import default_cache_path
+from evaluate.records import writable_dir
 
 DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-16", "openai"
 
@@ -176,6 +177,8 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
                 raise ClipBridgeError(f"{flag} applies to semobridge-t only (method is {method!r})")
             overrides[key] = value
     check_hparams(get_method(method), overrides)
+    writable_dir(results, "--results")
+    writable_dir(runs_root, "--runs")
     path = Path(cache_path) if cache_path else resolve_cache(dataset, model, pretrained, cache_root)
     cache = open_cache(path, model=model, pretrained=pretrained)
     fit_and_report(cache, method=method, shots=shots, seeds=seed_list, views=views,
@@ -196,6 +199,7 @@ def evaluate(run, cache_path, device, results) -> None:
     """Score a saved run on the test split of its cache; append one record per seed."""
     from evaluate.fitting import evaluate_run
 
+    writable_dir(results, "--results")
     evaluate_run(Path(run), cache_path=cache_path, device=device, results_dir=results, echo=click.echo,
                  note=_echo_task_notes)
 
@@ -222,6 +226,7 @@ def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, views,
 
     method_list = method_names(methods)
     per_method = method_hparams(hparam_items, method_list)
+    writable_dir(results, "--results")
     entries = parse_names(datasets) or []
     caches = tuple(resolve_cache(e, model, pretrained, cache_root) for e in entries)
     targets = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(ood) or [])

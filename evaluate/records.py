@@ -7,15 +7,19 @@ ranks, parallel fits) can share one file. Reading skips a malformed line with a 
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from cache.errors import ClipBridgeError
 
 RESULTS_FILE = "results.jsonl"
 
@@ -74,6 +78,25 @@ def record_key(record: dict[str, Any]) -> str:
 
 def results_path(results_dir: str | os.PathLike) -> Path:
     return Path(results_dir) / RESULTS_FILE
+
+
+def writable_dir(folder: str | os.PathLike, what: str) -> Path:
+    """Check, before any long work starts, that files can be written in `folder` (creating it if needed);
+    a ClipBridgeError naming `what` and the folder otherwise. Folders this check creates are removed
+    again, so a run that fails later leaves nothing behind."""
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ClipBridgeError(f"{what} folder {folder} is not writable ({error.strerror or error})") from None
+    finally:
+        for created in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                created.rmdir()
+    return folder
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """`fit` and `evaluate` end to end on synthetic caches: report, saved run, records, protocols, errors."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import h5py
@@ -167,3 +168,17 @@ def test_cli_main_turns_user_errors_into_one_line_and_exit_1(tmp_path, caches, c
     assert status == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --shots 99 is out of range") and len(err.splitlines()) == 1
+
+
+def test_unwritable_results_or_runs_folder_is_one_error_before_any_fitting(tmp_path, caches, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    fitted = []
+    monkeypatch.setattr("evaluate.fitting.fit_and_report", lambda *a, **k: fitted.append(1))
+    for flag in ("--results", "--runs"):
+        args = ["--cache", caches["plain"], "--runs", tmp_path / "runs", "--results", tmp_path / "results"]
+        args[args.index(flag) + 1] = blocker / "sub"
+        result = _invoke(fit, args)
+        assert isinstance(result.exception, ClipBridgeError) and result.exit_code != 0
+        assert re.search(rf"{flag} folder .*a-file/sub is not writable", str(result.exception))
+    assert fitted == [] and not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
