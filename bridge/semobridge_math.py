@@ -171,21 +171,23 @@ def selection_maps(unit_queries: Tensor, bridge: Tensor, text_projection: Tensor
     """S2 = q̄ Pᵀ and S3 = n(q̄ B Wt) F̄ᵀ [S, N, C] (as cosine_maps) for unit queries q̄ [S, N, D], or [N, D]
     shared by the S seeds, bridge B [S, D, W], P [S, C, D] and image_protos_w = F̄ Wtᵀ [S, C, W].
 
-    ONE product of q̄ with the stacked right-hand sides [H | B (Wt F̄ᵀ) | Pᵀ] (shared queries: all seeds'
-    stacks side by side), where H = B Wt and S3's norm is ‖q̄ H‖, or, when that costs less (W < D),
-    H = B and the norm² is (q̄ B)·(q̄ B G) (bridged_query_cosines' two orders). Cost per seed with H = B Wt:
-    D·W·D + N·D·(D + 2C) multiply-adds."""
+    With H = B Wt (when it costs less, see _project_bridge_first): ONE product of q̄ with the stacked
+    right-hand sides [H | B (Wt F̄ᵀ) | Pᵀ] (shared queries: all seeds' stacks side by side), S3's norm
+    being ‖q̄ H‖; D·W·D + N·D·(D + 2C) multiply-adds per seed. Otherwise (few queries, or W < D) z = q̄ B
+    first, then S3 = z (Wt F̄ᵀ) / √(z·(z G)) and S2 = q̄ Pᵀ: N·(D·W + W·W + W·C + D·C), with no product
+    or copy of the size of B."""
     work = Workspace() if work is None else work
     s, d, w = bridge.shape
     c = bridged_protos.shape[1]
     n = unit_queries.shape[-2]
-    through_wt = _project_bridge_first(n, d, w)
-    k = d if through_wt else w
+    if not _project_bridge_first(n, d, w):
+        z = torch.matmul(unit_queries, bridge)                                           # [S, N, W]
+        norm = rowdot(z, z @ gram).clamp_min_(0).sqrt_()
+        s3 = torch.matmul(z, image_protos_w.transpose(1, 2)).div_(torch.where(norm > 0, norm, 1.0))
+        return torch.matmul(unit_queries, bridged_protos.transpose(1, 2)), s3
+    k = d
     rhs = work("selection_rhs", (s, k + 2 * c, d), bridge)                              # stacks, transposed
-    if through_wt:
-        torch.matmul(text_projection.T, bridge.transpose(1, 2), out=rhs[:, :k])
-    else:
-        rhs[:, :k] = bridge.transpose(1, 2)
+    torch.matmul(text_projection.T, bridge.transpose(1, 2), out=rhs[:, :k])
     torch.matmul(image_protos_w, bridge.transpose(1, 2), out=rhs[:, k:k + c])
     rhs[:, k + c:] = bridged_protos
     if unit_queries.ndim == 2:
@@ -193,8 +195,7 @@ def selection_maps(unit_queries: Tensor, bridge: Tensor, text_projection: Tensor
         out = flat.view(n, s, k + 2 * c).transpose(0, 1)
     else:
         out = torch.bmm(unit_queries, rhs.transpose(1, 2), out=work("selection_out", (s, n, k + 2 * c), bridge))
-    head = out[..., :k]
-    norm = head.norm(dim=-1, keepdim=True) if through_wt else rowdot(head, head @ gram).clamp_min_(0).sqrt_()
+    norm = out[..., :k].norm(dim=-1, keepdim=True)
     return out[..., k + c:], out[..., k:k + c].div_(torch.where(norm > 0, norm, 1.0))
 
 

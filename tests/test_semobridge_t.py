@@ -106,3 +106,22 @@ def test_bad_inputs_raise_bridge_input_error(task):
         method.fit(replace(task, val=task.val[:, :0], val_labels=task.val_labels[:, :0]), **SHORT)
     with pytest.raises(BridgeInputError):
         method.fit(task, **{**SHORT, "lr": 1e9})
+
+
+@pytest.mark.parametrize("queries, shared", [(3, False), (3, True), (400, False), (400, True)])
+def test_selection_maps_equal_the_cosine_maps_in_both_product_orders(queries, shared):
+    g = torch.Generator().manual_seed(queries)
+    s, c, d, w = 2, 5, 24, 24
+    assert sm._project_bridge_first(queries, d, w) == (queries == 400)  # both orders are exercised
+    wt = torch.randn(w, d, generator=g, dtype=torch.float64)
+    bridge = torch.randn(s, d, w, generator=g, dtype=torch.float64)
+    f_bar = torch.randn(s, c, d, generator=g, dtype=torch.float64)
+    f_bar = f_bar / f_bar.norm(dim=-1, keepdim=True)
+    protos = torch.randn(s, c, d, generator=g, dtype=torch.float64)
+    q = torch.randn(1 if shared else s, queries, d, generator=g, dtype=torch.float64)
+    unit = q / q.norm(dim=-1, keepdim=True)
+    s2, s3 = sm.selection_maps(unit[0] if shared else unit, bridge, wt, wt @ wt.T, f_bar @ wt.T, protos)
+    reference = sm.cosine_maps(q.expand(s, -1, -1), torch.zeros(c, d, dtype=torch.float64), f_bar, protos,
+                               bridge, wt)
+    torch.testing.assert_close(s2, reference.s2)
+    torch.testing.assert_close(s3, reference.s3)
