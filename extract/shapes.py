@@ -238,8 +238,16 @@ def jitter_colour(rng: np.random.Generator, name: str, amount: float = 0.08) -> 
 def sample_background(rng: np.random.Generator) -> dict:
     """Random muted background: kind, two colours and the blotch/gradient field (Scene keyword args)."""
     grey = rng.uniform(0.15, 0.85)
-    tint = lambda: tuple(float(x) for x in np.clip(grey + rng.uniform(-0.25, 0.25, 3), 0, 1))  # noqa: E731
-    return dict(background=int(rng.integers(len(BACKGROUNDS))), background_a=tint(), background_b=tint(),
+    return _background(rng, int(rng.integers(len(BACKGROUNDS))), np.full(3, grey), spread=0.25)
+
+
+def _background(rng: np.random.Generator, kind: int, centre: np.ndarray, spread: float) -> dict:
+    """Scene keyword args of a background of `kind`: two colours drawn within ±spread of centre [3] per
+    channel (clipped to [0, 1]), then the blotch/gradient field."""
+    def tint() -> tuple[float, float, float]:
+        return tuple(float(x) for x in np.clip(centre + rng.uniform(-spread, spread, 3), 0, 1))
+
+    return dict(background=kind, background_a=tint(), background_b=tint(),
                 background_field=rng.uniform(0, 1, (8, 8)).astype(np.float32))
 
 
@@ -299,12 +307,7 @@ HABITATS = class_habitats()
 
 def sample_habitat_background(rng: np.random.Generator, habitat: Habitat) -> dict:
     """A background near the habitat's look (Scene keyword args): its kind, grey level and tint, jittered."""
-    def tint() -> tuple[float, float, float]:
-        base = habitat.grey + np.asarray(habitat.tint) + rng.uniform(-0.1, 0.1, 3)
-        return tuple(float(x) for x in np.clip(base, 0, 1))
-
-    return dict(background=habitat.background, background_a=tint(), background_b=tint(),
-                background_field=rng.uniform(0, 1, (8, 8)).astype(np.float32))
+    return _background(rng, habitat.background, habitat.grey + np.asarray(habitat.tint), spread=0.1)
 
 
 def sample_class_scene(rng: np.random.Generator, spec: ShapesClass, habitat: Habitat | None = None) -> Scene:
