@@ -154,10 +154,16 @@ def bridged_query_cosines(queries: Tensor, bridge: Tensor, text_projection: Tens
         y = apply_bridge(queries, bridge @ text_projection)
         return (y / safe_norm(y)) @ image_protos.transpose(-1, -2)
     gram = text_projection @ text_projection.T if gram is None else gram
-    z = apply_bridge(queries, bridge)
-    numerator = z @ (text_projection @ image_protos.transpose(-1, -2))
-    norm = ((z @ gram) * z).sum(-1, keepdim=True).clamp_min(0).sqrt()
-    return numerator / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return _cosines_through_z(queries, bridge, gram, image_protos @ text_projection.T)
+
+
+def _cosines_through_z(queries: Tensor, bridge: Tensor, gram: Tensor, image_protos_w: Tensor) -> Tensor:
+    """S3 [S, N, C] = n(q B Wt) F̄ᵀ by the z = q B order: numerator z (F̄ Wtᵀ)ᵀ, norm² = z·(z G).
+    queries [S, N, D] or [N, D] (any positive scale per row; zero rows give zeros), bridge [D, W] or
+    [S, D, W], gram G [W, W], image_protos_w = F̄ Wtᵀ [S, C, W]."""
+    z = torch.matmul(queries, bridge)                                                    # [S, N, W]
+    norm = rowdot(z, z @ gram).clamp_min_(0).sqrt_()
+    return torch.matmul(z, image_protos_w.transpose(-1, -2)).div_(torch.where(norm > 0, norm, 1.0))
 
 
 def _project_bridge_first(n: int, d: int, w: int) -> bool:
@@ -181,9 +187,7 @@ def selection_maps(unit_queries: Tensor, bridge: Tensor, text_projection: Tensor
     c = bridged_protos.shape[1]
     n = unit_queries.shape[-2]
     if not _project_bridge_first(n, d, w):
-        z = torch.matmul(unit_queries, bridge)                                           # [S, N, W]
-        norm = rowdot(z, z @ gram).clamp_min_(0).sqrt_()
-        s3 = torch.matmul(z, image_protos_w.transpose(1, 2)).div_(torch.where(norm > 0, norm, 1.0))
+        s3 = _cosines_through_z(unit_queries, bridge, gram, image_protos_w)
         return torch.matmul(unit_queries, bridged_protos.transpose(1, 2)), s3
     k = d
     rhs = work("selection_rhs", (s, k + 2 * c, d), bridge)                              # stacks, transposed
