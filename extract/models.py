@@ -127,7 +127,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def quiet_weight_download(fetches: bool):
     """Around open_clip's weight loading: when it `fetches` a tag and the hub is unreachable, use the hub
     offline (only the local cache is searched, instead of a minute of retries), and silence the hub's retry
-    warnings and open_clip's error log, so a failure reaches the user as one ClipBridgeError line."""
+    warnings and open_clip's error log, so a failure reaches the user as one ClipBridgeError line.
+    Yields whether the hub is offline for this load (made so here, or by HF_HUB_OFFLINE)."""
     import huggingface_hub.constants as hub
 
     offline_before = hub.HF_HUB_OFFLINE
@@ -139,7 +140,7 @@ def quiet_weight_download(fetches: bool):
                 lg.setLevel(logging.CRITICAL)
             if not offline_before and not hub_reachable():
                 hub.HF_HUB_OFFLINE = True
-        yield
+        yield fetches and hub.HF_HUB_OFFLINE
     finally:
         hub.HF_HUB_OFFLINE = offline_before
         for lg, level in zip(loggers, levels):
@@ -177,17 +178,18 @@ def load_model(name: str, pretrained: str | None, *, device: str = "auto", preci
     check_model_name(name)
     torch_device = resolve_device(device)
     source, pretrained_id, sha256 = _check_pretrained(name, pretrained)
+    fetches, hub_offline = source is not None and not is_checkpoint_path(source), False
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random init is the same model in every process and run
-            with quiet_weight_download(fetches=source is not None and not is_checkpoint_path(source)):
+            with quiet_weight_download(fetches) as hub_offline:
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     name, pretrained=source, precision=precision, device=torch_device
                 )
     except (RuntimeError, OSError, ValueError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if source is not None and not is_checkpoint_path(source):
-            reason = first_line if hub_reachable() else "no network and not in the local Hugging Face cache"
+        if fetches:
+            reason = "no network and not in the local Hugging Face cache" if hub_offline else first_line
             raise ClipBridgeError(
                 f"could not fetch pretrained weights '{source}' for {name}: {reason}; "
                 f"download the checkpoint elsewhere and pass --pretrained /path/to/checkpoint.pt"
