@@ -310,12 +310,13 @@ def sample_habitat_background(rng: np.random.Generator, habitat: Habitat) -> dic
     return _background(rng, habitat.background, habitat.grey + np.asarray(habitat.tint), spread=0.1)
 
 
-def sample_class_scene(rng: np.random.Generator, spec: ShapesClass, habitat: Habitat | None = None) -> Scene:
-    """A downstream image of class `spec`: the class object near its habitat's home on its habitat's usual
-    background (a wholly random scene one time in four), a distractor half the time, maybe a bar, noise."""
+def sample_class_scene(rng: np.random.Generator, label: int) -> Scene:
+    """A downstream image of class CLASSES[label]: the class object near its habitat's home on its habitat's
+    usual background (a wholly random scene one time in four), a distractor half the time, maybe a bar, noise."""
+    spec, habitat = CLASSES[label], HABITATS[label]
     main = sample_thing(rng, shape=SHAPES.index(spec.shape), colour=spec.colour,
                         pattern=PATTERNS.index(spec.pattern), size=(0.32, 0.58))
-    typical = habitat is not None and rng.uniform() < 0.75
+    typical = rng.uniform() < 0.75
     if typical:
         limit = max(1 - main.size - 0.05, 0.0)
         home = np.clip(np.array([habitat.cx, habitat.cy]) + rng.uniform(-0.15, 0.15, 2), -limit, limit)
@@ -353,7 +354,7 @@ def parse_item(item: str) -> tuple[str, int, int]:
 def render_item(item: str, seed: int = DEFAULT_SEED) -> np.ndarray:
     """The image of one item as float32 [3, H, W] in [0, 1]."""
     split, label, index = parse_item(item)
-    return render_scenes([sample_class_scene(item_rng(split, label, index, seed), CLASSES[label], HABITATS[label])])[0]
+    return render_scenes([sample_class_scene(item_rng(split, label, index, seed), label)])[0]
 
 
 def load_image(item: str, seed: int = DEFAULT_SEED) -> Image.Image:
