@@ -15,11 +15,9 @@ from bridge.semobridge_math import SupportViews, Workspace, rowdot, safe_norm
 
 LOSS_WEIGHTS = {"img": 0.5, "txtp": 0.25, "txte": 0.25, "cons": 0.1, "bias": 0.1}
 
-
-
-# The gradient by hand: one forward and one backward pass
-# touch each [S, N, W] tensor a few times and autograd records nothing. Notation (per seed; N = C·K'
-# class-major support views x_k of class y_k, padded rows are zero and carry zero weight):
+# The gradient by hand: one forward and one backward pass touch each [S, N, W] tensor a few times and
+# autograd records nothing. Notation (per seed; N = C·K' class-major support views x_k of class y_k,
+# padded rows are zero and carry zero weight):
 #   u_k = x_k B + b_{y_k}           r_k = ‖u_k‖            ρ_k = w_k / r_k  (w_k: the class-mean weight)
 #   ē_c = Σ_{k∈c} ρ_k u_k           z_c = ‖ē_c Wt‖         Ê = ē / z        P = Ê Wt = n(ē Wt)
 #   v_k = u_k G  (G = Wt Wtᵀ)       s_k = ‖u_k Wt‖ = √(u_k·v_k)            U = n(ē)
