@@ -1,16 +1,28 @@
 """clipbridge command line: `python cli.py COMMAND` or the `clipbridge` console script.
 
 Each stage owns its commands; this file only gathers them and turns the project's error types into
-one clear line on stderr and a non-zero exit.
+one clear line on stderr and a non-zero exit. Installed, it is `clipbridge.cli`; run as a script from a
+checkout, it first makes that checkout the `clipbridge` package (so `python cli.py` always runs the code
+beside it, installed or not).
 """
 from __future__ import annotations
 
 import sys
 
-import click
+if __name__ == "__main__" and "clipbridge" not in sys.modules:  # `python cli.py` in a checkout
+    import importlib.util
+    from pathlib import Path
 
-from bridge.errors import BridgeInputError
-from cache.errors import ClipBridgeError
+    _root = Path(__file__).resolve().parent
+    _spec = importlib.util.spec_from_file_location("clipbridge", _root / "__init__.py",
+                                                   submodule_search_locations=[str(_root)])
+    sys.modules["clipbridge"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["clipbridge"])
+
+import click  # noqa: E402
+
+from clipbridge.bridge.errors import BridgeInputError  # noqa: E402
+from clipbridge.cache.errors import ClipBridgeError  # noqa: E402
 
 USER_ERRORS = (ClipBridgeError, BridgeInputError)
 
@@ -22,9 +34,9 @@ def group() -> None:
 
 
 def _add_commands() -> None:
-    from cache.commands import fewshot, info
-    from evaluate.commands import bench, demo, evaluate, fit
-    from extract.commands import extract
+    from clipbridge.cache.commands import fewshot, info
+    from clipbridge.evaluate.commands import bench, demo, evaluate, fit
+    from clipbridge.extract.commands import extract
 
     for command in (extract, fewshot, fit, evaluate, bench, info, demo):
         group.add_command(command)
@@ -32,7 +44,7 @@ def _add_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors end as `error: <message>` and exit status 1 (130 on Ctrl-C)."""
-    from bridge.ops import flush_denormals
+    from clipbridge.bridge.ops import flush_denormals
 
     flush_denormals()  # before torch starts its worker threads (see its docstring)
     _add_commands()

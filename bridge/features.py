@@ -15,10 +15,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
-from bridge.ops import as_seed_batch
-from bridge.registry import check_hparams
-from bridge.text import class_text
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.ops import as_seed_batch
+from clipbridge.bridge.registry import check_hparams
+from clipbridge.bridge.text import class_text
 
 # Elements of the largest intermediate tensor a chunked evaluation may build (2^25 floats = 128 MiB fp32).
 CHUNK_ELEMENTS = 1 << 25

@@ -16,10 +16,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
-from bridge.features import chunked
-from bridge.ops import accuracy
-from bridge.search import batched_search
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.features import chunked
+from clipbridge.bridge.ops import accuracy
+from clipbridge.bridge.search import batched_search
 
 Scorer = Callable[[Tensor], "tuple[Tensor, Tensor]"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
+from clipbridge.bridge.errors import BridgeInputError
 
 
 def normalize(x: Tensor, eps: float = 0.0) -> Tensor:

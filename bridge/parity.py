@@ -1,6 +1,6 @@
 """Parity of SeMoBridge / SeMoBridge-T with the authors' implementation on a golden fixture.
 
-    python -m bridge.parity FIXTURE.npz [--dtype float64|float32] [--tolerance T]
+    python -m clipbridge.bridge.parity FIXTURE.npz [--dtype float64|float32] [--tolerance T]
 
 Loads a fixture of the /work/shared/golden format (any C, K, P, W, D, N), recomputes every output key with
 the same functions the methods use (bridge.text, bridge.semobridge_math), prints one line per key with its
@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from bridge import semobridge_loss as sl
-from bridge import semobridge_math as sm
-from bridge.errors import BridgeInputError
-from bridge.text import class_mean, class_text_tensors
+from clipbridge.bridge import semobridge_loss as sl
+from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.text import class_mean, class_text_tensors
 
 DEFAULT_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}
 _NPY_DTYPES = {"f8": torch.float64, "f4": torch.float32, "i8": torch.int64, "i4": torch.int32,
@@ -121,7 +121,7 @@ def compare(fx: dict[str, Tensor], dtype: torch.dtype) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bridge.parity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m clipbridge.bridge.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("fixture", type=Path)
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument("--tolerance", type=float, default=None)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
+from clipbridge.bridge.errors import BridgeInputError
 
 
 @dataclass
@@ -53,7 +53,7 @@ def register_method(cls):
 
 
 def get_method(name: str) -> Method:
-    import bridge.methods  # noqa: F401  (registers every method)
+    import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 
     try:
         return METHODS[name]

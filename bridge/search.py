@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
+from clipbridge.bridge.errors import BridgeInputError
 
 Score = Callable[[Tensor], "Tensor | tuple[Tensor, Tensor]"]
 

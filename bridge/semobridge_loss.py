@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from bridge.semobridge_math import SupportViews, Workspace, rowdot, safe_norm
+from clipbridge.bridge.semobridge_math import SupportViews, Workspace, rowdot, safe_norm
 
 LOSS_WEIGHTS = {"img": 0.5, "txtp": 0.25, "txte": 0.25, "cons": 0.1, "bias": 0.1}
 

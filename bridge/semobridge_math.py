@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
+from clipbridge.bridge.errors import BridgeInputError
 
 PINV_ATOL = 0.3          # absolute singular-value cut of B0 = pinv(Wt); rtol = 0
 BLEND_PARAMS = ("s", "alpha", "beta", "gamma", "lambda1", "lambda2", "lambda3")

@@ -33,10 +33,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from bridge import semobridge_loss as sl
-from bridge import semobridge_math as sm
-from bridge.errors import BridgeInputError
-from bridge.text import ClassText
+from clipbridge.bridge import semobridge_loss as sl
+from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.text import ClassText
 
 SELECTIONS = ("best-val", "last")
 

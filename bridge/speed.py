@@ -1,9 +1,9 @@
 """Speed benchmarks of the SeMoBridge core on synthetic tensors (prints figures; no assertions).
 
-    python -m bridge.speed search [--trials 1000] [--sizes 101x16x404 101x16x2000] [--seeds 1 2] [--threads N]
+    python -m clipbridge.bridge.speed search [--trials 1000] [--sizes 101x16x404 101x16x2000] [--seeds 1 2] [--threads N]
         blend search: ours (bridge.search.batched_search via the "semobridge" method's defaults) against
         sequential Optuna-TPE trials over the same 7 ranges, on the same validation maps.
-    python -m bridge.speed train [--steps 5000] [--baseline-steps 200] [--batch-seeds 10] [--batch-steps 50] [--threads N]
+    python -m clipbridge.bridge.speed train [--steps 5000] [--baseline-steps 200] [--batch-seeds 10] [--batch-steps 50] [--threads N]
         SeMoBridge-T training with per-step best-validation selection: ours (bridge.semobridge_train)
         against the paper's procedure written plainly (autograd through every bridged view, then a full
         re-evaluation of the fixed blend with fresh S1, S2, S3 each step); then S seeds batched vs one.
@@ -20,14 +20,14 @@ import time
 import torch
 from torch import Tensor
 
-from bridge import semobridge_math as sm
-from bridge.methods.semobridge import BLEND_GRID, SEARCH_DEFAULTS, SEARCH_FINAL_RADIUS
-from bridge.ops import accuracy
-from bridge.search import batched_search
-from bridge.semobridge_blend import front_scores, validation_front
-from bridge.semobridge_train import TrainSettings, learning_rate, train_bridge
-from bridge.task import FewShotTask
-from bridge.text import ClassText, class_text
+from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.methods.semobridge import BLEND_GRID, SEARCH_DEFAULTS, SEARCH_FINAL_RADIUS
+from clipbridge.bridge.ops import accuracy
+from clipbridge.bridge.search import batched_search
+from clipbridge.bridge.semobridge_blend import front_scores, validation_front
+from clipbridge.bridge.semobridge_train import TrainSettings, learning_rate, train_bridge
+from clipbridge.bridge.task import FewShotTask
+from clipbridge.bridge.text import ClassText, class_text
 
 
 # ------------------------------------------------------------------------------------------ synthetic task
@@ -215,7 +215,7 @@ def bench_train(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bridge.speed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m clipbridge.bridge.speed", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     ps = sub.add_parser("search")
     ps.add_argument("--trials", type=int, default=1000)
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     for p in (ps, pt):
         p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
-    from bridge.ops import flush_denormals
+    from clipbridge.bridge.ops import flush_denormals
 
     flush_denormals()  # as the CLI does: subnormal softmax tails slow CPU products
     if args.threads:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
+from clipbridge.bridge.errors import BridgeInputError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from bridge.ops import normalize
+from clipbridge.bridge.ops import normalize
 
 
 class ClassText(NamedTuple):

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
+from clipbridge.bridge.errors import BridgeInputError
 
 
 @dataclass

@@ -8,9 +8,9 @@ from typing import Any
 import click
 import numpy as np
 
-from cache.errors import ClipBridgeError
-from cache.fewshot import coop_fewshot_indices, read_split_file
-from cache.schema import FORMAT, open_hdf5, read_attrs, tmp_path
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.fewshot import coop_fewshot_indices, read_split_file
+from clipbridge.cache.schema import FORMAT, open_hdf5, read_attrs, tmp_path
 
 
 def cache_summary(path: str | Path) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
 def _status(path: Path, summary: dict[str, Any]) -> str:
     """"complete, valid", the reader's objection, or how much of an unfinished cache is done."""
     if summary["complete"]:
-        from cache.reader import open_cache      # imports torch: only when a cache is validated
+        from clipbridge.cache.reader import open_cache      # imports torch: only when a cache is validated
 
         try:
             open_cache(path)

@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import torch
 
-from cache.errors import ClipBridgeError
-from cache.schema import (FORMAT, VERSION, open_hdf5, pretrained_label, read_attrs, split_group, text_group,
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.schema import (FORMAT, VERSION, open_hdf5, pretrained_label, read_attrs, split_group, text_group,
                           tmp_path)
 
 #: Rows checked for NaN/Inf per read while validating (bounds memory on very large splits).

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.errors import ClipBridgeError
-from cache.writer import CacheWriter
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.writer import CacheWriter
 
 TEMPLATES = ("a photo of a {}.", "itap of a {}.", "a bad photo of the {}.", "a origami {}.",
              "a photo of the large {}.", "a {} in a video game.", "art of the {}.", "a photo of the small {}.")
@@ -134,8 +134,8 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cache.synthetic --classes C --shots K --dim D --width W --val N --test N --out X.h5`."""
-    parser = argparse.ArgumentParser(prog="python -m cache.synthetic", description=__doc__.splitlines()[0])
+    """`python -m clipbridge.cache.synthetic --classes C --shots K --dim D --width W --val N --test N --out X.h5`."""
+    parser = argparse.ArgumentParser(prog="python -m clipbridge.cache.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, required=True, help="number of classes C")
     parser.add_argument("--shots", type=int, required=True,
                         help="train images per class (the most shots a few-shot run can draw)")

@@ -23,8 +23,8 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from cache.errors import ClipBridgeError
-from cache.schema import (
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.schema import (
     EMBEDDING_DTYPES,
     FORMAT,
     IDENTITY_ATTRS,

@@ -17,14 +17,14 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from cache.reader import open_cache
-from evaluate.distributed import rank_device, world
-from evaluate.plots import plot_accuracy_vs_shots
-from evaluate.records import (append_records, latest_by_key, package_version, read_records, record_key,
+from clipbridge.cache.reader import open_cache
+from clipbridge.evaluate.distributed import rank_device, world
+from clipbridge.evaluate.plots import plot_accuracy_vs_shots
+from clipbridge.evaluate.records import (append_records, latest_by_key, package_version, read_records, record_key,
                               results_path)
-from evaluate.scoring import align_classes, fit_method, score_queries, seed_records
-from evaluate.tables import build_table, table_summary, to_csv, to_markdown
-from evaluate.tasks import SplitLoader, build_fit_task, cache_identity, load_test, resolve_device
+from clipbridge.evaluate.scoring import align_classes, fit_method, score_queries, seed_records
+from clipbridge.evaluate.tables import build_table, table_summary, to_csv, to_markdown
+from clipbridge.evaluate.tasks import SplitLoader, build_fit_task, cache_identity, load_test, resolve_device
 
 TABLE_CSV, TABLE_MD, PLOT_PNG, SUMMARY_JSON = "table.csv", "table.md", "accuracy_vs_shots.png", "summary.json"
 

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import click
 
-from cache.errors import ClipBridgeError
-from cache.schema import default_cache_path
-from evaluate.records import writable_dir
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.schema import default_cache_path
+from clipbridge.evaluate.records import writable_dir
 
 DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-16", "openai"
 
@@ -58,7 +58,7 @@ def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
 
 def method_hparams(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     """['semobridge-t.steps=1000', ...] -> {'semobridge-t': {'steps': 1000}}, each checked against the method."""
-    from bridge.registry import check_hparams, get_method
+    from clipbridge.bridge.registry import check_hparams, get_method
 
     per_method: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -85,10 +85,10 @@ def resolve_cache(entry: str, model: str | None, pretrained: str | None, root: s
 
 def method_names(text: str) -> list[str]:
     """'all' -> every registered method (canonical order); else the listed names, each checked."""
-    from bridge.registry import METHODS, get_method
-    from evaluate.tables import order_methods
+    from clipbridge.bridge.registry import METHODS, get_method
+    from clipbridge.evaluate.tables import order_methods
 
-    import bridge.methods  # noqa: F401  (registers every method)
+    import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 
     if text.strip() == "all":
         return order_methods(METHODS)
@@ -157,9 +157,9 @@ def _with(options):
 def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, views, prompts,
         protocol, device, dtype, results, selection, parity, hparam_items, runs_root) -> None:
     """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
-    from bridge.registry import check_hparams, get_method
-    from cache.reader import open_cache
-    from evaluate.fitting import fit_and_report
+    from clipbridge.bridge.registry import check_hparams, get_method
+    from clipbridge.cache.reader import open_cache
+    from clipbridge.evaluate.fitting import fit_and_report
 
     if (dataset is None) == (cache_path is None):
         raise ClipBridgeError("give exactly one of --dataset NAME or --cache PATH")
@@ -197,7 +197,7 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
 @click.option("--results", default="results", show_default=True, help="folder of results.jsonl.")
 def evaluate(run, cache_path, device, results) -> None:
     """Score a saved run on the test split of its cache; append one record per seed."""
-    from evaluate.fitting import evaluate_run
+    from clipbridge.evaluate.fitting import evaluate_run
 
     writable_dir(results, "--results")
     evaluate_run(Path(run), cache_path=cache_path, device=device, results_dir=results, echo=click.echo,
@@ -221,8 +221,8 @@ def evaluate(run, cache_path, device, results) -> None:
 def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, views, prompts, protocol, device, dtype,
           results, ood, name, hparam_items, no_progress) -> None:
     """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""
-    from evaluate.bench import BenchSpec, run_bench
-    from evaluate.distributed import launched_by_torchrun
+    from clipbridge.evaluate.bench import BenchSpec, run_bench
+    from clipbridge.evaluate.distributed import launched_by_torchrun
 
     method_list = method_names(methods)
     per_method = method_hparams(hparam_items, method_list)
@@ -259,7 +259,7 @@ def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, views,
 @click.option("--device", default="auto", show_default=True)
 def demo(quick, out, device) -> None:
     """Everything end to end, offline: a cache of the embedded default, then a small benchmark."""
-    from evaluate.demo import run_demo
+    from clipbridge.evaluate.demo import run_demo
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")

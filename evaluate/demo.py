@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cache.errors import ClipBridgeError
-from evaluate.bench import BenchOutcome, BenchSpec, run_bench
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.evaluate.bench import BenchOutcome, BenchSpec, run_bench
 
 DEMO_METHODS = ("zeroshot", "tip-adapter", "semobridge", "semobridge-t", "cmm")
 TINY_MODEL = "clipbridge-tiny"
@@ -60,10 +60,10 @@ def run_demo(out: Path, *, quick: bool = False, device: str = "auto",
 
 def extract_shapes(path: Path, plan: DemoPlan, *, device: str, echo: Callable[[str], None]) -> Path:
     """Extract `shapes` (plan.sizes) with the bundled tiny CLIP into `path`; an existing finished cache is kept."""
-    from extract.models import load_model
-    from extract.prompts import build_prompt_sets
-    from extract.run import ExtractOptions, run_extraction
-    from extract.shapes import shapes_dataset_spec
+    from clipbridge.extract.models import load_model
+    from clipbridge.extract.prompts import build_prompt_sets
+    from clipbridge.extract.run import ExtractOptions, run_extraction
+    from clipbridge.extract.shapes import shapes_dataset_spec
 
     if path.is_file():
         echo(f"cache: {path} (already extracted)")

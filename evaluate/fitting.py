@@ -9,12 +9,12 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cache.errors import ClipBridgeError
-from evaluate.records import append_records, results_path
-from evaluate.runs import load_run, save_run
-from evaluate.tables import build_table, to_markdown
-from evaluate.scoring import fit_method, score_queries, seed_records
-from evaluate.tasks import SplitLoader, build_fit_task, load_test, resolve_device
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.evaluate.records import append_records, results_path
+from clipbridge.evaluate.runs import load_run, save_run
+from clipbridge.evaluate.tables import build_table, to_markdown
+from clipbridge.evaluate.scoring import fit_method, score_queries, seed_records
+from clipbridge.evaluate.tasks import SplitLoader, build_fit_task, load_test, resolve_device
 
 Echo = Callable[[str], None]
 
@@ -50,7 +50,7 @@ def evaluate_run(run_dir: Path, *, cache_path: str | None = None, device: str = 
                  results_dir: str = "results", echo: Echo = print,
                  note: Callable[[dict], None] = lambda meta: None) -> list[dict[str, Any]]:
     """Score a saved run on its cache's test split (the cache id must match); append and print records."""
-    from cache.reader import open_cache
+    from clipbridge.cache.reader import open_cache
 
     target = resolve_device(device)
     state, meta, overrides = load_run(run_dir, device=target)

@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from evaluate.tables import Table
+from clipbridge.evaluate.tables import Table
 
 
 def plot_accuracy_vs_shots(table: Table, path: str | os.PathLike) -> Path:

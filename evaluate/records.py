@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from cache.errors import ClipBridgeError
+from clipbridge.cache.errors import ClipBridgeError
 
 RESULTS_FILE = "results.jsonl"
 

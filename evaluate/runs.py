@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from bridge.registry import FittedState
-from cache.errors import ClipBridgeError
+from clipbridge.bridge.registry import FittedState
+from clipbridge.cache.errors import ClipBridgeError
 
 STATE_FILE = "state.pt"
 META_FILE = "run.json"

@@ -12,11 +12,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from bridge.ops import accuracy
-from bridge.registry import FittedState, check_hparams, get_method
-from bridge.task import FewShotTask
-from cache.errors import ClipBridgeError
-from evaluate.records import make_record
+from clipbridge.bridge.ops import accuracy
+from clipbridge.bridge.registry import FittedState, check_hparams, get_method
+from clipbridge.bridge.task import FewShotTask
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.evaluate.records import make_record
 
 QUERY_CHUNK = 4096
 

@@ -1,4 +1,4 @@
-"""`python -m evaluate.speed`: records per second of the full bench grid on a synthetic 101-class cache.
+"""`python -m clipbridge.evaluate.speed`: records per second of the full bench grid on a synthetic 101-class cache.
 
 Grid: every registered method (or --methods) × shots 1, 2, 4, 8, 16 × 10 seeds, seeds batched per cell,
 on this machine's CPU (or --device). Prints the methods used, the seconds per method and records/s.
@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from evaluate.bench import BenchSpec, run_bench
-from evaluate.records import read_records, results_path
+from clipbridge.evaluate.bench import BenchSpec, run_bench
+from clipbridge.evaluate.records import read_records, results_path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,14 +24,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="1-10")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    from bridge.ops import flush_denormals
+    from clipbridge.bridge.ops import flush_denormals
 
     flush_denormals()  # as the CLI does: subnormal softmax tails slow CPU products
 
     import torch
 
-    from cache.synthetic import write_synthetic_cache
-    from evaluate.commands import method_names, parse_int_list
+    from clipbridge.cache.synthetic import write_synthetic_cache
+    from clipbridge.evaluate.commands import method_names, parse_int_list
 
     methods = method_names(args.methods)
     shots, seeds = parse_int_list(args.shots, "--shots"), parse_int_list(args.seeds, "--seeds")

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from bridge.task import FewShotTask
-from cache.errors import ClipBridgeError
-from cache.fewshot import coop_fewshot_indices, fewshot_grid
+from clipbridge.bridge.task import FewShotTask
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.fewshot import coop_fewshot_indices, fewshot_grid
 
 PROTOCOLS = ("clean", "paper")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

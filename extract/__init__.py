@@ -2,6 +2,6 @@
 
 Modules: models (loading, EOS feature), datasets (registry + readers), prompts (prompt sets), views
 (plain / mirrored / seeded random views), run (the resumable, torchrun-aware loop), distributed (torchrun
-helpers), commands (`python cli.py extract`), speed (`python -m extract.speed` benchmark).
+helpers), commands (`python cli.py extract`), speed (`python -m clipbridge.extract.speed` benchmark).
 Nothing is imported here, so `import extract` stays cheap.
 """

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from cache.errors import ClipBridgeError
-from cache.schema import default_cache_path, tmp_path
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.schema import default_cache_path, tmp_path
 
 
 def _check_writable(out: Path, overwrite: bool) -> None:
@@ -75,19 +75,19 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, views, s
     Interrupted runs resume when the same command is run again. Under `torchrun --nproc_per_node N` the
     ranks share the images and rank 0 writes the same cache a single process would.
     """
-    from extract.datasets import get_dataset, list_datasets as dataset_names
+    from clipbridge.extract.datasets import get_dataset, list_datasets as dataset_names
 
     if list_datasets:
         click.echo("\n".join(dataset_names()))
         return
     if list_models:
-        from extract.models import describe_models
+        from clipbridge.extract.models import describe_models
 
         click.echo("\n".join(describe_models()))
         return
     if not dataset:
         raise ClipBridgeError("extract needs --dataset NAME (see --list-datasets)")
-    from extract.prompts import build_prompt_sets
+    from clipbridge.extract.prompts import build_prompt_sets
 
     spec = get_dataset(dataset, root, split_file=split_file, download=download)
     prompt_sets = build_prompt_sets(_prompt_set_names(prompts, cupl, templates), spec.name, spec.classnames,
@@ -97,9 +97,9 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, views, s
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
         _check_writable(out, overwrite)
 
-    from extract.distributed import init_distributed
-    from extract.models import load_model
-    from extract.run import ExtractOptions, run_extraction
+    from clipbridge.extract.distributed import init_distributed
+    from clipbridge.extract.models import load_model
+    from clipbridge.extract.run import ExtractOptions, run_extraction
 
     ctx = init_distributed(device)
     try:

@@ -23,7 +23,7 @@ import open_clip
 import torch
 from torch import nn
 
-from cache.errors import ClipBridgeError
+from clipbridge.cache.errors import ClipBridgeError
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")

@@ -18,14 +18,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from cache.errors import ClipBridgeError
-from cache.schema import tmp_path
-from cache.writer import CacheWriter
-from extract.datasets.registry import DatasetSpec
-from extract.distributed import DistContext
-from extract.models import LoadedModel, encode_text_with_eos, logit_scale, text_projection_matrix
-from extract.prompts import PromptSet
-from extract.views import ViewRecipe, make_views
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.schema import tmp_path
+from clipbridge.cache.writer import CacheWriter
+from clipbridge.extract.datasets.registry import DatasetSpec
+from clipbridge.extract.distributed import DistContext
+from clipbridge.extract.models import LoadedModel, encode_text_with_eos, logit_scale, text_projection_matrix
+from clipbridge.extract.prompts import PromptSet
+from clipbridge.extract.views import ViewRecipe, make_views
 
 READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 

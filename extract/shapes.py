@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cache.errors import ClipBridgeError
-from extract.datasets.registry import DatasetSpec, register_dataset
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract.datasets.registry import DatasetSpec, register_dataset
 
 IMAGE_SIZE = 64
 DATASET_NAME = "shapes"

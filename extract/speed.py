@@ -1,6 +1,6 @@
 """Extraction speed: images/s and where the time goes (JPEG decode + preprocess vs the model).
 
-    python -m extract.speed --images /work/shared/data/flowers17/jpg --model clipbridge-tiny \
+    python -m clipbridge.extract.speed --images /work/shared/data/flowers17/jpg --model clipbridge-tiny \
         --pretrained random --limit 256 --batch-size 32 --workers 0,2
 
 Three figures per worker count, using the same DataLoader and encode path as `extract`:
@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from extract.datasets.coop import list_images
-from extract.datasets.registry import DatasetSpec
-from extract.models import load_model
-from extract.run import ImageRows, collate_rows, encode_images
-from extract.views import ViewRecipe
+from clipbridge.extract.datasets.coop import list_images
+from clipbridge.extract.datasets.registry import DatasetSpec
+from clipbridge.extract.models import load_model
+from clipbridge.extract.run import ImageRows, collate_rows, encode_images
+from clipbridge.extract.views import ViewRecipe
 
 
 def _sync(device: torch.device) -> None:

@@ -6,8 +6,8 @@ sentences that describe some of the main object's attributes (shape, colour, pat
 sometimes the distractor or the background. The downstream classes of `shapes` are fixed combinations
 shown with heavier clutter, so zero-shot transfer works, but only partly.
 
-    python -m extract.toy_clip train [--steps 2500 --batch-size 32 --seed 0 --out FILE]
-    python -m extract.toy_clip eval  [--pretrained FILE] [--per-class 64]
+    python -m clipbridge.extract.toy_clip train [--steps 2500 --batch-size 32 --seed 0 --out FILE]
+    python -m clipbridge.extract.toy_clip eval  [--pretrained FILE] [--per-class 64]
 
 The checkpoint is an fp16 state dict in safetensors format, loaded like any local weights:
     open_clip.create_model_and_transforms("clipbridge-tiny", pretrained=FILE)   # after register_config()
@@ -27,8 +27,8 @@ import click
 import numpy as np
 import torch
 
-from cache.errors import ClipBridgeError
-from extract import shapes
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract import shapes
 
 MODEL_NAME = "clipbridge-tiny"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -38,7 +38,7 @@ DEFAULT_TEMPLATE = "a photo of a {}."
 
 def register_config() -> None:
     """Make `clipbridge-tiny` known to open_clip: importing extract.models registers extract/model_configs/."""
-    import extract.models  # noqa: F401
+    import clipbridge.extract.models  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------ captions
@@ -331,7 +331,7 @@ def train(steps: int, batch_size: int, seed: int, lr: float, warmup: int, thread
     accuracy = {split: round(zero_shot_accuracy(reloaded, tokenizer, split=split), 4) for split in ("val", "test")}
     record.update(
         model=MODEL_NAME, file=out.name, bytes=size, dtype="float16", format="safetensors (open_clip state dict)",
-        command="python -m extract.toy_clip train " + " ".join(sys.argv[2:]),
+        command="python -m clipbridge.extract.toy_clip train " + " ".join(sys.argv[2:]),
         zero_shot_template=DEFAULT_TEMPLATE, zero_shot_accuracy=accuracy, chance=round(1 / len(shapes.CLASSES), 4),
         logit_scale=round(reloaded.logit_scale.exp().item(), 3), torch_threads=threads,
         torch_version=torch.__version__, open_clip_version=open_clip.__version__, machine=platform.machine(),

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synthetic_tasks import make_task  # noqa: E402
 
-from bridge.registry import get_method  # noqa: E402
+from clipbridge.bridge.registry import get_method  # noqa: E402
 
 
 def main() -> None:

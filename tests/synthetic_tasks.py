@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from bridge.task import FewShotTask
+from clipbridge.bridge.task import FewShotTask
 
 
 def make_task(

@@ -7,12 +7,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-import bridge.methods  # noqa: F401  (registers every method)
-from bridge.errors import BridgeInputError
-from bridge.features import shot_keys, support_views
-from bridge.methods.linear_probe import fit_logistic
-from bridge.registry import METHODS
-from bridge.text import class_text
+import clipbridge.bridge.methods  # noqa: F401  (registers every method)
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.features import shot_keys, support_views
+from clipbridge.bridge.methods.linear_probe import fit_logistic
+from clipbridge.bridge.registry import METHODS
+from clipbridge.bridge.text import class_text
 from synthetic_tasks import make_task, seed_slice
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge.errors import BridgeInputError
-from bridge.features import normalize_rows, shot_keys
-from bridge.fusion import box_grid, linear_fusion_scorer, log_grid
-from bridge.training import seed_permutations, train_and_select
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.features import normalize_rows, shot_keys
+from clipbridge.bridge.fusion import box_grid, linear_fusion_scorer, log_grid
+from clipbridge.bridge.training import seed_permutations, train_and_select
 from synthetic_tasks import make_task
 
 

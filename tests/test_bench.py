@@ -11,9 +11,9 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
-from cache.synthetic import write_synthetic_cache
-from evaluate.commands import bench
-from evaluate.records import VOLATILE_FIELDS, read_records, record_key
+from clipbridge.cache.synthetic import write_synthetic_cache
+from clipbridge.evaluate.commands import bench
+from clipbridge.evaluate.records import VOLATILE_FIELDS, read_records, record_key
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--methods", "zeroshot,tip-adapter", "--shots", "1,2", "--seeds", "1-2", "--device", "cpu",
@@ -124,7 +124,7 @@ def test_torchrun_two_cpu_processes_write_the_same_records_as_one(tmp_path, cach
 
 @pytest.mark.slow
 def test_speed_script_prints_records_per_second_for_the_grid(capsys):
-    from evaluate.speed import main
+    from clipbridge.evaluate.speed import main
 
     main(["--methods", "zeroshot", "--classes", "4", "--dim", "8", "--width", "8", "--shots", "1,2",
           "--seeds", "1-2"])
@@ -140,7 +140,7 @@ class _Named:
 
 
 def test_ood_classes_align_to_the_source_by_name_for_a_subset_in_any_order():
-    from evaluate.scoring import align_classes
+    from clipbridge.evaluate.scoring import align_classes
 
     source = _Named(["tench", "goldfish", "great white shark"], ["n01", "n02", "n03"])
     subset = _Named(["great white shark", "tench"], ["n03", "n01"])
@@ -150,8 +150,8 @@ def test_ood_classes_align_to_the_source_by_name_for_a_subset_in_any_order():
 
 
 def test_ood_alignment_rejects_unknown_classes_and_other_models():
-    from cache.errors import ClipBridgeError
-    from evaluate.scoring import align_classes
+    from clipbridge.cache.errors import ClipBridgeError
+    from clipbridge.evaluate.scoring import align_classes
 
     source = _Named(["tench", "goldfish"])
     with pytest.raises(ClipBridgeError, match="'axolotl' of y.h5 is not a class"):

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cache.commands import fewshot, info
-from cache.errors import ClipBridgeError
-from cache.synthetic import write_synthetic_cache
-from cache.writer import CacheWriter
+from clipbridge.cache.commands import fewshot, info
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.synthetic import write_synthetic_cache
+from clipbridge.cache.writer import CacheWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = {"train": [[f"c{label}/{i}.jpg", label, f"class {label}"] for label in (0, 1) for i in range(6)],
          "val": [[f"c{label}/v{i}.jpg", label, f"class {label}"] for label in (0, 1) for i in range(5)],
          "test": [["c0/t.jpg", 0, "class 0"]]}
 CLI_STAGES_PRESENT = all(importlib.util.find_spec(name) is not None
-                         for name in ("extract.commands", "evaluate.commands", "bridge.errors"))
+                         for name in ("clipbridge.extract.commands", "clipbridge.evaluate.commands", "clipbridge.bridge.errors"))
 
 
 @pytest.fixture(scope="module")

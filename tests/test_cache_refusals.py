@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cache.errors import ClipBridgeError
-from cache.reader import open_cache
-from cache.synthetic import write_synthetic_cache
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.reader import open_cache
+from clipbridge.cache.synthetic import write_synthetic_cache
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from cache.errors import ClipBridgeError
-from cache.reader import open_cache
-from cache.schema import tmp_path as unfinished_path
-from cache.writer import CacheWriter
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.reader import open_cache
+from clipbridge.cache.schema import tmp_path as unfinished_path
+from clipbridge.cache.writer import CacheWriter
 
 REPO = Path(__file__).resolve().parents[1]
 N, V, D, W, CHUNK = 6000, 2, 128, 96, 200
@@ -27,7 +27,7 @@ RECIPE = {"augment": "flip", "seed": 3}
 WRITER_SCRIPT = f"""
 import sys
 import numpy as np
-from cache.writer import CacheWriter
+from clipbridge.cache.writer import CacheWriter
 
 N, V, D, W, CHUNK = {N}, {V}, {D}, {W}, {CHUNK}
 
@@ -169,7 +169,7 @@ def test_a_split_started_with_other_images_is_refused(tmp_path):
 def test_an_unreadable_tmp_is_reported_and_started_again(tmp_path, caplog):
     path = tmp_path / "c.h5"
     unfinished_path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)    # a torn file
-    with caplog.at_level(logging.WARNING, logger="cache.writer"):
+    with caplog.at_level(logging.WARNING, logger="clipbridge.cache.writer"):
         writer = _start(path)
     assert not writer.resumed
     assert "c.h5.tmp is unreadable" in caplog.text

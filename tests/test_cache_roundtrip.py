@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from cache.errors import ClipBridgeError
-from cache.reader import open_cache
-from cache.schema import FORMAT, VERSION, default_cache_path
-from cache.schema import tmp_path as unfinished_path
-from cache.writer import CacheWriter
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.reader import open_cache
+from clipbridge.cache.schema import FORMAT, VERSION, default_cache_path
+from clipbridge.cache.schema import tmp_path as unfinished_path
+from clipbridge.cache.writer import CacheWriter
 
 W, D, C, V = 6, 4, 3, 2
 ATTRS = {"model": "ViT-B-16", "pretrained": "openai", "dataset": "toy", "image_size": 224, "precision": "fp16",

@@ -10,9 +10,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from evaluate.commands import demo
-from evaluate.demo import DEMO_METHODS
-from extract.shapes import CLASSES
+from clipbridge.evaluate.commands import demo
+from clipbridge.evaluate.demo import DEMO_METHODS
+from clipbridge.extract.shapes import CLASSES
 
 
 @pytest.mark.slow

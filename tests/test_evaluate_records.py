@@ -6,7 +6,7 @@ import multiprocessing
 
 import pytest
 
-from evaluate.records import (KEY_FIELDS, append_records, latest_by_key, make_record, read_records,
+from clipbridge.evaluate.records import (KEY_FIELDS, append_records, latest_by_key, make_record, read_records,
                               record_key)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge.registry import FittedState
-from cache.errors import ClipBridgeError
-from evaluate.runs import format_seeds, load_run, run_dir_name, save_run
+from clipbridge.bridge.registry import FittedState
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.evaluate.runs import format_seeds, load_run, run_dir_name, save_run
 
 META = {"dataset": "d", "model": "m", "pretrained": "p", "cache": "c.h5", "cache_id": "id1", "shots": 4,
         "seeds": [1, 2, 3], "views": 1, "prompt_sets": ["ensemble"], "protocol": "clean", "device": "cpu",

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from evaluate.plots import plot_accuracy_vs_shots
-from evaluate.tables import AVERAGE, build_table, order_methods, to_csv, to_markdown
+from clipbridge.evaluate.plots import plot_accuracy_vs_shots
+from clipbridge.evaluate.tables import AVERAGE, build_table, order_methods, to_csv, to_markdown
 
 
 def _r(dataset, method, shots, seed, acc, eval_dataset=None, val_is_test=False):

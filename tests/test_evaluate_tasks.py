@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from cache.errors import ClipBridgeError
-from cache.fewshot import coop_fewshot_indices
-from evaluate.tasks import build_fit_task, build_task, load_test
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.fewshot import coop_fewshot_indices
+from clipbridge.evaluate.tasks import build_fit_task, build_task, load_test
 
 
 @dataclass

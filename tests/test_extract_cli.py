@@ -80,7 +80,7 @@ def dataset_args(tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """(LoadedModel, checkpoint path): clipbridge-tiny, random init, saved as a .pt file."""
-    from extract.models import load_model
+    from clipbridge.extract.models import load_model
 
     tiny = load_model("clipbridge-tiny", "random", device="cpu")
     path = tmp_path_factory.mktemp("weights") / "tiny-random.pt"
@@ -105,8 +105,8 @@ def reference(dataset_args, tiny_checkpoint, tmp_path_factory) -> tuple[Path, su
 @pytest.mark.slow
 def test_extract_writes_a_complete_cache_with_views_text_and_checkpoint_identity(dataset_args, tiny_checkpoint,
                                                                                  reference):
-    from cache.reader import open_cache
-    from extract.models import file_sha256
+    from clipbridge.cache.reader import open_cache
+    from clipbridge.extract.models import file_sha256
 
     tiny, checkpoint = tiny_checkpoint
     out, result = reference
@@ -190,7 +190,7 @@ def _small_folder_with_corrupt_jpeg(root: Path) -> Path:
 
 def run_cli_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
     """cli.main in this process (torch and open_clip already imported): exit status, stdout, stderr."""
-    import cli
+    from clipbridge import cli
 
     status = cli.main(["extract", "--no-progress", *map(str, args)])
     captured = capsys.readouterr()
@@ -209,7 +209,7 @@ def test_corrupt_jpeg_stops_with_its_path_and_leaves_only_the_resumable_tmp(tmp_
 
 
 def test_skip_bad_leaves_the_corrupt_jpeg_out_and_counts_it(tmp_path, capsys):
-    from cache.reader import open_cache
+    from clipbridge.cache.reader import open_cache
 
     _small_folder_with_corrupt_jpeg(tmp_path / "data")
     out = tmp_path / "c.h5"

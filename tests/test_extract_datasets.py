@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cache.errors import ClipBridgeError
-from extract.datasets import DatasetSpec, get_dataset, list_datasets, register_dataset
-from extract.datasets.splitting import seeded_split
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract.datasets import DatasetSpec, get_dataset, list_datasets, register_dataset
+from clipbridge.extract.datasets.splitting import seeded_split
 
 COOP_NAMES = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
               "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]

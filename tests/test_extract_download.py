@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torchvision.datasets as tvd
 
-from cache.errors import ClipBridgeError
-from extract.datasets import get_dataset
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract.datasets import get_dataset
 
 
 class FakeDTD:

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from cache.errors import ClipBridgeError
-from extract.prompts import SELECT_TEMPLATES, build_prompt_sets, ensemble_templates
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract.prompts import SELECT_TEMPLATES, build_prompt_sets, ensemble_templates
 
 
 def test_ensemble_has_no_coop_template_for_imagenet():
@@ -50,8 +50,8 @@ def test_cupl_file_missing_a_class_names_the_class(tmp_path):
 
 @pytest.mark.parametrize("name,split", [("dtd", "DescribableTextures"), ("eurosat", "EuroSAT")])
 def test_real_cupl_files_cover_every_class_of_the_real_split(shared_dir, name, split):
-    from extract.datasets.splitfiles import classnames_from_entries, read_coop_split_file
-    from extract.datasets.registry import clean_classname
+    from clipbridge.extract.datasets.splitfiles import classnames_from_entries, read_coop_split_file
+    from clipbridge.extract.datasets.registry import clean_classname
 
     split_path = shared_dir / "data" / "coop" / f"split_zhou_{split}.json"
     classnames = [clean_classname(c) for c in classnames_from_entries(read_coop_split_file(split_path), split_path)]

@@ -5,7 +5,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from extract.views import ViewRecipe, make_views, view_seed
+from clipbridge.extract.views import ViewRecipe, make_views, view_seed
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from cache.errors import ClipBridgeError
-from cache.fewshot import coop_fewshot_indices, fewshot_grid, read_split_file
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.fewshot import coop_fewshot_indices, fewshot_grid, read_split_file
 
 DATASETS = ("EuroSAT", "DescribableTextures")
 

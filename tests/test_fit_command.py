@@ -8,14 +8,14 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
-from bridge.errors import BridgeInputError
-from bridge.registry import get_method
-from cache.errors import ClipBridgeError
-from cache.reader import Cache
-from cache.synthetic import write_synthetic_cache
-from evaluate.commands import evaluate, fit, parse_hparams, parse_int_list
-from evaluate.records import read_records
-from evaluate.runs import format_seeds, load_run
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.registry import get_method
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.reader import Cache
+from clipbridge.cache.synthetic import write_synthetic_cache
+from clipbridge.evaluate.commands import evaluate, fit, parse_hparams, parse_int_list
+from clipbridge.evaluate.records import read_records
+from clipbridge.evaluate.runs import format_seeds, load_run
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +159,9 @@ def test_seed_lists_and_hparams_parse():
 
 
 def test_cli_main_turns_user_errors_into_one_line_and_exit_1(tmp_path, caches, capsys):
-    pytest.importorskip("cache.commands")
-    pytest.importorskip("extract.commands")
-    import cli
+    pytest.importorskip("clipbridge.cache.commands")
+    pytest.importorskip("clipbridge.extract.commands")
+    from clipbridge import cli
 
     status = cli.main(["fit", "--cache", str(caches["plain"]), "--method", "zeroshot", "--shots", "99",
                        "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
@@ -174,7 +174,7 @@ def test_unwritable_results_or_runs_folder_is_one_error_before_any_fitting(tmp_p
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     fitted = []
-    monkeypatch.setattr("evaluate.fitting.fit_and_report", lambda *a, **k: fitted.append(1))
+    monkeypatch.setattr("clipbridge.evaluate.fitting.fit_and_report", lambda *a, **k: fitted.append(1))
     for flag in ("--results", "--runs"):
         args = ["--cache", caches["plain"], "--runs", tmp_path / "runs", "--results", tmp_path / "results"]
         args[args.index(flag) + 1] = blocker / "sub"

@@ -16,9 +16,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bridge.errors import BridgeInputError
-from bridge.registry import METHODS
-from bridge.task import FewShotTask
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.registry import METHODS
+from clipbridge.bridge.task import FewShotTask
 from synthetic_tasks import make_task, seed_slice
 
 MODULES = {"zeroshot": "zeroshot", "semobridge": "semobridge", "semobridge-t": "semobridge_t", "cmm": "cmm",
@@ -32,9 +32,9 @@ FAST = {"steps": 12, "warmup": 4, "epochs": 3, "search_rounds": 2, "search_per_r
 def method(name: str):
     """The registered method `name`, or skip while its module has not been written yet."""
     try:
-        importlib.import_module(f"bridge.methods.{MODULES[name]}")
+        importlib.import_module(f"clipbridge.bridge.methods.{MODULES[name]}")
     except ModuleNotFoundError as err:
-        if err.name == f"bridge.methods.{MODULES[name]}":
+        if err.name == f"clipbridge.bridge.methods.{MODULES[name]}":
             pytest.skip(f"bridge/methods/{MODULES[name]}.py not written yet")
         raise
     return METHODS[name]
@@ -48,7 +48,7 @@ ALL = pytest.mark.parametrize("name", sorted(MODULES))
 
 
 def test_all_eight_methods_are_registered_by_importing_bridge_methods():
-    import bridge.methods  # noqa: F401
+    import clipbridge.bridge.methods  # noqa: F401
 
     assert set(MODULES) <= set(METHODS), sorted(set(MODULES) - set(METHODS))
 

@@ -9,7 +9,7 @@ from conftest import REPO
 PROGRAM = """
 import torch
 before = (torch.tensor([1e-40]) * 1.0).item()
-from bridge.ops import flush_denormals
+from clipbridge.bridge.ops import flush_denormals
 supported = flush_denormals()
 after = (torch.tensor([1e-40]) * 1.0).item()
 print(before > 0, supported, after == 0.0 or not supported)

@@ -1,4 +1,4 @@
-"""`python -m bridge.parity`: the authors' golden outputs are reproduced, and any fixture of the format
+"""`python -m clipbridge.bridge.parity`: the authors' golden outputs are reproduced, and any fixture of the format
 (any C, K, P, W, D, N; W > D and W < D) is checked against a straightforward re-derivation of METHOD.md."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.parity import compare, load_npz, main
+from clipbridge.bridge.parity import compare, load_npz, main
 
 FIXTURES = ("semobridge_wide.npz", "semobridge_tall.npz")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge.errors import BridgeInputError
-from bridge.search import batched_search
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.search import batched_search
 
 LOW = torch.tensor([0.0, 0.0, 0.0, 0.0])
 

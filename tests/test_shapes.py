@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cache.errors import ClipBridgeError
-from extract import shapes
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract import shapes
 
 
 def test_same_item_gives_identical_image_bytes_on_every_call():

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache.errors import ClipBridgeError
-from cache.reader import open_cache
-from cache.synthetic import write_synthetic_cache
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.reader import open_cache
+from clipbridge.cache.synthetic import write_synthetic_cache
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = {"classes": 20, "train_per_class": 16, "dim": 64, "width": 48, "val": 100, "test": 1000}
@@ -85,7 +85,7 @@ def test_bad_sizes_are_refused(tmp_path):
 
 def test_module_command_writes_a_valid_cache(tmp_path):
     out = tmp_path / "cli.h5"
-    command = [sys.executable, "-m", "cache.synthetic", "--classes", "5", "--shots", "4", "--dim", "16",
+    command = [sys.executable, "-m", "clipbridge.cache.synthetic", "--classes", "5", "--shots", "4", "--dim", "16",
                "--width", "12", "--val", "10", "--test", "20", "--views", "2", "--prompts", "2", "--seed", "7",
                "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

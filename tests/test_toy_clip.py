@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from extract import shapes, toy_clip
+from clipbridge.extract import shapes, toy_clip
 
 
 def test_pretraining_batches_are_deterministic_given_seed_and_step():
@@ -74,7 +74,7 @@ def test_committed_checkpoint_is_fp16_under_10mb_with_its_record():
     assert "logit_scale" in state and "text_projection" in state
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["train_seconds"] <= 600 and record["bytes"] == path.stat().st_size
-    assert record["command"].startswith("python -m extract.toy_clip train")
+    assert record["command"].startswith("python -m clipbridge.extract.toy_clip train")
 
 
 def test_committed_checkpoint_loads_through_open_clip_pretrained_file_into_fp32():

@@ -1,5 +1,5 @@
 """Importing this package registers every method in bridge.registry.METHODS."""
-from bridge.methods import (  # noqa: F401
+from clipbridge.bridge.methods import (  # noqa: F401
     cmm,
     gda,
     linear_probe,

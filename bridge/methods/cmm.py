@@ -23,12 +23,12 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.features import begin_fit, prepare_queries, support_views, validation
-from bridge.fusion import linear_fusion_scorer, search_fusion
-from bridge.methods.zeroshot import zeroshot_logits
-from bridge.ops import accuracy
-from bridge.registry import FittedState, register_method
-from bridge.training import train_and_select
+from clipbridge.bridge.features import begin_fit, prepare_queries, support_views, validation
+from clipbridge.bridge.fusion import linear_fusion_scorer, search_fusion
+from clipbridge.bridge.methods.zeroshot import zeroshot_logits
+from clipbridge.bridge.ops import accuracy
+from clipbridge.bridge.registry import FittedState, register_method
+from clipbridge.bridge.training import train_and_select
 
 
 def mapped(v: Tensor, delta: Tensor) -> Tensor:

@@ -20,10 +20,10 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.features import begin_fit, prepare_queries, support_views, validation
-from bridge.fusion import linear_fusion_scorer, log_grid, search_fusion
-from bridge.methods.zeroshot import zeroshot_logits
-from bridge.registry import FittedState, register_method
+from clipbridge.bridge.features import begin_fit, prepare_queries, support_views, validation
+from clipbridge.bridge.fusion import linear_fusion_scorer, log_grid, search_fusion
+from clipbridge.bridge.methods.zeroshot import zeroshot_logits
+from clipbridge.bridge.registry import FittedState, register_method
 
 
 def gda_classifier(x: Tensor, labels: Tensor, mask: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:

@@ -30,11 +30,11 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
-from bridge.features import prepare_queries, support_views, validation, work_dtype
-from bridge.fusion import log_grid, validation_scores
-from bridge.registry import FittedState, check_hparams, register_method
-from bridge.text import class_text
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.features import prepare_queries, support_views, validation, work_dtype
+from clipbridge.bridge.fusion import log_grid, validation_scores
+from clipbridge.bridge.registry import FittedState, check_hparams, register_method
+from clipbridge.bridge.text import class_text
 
 
 def fit_logistic(x: Tensor, labels: Tensor, mask: Tensor, lambdas: Tensor, w0: Tensor, steps: int) -> tuple[Tensor, Tensor]:

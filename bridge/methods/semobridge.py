@@ -18,14 +18,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bridge import semobridge_math as sm
-from bridge.errors import BridgeInputError
-from bridge.features import work_dtype
-from bridge.ops import accuracy, as_seed_batch
-from bridge.registry import FittedState, check_hparams, register_method
-from bridge.search import batched_search
-from bridge.semobridge_blend import front_scores, validation_front
-from bridge.text import ClassText, class_text
+from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.features import work_dtype
+from clipbridge.bridge.ops import accuracy, as_seed_batch
+from clipbridge.bridge.registry import FittedState, check_hparams, register_method
+from clipbridge.bridge.search import batched_search
+from clipbridge.bridge.semobridge_blend import front_scores, validation_front
+from clipbridge.bridge.text import ClassText, class_text
 
 SEARCH_DEFAULTS = {"search_rounds": 8, "search_per_round": 192}
 SEARCH_FINAL_RADIUS = 0.01   # last rounds refine within ±1% of each range

@@ -21,10 +21,10 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.features import begin_fit, chunked, prepare_queries, shot_keys, validation
-from bridge.fusion import FusionChoice, box_grid, scorer, search_fusion
-from bridge.methods.zeroshot import zeroshot_logits
-from bridge.registry import FittedState, register_method
+from clipbridge.bridge.features import begin_fit, chunked, prepare_queries, shot_keys, validation
+from clipbridge.bridge.fusion import FusionChoice, box_grid, scorer, search_fusion
+from clipbridge.bridge.methods.zeroshot import zeroshot_logits
+from clipbridge.bridge.registry import FittedState, register_method
 
 SEARCH_DEFAULTS = {"alpha_low": 0.0, "alpha_high": 10.0, "beta_low": 0.0, "beta_high": 10.0, "grid_points": 11,
                    "search_rounds": 4, "search_per_round": 64}

@@ -16,13 +16,13 @@ import math
 import torch
 from torch import Tensor
 
-from bridge.errors import BridgeInputError
-from bridge.features import begin_fit, shot_keys, support_views, validation
-from bridge.methods.tip_adapter import SEARCH_DEFAULTS, cache_logits, tip_logits, tip_state
-from bridge.methods.zeroshot import zeroshot_logits
-from bridge.ops import accuracy
-from bridge.registry import FittedState, register_method
-from bridge.training import seed_permutations, train_and_select
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.features import begin_fit, shot_keys, support_views, validation
+from clipbridge.bridge.methods.tip_adapter import SEARCH_DEFAULTS, cache_logits, tip_logits, tip_state
+from clipbridge.bridge.methods.zeroshot import zeroshot_logits
+from clipbridge.bridge.ops import accuracy
+from clipbridge.bridge.registry import FittedState, register_method
+from clipbridge.bridge.training import seed_permutations, train_and_select
 
 
 @register_method

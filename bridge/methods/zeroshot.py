@@ -6,9 +6,9 @@ import time
 import torch
 from torch import Tensor
 
-from bridge.features import begin_fit, prepare_queries, validation
-from bridge.ops import accuracy
-from bridge.registry import FittedState, register_method
+from clipbridge.bridge.features import begin_fit, prepare_queries, validation
+from clipbridge.bridge.ops import accuracy
+from clipbridge.bridge.registry import FittedState, register_method
 
 
 def zeroshot_logits(queries: Tensor, text: Tensor, logit_scale: float | Tensor) -> Tensor:

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from cache.errors import ClipBridgeError
-from extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
-from extract.datasets.splitfiles import check_images_exist, read_classnames_txt, spec_from_split_file
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
+from clipbridge.extract.datasets.splitfiles import check_images_exist, read_classnames_txt, spec_from_split_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -63,7 +63,7 @@ def _maybe_download(name: str, root: Path, split_file: Path | None, download: bo
     """The torchvision copy of the dataset when --download is given, else None."""
     if not download:
         return None
-    from extract.datasets.download import torchvision_spec
+    from clipbridge.extract.datasets.download import torchvision_spec
 
     return torchvision_spec(name, root, split_file=split_file)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cache.errors import ClipBridgeError
-from extract.datasets.coop import list_images
-from extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
-from extract.datasets.splitfiles import spec_from_split_file
-from extract.datasets.splitting import seeded_split
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract.datasets.coop import list_images
+from clipbridge.extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
+from clipbridge.extract.datasets.splitfiles import spec_from_split_file
+from clipbridge.extract.datasets.splitting import seeded_split
 
 SPLIT_FOLDERS = ("train", "val", "test")
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Hashable
 
 from PIL import Image
 
-from cache.errors import ClipBridgeError
+from clipbridge.cache.errors import ClipBridgeError
 
 Item = Hashable  # a file path (str) for datasets on disk, or any id a spec's load_image understands
 Reader = Callable[..., "DatasetSpec"]
@@ -92,7 +92,7 @@ def register_dataset(name: str) -> Callable[[Reader], Reader]:
 
 def list_datasets() -> list[str]:
     """Names of all registered dataset readers, sorted."""
-    from extract import datasets  # noqa: F401  (imports every reader module)
+    from clipbridge.extract import datasets  # noqa: F401  (imports every reader module)
 
     return sorted(_READERS)
 

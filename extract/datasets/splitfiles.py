@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cache.errors import ClipBridgeError
-from extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
 
 SPLITS = ("train", "val", "test")
 
