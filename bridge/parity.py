@@ -3,7 +3,7 @@
     python -m clipbridge.bridge.parity FIXTURE.npz [--dtype float64|float32] [--tolerance T]
 
 Loads a fixture of the /work/shared/golden format (any C, K, P, W, D, N), recomputes every output key with
-the same functions the methods use (bridge.text, bridge.semobridge_math), prints one line per key with its
+the same functions the methods use (bridge.text, bridge.methods.semobridge.algebra), prints one line per key with its
 relative error and exits 1 if any key is off.
 
 Relative error of a key = max|ours − reference| / max|reference| over the whole tensor (a scale-aware
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from clipbridge.bridge import semobridge_loss as sl
-from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.methods.semobridge import loss as sl
+from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.text import class_mean, class_text_tensors
 

@@ -4,7 +4,7 @@
         blend search: ours (bridge.search.batched_search via the "semobridge" method's defaults) against
         sequential Optuna-TPE trials over the same 7 ranges, on the same validation maps.
     python -m clipbridge.bridge.speed train [--steps 5000] [--baseline-steps 200] [--batch-seeds 10] [--batch-steps 50] [--threads N]
-        SeMoBridge-T training with per-step best-validation selection: ours (bridge.semobridge_train)
+        SeMoBridge-T training with per-step best-validation selection: ours (bridge.methods.semobridge.training)
         against the paper's procedure written plainly (autograd through every bridged view, then a full
         re-evaluation of the fixed blend with fresh S1, S2, S3 each step); then S seeds batched vs one.
 
@@ -20,12 +20,12 @@ import time
 import torch
 from torch import Tensor
 
-from clipbridge.bridge import semobridge_math as sm
-from clipbridge.bridge.methods.semobridge import BLEND_GRID, SEARCH_DEFAULTS, SEARCH_FINAL_RADIUS
+from clipbridge.bridge.methods.semobridge import algebra as sm
+from clipbridge.bridge.methods.semobridge.closed_form import BLEND_GRID, SEARCH_DEFAULTS, SEARCH_FINAL_RADIUS
 from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.search import batched_search
-from clipbridge.bridge.semobridge_blend import front_scores, validation_front
-from clipbridge.bridge.semobridge_train import TrainSettings, learning_rate, train_bridge
+from clipbridge.bridge.methods.semobridge.blend_front import front_scores, validation_front
+from clipbridge.bridge.methods.semobridge.training import TrainSettings, learning_rate, train_bridge
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.bridge.text import ClassText, class_text
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 from synthetic_tasks import make_task
 
-from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.registry import get_method
-from clipbridge.bridge.semobridge_blend import front_scores, validation_front
+from clipbridge.bridge.methods.semobridge.blend_front import front_scores, validation_front
 from clipbridge.bridge.text import class_text
 
 FAST = {"search_rounds": 3, "search_per_round": 64}

@@ -8,11 +8,11 @@ import pytest
 import torch
 from synthetic_tasks import make_task, seed_slice
 
-from clipbridge.bridge import semobridge_loss as sl
-from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.methods.semobridge import loss as sl
+from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.registry import get_method
-from clipbridge.bridge.semobridge_train import TrainSettings, learning_rate
+from clipbridge.bridge.methods.semobridge.training import TrainSettings, learning_rate
 from clipbridge.bridge.text import class_text
 
 SHORT = {"steps": 40, "warmup": 4, "lr": 2e-3, "search_rounds": 2, "search_per_round": 16}

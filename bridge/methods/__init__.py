@@ -3,9 +3,8 @@ from clipbridge.bridge.methods import (  # noqa: F401
     cmm,
     gda,
     linear_probe,
-    semobridge,
-    semobridge_t,
     tip_adapter,
     tip_adapter_f,
     zeroshot,
 )
+from clipbridge.bridge.methods.semobridge import closed_form, trained  # noqa: F401

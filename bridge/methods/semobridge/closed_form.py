@@ -6,9 +6,9 @@ Hyper-parameters (`defaults`):
   search_per_round  candidates per round and seed, all scored in one batched call
   views_used        views per shot to use from the support (0 = all V; 1 = the plain view only, ...)
 The blend search maximises validation top-1; ties are broken by the mean validation margin
-log(logit_true / best wrong logit) (see bridge.semobridge_blend.front_scores), then by evaluation order
+log(logit_true / best wrong logit) (see bridge.methods.semobridge.blend_front.front_scores), then by evaluation order
 (the paper's fixed blend is evaluated first). Candidates are scored on each query's Pareto-undominated
-classes only, which is exact and several times cheaper (bridge.semobridge_blend).
+classes only, which is exact and several times cheaper (bridge.methods.semobridge.blend_front).
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import work_dtype
 from clipbridge.bridge.ops import accuracy, as_seed_batch
 from clipbridge.bridge.registry import FittedState, check_hparams, register_method
 from clipbridge.bridge.search import batched_search
-from clipbridge.bridge.semobridge_blend import front_scores, validation_front
+from clipbridge.bridge.methods.semobridge.blend_front import front_scores, validation_front
 from clipbridge.bridge.text import ClassText, class_text
 
 SEARCH_DEFAULTS = {"search_rounds": 8, "search_per_round": 192}
@@ -35,7 +35,7 @@ BLEND_GRID = (sm.FIXED_BLEND, (0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0), (0.0, 1.0, 1.
 
 def bridge_inputs(task, views_used: int) -> tuple[torch.dtype, ClassText, sm.SupportViews]:
     """What both SeMoBridge variants start from: the working dtype, the class text (T̄ [C, D], Ē [C, W]) and
-    the support views (bridge.semobridge_math.SupportViews) of the first `views_used` views of each shot."""
+    the support views (bridge.methods.semobridge.algebra.SupportViews) of the first `views_used` views of each shot."""
     dtype = work_dtype(task)
     support, mask = select_views(task, views_used)
     return dtype, class_text(task, dtype), sm.support_views(support.to(dtype), mask)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from clipbridge.bridge.semobridge_math import Maps, blend_exponent_logits
+from clipbridge.bridge.methods.semobridge.algebra import Maps, blend_exponent_logits
 
 
 class ValidationFront(NamedTuple):

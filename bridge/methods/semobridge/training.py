@@ -5,17 +5,17 @@ the seeds' summed losses; the loss of seed s depends only on B[s], b[s], and Ada
 (moments, bias correction, decoupled weight decay), so one torch.optim.AdamW over [S, ...] tensors is
 exactly S independent AdamWs (tests/test_semobridge_t.py checks S=3 against three runs of S=1).
 
-Each step is one hand-derived forward and backward pass (bridge.semobridge_loss.loss_forward /
+Each step is one hand-derived forward and backward pass (bridge.methods.semobridge.loss.loss_forward /
 loss_backward; no autograd graph), whose [S, N, W] tensors live in buffers reused from step to step (a
 fresh multi-MB tensor per step costs page faults on a par with its product on CPU).
 
 Cheap per-step validation under the fixed blend (s=0.01, α=β=γ=1, λ=0.5):
-  * S1 and the class weights w never change: computed once (bridge.semobridge_math.FixedBlend);
+  * S1 and the class weights w never change: computed once (bridge.methods.semobridge.algebra.FixedBlend);
   * S2 = q̄ Pᵀ reuses the prototypes P of the training forward pass: step t+1's forward evaluates the
     parameters left by update t, so the state after every update is validated without a second pass
     over the support (one forward-only pass follows the last update);
   * S2, S3 = n(q̄ B Wt) F̄ᵀ and S3's norms come from ONE product of the unit queries with stacked
-    right-hand sides (bridge.semobridge_math.selection_maps); queries shared by the seeds are multiplied
+    right-hand sides (bridge.methods.semobridge.algebra.selection_maps); queries shared by the seeds are multiplied
     once for all of them.
 Cost per seed and step, N = C·K', D = W: three [N, D]×[D, W] products for the losses (u = X B, v = u G
 with G = Wt Wtᵀ for ‖u Wt‖, Xᵀ ∂u) and five of width C, plus a [D, W]×[W, D] and an [Nv, D]×[D, D + 2C]
@@ -33,8 +33,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from clipbridge.bridge import semobridge_loss as sl
-from clipbridge.bridge import semobridge_math as sm
+from clipbridge.bridge.methods.semobridge import loss as sl
+from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.text import ClassText
 
@@ -79,7 +79,7 @@ def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tenso
                  val_labels: Tensor | None = None) -> TrainOutcome:
     """Train B (init `initial` [D, W]) and, with settings.csb, b (init 0) on every support view.
 
-    views        support views (bridge.semobridge_math.support_views) of S seeds
+    views        support views (bridge.methods.semobridge.algebra.support_views) of S seeds
     val          [S, Nv, D] raw validation queries, val_labels [S, Nv] (-1 = padding): needed for
                  selection "best-val", unused for "last"
     """
@@ -136,7 +136,7 @@ def _adamw(params: list[Tensor], settings: TrainSettings) -> torch.optim.AdamW:
 class _Selection:
     """Fixed-blend validation accuracy of a state (bridge [S, D, W], its prototypes P [S, C, D]) -> [S].
     S1, w and F̄ Wtᵀ are computed once; queries shared by all seeds (val expanded from one copy) are
-    multiplied once for all seeds (bridge.semobridge_math.selection_maps)."""
+    multiplied once for all seeds (bridge.methods.semobridge.algebra.selection_maps)."""
 
     def __init__(self, views: sm.SupportViews, text: ClassText, text_projection: Tensor, gram: Tensor,
                  val: Tensor, val_labels: Tensor, work: sm.Workspace):

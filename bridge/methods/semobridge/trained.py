@@ -22,10 +22,10 @@ import time
 
 from torch import Tensor
 
-from clipbridge.bridge import semobridge_math as sm
-from clipbridge.bridge.methods.semobridge import SEARCH_DEFAULTS, blend_state_logits, bridge_inputs, fit_blend
+from clipbridge.bridge.methods.semobridge import algebra as sm
+from clipbridge.bridge.methods.semobridge.closed_form import SEARCH_DEFAULTS, blend_state_logits, bridge_inputs, fit_blend
 from clipbridge.bridge.registry import FittedState, check_hparams, register_method
-from clipbridge.bridge.semobridge_train import TrainSettings, train_bridge
+from clipbridge.bridge.methods.semobridge.training import TrainSettings, train_bridge
 
 TRAIN_DEFAULTS = {"steps": 5000, "warmup": 500, "lr": 1.5e-4, "weight_decay": 0.01, "csb": True,
                   "selection": "best-val", "parity_stale_prototypes": False}

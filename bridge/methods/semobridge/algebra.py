@@ -1,4 +1,4 @@
-"""SeMoBridge's tensor algebra (METHOD.md §2; the trained loss of §3 is in bridge.semobridge_loss): pure
+"""SeMoBridge's tensor algebra (METHOD.md §2; the trained loss of §3 is in bridge.methods.semobridge.loss): pure
 functions, no I/O.
 
 Shapes: S seeds, C classes, K' support views per class, N queries, M blend candidates, D joint size,

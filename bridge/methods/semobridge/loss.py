@@ -2,7 +2,7 @@
 
 `loss_problem` holds what never changes during training, `loss_forward` gives the five losses and the
 bridged prototypes of a state, `loss_backward` their summed gradient; `trained_losses` wraps them for
-autograd users (the parity check). The bridge algebra itself is in bridge.semobridge_math.
+autograd users (the parity check). The bridge algebra itself is in bridge.methods.semobridge.algebra.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from clipbridge.bridge.semobridge_math import SupportViews, Workspace, rowdot, safe_norm
+from clipbridge.bridge.methods.semobridge.algebra import SupportViews, Workspace, rowdot, safe_norm
 
 LOSS_WEIGHTS = {"img": 0.5, "txtp": 0.25, "txte": 0.25, "cons": 0.1, "bias": 0.1}
 
