@@ -6,18 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+import h5py
 import numpy as np
 
+from clipbridge.cache.coverage import Coverage
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.fewshot import coop_fewshot_indices, read_split_file
-from clipbridge.cache.schema import FORMAT, open_hdf5, read_attrs, tmp_path
+from clipbridge.cache.schema import FAMILY_MANAGED_ATTRS, FORMAT, open_hdf5, read_attrs, tmp_path
 
 
 def cache_summary(path: str | Path) -> dict[str, Any]:
     """What a cache file holds, read without validation (works on an unfinished .tmp too).
 
-    {"path", "attrs", "classes", "text_sets": {name: prompts}, "splits": {name: {shape, dtype, done,
-    skipped, rows}}, "complete": bool}
+    {"path", "attrs", "classes", "coverage", "text_sets": {name: prompts}, "splits": {name: {"images",
+    "skipped", "families": {family: {"images", "copies", "done", "bytes", "dtype", "recipe"}}}},
+    "complete": bool}
     """
     path = Path(path)
     if not path.exists() and tmp_path(path).exists():
@@ -35,20 +38,42 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
         classes = handle["classes/names"].shape[0] if "classes/names" in handle else 0
         text_sets = {name: group["prompt"].shape[0] for name, group in handle.get("text", {}).items()
                      if "prompt" in group}
-        splits = {}
-        for name, group in handle.get("images", {}).items():
-            if "embedding" not in group or "done" not in group:
-                splits[name] = {"shape": None, "dtype": None, "done": 0, "skipped": 0, "rows": 0}
-                continue
-            done = group["done"][()]
-            skipped = group["skipped"][()] if "skipped" in group else np.zeros_like(done)
-            splits[name] = {"shape": list(group["embedding"].shape), "dtype": group["embedding"].dtype.name,
-                            "done": int(done.sum()), "skipped": int(skipped.sum()), "rows": int(done.size),
-                            "recipe": {k: v for k, v in read_attrs(group["done"]).items()
-                                       if k not in ("skipped_log",)}}
-    complete = attrs.get("complete") is True and all(s["done"] == s["rows"] for s in splits.values())
-    return {"path": str(path), "attrs": attrs, "classes": classes, "text_sets": text_sets, "splits": splits,
-            "complete": complete}
+        reader = _split_summary_v1 if attrs.get("version") == 1 else _split_summary
+        splits = {name: reader(group) for name, group in handle.get("images", {}).items()}
+    complete = attrs.get("complete") is True and all(
+        f["done"] == f["images"] for split in splits.values() for f in split["families"].values())
+    coverage = Coverage.from_attr(json.loads(attrs["coverage"]) if attrs.get("coverage") else None)
+    return {"path": str(path), "attrs": attrs, "classes": classes, "coverage": coverage.describe(),
+            "text_sets": text_sets, "splits": splits, "complete": complete}
+
+
+def _family_summary(embedding: h5py.Dataset, done: np.ndarray, recipe: dict[str, Any]) -> dict[str, Any]:
+    return {"images": int(embedding.shape[0]), "copies": int(embedding.shape[1]), "done": int(done.sum()),
+            "bytes": int(np.prod(embedding.shape)) * embedding.dtype.itemsize, "dtype": embedding.dtype.name,
+            "recipe": recipe}
+
+
+def _split_summary(group: h5py.Group) -> dict[str, Any]:
+    """A version-2 split: its images and each view family (image count, copies, storage)."""
+    skipped = int(group["skipped"][()].sum()) if "skipped" in group else 0
+    families = {}
+    for name, views in group.get("views", {}).items():
+        if all(part in views for part in ("embedding", "done")):
+            recipe = {k: v for k, v in read_attrs(views["done"]).items() if k not in FAMILY_MANAGED_ATTRS}
+            families[name] = _family_summary(views["embedding"], views["done"][()], recipe)
+    images = int(group["source"].shape[0]) if "source" in group else 0
+    return {"images": images, "skipped": skipped, "families": families}
+
+
+def _split_summary_v1(group: h5py.Group) -> dict[str, Any]:
+    """A version-1 split ([N, V, D]): one entry for its whole block of views."""
+    if "embedding" not in group or "done" not in group:
+        return {"images": 0, "skipped": 0, "families": {}}
+    done = group["done"][()]
+    skipped = int(group["skipped"][()].sum()) if "skipped" in group else 0
+    recipe = {k: v for k, v in read_attrs(group["done"]).items() if k != "skipped_log"}
+    return {"images": int(done.size), "skipped": skipped,
+            "families": {"views (format 1)": _family_summary(group["embedding"], done, recipe)}}
 
 
 def _status(path: Path, summary: dict[str, Any]) -> str:
@@ -61,9 +86,10 @@ def _status(path: Path, summary: dict[str, Any]) -> str:
         except ClipBridgeError as error:
             return f"INVALID: {error}"
         return "complete, valid"
-    done = sum(s["done"] for s in summary["splits"].values())
-    rows = sum(s["rows"] for s in summary["splits"].values())
-    return f"INCOMPLETE: {done}/{rows} image rows done; run extract again to resume"
+    families = [f for split in summary["splits"].values() for f in split["families"].values()]
+    done = sum(f["done"] for f in families)
+    rows = sum(f["images"] for f in families)
+    return f"INCOMPLETE: {done}/{rows} image views done; run extract again to resume"
 
 
 @click.command("info")
@@ -81,12 +107,25 @@ def info(cache: Path, as_json: bool) -> None:
     for key in sorted(summary["attrs"]):
         click.echo(f"  {key}: {summary['attrs'][key]}")
     click.echo(f"classes {summary['classes']}")
+    click.echo(f"images  {summary['coverage']}")
     for name, count in summary["text_sets"].items():
         click.echo(f"text    {name}: {count} prompts")
     for name, split in summary["splits"].items():
-        shape = "x".join(map(str, split["shape"])) if split["shape"] else "?"
-        click.echo(f"split   {name}: {shape} (N x V x D) {split['dtype']}, done {split['done']}/{split['rows']}, "
-                   f"skipped {split['skipped']}")
+        click.echo(f"split   {name}: {split['images']} images, {split['skipped']} skipped (unreadable)")
+        for family, views in split["families"].items():
+            progress = "" if views["done"] == views["images"] else f", done {views['done']}/{views['images']}"
+            click.echo(f"  views {family}: {views['images']} images x {views['copies']} {views['dtype']}, "
+                       f"{_size(views['bytes'])}{progress}")
+
+
+def _size(count: int) -> str:
+    """Bytes as a short human size: 1536 -> '1.5 KiB'."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 @click.command("fewshot")

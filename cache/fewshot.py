@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -52,6 +53,32 @@ def coop_fewshot_indices(train_labels: Sequence[int], val_labels: Sequence[int],
     train = _sample_per_class(rng, list(train_labels), int(shots))
     val = _sample_per_class(rng, list(val_labels), min(int(shots), MAX_VAL_SHOTS))
     return {"train": train, "val": val}
+
+
+@dataclass(frozen=True)
+class FewShotDraw:
+    """One (shots, seed) draw of a dataset: `support` rows of the train list (CoOp's order) and the `val`
+    rows of `val_split`'s list that the clean protocol validates on ("val"; or "train" when the dataset has
+    no val split: then min(K, 4) per class are drawn, with the same sampler and seed, from the train images
+    not in the support set)."""
+
+    support: list[int]
+    val_split: str
+    val: list[int]
+
+
+def draw_fewshot(train_labels: Sequence[int], val_labels: Sequence[int] | None, shots: int,
+                 seed: int) -> FewShotDraw:
+    """CoOp's draw for (shots, seed); val_labels None means the dataset has no val split (ImageNet)."""
+    train_labels = list(train_labels)
+    if val_labels is not None:
+        picked = coop_fewshot_indices(train_labels, val_labels, shots, seed)
+        return FewShotDraw(picked["train"], "val", picked["val"])
+    first = coop_fewshot_indices(train_labels, train_labels, shots, seed)["train"]
+    taken = set(first)
+    remaining = [i for i in range(len(train_labels)) if i not in taken]
+    picked = coop_fewshot_indices(train_labels, [train_labels[i] for i in remaining], shots, seed)
+    return FewShotDraw(picked["train"], "train", [remaining[i] for i in picked["val"]])
 
 
 def fewshot_grid(rows: Sequence[int], labels: Sequence[int], num_classes: int,

@@ -1,12 +1,17 @@
 """Read a cache: open_cache() validates the whole file and refuses anything it could not trust.
 
-Refused (ClipBridgeError naming the file): not HDF5, another format or version, an unfinished cache, a
-split with rows not done, shapes that disagree, NaN/Inf values (naming the split and row), and a cache of
-another model/pretrained than the one asked for. Whole datasets are read at once (no row loops).
+Refused (ClipBridgeError naming the file): not HDF5, another format or an unknown version, an unfinished
+cache, a view family with rows not done, shapes that disagree, NaN/Inf values (naming the split, family and
+row), and a cache of another model/pretrained than the one asked for.
+
+Format versions 2 (view families, sampled coverage) and 1 (one [N, V, D] block per split, every image) are
+read through the same interface (schema.py says how version 1 maps onto families). Embeddings are read on
+demand, only the rows asked for.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,12 +20,15 @@ import h5py
 import numpy as np
 import torch
 
+from clipbridge.cache.coverage import Coverage
 from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.cache.schema import (FORMAT, VERSION, open_hdf5, pretrained_label, read_attrs, split_group, text_group,
-                          tmp_path)
+from clipbridge.cache.schema import (FAMILY_MANAGED_ATTRS, FORMAT, READABLE_VERSIONS, family_group, list_group,
+                                     open_hdf5, pretrained_label, read_attrs, split_group, text_group, tmp_path)
 
 #: Rows checked for NaN/Inf per read while validating (bounds memory on very large splits).
 _CHECK_ROWS = 65536
+#: Version-1 views and the family each maps onto: (family, first view, last view + 1 or None = to the end).
+V1_FAMILIES = (("plain", 0, 1), ("flip", 1, 2), ("legacy-crops", 2, None))
 
 
 @dataclass(frozen=True)
@@ -37,13 +45,118 @@ class TextPrompts:
 
 
 @dataclass(frozen=True)
-class ImageSplit:
-    """One split's images (skipped rows excluded): embedding [N, V, D] float32 raw, labels [N] int64."""
+class SplitRows:
+    """The stored images of one split (readable or not): source [N] int64 sorted indices into the split's
+    whole list, labels [N] int64, paths [N], skipped [N] bool (unreadable at extraction, --skip-bad)."""
 
-    embedding: torch.Tensor
-    labels: torch.Tensor
+    source: np.ndarray
+    labels: np.ndarray
     paths: list[str]
-    views: int
+    skipped: np.ndarray
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """One view family of one split: copies E per image, the split rows holding it [M] (sorted), storage."""
+
+    name: str
+    copies: int
+    rows: np.ndarray
+    dtype: str
+    nbytes: int
+    recipe: dict[str, Any]
+
+
+def _read_rows(dataset: h5py.Dataset, index: np.ndarray) -> np.ndarray:
+    """dataset[index] for any int index [n] (any order, repeats allowed), read as contiguous runs."""
+    if index.size == 0:
+        return np.empty((0, *dataset.shape[1:]), dtype=dataset.dtype)
+    unique, inverse = np.unique(index, return_inverse=True)
+    breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+    parts = [dataset[int(run[0]):int(run[-1]) + 1] for run in np.split(unique, breaks)]
+    return np.concatenate(parts)[inverse]
+
+
+class _Layout:
+    """Where one format version keeps rows and views (the Cache's only view of the file's image part)."""
+
+    def __init__(self, handle: h5py.File):
+        self.splits = list(handle["images"].keys()) if "images" in handle else []
+
+    def rows(self, handle: h5py.File, split: str) -> SplitRows:
+        raise NotImplementedError
+
+    def list_labels(self, handle: h5py.File, split: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def families(self, handle: h5py.File, split: str) -> dict[str, FamilyInfo]:
+        raise NotImplementedError
+
+    def read(self, handle: h5py.File, split: str, family: str, positions: np.ndarray) -> np.ndarray:
+        """Embeddings [n, E, D] of the family's rows at `positions` [n] (indices into FamilyInfo.rows)."""
+        raise NotImplementedError
+
+
+class _LayoutV2(_Layout):
+    def rows(self, handle, split):
+        group = handle[split_group(split)]
+        return SplitRows(group["source"][()].astype(np.int64), group["label"][()].astype(np.int64),
+                         list(group["path"].asstr()[()]), group["skipped"][()].astype(bool))
+
+    def list_labels(self, handle, split):
+        return handle[list_group(split)]["label"][()].astype(np.int64)
+
+    def families(self, handle, split):
+        out = {}
+        for name, group in handle[split_group(split)].get("views", {}).items():
+            embedding = group["embedding"]
+            recipe = {k: v for k, v in read_attrs(group["done"]).items() if k not in FAMILY_MANAGED_ATTRS}
+            out[name] = FamilyInfo(name, int(embedding.shape[1]), group["row"][()].astype(np.int64),
+                                   embedding.dtype.name, int(np.prod(embedding.shape)) * embedding.dtype.itemsize,
+                                   recipe)
+        return out
+
+    def read(self, handle, split, family, positions):
+        return _read_rows(handle[family_group(split, family)]["embedding"], positions)
+
+
+class _LayoutV1(_Layout):
+    """Version 1: /images/<split>/embedding [N, V, D]; skipped rows are left out (the whole list is the readable
+    rows, as that version's sampler saw it)."""
+
+    def _kept(self, handle, split) -> np.ndarray:
+        group = handle[split_group(split)]
+        n = group["label"].shape[0]
+        return ~group["skipped"][()] if "skipped" in group else np.ones(n, dtype=bool)
+
+    def rows(self, handle, split):
+        group = handle[split_group(split)]
+        kept = self._kept(handle, split)
+        count = int(kept.sum())
+        return SplitRows(np.arange(count), group["label"][()][kept].astype(np.int64),
+                         list(group["path"].asstr()[()][kept]), np.zeros(count, dtype=bool))
+
+    def list_labels(self, handle, split):
+        return self.rows(handle, split).labels
+
+    def families(self, handle, split):
+        embedding = handle[split_group(split)]["embedding"]
+        count = int(self._kept(handle, split).sum())
+        recipe = {k: v for k, v in read_attrs(handle[split_group(split)]["done"]).items()
+                  if k not in ("views", "dim", "dtype", "skipped_count", "skipped_log")}
+        out = {}
+        for name, first, last in V1_FAMILIES:
+            copies = len(range(embedding.shape[1])[first:last])
+            if copies:
+                out[name] = FamilyInfo(name, copies, np.arange(count), embedding.dtype.name,
+                                       count * copies * embedding.shape[2] * embedding.dtype.itemsize,
+                                       {"family": name, "format_version": 1, **recipe})
+        return out
+
+    def read(self, handle, split, family, positions):
+        first, last = next((a, b) for name, a, b in V1_FAMILIES if name == family)
+        stored = np.flatnonzero(self._kept(handle, split))[positions]
+        return _read_rows(handle[split_group(split)]["embedding"], stored)[:, first:last]
 
 
 def _pretrained_matches(asked: str, stored: str) -> bool:
@@ -52,10 +165,10 @@ def _pretrained_matches(asked: str, stored: str) -> bool:
 
 
 class Cache:
-    """A validated cache file. Small parts (model, classes, attrs) are held; text and splits read on demand."""
+    """A validated cache file. Small parts (model, classes, attrs) are held; text and views read on demand."""
 
     def __init__(self, path: Path, attrs: dict[str, Any], classnames: list[str], original_classnames: list[str],
-                 text_projection: torch.Tensor, logit_scale: float, text_sets: list[str], splits: list[str]):
+                 text_projection: torch.Tensor, logit_scale: float, text_sets: list[str], layout: _Layout):
         self.path = path
         self.attrs = attrs
         self.classnames = classnames
@@ -63,12 +176,13 @@ class Cache:
         self.text_projection = text_projection
         self.logit_scale = logit_scale
         self._text_sets = text_sets
-        self._splits = splits
+        self._layout = layout
+        self._families: dict[str, dict[str, FamilyInfo]] = {}
 
     def __repr__(self) -> str:
         return (f"Cache({str(self.path)!r}, model={self.attrs.get('model')!r}, "
                 f"pretrained={self.attrs.get('pretrained')!r}, classes={len(self.classnames)}, "
-                f"text_sets={self._text_sets}, splits={self._splits})")
+                f"text_sets={self._text_sets}, splits={self.splits})")
 
     @property
     def text_sets(self) -> list[str]:
@@ -76,7 +190,23 @@ class Cache:
 
     @property
     def splits(self) -> list[str]:
-        return list(self._splits)
+        return list(self._layout.splits)
+
+    @property
+    def version(self) -> int:
+        return int(self.attrs.get("version", 0))
+
+    @property
+    def coverage(self) -> Coverage:
+        """Which images the cache holds (cache.coverage.Coverage; version 1: every image)."""
+        value = self.attrs.get("coverage")
+        return Coverage.from_attr(json.loads(value) if isinstance(value, str) and value else None)
+
+    @property
+    def extract_args(self) -> dict[str, Any]:
+        """The options `extract` was run with (for hints naming the command that extends the cache)."""
+        value = self.attrs.get("extract_args")
+        return json.loads(value) if isinstance(value, str) and value else {}
 
     @property
     def cache_id(self) -> str:
@@ -90,6 +220,10 @@ class Cache:
             return open_hdf5(self.path, "r")
         except OSError as error:
             raise ClipBridgeError(f"{self.path}: cannot read the cache any more ({error})") from None
+
+    def _check_split(self, name: str) -> None:
+        if name not in self.splits:
+            raise ClipBridgeError(f"{self.path}: unknown split {name!r}; known: {', '.join(self.splits)}")
 
     def text(self, set_names: Sequence[str] | str) -> TextPrompts:
         """The prompts of the named sets, concatenated in the order given."""
@@ -112,25 +246,67 @@ class Cache:
         return TextPrompts(prompts, torch.from_numpy(np.concatenate(classes)),
                            torch.from_numpy(np.concatenate(projected)), torch.from_numpy(np.concatenate(eos)))
 
-    def split(self, name: str) -> ImageSplit:
-        """One split as float32 tensors, rows marked skipped (--skip-bad) left out."""
-        if name not in self._splits:
-            raise ClipBridgeError(f"{self.path}: unknown split {name!r}; known: {', '.join(self._splits)}")
+    def text_attrs(self, set_name: str) -> dict[str, Any]:
+        """The provenance attributes of one prompt set (templates, CuPL file and its sha256, ...)."""
+        self.text(set_name)            # refuses an unknown set
         with self._open() as handle:
-            group = handle[split_group(name)]
-            keep = ~group["skipped"][()] if "skipped" in group else None
-            embedding = group["embedding"][()]
-            labels = group["label"][()].astype(np.int64)
-            paths = group["path"].asstr()[()]
-        if keep is not None and not keep.all():
-            embedding, labels, paths = embedding[keep], labels[keep], paths[keep]
-        tensor = torch.from_numpy(np.ascontiguousarray(embedding)).to(torch.float32)   # torch casts f16 faster
-        return ImageSplit(tensor, torch.from_numpy(labels), list(paths), int(tensor.shape[1]))
+            return read_attrs(handle[text_group(set_name)])
+
+    def rows(self, split: str) -> SplitRows:
+        """The stored images of `split` (cache.reader.SplitRows)."""
+        self._check_split(split)
+        with self._open() as handle:
+            return self._layout.rows(handle, split)
+
+    def list_labels(self, split: str) -> np.ndarray:
+        """[L] labels of the split's whole list, the list CoOp's sampler draws from."""
+        self._check_split(split)
+        with self._open() as handle:
+            return self._layout.list_labels(handle, split)
+
+    def families(self, split: str) -> dict[str, FamilyInfo]:
+        """The view families stored for `split`, by name."""
+        self._check_split(split)
+        if split not in self._families:
+            with self._open() as handle:
+                self._families[split] = self._layout.families(handle, split)
+        return dict(self._families[split])
+
+    def family(self, split: str, name: str) -> FamilyInfo:
+        families = self.families(split)
+        if name not in families:
+            raise ClipBridgeError(f"{self.path}: split {split!r} holds no view family {name!r} "
+                                  f"(it has {', '.join(families) or 'none'})")
+        return families[name]
+
+    def views(self, split: str, family: str, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Raw embeddings [n, E, D] float32 of the family's views for split rows `rows` [n] (any order; None =
+        every row holding the family, in row order). A row without the family is a ClipBridgeError."""
+        info = self.family(split, family)
+        if rows is None:
+            positions = np.arange(info.rows.size)
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            positions = np.searchsorted(info.rows, rows)
+            found = positions < info.rows.size
+            found[found] = info.rows[positions[found]] == rows[found]
+            if not found.all():
+                raise ClipBridgeError(f"{self.path}: row {int(rows[~found][0])} of split {split!r} has no "
+                                      f"{family!r} views")
+        with self._open() as handle:
+            values = self._layout.read(handle, split, family, positions)
+        return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float32)   # torch casts f16 faster
+
+    def plain(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """Plain-view embeddings [N, D] float32, labels [N] int64 and paths of the split's readable images."""
+        rows = self.rows(split)
+        keep = np.flatnonzero(~rows.skipped)
+        embedding = self.views(split, "plain", keep)[:, 0]
+        return embedding, torch.from_numpy(rows.labels[keep]), [rows.paths[i] for i in keep]
 
     def split_counts(self) -> dict[str, int]:
-        """Rows per split (skipped rows excluded) without reading any embedding."""
-        with self._open() as handle:
-            return {name: int((~handle[split_group(name)]["skipped"][()]).sum()) for name in self._splits}
+        """Readable images per split, without reading any embedding."""
+        return {name: int((~self.rows(name).skipped).sum()) for name in self.splits}
 
 
 # ---------------------------------------------------------------------- validation
@@ -170,9 +346,9 @@ class _Validator:
         if attrs.get("format") != FORMAT:
             self.fail(f"not a clipbridge cache (format attribute is {attrs.get('format')!r}, "
                       f"expected {FORMAT!r})")
-        if attrs.get("version") != VERSION:
+        if attrs.get("version") not in READABLE_VERSIONS:
             self.fail(f"cache format version {attrs.get('version')!r} is not supported (this clipbridge reads "
-                      f"version {VERSION}); extract it again")
+                      f"versions {', '.join(map(str, READABLE_VERSIONS))}); extract it again")
         if attrs.get("complete") is not True:
             self.fail("the cache is incomplete (extraction did not finish); run extract again to resume it")
         for key in ("model", "pretrained", "dataset"):
@@ -218,7 +394,47 @@ class _Validator:
         self.finite_rows(projected, f"text set {name!r} /projected")
         self.finite_rows(eos, f"text set {name!r} /eos")
 
-    def split(self, name: str, dim: int, count: int) -> None:
+    def labels(self, values: np.ndarray, what: str, count: int) -> None:
+        if values.size and (values.min() < 0 or values.max() >= count):
+            self.fail(f"{what} has labels outside [0, {count})")
+
+    def split_v2(self, name: str, dim: int, count: int) -> None:
+        base = split_group(name)
+        source = self.dataset(f"{base}/source", 1)[()]
+        labels = self.dataset(f"{base}/label", 1)[()]
+        paths = self.dataset(f"{base}/path", 1)
+        skipped = self.dataset(f"{base}/skipped", 1)[()]
+        n = source.shape[0]
+        if n == 0 or any(x.shape[0] != n for x in (labels, paths, skipped)):
+            self.fail(f"split {name!r} row table disagrees: source {source.shape}, label {labels.shape}, "
+                      f"path {paths.shape}, skipped {skipped.shape}")
+        whole = self.dataset(f"{list_group(name)}/label", 1)[()]
+        if np.any(np.diff(source) <= 0) or source[0] < 0 or source[-1] >= whole.shape[0]:
+            self.fail(f"split {name!r} source indices are not sorted indices into its list of {whole.shape[0]}")
+        if not np.array_equal(whole[source], labels):
+            self.fail(f"split {name!r} labels differ from its whole list's labels")
+        self.labels(whole, f"split {name!r} list", count)
+        families = self.file[base].get("views", {})
+        if not len(families):
+            self.fail(f"split {name!r} holds no view family")
+        for family, group in families.items():
+            where = f"view family {family!r} of split {name!r}"
+            rows = self.dataset(f"{family_group(name, family)}/row", 1)[()]
+            embedding = self.dataset(f"{family_group(name, family)}/embedding", 3)
+            done = self.dataset(f"{family_group(name, family)}/done", 1)[()]
+            m = rows.shape[0]
+            if m == 0 or embedding.shape[0] != m or done.shape[0] != m or embedding.shape[2] != dim:
+                self.fail(f"{where} is {embedding.shape} for {m} rows, expected [{m}, E, {dim}] (D of "
+                          f"text_projection)")
+            if np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= n:
+                self.fail(f"{where} rows are not sorted rows of the split")
+            if embedding.dtype not in (np.float16, np.float32):
+                self.fail(f"{where} dtype is {embedding.dtype}, expected float16 or float32")
+            if not done.all():
+                self.fail(f"{where} is incomplete: {int(done.sum())}/{m} rows done; run extract again to resume it")
+            self.finite_rows(embedding, where, skipped[rows])
+
+    def split_v1(self, name: str, dim: int, count: int) -> None:
         base = split_group(name)
         embedding = self.dataset(f"{base}/embedding", 3)
         labels = self.dataset(f"{base}/label", 1)
@@ -240,9 +456,7 @@ class _Validator:
         skip = self.dataset(f"{base}/skipped", 1)[()] if "skipped" in self.file[base] else np.zeros(n, bool)
         if skip.shape[0] != n:
             self.fail(f"split {name!r} has {skip.shape[0]} skipped markers for {n} embeddings")
-        values = labels[()][~skip]
-        if values.size and (values.min() < 0 or values.max() >= count):
-            self.fail(f"split {name!r} has labels outside [0, {count})")
+        self.labels(labels[()][~skip], f"split {name!r}", count)
         self.finite_rows(embedding, f"split {name!r}", skip)
 
 
@@ -276,13 +490,13 @@ def open_cache(path: str | Path, *, model: str | None = None, pretrained: str | 
         names, original = check.classes()
         width, dim = projection.shape
         text_sets = list(handle["text"].keys()) if "text" in handle else []
-        splits = list(handle["images"].keys()) if "images" in handle else []
+        layout = (_LayoutV1 if attrs["version"] == 1 else _LayoutV2)(handle)
         if not text_sets:
             check.fail("holds no text set")
-        if not splits:
+        if not layout.splits:
             check.fail("holds no image split")
         for name in text_sets:
             check.text_set(name, width, dim, len(names))
-        for name in splits:
-            check.split(name, dim, len(names))
-    return Cache(path, attrs, names, original, torch.from_numpy(projection), scale, text_sets, splits)
+        for name in layout.splits:
+            (check.split_v1 if attrs["version"] == 1 else check.split_v2)(name, dim, len(names))
+    return Cache(path, attrs, names, original, torch.from_numpy(projection), scale, text_sets, layout)

@@ -1,10 +1,11 @@
 """The cache file format: names, attributes and paths shared by the writer and the reader.
 
-One HDF5 file per model x pretrained x dataset (DESIGN.md, "The cache"):
+One HDF5 file per model x pretrained x dataset (DESIGN.md, "The cache"). Format version 2:
 
     root attrs   format="clipbridge-cache", version, model, pretrained (tag or file name),
                  pretrained_sha256 (checkpoint files only), open_clip_version, torch_version, dataset,
-                 image_size, precision, split_source, created, uuid, complete
+                 image_size, precision, split_source, created, uuid, complete,
+                 coverage (JSON, cache.coverage.Coverage), extract_args (JSON: the options that made it)
     /model/text_projection     [W, D]     float32
     /model/logit_scale         ()         float32, exp() already applied (tau, 100 for OpenAI CLIP)
     /classes/names             [C]        utf-8 (prompt-ready class names)
@@ -13,32 +14,45 @@ One HDF5 file per model x pretrained x dataset (DESIGN.md, "The cache"):
     /text/<set>/class          [P]        int32
     /text/<set>/projected      [P, D]     float32
     /text/<set>/eos            [P, W]     float32 (pre-projection EOS feature)
-    /images/<split>/embedding  [N, V, D]  float16 | float32, raw encode_image output, view 0 = plain
+    /lists/<split>/label       [L]        int32, labels of the split's WHOLE list (CoOp samples from it);
+                                          attrs: list_sha256 (of the list's items and labels)
+    /images/<split>/source     [N]        int64, sorted: the stored images' indices in that list
     /images/<split>/label      [N]        int32
     /images/<split>/path       [N]        utf-8
-    /images/<split>/done       [N]        bool, resume marker (attrs: views, dim, views recipe, ...)
-    /images/<split>/skipped    [N]        bool, rows that could not be read (--skip-bad), excluded on read
+    /images/<split>/skipped    [N]        bool, images that could not be read (--skip-bad); attrs: count, log
+    /images/<split>/views/<family>/row        [M]        int64, sorted rows of the split holding the family
+    /images/<split>/views/<family>/embedding  [M, E, D]  float16 | float32, raw encode_image output
+    /images/<split>/views/<family>/done       [M]        bool, resume marker; attrs: the family's recipe,
+                                                         copies E, dim, dtype
+
+Version 1 (the first release) stored /images/<split>/embedding [N, V, D] with view 0 plain, view 1
+mirrored and views >= 2 random crops + flips + colour jitter (scale 0.5-1, ratio 1), one `done` [N] and
+every image of every split. The reader still opens it: view 0 is the family `plain`, view 1 `flip`,
+views 2.. `legacy-crops`; the whole list is the readable rows; coverage is "every image".
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
 
 FORMAT = "clipbridge-cache"
-VERSION = 1
+VERSION = 2
+#: Older versions the reader still opens.
+READABLE_VERSIONS = (1, 2)
 
 #: Root attributes a resumed extraction must agree on (anything else may differ between runs).
 IDENTITY_ATTRS = ("model", "pretrained", "pretrained_sha256", "dataset", "image_size", "precision")
 #: Root attributes a finished cache always has.
 REQUIRED_ATTRS = ("format", "version", "model", "pretrained", "dataset", "created", "complete")
 
-#: Attributes of /images/<split> (the `done` dataset's attributes) the writer manages itself.
-SPLIT_MANAGED_ATTRS = ("views", "dim", "dtype", "skipped_count", "skipped_log")
+#: Attributes of a family's `done` dataset the writer manages itself (the rest is the family's recipe).
+FAMILY_MANAGED_ATTRS = ("copies", "dim", "dtype")
 
 STRING_DTYPE = h5py.string_dtype("utf-8")
 EMBEDDING_DTYPES = (np.dtype("float16"), np.dtype("float32"))
@@ -80,6 +94,15 @@ def default_cache_path(model: str, pretrained: str, dataset: str, root: str | Pa
     return Path(root) / folder / f"{_safe_component(dataset)}.h5"
 
 
+def list_fingerprint(items: Sequence[str], labels: Sequence[int]) -> str:
+    """sha256 of a split's whole list (item names and labels, in order): a cache extended later must be
+    extended from the same list."""
+    digest = hashlib.sha256()
+    for item, label in zip(items, labels):
+        digest.update(f"{item}\t{int(label)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
 def encode_attr(value: Any) -> Any:
     """An HDF5-storable attribute value: scalars and strings as they are, anything else as JSON text."""
     if isinstance(value, (bool, np.bool_)):
@@ -115,3 +138,11 @@ def text_group(set_name: str) -> str:
 
 def split_group(split: str) -> str:
     return f"images/{split}"
+
+
+def list_group(split: str) -> str:
+    return f"lists/{split}"
+
+
+def family_group(split: str, family: str) -> str:
+    return f"images/{split}/views/{family}"

@@ -10,7 +10,8 @@ Generative model (all draws from one numpy Generator seeded with `seed`, so a se
   u_c an image-only direction the text never sees (shared inside a super-class as well, which is what
   makes zero-shot confuse neighbours); every image is shifted by one shared modality-gap vector g,
   gets isotropic noise and is scaled to a raw norm around 10 (CLIP's encode_image is not normalised).
-  Views v > 0 are view 0 plus small noise (an "augmented" copy).
+  The plain view of an image is that point; the copies of an augmented view family (train images only,
+  e.g. {"flip": 1, "tip": 10}) are the plain view plus small noise.
 So zero-shot is well above chance but imperfect, and a few labelled images per class help.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.schema import list_fingerprint
 from clipbridge.cache.writer import CacheWriter
 
 TEMPLATES = ("a photo of a {}.", "itap of a {}.", "a bad photo of the {}.", "a origami {}.",
@@ -64,16 +66,19 @@ def _text(rng: np.random.Generator, classes: int, prompts: int, width: int) -> t
     return eos, supers
 
 
-def _images(rng: np.random.Generator, centres: np.ndarray, gap: np.ndarray, labels: np.ndarray,
-            views: int) -> np.ndarray:
-    """Raw image embeddings [N, V, D] of the given labels around the class centres [C, D]."""
+def _images(rng: np.random.Generator, centres: np.ndarray, gap: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Raw plain-view image embeddings [N, D] of the given labels around the class centres [C, D]."""
     n, dim = labels.size, centres.shape[1]
     base = gap + centres[labels] + _IMAGE_NOISE * rng.standard_normal((n, dim)) / np.sqrt(_REFERENCE_DIM)
     scale = _IMAGE_NORM * rng.uniform(0.85, 1.15, size=(n, 1)) / np.linalg.norm(base, axis=1, keepdims=True)
-    out = np.repeat((base * scale)[:, None, :], views, axis=1)
-    if views > 1:
-        out[:, 1:] += _VIEW_NOISE * _IMAGE_NORM * rng.standard_normal((n, views - 1, dim)) / np.sqrt(dim)
-    return out.astype(np.float32)
+    return (base * scale).astype(np.float32)
+
+
+def _augmented(rng: np.random.Generator, plain: np.ndarray, copies: int) -> np.ndarray:
+    """`copies` augmented views [N, copies, D] of plain views [N, D]: the plain view plus small noise."""
+    n, dim = plain.shape
+    noise = _VIEW_NOISE * _IMAGE_NORM * rng.standard_normal((n, copies, dim)) / np.sqrt(dim)
+    return (plain[:, None, :] + noise).astype(np.float32)
 
 
 def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.ndarray:
@@ -82,18 +87,22 @@ def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.n
 
 
 def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: int, dim: int, width: int,
-                          val: int, test: int, views: int = 1, prompts: int = 3, seed: int = 0,
-                          dataset: str = "synthetic", overwrite: bool = False) -> Path:
+                          val: int, test: int, families: dict[str, int] | None = None, prompts: int = 3,
+                          seed: int = 0, dataset: str = "synthetic", overwrite: bool = False) -> Path:
     """Write a valid synthetic cache (splits train [C*train_per_class], val [val], test [test]); its path.
 
-    Train and val images have `views` views, test images one. Text sets: "ensemble" (`prompts` templates
-    per class) and "cupl" (`prompts` sentences per class).
+    Every image has the plain view; train images also have the augmented view `families` {name: copies}
+    (e.g. {"flip": 1, "tip": 10}). Text sets: "ensemble" (`prompts` templates per class) and "cupl"
+    (`prompts` sentences per class). Coverage: every image.
     """
+    families = dict(families or {})
     for name, value, low in (("classes", classes, 2), ("train_per_class", train_per_class, 1), ("dim", dim, 2),
-                             ("width", width, 2), ("val", val, 1), ("test", test, 1), ("views", views, 1),
-                             ("prompts", prompts, 1)):
+                             ("width", width, 2), ("val", val, 1), ("test", test, 1), ("prompts", prompts, 1),
+                             *((f"copies of {f}", n, 1) for f, n in families.items())):
         if int(value) < low:
             raise ClipBridgeError(f"synthetic cache {path}: {name} must be at least {low}, got {value}")
+    if "plain" in families:
+        raise ClipBridgeError(f"synthetic cache {path}: every image has the plain view; list augmented families only")
     rng = np.random.default_rng(seed)
     projection = _projection(rng, width, dim)                                             # [W, D]
     eos, supers = _text(rng, classes, 2 * prompts, width)                                 # [C, 2P, W]
@@ -112,7 +121,7 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
     attrs = {"model": "synthetic", "pretrained": f"seed{seed}", "dataset": dataset, "image_size": 0,
              "precision": "fp32", "split_source": f"synthetic (seed {seed})",
              "synthetic": {"classes": classes, "train_per_class": train_per_class, "dim": dim, "width": width,
-                           "val": val, "test": test, "views": views, "prompts": prompts, "seed": seed}}
+                           "val": val, "test": test, "families": families, "prompts": prompts, "seed": seed}}
     with CacheWriter(path, attrs=attrs, overwrite=overwrite, restart=True) as writer:
         writer.write_model(projection.astype(np.float32), 100.0)
         writer.write_classes(names, [n.replace(" ", "_") for n in names])
@@ -125,12 +134,29 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
                               class_of_prompt, projected[:, part].reshape(-1, dim), eos[:, part].reshape(-1, width),
                               attrs={"source": "synthetic"})
         for split, split_labels in labels.items():
-            split_views = 1 if split == "test" else views
-            writer.ensure_split(split, split_labels, [f"{split}/{i:06d}" for i in range(split_labels.size)],
-                                split_views, dim, np.float32, {"views_recipe": "synthetic noise", "seed": seed})
-            writer.write_rows(split, np.arange(split_labels.size),
-                              _images(rng, centres, gap, split_labels, split_views))
+            n = split_labels.size
+            paths = [f"{split}/{i:06d}" for i in range(n)]
+            writer.write_list(split, split_labels, list_fingerprint(paths, split_labels))
+            writer.ensure_split(split, source=np.arange(n), labels=split_labels, paths=paths)
+            plain = _images(rng, centres, gap, split_labels)
+            writer.write_family(split, "plain", plain[:, None], recipe={"family": "plain", "synthetic": True})
+            for family, copies in (families.items() if split == "train" else ()):
+                writer.write_family(split, family, _augmented(rng, plain, copies),
+                                    recipe={"family": family, "synthetic": "plain view + noise", "seed": seed})
+        writer.set_attrs(coverage={"train": "all", "pairs": None, "val": "all"})
         return writer.finish()
+
+
+def _parse_families(text: str) -> dict[str, int]:
+    """'flip:1,tip:10' -> {'flip': 1, 'tip': 10}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, copies = part.partition(":")
+        try:
+            out[name.strip()] = int(copies or 1)
+        except ValueError:
+            raise ClipBridgeError(f"--families {text!r}: expected name:copies, e.g. flip:1,tip:10") from None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=512, help="text width W (size of the EOS feature)")
     parser.add_argument("--val", type=int, default=1000, help="validation images")
     parser.add_argument("--test", type=int, default=2000, help="test images")
-    parser.add_argument("--views", type=int, default=1, help="views per train/val image")
+    parser.add_argument("--families", default="", help="augmented view families of the train images with their "
+                        "copies, e.g. flip:1,tip:10 (every image has the plain view)")
     parser.add_argument("--prompts", type=int, default=3, help="prompts per class in each text set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dataset", default="synthetic", help="dataset name recorded in the cache")
@@ -152,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = write_synthetic_cache(args.out, classes=args.classes, train_per_class=args.shots, dim=args.dim,
-                                     width=args.width, val=args.val, test=args.test, views=args.views,
+                                     width=args.width, val=args.val, test=args.test,
+                                     families=_parse_families(args.families),
                                      prompts=args.prompts, seed=args.seed, dataset=args.dataset,
                                      overwrite=args.overwrite)
     except ClipBridgeError as error:

@@ -27,12 +27,14 @@ from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.schema import (
     EMBEDDING_DTYPES,
     FORMAT,
+    FAMILY_MANAGED_ATTRS,
     IDENTITY_ATTRS,
-    SPLIT_MANAGED_ATTRS,
     STRING_DTYPE,
     VERSION,
     decode_attr,
     encode_attr,
+    family_group,
+    list_group,
     open_hdf5,
     read_attrs,
     split_group,
@@ -59,6 +61,16 @@ def _same_attr(a: Any, b: Any) -> bool:
     return str(decode_attr(encode_attr(a))) == str(decode_attr(encode_attr(b)))
 
 
+def _indices(rows: Any, size: int, where: str) -> np.ndarray:
+    """rows as unique int64 indices in [0, size) (a ClipBridgeError naming `where` otherwise)."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if rows.size and (rows.min() < 0 or rows.max() >= size):
+        raise ClipBridgeError(f"{where}: row indices must lie in [0, {size})")
+    if np.unique(rows).size != rows.size:
+        raise ClipBridgeError(f"{where}: row indices repeat")
+    return rows
+
+
 def _contiguous_runs(sorted_rows: np.ndarray) -> list[tuple[int, int, int, int]]:
     """(row_start, row_stop, pos_start, pos_stop) for each run of consecutive rows in a sorted array."""
     if sorted_rows.size == 0:
@@ -81,7 +93,7 @@ class CacheWriter:
 
     CacheWriter(path, attrs={model, pretrained, dataset, image_size, precision, ...}) opens
     "<path>.tmp": a fresh one, or the one an interrupted run left if its identity attributes
-    (schema.IDENTITY_ATTRS) match; then `resumed` is True and ensure_split() returns the rows already done.
+    (schema.IDENTITY_ATTRS) match; then `resumed` is True and ensure_family() returns the rows already done.
     overwrite=True allows replacing an existing finished cache (only when finish() succeeds);
     restart=True discards an unfinished .tmp instead of resuming it.
     """
@@ -281,105 +293,149 @@ class CacheWriter:
         self.file.flush()
 
     # ------------------------------------------------------------------ images
-    def ensure_split(self, split: str, labels: np.ndarray, paths: Sequence[str], views: int, dim: int,
-                     dtype: Any = np.float16, views_attrs: dict[str, Any] | None = None) -> np.ndarray:
-        """Create /images/<split> (embedding [N, V, D] of `dtype`), or check the one a resumed run made.
+    def write_list(self, split: str, labels: np.ndarray, list_sha256: str) -> None:
+        """The labels [L] of the split's WHOLE list (what CoOp samples from) and the list's fingerprint.
 
-        Returns done [N] bool: True for rows already written (or skipped) that need no extraction.
-        `views_attrs` is the views recipe (augmentations, seed, ...), stored on `done` and checked on resume.
-        """
+        On a resumed cache the stored list must be the same (else the .tmp belongs to other data)."""
+        where = self._where(list_group(split))
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            raise ClipBridgeError(f"{where}: need L >= 1 integer labels, got {labels.shape} {labels.dtype}")
+        if list_group(split) in self.file:
+            group = self.file[list_group(split)]
+            if group.attrs.get("list_sha256") != list_sha256 or not np.array_equal(group["label"][()], labels):
+                raise ClipBridgeError(f"{where}: the unfinished cache was started on another {split} list; "
+                                      "delete it or use --restart to discard it")
+            return
+        group = self._group(list_group(split))
+        group.create_dataset("label", data=labels.astype(np.int32))
+        group.attrs["list_sha256"] = list_sha256
+        self.file.flush()
+
+    def ensure_split(self, split: str, *, source: np.ndarray, labels: np.ndarray, paths: Sequence[str]) -> None:
+        """The stored images of `split`: source [N] sorted indices into its whole list (write_list first),
+        labels [N], paths [N]. A resumed cache must hold the same rows."""
         where = self._where(split_group(split))
         if not split or "/" in split:
             raise ClipBridgeError(f"{where}: a split name must be non-empty and contain no '/'")
+        source = np.asarray(source, dtype=np.int64)
         labels = np.asarray(labels)
         paths = [str(p) for p in paths]
         n = len(paths)
-        dtype = np.dtype(dtype)
-        if dtype not in EMBEDDING_DTYPES:
-            raise ClipBridgeError(f"{where}: embedding dtype must be float16 or float32, got {dtype}")
-        if n == 0 or labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ClipBridgeError(f"{where}: need N >= 1 integer labels and N paths, got {labels.shape} and {n}")
-        if int(views) < 1 or int(dim) < 1:
-            raise ClipBridgeError(f"{where}: views and dim must be >= 1, got {views} and {dim}")
-        if "model/text_projection" in self.file and self.file["model/text_projection"].shape[1] != int(dim):
-            raise ClipBridgeError(
-                f"{where}: embedding dim {dim} differs from text_projection D "
-                f"{self.file['model/text_projection'].shape[1]}")
-        shape = (n, int(views), int(dim))
-        recipe = {key: encode_attr(value) for key, value in (views_attrs or {}).items()}
-        if split_group(split) in self.file:
-            return self._check_resumed_split(split, labels, paths, shape, dtype, recipe)
+        if n == 0 or labels.shape != (n,) or source.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ClipBridgeError(f"{where}: need N >= 1 integer labels, sources and paths, got {labels.shape}, "
+                                  f"{source.shape} and {n}")
+        if np.any(np.diff(source) <= 0) or source[0] < 0:
+            raise ClipBridgeError(f"{where}: source indices must be sorted, unique and >= 0")
+        if list_group(split) in self.file:
+            whole = self.file[list_group(split)]["label"]
+            if source[-1] >= whole.shape[0] or not np.array_equal(whole[()][source], labels):
+                raise ClipBridgeError(f"{where}: rows do not match the split's whole list ({whole.shape[0]} images)")
+        if split_group(split) in self.file and "skipped" in self.file[split_group(split)]:
+            group = self.file[split_group(split)]
+            if (not np.array_equal(group["source"][()], source) or not np.array_equal(group["label"][()], labels)
+                    or list(group["path"].asstr()[()]) != paths):
+                raise ClipBridgeError(f"{where}: the unfinished cache was started with other images; "
+                                      "delete it or use --restart to discard it")
+            return
+        if split_group(split) in self.file:   # killed while the row table was being created
+            del self.file[split_group(split)]
         group = self._group(split_group(split))
-        _preallocated(group, "embedding", shape, dtype)
+        group.create_dataset("source", data=source)
         group.create_dataset("label", data=labels.astype(np.int32))
         group.create_dataset("path", data=np.array(paths, dtype=object), dtype=STRING_DTYPE)
-        done = group.create_dataset("done", data=np.zeros(n, dtype=bool))
-        group.create_dataset("skipped", data=np.zeros(n, dtype=bool))
-        for key, value in recipe.items():
-            done.attrs[key] = value
-        done.attrs.update({"views": int(views), "dim": int(dim), "dtype": dtype.name, "skipped_count": 0,
-                           "skipped_log": "[]"})
+        skipped = group.create_dataset("skipped", data=np.zeros(n, dtype=bool))
+        skipped.attrs.update({"count": 0, "log": "[]"})
         self.file.flush()
-        return np.zeros(n, dtype=bool)
 
-    def _check_resumed_split(self, split: str, labels: np.ndarray, paths: list[str], shape: tuple[int, ...],
-                             dtype: np.dtype, recipe: dict[str, Any]) -> np.ndarray:
-        group = self.file[split_group(split)]
-        where = self._where(split_group(split))
-        needed = ("embedding", "label", "path", "done", "skipped")
-        if any(name not in group for name in needed):
-            # killed while the split's datasets were being created: nothing in it was written yet
-            del self.file[split_group(split)]
-            self.file.flush()
-            return self.ensure_split(split, labels, paths, shape[1], shape[2], dtype, recipe)
-        stored = {k: v for k, v in read_attrs(group["done"]).items() if k not in SPLIT_MANAGED_ATTRS}
+    def ensure_family(self, split: str, family: str, *, rows: np.ndarray, copies: int, dim: int,
+                      dtype: Any = np.float16, recipe: dict[str, Any] | None = None) -> np.ndarray:
+        """Create the view family `family` of `split` (embedding [M, copies, dim] of `dtype` for the sorted
+        split rows `rows` [M]), or check the one a resumed run made. Returns done [M]: True where written
+        (or skipped) already. `recipe` (how the views are made) is stored on `done` and checked on resume."""
+        where = self._where(family_group(split, family))
+        rows = np.asarray(rows, dtype=np.int64)
+        dtype = np.dtype(dtype)
+        if not family or "/" in family:
+            raise ClipBridgeError(f"{where}: a family name must be non-empty and contain no '/'")
+        if dtype not in EMBEDDING_DTYPES:
+            raise ClipBridgeError(f"{where}: embedding dtype must be float16 or float32, got {dtype}")
+        n = self._split(split)["source"].shape[0]
+        if rows.ndim != 1 or rows.size == 0 or np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= n:
+            raise ClipBridgeError(f"{where}: rows must be sorted, unique indices in [0, {n})")
+        if int(copies) < 1 or int(dim) < 1:
+            raise ClipBridgeError(f"{where}: copies and dim must be >= 1, got {copies} and {dim}")
+        if "model/text_projection" in self.file and self.file["model/text_projection"].shape[1] != int(dim):
+            raise ClipBridgeError(f"{where}: embedding dim {dim} differs from text_projection D "
+                                  f"{self.file['model/text_projection'].shape[1]}")
+        shape = (rows.size, int(copies), int(dim))
+        stored_recipe = {key: encode_attr(value) for key, value in (recipe or {}).items()}
+        name = family_group(split, family)
+        if name in self.file:
+            group = self.file[name]
+            if all(part in group for part in ("row", "embedding", "done")):
+                return self._check_resumed_family(group, where, rows, shape, dtype, stored_recipe)
+            del self.file[name]           # killed while the family's datasets were being created
+        group = self._group(name)
+        group.create_dataset("row", data=rows)
+        _preallocated(group, "embedding", shape, dtype)
+        done = group.create_dataset("done", data=np.zeros(rows.size, dtype=bool))
+        for key, value in stored_recipe.items():
+            done.attrs[key] = value
+        done.attrs.update({"copies": int(copies), "dim": int(dim), "dtype": dtype.name})
+        skipped = self._split(split)["skipped"][()][rows]
+        if skipped.any():
+            done[skipped] = True
+        self.file.flush()
+        return done[()]
+
+    @staticmethod
+    def _check_resumed_family(group: h5py.Group, where: str, rows: np.ndarray, shape: tuple[int, ...],
+                              dtype: np.dtype, recipe: dict[str, Any]) -> np.ndarray:
+        stored = {k: v for k, v in read_attrs(group["done"]).items() if k not in FAMILY_MANAGED_ATTRS}
         problems = []
         if group["embedding"].shape != shape or group["embedding"].dtype != dtype:
-            problems.append(f"embedding {group['embedding'].shape} {group['embedding'].dtype} "
-                            f"(now {shape} {dtype})")
-        if not np.array_equal(group["label"][()], labels) or list(group["path"].asstr()[()]) != paths:
-            problems.append("its image list or labels")
+            problems.append(f"embedding {group['embedding'].shape} {group['embedding'].dtype} (now {shape} {dtype})")
+        if not np.array_equal(group["row"][()], rows):
+            problems.append("its rows")
         if set(stored) != set(recipe) or any(not _same_attr(stored[k], recipe[k]) for k in recipe):
-            problems.append(f"views recipe {stored} (now {recipe})")
+            problems.append(f"recipe {stored} (now {recipe})")
         if problems:
-            raise ClipBridgeError(
-                f"{where}: the unfinished cache was started with other {'; '.join(problems)}; "
-                "delete it or use --restart to discard it")
+            raise ClipBridgeError(f"{where}: the unfinished cache was started with other {'; '.join(problems)}; "
+                                  "delete it or use --restart to discard it")
         return group["done"][()]
 
-    def done(self, split: str) -> np.ndarray:
-        """[N] bool: rows of `split` written or skipped so far."""
-        return self._split(split)["done"][()]
+    def done(self, split: str, family: str) -> np.ndarray:
+        """[M] bool: rows of the family written (or skipped) so far."""
+        return self._family(split, family)["done"][()]
 
-    def _rows(self, split: str, rows: Any) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        n = self._split(split)["done"].shape[0]
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise ClipBridgeError(f"{self._where(split_group(split))}: row indices must lie in [0, {n})")
-        if np.unique(rows).size != rows.size:
-            raise ClipBridgeError(f"{self._where(split_group(split))}: row indices repeat")
-        return rows
+    def _family(self, split: str, family: str) -> h5py.Group:
+        name = family_group(split, family)
+        if name not in self.file:
+            raise ClipBridgeError(f"{self._where(name)}: view family {family!r} of {split!r} was not started "
+                                  "(call ensure_family)")
+        return self.file[name]
 
-    def write_rows(self, split: str, rows: Any, embedding: np.ndarray) -> None:
-        """Store embedding [n, V, D] at `rows` [n] of `split`, flush, then mark those rows done and flush."""
-        group = self._split(split)
-        rows = self._rows(split, rows)
+    def write_views(self, split: str, family: str, positions: Any, embedding: np.ndarray) -> None:
+        """Store embedding [n, E, D] at `positions` [n] of the family's rows, flush, then mark those done and
+        flush (a kill in between leaves them not done: they are encoded again on resume)."""
+        group = self._family(split, family)
+        where = self._where(family_group(split, family))
+        positions = _indices(positions, group["done"].shape[0], where)
         dataset = group["embedding"]
         values = np.asarray(embedding)
-        if values.shape != (rows.size, *dataset.shape[1:]):
-            raise ClipBridgeError(
-                f"{self._where(split_group(split))}: embedding for {rows.size} rows must be "
-                f"[{rows.size}, {dataset.shape[1]}, {dataset.shape[2]}], got {values.shape}")
+        if values.shape != (positions.size, *dataset.shape[1:]):
+            raise ClipBridgeError(f"{where}: embedding for {positions.size} rows must be "
+                                  f"[{positions.size}, {dataset.shape[1]}, {dataset.shape[2]}], got {values.shape}")
         values = values.astype(dataset.dtype, copy=False)
         if not np.all(np.isfinite(values)):
-            bad = rows[~np.isfinite(values.reshape(rows.size, -1)).all(axis=1)]
-            path = group["path"].asstr()[int(bad[0])]
-            raise ClipBridgeError(
-                f"{self._where(split_group(split))}: non-finite embedding (NaN/Inf in {dataset.dtype}) "
-                f"for row {int(bad[0])} ({path})")
-        order = np.argsort(rows, kind="stable")
-        rows, values = rows[order], values[order]
-        runs = _contiguous_runs(rows)
+            bad = positions[~np.isfinite(values.reshape(positions.size, -1)).all(axis=1)]
+            row = int(group["row"][int(bad[0])])
+            path = self._split(split)["path"].asstr()[row]
+            raise ClipBridgeError(f"{where}: non-finite embedding (NaN/Inf in {dataset.dtype}) for row {row} ({path})")
+        order = np.argsort(positions, kind="stable")
+        positions, values = positions[order], values[order]
+        runs = _contiguous_runs(positions)
         for start, stop, a, b in runs:
             dataset[start:stop] = values[a:b]
         self.file.flush()
@@ -388,22 +444,43 @@ class CacheWriter:
             done[start:stop] = True
         self.file.flush()
 
+    def write_family(self, split: str, family: str, embedding: np.ndarray, *, dtype: Any = np.float32,
+                     recipe: dict[str, Any] | None = None) -> None:
+        """A whole family at once for every row of the split: embedding [N, E, D] (synthetic caches, tests)."""
+        values = np.asarray(embedding)
+        rows = np.arange(values.shape[0])
+        self.ensure_family(split, family, rows=rows, copies=values.shape[1], dim=values.shape[2], dtype=dtype,
+                           recipe=recipe)
+        self.write_views(split, family, rows, values)
+
     def mark_skipped(self, split: str, rows: Any, reason: str) -> None:
-        """Mark rows that could not be read (--skip-bad): done, excluded on read, counted and logged."""
+        """Mark split rows whose image could not be read (--skip-bad): skipped, done in every family that
+        holds them, counted and logged."""
         group = self._split(split)
-        rows = self._rows(split, rows)
+        where = self._where(split_group(split))
+        rows = _indices(rows, group["source"].shape[0], where)
         if rows.size == 0:
             return
         skipped = group["skipped"]
-        done = group["done"]
         for start, stop, _, _ in _contiguous_runs(np.sort(rows)):
             skipped[start:stop] = True
-            done[start:stop] = True
+        for family in group.get("views", {}).values():
+            hit = np.isin(family["row"][()], rows)
+            if hit.any():
+                done = family["done"][()]
+                done[hit] = True
+                family["done"][...] = done
         paths = group["path"].asstr()
-        entries = json.loads(done.attrs.get("skipped_log", "[]"))
+        entries = json.loads(skipped.attrs.get("log", "[]"))
         entries += [{"row": int(r), "path": paths[int(r)], "reason": str(reason)} for r in rows]
-        done.attrs["skipped_log"] = json.dumps(entries)
-        done.attrs["skipped_count"] = int(skipped[()].sum())
+        skipped.attrs["log"] = json.dumps(entries)
+        skipped.attrs["count"] = int(skipped[()].sum())
+        self.file.flush()
+
+    def set_attrs(self, **attrs: Any) -> None:
+        """Root attributes that describe the content (coverage, extract_args, ...), overwritten as given."""
+        for key, value in attrs.items():
+            self.file.attrs[key] = encode_attr(value)
         self.file.flush()
 
     # ------------------------------------------------------------------ finishing
@@ -423,21 +500,26 @@ class CacheWriter:
                 raise ClipBridgeError(
                     f"{self._where(text_group(name))}: projected/eos widths {group['projected'].shape[1]}/"
                     f"{group['eos'].shape[1]} do not match text_projection [{width}, {dim}]")
-        for split, group in self.file["images"].items():
-            if group["embedding"].shape[2] != dim:
-                raise ClipBridgeError(f"{self._where(split_group(split))}: embedding dim "
-                                      f"{group['embedding'].shape[2]} differs from text_projection D {dim}")
-            done = group["done"][()]
-            if not done.all():
-                raise ClipBridgeError(
-                    f"{self.tmp}: cannot finish, split {split!r} has {int(done.sum())}/{done.size} rows done")
-            labels = group["label"][()]
-            if labels.min() < 0 or labels.max() >= count:
-                raise ClipBridgeError(f"{self._where(split_group(split))}: labels must lie in [0, {count})")
-        for name, group in self.file["text"].items():
             classes = group["class"][()]
             if classes.min() < 0 or classes.max() >= count:
                 raise ClipBridgeError(f"{self._where(text_group(name))}: class indices must lie in [0, {count})")
+        for split, group in self.file["images"].items():
+            if list_group(split) not in self.file:
+                raise ClipBridgeError(f"{self.tmp}: cannot finish, the whole list of split {split!r} is missing")
+            families = group.get("views", {})
+            if not len(families):
+                raise ClipBridgeError(f"{self.tmp}: cannot finish, split {split!r} has no view family")
+            for family, views in families.items():
+                if views["embedding"].shape[2] != dim:
+                    raise ClipBridgeError(f"{self._where(family_group(split, family))}: embedding dim "
+                                          f"{views['embedding'].shape[2]} differs from text_projection D {dim}")
+                done = views["done"][()]
+                if not done.all():
+                    raise ClipBridgeError(f"{self.tmp}: cannot finish, view family {family!r} of split {split!r} "
+                                          f"has {int(done.sum())}/{done.size} rows done")
+            labels = group["label"][()]
+            if labels.min() < 0 or labels.max() >= count:
+                raise ClipBridgeError(f"{self._where(split_group(split))}: labels must lie in [0, {count})")
 
     def finish(self) -> Path:
         """Check that everything is written, mark the cache complete and rename it into place."""

@@ -38,7 +38,7 @@ class BenchSpec:
     shots: tuple[int, ...]
     seeds: tuple[int, ...]
     protocol: str = "clean"
-    views: int = 1
+    view_families: tuple[str, ...] = ("plain",)
     prompt_sets: tuple[str, ...] | None = None
     device: str = "auto"
     dtype: str = "float32"
@@ -84,7 +84,8 @@ def expected_keys(spec: BenchSpec, sources: list[_Source], targets: list[Any]) -
                     keys[(i, k, method, seed)] = [record_key({
                         "dataset": source.identity["dataset"], "eval_dataset": target, "model":
                         source.identity["model"], "pretrained": source.identity["pretrained"], "method": method,
-                        "shots": k, "seed": seed, "views": spec.views, "prompt_sets": source.prompt_sets,
+                        "shots": k, "seed": seed, "view_families": list(spec.view_families),
+                        "prompt_sets": source.prompt_sets,
                         "protocol": spec.protocol, "overrides": spec.overrides(method)}) for target in evals]
     return keys
 
@@ -121,7 +122,7 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
             if (i, k, pending) not in built:
                 built.clear()
                 built[(i, k, pending)] = build_fit_task(
-                    source.cache, shots=k, seeds=pending, views=spec.views, prompt_sets=source.prompt_sets,
+                    source.cache, shots=k, seeds=pending, families=spec.view_families, prompt_sets=source.prompt_sets,
                     protocol=spec.protocol, device=str(device), dtype=spec.dtype, loader=source.loader)
             task, meta = built[(i, k, pending)]
             overrides = spec.overrides(method)
@@ -167,7 +168,7 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
     summary = {
         "datasets": [s.identity["dataset"] for s in sources], "caches": [s.identity for s in sources],
         "ood": [str(p) for p in spec.ood], "methods": list(spec.methods), "shots": list(spec.shots),
-        "seeds": list(spec.seeds), "protocol": spec.protocol, "views": spec.views,
+        "seeds": list(spec.seeds), "protocol": spec.protocol, "view_families": list(spec.view_families),
         "hparams": {method: spec.overrides(method) for method in spec.methods if spec.overrides(method)},
         "records": len(records), "val_is_test": table.val_is_test, "table": table_summary(table),
         "mean_fit_seconds": {m: sum(v) / len(v) for m, v in sorted(fit_seconds.items())},

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,30 +16,13 @@ import click
 
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.schema import default_cache_path
+from clipbridge.cache.options import parse_int_list, parse_names  # noqa: F401  (re-exported)
 from clipbridge.evaluate.records import writable_dir
 
 DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-16", "openai"
 
 
 # ----------------------------------------------------------------------------- option parsing
-
-def parse_int_list(text: str, what: str) -> list[int]:
-    """'1-3,5' -> [1, 2, 3, 5] (order kept, duplicates dropped); a malformed list is a ClipBridgeError."""
-    values: list[int] = []
-    for part in str(text).split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
-            raise ClipBridgeError(f"{what} {text!r} is not a list of integers or ranges such as '1-3,5'")
-        low = int(match.group(1))
-        values += range(low, int(match.group(2) or low) + 1)
-    return list(dict.fromkeys(values))
-
-
-def parse_names(text: str | None) -> list[str] | None:
-    """'a, b' -> ['a', 'b']; None or '' -> None."""
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
-    return names or None
-
 
 def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
     """['k=v', ...] -> {k: JSON value of v, or v as a string when it is not JSON}."""
@@ -119,7 +101,9 @@ _cache_options = [
     click.option("--cache-root", default="cache", show_default=True, help="folder of the caches."),
 ]
 _fit_options = [
-    click.option("--views", default=1, show_default=True, type=int, help="stored views per shot to use."),
+    click.option("--view-family", "view_families", default="plain", show_default=True,
+                 help="view families of the support images, comma-separated (e.g. plain,flip; see "
+                      "`extract --list-view-families`)."),
     click.option("--prompts", default=None, help="text sets, comma-separated (default: every set in the cache)."),
     click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
@@ -154,7 +138,7 @@ def _with(options):
               help="semobridge-t: keep the last step's prototypes, as the authors' code does.")
 @click.option("--hparam", "hparam_items", multiple=True, metavar="KEY=VALUE", help="passed to fit (repeatable).")
 @click.option("--runs", "runs_root", default="runs", show_default=True, help="folder of saved runs.")
-def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, views, prompts,
+def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, view_families, prompts,
         protocol, device, dtype, results, selection, parity, hparam_items, runs_root) -> None:
     """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
     from clipbridge.bridge.registry import check_hparams, get_method
@@ -181,7 +165,7 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
     writable_dir(runs_root, "--runs")
     path = Path(cache_path) if cache_path else resolve_cache(dataset, model, pretrained, cache_root)
     cache = open_cache(path, model=model, pretrained=pretrained)
-    fit_and_report(cache, method=method, shots=shots, seeds=seed_list, views=views,
+    fit_and_report(cache, method=method, shots=shots, seeds=seed_list, families=parse_names(view_families) or ["plain"],
                    prompt_sets=parse_names(prompts), protocol=protocol, device=device, dtype=dtype,
                    overrides=overrides, runs_root=runs_root, results_dir=results, echo=click.echo,
                    note=_echo_task_notes)
@@ -218,7 +202,7 @@ def evaluate(run, cache_path, device, results) -> None:
 @click.option("--hparam", "hparam_items", multiple=True, metavar="METHOD.KEY=VALUE",
               help="a hyper-parameter for one method's fit, e.g. semobridge-t.steps=1000 (repeatable).")
 @click.option("--no-progress", is_flag=True, help="no progress bar.")
-def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, views, prompts, protocol, device, dtype,
+def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, view_families, prompts, protocol, device, dtype,
           results, ood, name, hparam_items, no_progress) -> None:
     """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""
     from clipbridge.evaluate.bench import BenchSpec, run_bench
@@ -232,7 +216,8 @@ def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, views,
     targets = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(ood) or [])
     spec = BenchSpec(caches=caches, methods=tuple(method_list), hparams=per_method,
                      shots=tuple(parse_int_list(shots, "--shots")), seeds=tuple(parse_int_list(seeds, "--seeds")),
-                     protocol=protocol, views=views, prompt_sets=tuple(parse_names(prompts) or ()) or None,
+                     protocol=protocol, view_families=tuple(parse_names(view_families) or ["plain"]),
+                     prompt_sets=tuple(parse_names(prompts) or ()) or None,
                      device=device, dtype=dtype, ood=targets, model=model, pretrained=pretrained)
     if targets and protocol == "paper":
         click.echo("note: OOD test sets are only scored, never tuned on", err=True)

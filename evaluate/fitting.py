@@ -19,7 +19,7 @@ from clipbridge.evaluate.tasks import SplitLoader, build_fit_task, load_test, re
 Echo = Callable[[str], None]
 
 
-def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], views: int = 1,
+def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], families: Sequence[str] = ("plain",),
                    prompt_sets: Sequence[str] | None = None, protocol: str = "clean", device: str = "auto",
                    dtype: str = "float32", overrides: dict[str, Any] | None = None, runs_root: str = "runs",
                    results_dir: str = "results", echo: Echo = print,
@@ -27,7 +27,7 @@ def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], view
     """Fit, score, print a per-seed report, save the run and append the records; (run dir, records)."""
     overrides = dict(overrides or {})
     loader = SplitLoader(cache)
-    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, views=views, prompt_sets=prompt_sets,
+    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=families, prompt_sets=prompt_sets,
                                 protocol=protocol, device=str(resolve_device(device)), dtype=dtype, loader=loader)
     note(meta)
     echo(f"fit {method} on {meta['dataset']} ({meta['model']}/{meta['pretrained']}): {shots} shots, "

@@ -24,7 +24,7 @@ from clipbridge.cache.errors import ClipBridgeError
 RESULTS_FILE = "results.jsonl"
 
 # Fields that identify a result: a record with the same key is the same work (bench skips it).
-KEY_FIELDS = ("dataset", "eval_dataset", "model", "pretrained", "method", "shots", "seed", "views",
+KEY_FIELDS = ("dataset", "eval_dataset", "model", "pretrained", "method", "shots", "seed", "view_families",
               "prompt_sets", "protocol", "overrides")
 
 # Fields that vary between two runs of the same work (excluded when comparing runs).
@@ -40,7 +40,7 @@ def package_version() -> str:
 
 
 def make_record(*, dataset: str, model: str, pretrained: str, method: str, hparams: dict[str, Any],
-                shots: int, seed: int, views: int, prompt_sets: list[str], protocol: str,
+                shots: int, seed: int, views: int, view_families: list[str], prompt_sets: list[str], protocol: str,
                 val_accuracy: float, test_accuracy: float, fit_seconds: float, search_seconds: float,
                 device: str, cache_id: str, val_is_test: bool, eval_dataset: str | None = None,
                 overrides: dict[str, Any] | None = None, dtype: str = "float32") -> dict[str, Any]:
@@ -54,6 +54,7 @@ def make_record(*, dataset: str, model: str, pretrained: str, method: str, hpara
         "shots": int(shots),
         "seed": int(seed),
         "views": int(views),
+        "view_families": list(view_families),
         "prompt_sets": list(prompt_sets),
         "protocol": protocol,
         "overrides": dict(overrides or {}),

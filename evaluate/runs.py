@@ -1,7 +1,7 @@
 """Saved runs: a FittedState plus what it was fitted on, under runs/<dataset>/<method>/<name>/.
 
 A run directory holds `state.pt` (the state's tensors, CPU, torch.save) and `run.json` (method, hparams,
-info, cache path and id, shots, seeds, views, prompt sets, protocol, device, dtype, overrides). No cache
+info, cache path and id, shots, seeds, view families, prompt sets, protocol, device, dtype, overrides). No cache
 data is copied. The directory is written under a temporary name and renamed into place.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from clipbridge.bridge.registry import FittedState
+from clipbridge.cache.coverage import format_ranges
 from clipbridge.cache.errors import ClipBridgeError
 
 STATE_FILE = "state.pt"
@@ -25,20 +26,12 @@ META_FILE = "run.json"
 
 def format_seeds(seeds: list[int]) -> str:
     """[1, 2, 3, 5] -> '1-3,5' (sorted runs of consecutive seeds)."""
-    ordered = sorted(set(int(s) for s in seeds))
-    parts, start = [], None
-    for i, seed in enumerate(ordered):
-        if start is None:
-            start = seed
-        if i + 1 == len(ordered) or ordered[i + 1] != seed + 1:
-            parts.append(str(start) if start == seed else f"{start}-{seed}")
-            start = None
-    return ",".join(parts)
+    return format_ranges(seeds)
 
 
 def run_dir_name(meta: dict[str, Any], method: str, overrides: dict[str, Any]) -> str:
     """shots<K>-seeds<...>-<hash of everything that defines the run>."""
-    identity = {key: meta.get(key) for key in ("cache_id", "shots", "seeds", "views", "prompt_sets",
+    identity = {key: meta.get(key) for key in ("cache_id", "shots", "seeds", "view_families", "prompt_sets",
                                                 "protocol", "dtype")}
     identity.update(method=method, overrides=overrides)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]

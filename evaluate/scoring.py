@@ -94,7 +94,8 @@ def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[fl
         record = make_record(
             dataset=meta["dataset"], model=meta["model"], pretrained=meta["pretrained"], method=state.method,
             hparams=state.hparams[s] if s < len(state.hparams) else {}, shots=meta["shots"], seed=seed,
-            views=meta["views"], prompt_sets=meta["prompt_sets"], protocol=meta["protocol"],
+            views=meta["views"], view_families=meta["view_families"], prompt_sets=meta["prompt_sets"],
+            protocol=meta["protocol"],
             val_accuracy=info["val_accuracy"][s], test_accuracy=test_acc[s],
             fit_seconds=info["fit_seconds"], search_seconds=info["search_seconds"], device=meta["device"],
             cache_id=meta["cache_id"], val_is_test=meta["val_is_test"], eval_dataset=eval_dataset,

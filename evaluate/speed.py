@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder) / "synthetic101.h5"
         write_synthetic_cache(cache, classes=args.classes, train_per_class=max(shots), dim=args.dim,
-                              width=args.width, val=4, test=30, views=1, prompts=3, seed=0)
+                              width=args.width, val=4, test=30, prompts=3, seed=0)
         spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
                          device=args.device)
         start = time.perf_counter()

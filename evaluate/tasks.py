@@ -1,14 +1,18 @@
 """From a cache to a FewShotTask (S seeds batched) and, separately, the test queries.
 
-The support set is CoOp's few-shot sample (cache.fewshot.coop_fewshot_indices) of the cache's train split,
-whose row order is the split file's order. Validation depends on the protocol (METHOD.md §6):
+The support set is CoOp's few-shot draw (cache.fewshot.draw_fewshot) from the train split's whole list;
+each support image contributes the views of the view families asked for, concatenated in that order (e.g.
+("plain", "flip") gives V = 2: the image, then its mirror). Validation depends on the protocol
+(METHOD.md §6):
 
 - `clean`: min(K, 4) shots per class from the val split with the same seed (the sampler's val list); a
-  cache without a val split (ImageNet: train/test only) draws them, with the same sampler and seed, from
+  dataset without a val split (ImageNet: train/test only) draws them, with the same sampler and seed, from
   the train images not in the support set. The test split is never read while fitting.
 - `paper`: the full val split, shared by all seeds ([1, Nv, D]); without a val split the test split
   stands in (the paper's test leak): `meta["val_is_test"]` is then True and every output flags it.
 
+Validation and test queries are plain views. A cache holding only sampled images (extract --shots/--seeds)
+must cover every (shots, seed) asked for; otherwise the error names the extract command that adds it.
 Test queries are loaded by `load_test`, only for the final score.
 """
 from __future__ import annotations
@@ -16,16 +20,18 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from clipbridge.bridge.task import FewShotTask
+from clipbridge.cache.coverage import extract_hint
 from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.cache.fewshot import coop_fewshot_indices, fewshot_grid
+from clipbridge.cache.fewshot import FewShotDraw, draw_fewshot, fewshot_grid
 
 PROTOCOLS = ("clean", "paper")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-CLEAN_VAL_SHOTS = 4
+DEFAULT_FAMILIES = ("plain",)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,19 +52,30 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 class SplitLoader:
-    """Loads each split of one cache once (bench reuses them across shot counts and methods)."""
+    """Reads each split's row table, whole-list labels and plain views of one cache once (bench reuses them
+    across shot counts and methods)."""
 
     def __init__(self, cache) -> None:
         self.cache = cache
-        self._splits: dict[str, Any] = {}
+        self._memo: dict[tuple, Any] = {}
 
-    def __call__(self, name: str):
-        if name not in self._splits:
-            self._splits[name] = self.cache.split(name)
-        return self._splits[name]
+    def _get(self, key: tuple, read):
+        if key not in self._memo:
+            self._memo[key] = read()
+        return self._memo[key]
 
     def has(self, name: str) -> bool:
         return name in self.cache.splits
+
+    def rows(self, split: str):
+        return self._get(("rows", split), lambda: self.cache.rows(split))
+
+    def list_labels(self, split: str) -> list[int]:
+        return self._get(("list", split), lambda: self.cache.list_labels(split).tolist())
+
+    def plain(self, split: str) -> tuple[Tensor, Tensor, list[str]]:
+        """Plain views [N, D], labels [N] and paths of the split's readable images."""
+        return self._get(("plain", split), lambda: self.cache.plain(split))
 
 
 def cache_identity(cache) -> dict[str, str]:
@@ -69,18 +86,22 @@ def cache_identity(cache) -> dict[str, str]:
             "cache_id": str(cache.cache_id)}
 
 
-def build_fit_task(cache, *, shots: int, seeds: Sequence[int], views: int = 1,
+def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequence[str] = DEFAULT_FAMILIES,
                    prompt_sets: Sequence[str] | None = None, protocol: str = "clean", device: str = "cpu",
                    dtype: str = "float32", loader: SplitLoader | None = None) -> tuple[FewShotTask, dict]:
     """The task every method fits on, and its meta (no test data is read, except `paper` without val).
 
-    Returns FewShotTask(support [S, C, K·V, D] class-major with index k·V + v, support_mask [C, K·V],
-    val [S, Nv, D] (clean) or [1, Nv, D] (paper), val_labels with -1 padding) and a JSON-able meta dict.
+    Returns FewShotTask(support [S, C, K·V, D] class-major with index k·V + v (V = the families' copies
+    together), support_mask [C, K·V], val [S, Nv, D] (clean) or [1, Nv, D] (paper), val_labels with -1
+    padding) and a JSON-able meta dict.
     """
     loader = loader or SplitLoader(cache)
     seeds = tuple(int(s) for s in seeds)
+    families = tuple(families)
     if not seeds:
         raise ClipBridgeError("no seeds given")
+    if not families:
+        raise ClipBridgeError("no view family given")
     if protocol not in PROTOCOLS:
         raise ClipBridgeError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     target_device, target_dtype = resolve_device(device), resolve_dtype(dtype)
@@ -88,44 +109,27 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], views: int = 1,
     if "train" not in cache.splits:
         raise ClipBridgeError(f"{where} has no train split (an OOD test-only cache cannot be fitted on)")
     num_classes = len(cache.classnames)
-    train = loader("train")
-    train_labels = train.labels.tolist()
-    short = _check_shots(shots, train_labels, cache.classnames, where)
-    if not 1 <= views <= train.views:
-        raise ClipBridgeError(f"--views {views}: {where} stores {train.views} view(s) per train image")
+    train_list = loader.list_labels("train")
+    short = _check_shots(shots, train_list, cache.classnames, where)
+    check_coverage(cache, [shots], seeds, families, protocol)
     sets = list(prompt_sets) if prompt_sets else list(cache.text_sets)
     unknown = [s for s in sets if s not in cache.text_sets]
     if unknown:
         raise ClipBridgeError(f"prompt set(s) {unknown} not in {where}; it has {', '.join(cache.text_sets)}")
 
     has_val = loader.has("val")
-    val_labels = loader("val").labels.tolist() if has_val else None
-    support_rows, heldout_rows = [], []
-    for seed in seeds:
-        if has_val:
-            picked = coop_fewshot_indices(train_labels, val_labels, shots, seed)
-            support_rows.append(picked["train"])
-            heldout_rows.append(picked["val"])
-        else:
-            first = coop_fewshot_indices(train_labels, train_labels, shots, seed)["train"]
-            taken = set(first)
-            remaining = [i for i in range(len(train_labels)) if i not in taken]
-            picked = coop_fewshot_indices(train_labels, [train_labels[i] for i in remaining], shots, seed)
-            support_rows.append(picked["train"])
-            heldout_rows.append([remaining[i] for i in picked["val"]])
-
-    support, mask = _gather_support(train.embedding, support_rows, train_labels, num_classes, shots, views)
+    val_list = loader.list_labels("val") if has_val else None
+    draws = [draw_fewshot(train_list, val_list, shots, seed) for seed in seeds]
+    support, mask, views = _gather_support(cache, loader, draws, train_list, num_classes, shots, families)
     val_is_test = False
     if protocol == "clean":
-        source = loader("val") if has_val else train
+        val, val_y = _padded_queries(cache, loader, draws)
         val_source = "val" if has_val else "train-heldout"
-        val, val_y = _padded_queries(source, heldout_rows)
-    elif has_val:
-        split = loader("val")
-        val, val_y, val_source = split.embedding[None, :, 0], split.labels[None], "val-full"
     else:
-        split = loader("test")
-        val, val_y, val_source, val_is_test = split.embedding[None, :, 0], split.labels[None], "test", True
+        split = "val" if has_val else "test"
+        queries, labels, _ = loader.plain(split)
+        val, val_y = queries[None], labels[None]
+        val_source, val_is_test = ("val-full", False) if has_val else ("test", True)
 
     text = cache.text(sets)
     task = FewShotTask(
@@ -135,24 +139,58 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], views: int = 1,
         val=val, val_labels=val_y.long(), views=views, seeds=seeds,
     ).to(device=target_device, dtype=target_dtype)
     meta = {**cache_identity(cache), "shots": int(shots), "seeds": list(seeds), "views": int(views),
-            "prompt_sets": sets, "protocol": protocol, "val_source": val_source, "val_is_test": val_is_test,
-            "device": str(target_device), "dtype": dtype, "num_classes": num_classes,
-            "short_classes": short}
+            "view_families": list(families), "prompt_sets": sets, "protocol": protocol,
+            "val_source": val_source, "val_is_test": val_is_test, "device": str(target_device), "dtype": dtype,
+            "num_classes": num_classes, "short_classes": short}
     return task, meta
+
+
+def check_coverage(cache, shots: Sequence[int], seeds: Sequence[int], families: Sequence[str],
+                   protocol: str) -> None:
+    """Refuse, with the extract command that adds them, (shots, seed) pairs, view families or the whole
+    val split (protocol paper) the cache does not hold."""
+    coverage = cache.coverage
+    missing = coverage.missing(shots, seeds)
+    if missing:
+        shown = ", ".join(f"{k}-shot seed {s}" for k, s in missing[:4]) + (" ..." if len(missing) > 4 else "")
+        raise ClipBridgeError(
+            f"cache {cache.path} holds the images of {coverage.describe()}, not {shown}; add them with: "
+            + extract_hint(cache.extract_args, shots=sorted({k for k, _ in missing}),
+                           seeds=sorted({s for _, s in missing}), families=_augmented_families(cache)))
+    stored = cache.families("train")
+    absent = [f for f in families if f not in stored]
+    if absent:
+        pairs = coverage.pairs
+        raise ClipBridgeError(
+            f"cache {cache.path} has no view family {', '.join(map(repr, absent))} (it has "
+            f"{', '.join(stored)}); add it with: "
+            + extract_hint(cache.extract_args, shots=None if pairs is None else sorted({k for k, _ in pairs}),
+                           seeds=None if pairs is None else sorted({s for _, s in pairs}),
+                           families=sorted(set(absent) | set(_augmented_families(cache)))))
+    if protocol == "paper" and "val" in cache.splits and not coverage.whole_val:
+        raise ClipBridgeError(
+            f"protocol paper validates on the whole val split, but cache {cache.path} holds only the sampled "
+            "val images (extracted for protocol clean); add the rest with: "
+            + extract_hint(cache.extract_args, shots=sorted({k for k, _ in coverage.pairs}),
+                           seeds=sorted({s for _, s in coverage.pairs}), protocols="clean,paper"))
+
+
+def _augmented_families(cache) -> list[str]:
+    return [f for f in cache.families("train") if f != "plain"]
 
 
 def load_test(cache, *, device: str = "cpu", dtype: str = "float32",
               loader: SplitLoader | None = None) -> tuple[Tensor, Tensor]:
-    """Test queries [N, D] (view 0, raw) and labels [N] int64 of the cache's test split."""
+    """Test queries [N, D] (plain view, raw) and labels [N] int64 of the cache's readable test images."""
     loader = loader or SplitLoader(cache)
     if not loader.has("test"):
         raise ClipBridgeError(f"cache {cache.path} has no test split")
-    split = loader("test")
-    queries = split.embedding[:, 0].to(device=resolve_device(device), dtype=resolve_dtype(dtype))
-    return queries, split.labels.long().to(queries.device)
+    queries, labels, _ = loader.plain("test")
+    queries = queries.to(device=resolve_device(device), dtype=resolve_dtype(dtype))
+    return queries, labels.long().to(queries.device)
 
 
-def build_task(cache, *, shots: int, seeds: Sequence[int], views: int = 1,
+def build_task(cache, *, shots: int, seeds: Sequence[int], families: Sequence[str] = DEFAULT_FAMILIES,
                prompt_sets: Sequence[str] | None = None, protocol: str = "clean", device: str = "cpu",
                dtype: str = "float32") -> tuple[FewShotTask, Tensor, Tensor, dict]:
     """The contract's one-call form: (task, test queries [N, D], test labels [N], meta).
@@ -161,14 +199,15 @@ def build_task(cache, *, shots: int, seeds: Sequence[int], views: int = 1,
     before the final score; this form is for callers that want everything at once.
     """
     loader = SplitLoader(cache)
-    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, views=views, prompt_sets=prompt_sets,
+    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=families, prompt_sets=prompt_sets,
                                 protocol=protocol, device=device, dtype=dtype, loader=loader)
     queries, labels = load_test(cache, device=device, dtype=dtype, loader=loader)
     return task, queries, labels, meta
 
 
 def _check_shots(shots: int, labels: list[int], classnames: list[str], where: str) -> dict[str, int]:
-    """Validate K against the train split; returns {classname: images} for classes with fewer than K."""
+    """Validate K against the train split's whole list; returns {classname: images} for classes with fewer
+    than K (CoOp keeps all they have)."""
     counts = Counter(labels)
     empty = [classnames[c] for c in range(len(classnames)) if counts.get(c, 0) == 0]
     if empty:
@@ -180,32 +219,56 @@ def _check_shots(shots: int, labels: list[int], classnames: list[str], where: st
     return {classnames[c]: counts[c] for c in range(len(classnames)) if counts[c] < shots}
 
 
-def _gather_support(embedding: Tensor, picked: list[list[int]], labels: Sequence[int], num_classes: int,
-                    shots: int, views: int) -> tuple[Tensor, Tensor]:
-    """[S, C, K·V, D] support (shot-major then view) and its [C, K·V] mask from the rows each seed picked.
+def _cache_rows(cache, loader: SplitLoader, split: str, picks: np.ndarray, what: str) -> np.ndarray:
+    """Rows of the cache's `split` holding the images at whole-list indices `picks` [n]; refuses an image
+    the cache does not hold or that was unreadable at extraction."""
+    rows = loader.rows(split)
+    position = np.searchsorted(rows.source, picks)
+    held = position < rows.source.size
+    held[held] = rows.source[position[held]] == picks[held]
+    if not held.all():
+        raise ClipBridgeError(f"cache {cache.path} does not hold image {int(picks[~held][0])} of the {split} list "
+                              f"({what}); extract the (shots, seed) pairs you fit")
+    bad = rows.skipped[position]
+    if bad.any():
+        path = rows.paths[int(position[bad][0])]
+        raise ClipBridgeError(f"image {path} ({what}) could not be read at extraction (--skip-bad left it out); "
+                              "fix or replace the file and extract again (--overwrite)")
+    return position
 
-    Rows are placed class-major by cache.fewshot.fewshot_grid (shot k = the class's k-th pick). A class with
-    n < K images fills its empty slots with its first row, masked False (CoOp keeps all n; the sampler picks
-    min(n, K) rows per class for every seed, so the mask is the same for all seeds).
+
+def _gather_support(cache, loader: SplitLoader, draws: list[FewShotDraw], train_list: list[int],
+                    num_classes: int, shots: int, families: Sequence[str]) -> tuple[Tensor, Tensor, int]:
+    """[S, C, K·V, D] support (shot-major then view), its [C, K·V] mask and V.
+
+    Shots are placed class-major by cache.fewshot.fewshot_grid (shot k = the class's k-th pick). A class with
+    n < K images fills its empty slots with its first shot, masked False (CoOp keeps all n; the sampler picks
+    min(n, K) per class for every seed, so the mask is the same for all seeds).
     """
-    grids = [fewshot_grid(rows, labels, num_classes, shots) for rows in picked]
-    index = torch.stack([torch.from_numpy(grid) for grid, _ in grids])                # [S, C, K], -1 empty
-    index = torch.where(index >= 0, index, index[..., :1].clamp_min(0))
-    gathered = embedding[index][:, :, :, :views]                                     # [S, C, K, V, D]
-    support = gathered.reshape(len(picked), num_classes, shots * views, embedding.shape[-1])
+    grids = [fewshot_grid(draw.support, train_list, num_classes, shots) for draw in draws]
+    index = np.stack([grid for grid, _ in grids])                                     # [S, C, K], -1 empty
+    index = np.where(index >= 0, index, np.maximum(index[..., :1], 0))
+    rows = _cache_rows(cache, loader, "train", index.reshape(-1), "a few-shot support image")
+    parts = [cache.views("train", family, rows) for family in families]               # [S·C·K, E_f, D]
+    views = sum(part.shape[1] for part in parts)
+    support = torch.cat(parts, 1).reshape(len(draws), num_classes, shots * views, -1)
     mask = torch.from_numpy(grids[0][1]).repeat_interleave(views, dim=1)
-    return support, mask
+    return support, mask, views
 
 
-def _padded_queries(split, per_seed: list[list[int]]) -> tuple[Tensor, Tensor]:
-    """View-0 queries [S, Nv, D] of the given rows per seed; ragged seeds padded (label -1)."""
-    longest = max(len(rows) for rows in per_seed)
+def _padded_queries(cache, loader: SplitLoader, draws: list[FewShotDraw]) -> tuple[Tensor, Tensor]:
+    """Plain views [S, Nv, D] of each seed's clean validation draw; ragged seeds padded (label -1)."""
+    longest = max(len(draw.val) for draw in draws)
     if longest == 0:
         raise ClipBridgeError("no validation queries could be drawn (every class used all its images)")
-    index = torch.zeros(len(per_seed), longest, dtype=torch.long)
-    labels = torch.full((len(per_seed), longest), -1, dtype=torch.long)
-    for s, rows in enumerate(per_seed):
-        if rows:
-            index[s] = torch.tensor(rows + [rows[0]] * (longest - len(rows)))
-            labels[s, : len(rows)] = split.labels[torch.tensor(rows)].long()
-    return split.embedding[index, 0], labels
+    split = draws[0].val_split
+    labels_list = loader.list_labels(split)
+    fallback = next(draw.val[0] for draw in draws if draw.val)
+    picks = np.array([draw.val[i % len(draw.val)] if draw.val else fallback for draw in draws
+                      for i in range(longest)])
+    rows = _cache_rows(cache, loader, split, picks, "a validation image")
+    queries = cache.views(split, "plain", rows)[:, 0].reshape(len(draws), longest, -1)
+    labels = torch.full((len(draws), longest), -1, dtype=torch.long)
+    for s, draw in enumerate(draws):
+        labels[s, :len(draw.val)] = torch.tensor([labels_list[i] for i in draw.val], dtype=torch.long)
+    return queries, labels

@@ -9,11 +9,12 @@ import click
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.schema import default_cache_path, tmp_path
 
+DEFAULT_SHOTS, DEFAULT_SEEDS = "1,2,4,8,16", "1-3"
+PROTOCOLS = ("clean", "paper")
 
-def _check_writable(out: Path, overwrite: bool) -> None:
-    """Fail fast (before loading any model) when the cache cannot be written or already exists."""
-    if out.exists() and not overwrite:
-        raise ClipBridgeError(f"{out} already exists; delete it or pass --overwrite to replace it")
+
+def _check_writable(out: Path) -> None:
+    """Fail fast (before loading any model) when the cache cannot be written."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -35,6 +36,24 @@ def _prompt_set_names(prompts: str | None, cupl: Path | None, templates: Path | 
     return names
 
 
+def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
+    """--shots/--seeds/--protocols -> cache.coverage.Coverage (every image when neither is given)."""
+    from clipbridge.cache.coverage import Coverage
+    from clipbridge.cache.options import parse_int_list, parse_names
+
+    wanted = parse_names(protocols) or []
+    unknown = [p for p in wanted if p not in PROTOCOLS]
+    if unknown or not wanted:
+        raise ClipBridgeError(f"--protocols {protocols!r}: use clean, paper or clean,paper")
+    if shots is None and seeds is None:
+        return Coverage.everything()
+    shot_list = parse_int_list(shots or DEFAULT_SHOTS, "--shots")
+    seed_list = parse_int_list(seeds or DEFAULT_SEEDS, "--seeds")
+    if min(shot_list) < 1:
+        raise ClipBridgeError(f"--shots {shots!r}: shots must be at least 1")
+    return Coverage.sampled([(k, s) for k in shot_list for s in seed_list], whole_val="paper" in wanted)
+
+
 @click.command("extract")
 @click.option("--dataset", help="Dataset name (see --list-datasets).")
 @click.option("--root", default="data", show_default=True, type=click.Path(path_type=Path),
@@ -47,8 +66,16 @@ def _prompt_set_names(prompts: str | None, cupl: Path | None, templates: Path | 
 @click.option("--cupl", type=click.Path(path_type=Path), default=None, help="CuPL JSON {classname: [sentences]}.")
 @click.option("--templates", type=click.Path(path_type=Path), default=None,
               help="Text file with one template per line, '{}' for the class name.")
-@click.option("--views", default=1, show_default=True, type=click.IntRange(1, None),
-              help="Views per train/val image: 0 plain, 1 mirrored, then random crops (test: plain only).")
+@click.option("--view-families", default="plain", show_default=True,
+              help="View families of the few-shot (train) images, comma-separated; every stored image also gets "
+                   "'plain' (see --list-view-families).")
+@click.option("--shots", default=None, help=f"Store only the train images CoOp's sampler picks for these shot "
+              f"counts (e.g. {DEFAULT_SHOTS}; with --seeds, default {DEFAULT_SEEDS}). Default: every image.")
+@click.option("--seeds", default=None, help=f"Seeds of the sampled images (e.g. {DEFAULT_SEEDS}; with --shots, "
+              f"default shots {DEFAULT_SHOTS}).")
+@click.option("--protocols", default="clean,paper", show_default=True,
+              help="With --shots/--seeds: the validation images to store: clean = the sampled min(K, 4) per "
+                   "class only, paper = also the whole val split.")
 @click.option("--split-file", type=click.Path(path_type=Path), default=None,
               help="CoOp-format split JSON overriding the dataset's own.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -56,24 +83,30 @@ def _prompt_set_names(prompts: str | None, cupl: Path | None, templates: Path | 
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, None), help="Images per batch.")
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(0, None),
               help="DataLoader worker processes decoding images.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random views.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random view families.")
 @click.option("--skip-bad", is_flag=True, help="Leave unreadable images out (counted in the cache) instead of stopping.")
 @click.option("--download", is_flag=True, help="Fetch the dataset through torchvision when it is not under --root.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Cache file [default: <cache-root>/<model>--<pretrained>/<dataset>.h5].")
 @click.option("--cache-root", default="cache", show_default=True, type=click.Path(path_type=Path))
-@click.option("--overwrite", is_flag=True, help="Replace an existing finished cache.")
+@click.option("--overwrite", is_flag=True, help="Extract everything again, replacing an existing cache (without "
+              "it, an existing cache is extended with what it lacks).")
 @click.option("--restart", is_flag=True, help="Discard an unfinished cache instead of resuming it.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--list-models", is_flag=True, help="Print open_clip model names and pretrained tags, then exit.")
 @click.option("--list-datasets", is_flag=True, help="Print dataset names, then exit.")
-def extract(dataset, root, model, pretrained, prompts, cupl, templates, views, split_file, device, precision,
-            batch_size, workers, seed, skip_bad, download, out, cache_root, overwrite, restart, no_progress,
-            list_models, list_datasets) -> None:
-    """Encode a dataset's images (V views) and prompts with an open_clip model into an HDF5 cache.
+@click.option("--list-view-families", is_flag=True, help="Print the view families and their recipes, then exit.")
+def extract(dataset, root, model, pretrained, prompts, cupl, templates, view_families, shots, seeds, protocols,
+            split_file, device, precision, batch_size, workers, seed, skip_bad, download, out, cache_root,
+            overwrite, restart, no_progress, list_models, list_datasets, list_view_families) -> None:
+    """Encode a dataset's images (the view families asked for) and prompts with an open_clip model into an
+    HDF5 cache.
 
-    Interrupted runs resume when the same command is run again. Under `torchrun --nproc_per_node N` the
-    ranks share the images and rank 0 writes the same cache a single process would.
+    With --shots/--seeds only the images CoOp's sampler picks are encoded (plus the validation images the
+    protocols need and the whole test split). Run again with more seeds, families or prompt sets to extend
+    the cache: only what it lacks is encoded. Interrupted runs resume when the same command is run again.
+    Under `torchrun --nproc_per_node N` the ranks share the images and rank 0 writes the same cache a single
+    process would.
     """
     from clipbridge.extract.datasets import get_dataset, list_datasets as dataset_names
 
@@ -85,27 +118,40 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, views, s
 
         click.echo("\n".join(describe_models()))
         return
+    from clipbridge.extract.views import describe_families, get_family
+
+    if list_view_families:
+        click.echo("\n".join(describe_families()))
+        return
     if not dataset:
         raise ClipBridgeError("extract needs --dataset NAME (see --list-datasets)")
+    from clipbridge.cache.options import parse_names
     from clipbridge.extract.prompts import build_prompt_sets
 
+    families = tuple(parse_names(view_families) or ["plain"])
+    for name in families:
+        get_family(name)
+    coverage = coverage_from_options(shots, seeds, protocols)
     spec = get_dataset(dataset, root, split_file=split_file, download=download)
     prompt_sets = build_prompt_sets(_prompt_set_names(prompts, cupl, templates), spec.name, spec.classnames,
                                     cupl=cupl, templates=templates)
     out = out or default_cache_path(model, pretrained or "random", spec.name, root=cache_root)
 
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
-        _check_writable(out, overwrite)
+        _check_writable(out)
 
     from clipbridge.extract.distributed import init_distributed
     from clipbridge.extract.models import load_model
     from clipbridge.extract.run import ExtractOptions, run_extraction
 
+    extract_args = {"dataset": dataset, "root": str(root), "split_file": str(split_file) if split_file else None,
+                    "model": model, "pretrained": pretrained, "precision": precision}
     ctx = init_distributed(device)
     try:
         loaded = load_model(model, pretrained, device=ctx.device, precision=precision)
-        options = ExtractOptions(views=views, batch_size=batch_size, workers=workers, seed=seed, skip_bad=skip_bad,
-                                 progress=not no_progress, overwrite=overwrite, restart=restart)
+        options = ExtractOptions(families=families, coverage=coverage, batch_size=batch_size, workers=workers,
+                                 seed=seed, skip_bad=skip_bad, progress=not no_progress, overwrite=overwrite,
+                                 restart=restart, extract_args=extract_args)
         summary = run_extraction(spec, loaded, prompt_sets, out, options, ctx)
     finally:
         ctx.close()

@@ -31,7 +31,7 @@ def caches(tmp_path_factory):
     shift = root / "alpha-shift.h5"
     shutil.copy(alpha, shift)
     with h5py.File(shift, "a") as handle:
-        del handle["images/train"], handle["images/val"]
+        del handle["images/train"], handle["images/val"], handle["lists/train"], handle["lists/val"]
         handle.attrs["dataset"] = "alpha-shift"
     return {"alpha": alpha, "beta": beta, "shift": shift}
 

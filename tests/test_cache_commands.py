@@ -30,7 +30,7 @@ CLI_STAGES_PRESENT = all(importlib.util.find_spec(name) is not None
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("info") / "s.h5"
-    return write_synthetic_cache(path, classes=3, train_per_class=2, dim=8, width=6, val=5, test=7, views=2)
+    return write_synthetic_cache(path, classes=3, train_per_class=2, dim=8, width=6, val=5, test=7, families={"flip": 1})
 
 
 @pytest.fixture
@@ -47,37 +47,47 @@ def test_info_shows_provenance_text_sets_and_splits_of_a_finished_cache(finished
     assert "model: synthetic" in result.output and "pretrained: seed0" in result.output
     assert "classes 3" in result.output
     assert "text    ensemble: 9 prompts" in result.output and "text    cupl: 9 prompts" in result.output
-    assert "split   train: 6x2x8 (N x V x D) float32, done 6/6, skipped 0" in result.output
-    assert "split   test: 7x1x8" in result.output
+    assert "images  every image of every split" in result.output
+    assert "split   train: 6 images, 0 skipped (unreadable)" in result.output
+    assert "  views plain: 6 images x 1 float32, 192 B" in result.output
+    assert "  views flip: 6 images x 1 float32, 192 B" in result.output
+    assert "split   test: 7 images" in result.output
 
 
 def test_info_json_is_machine_readable(finished):
     result = CliRunner().invoke(info, [str(finished), "--json"])
     summary = json.loads(result.output)
-    assert summary["complete"] is True and summary["splits"]["val"]["shape"] == [5, 2, 8]
-    assert summary["splits"]["val"]["recipe"]["views"] == 2
+    assert summary["complete"] is True and summary["splits"]["val"]["images"] == 5
+    flip = summary["splits"]["train"]["families"]["flip"]
+    assert (flip["images"], flip["copies"], flip["bytes"], flip["recipe"]["family"]) == (6, 1, 6 * 8 * 4, "flip")
 
 
 def test_info_on_an_interrupted_cache_says_how_much_is_done(tmp_path):
     path = tmp_path / "half.h5"
     writer = CacheWriter(path, attrs={"model": "m", "pretrained": "t", "dataset": "d"})
-    writer.ensure_split("train", np.arange(10) % 2, [str(i) for i in range(10)], 1, 4, np.float16)
-    writer.write_rows("train", [0, 1, 2, 3], np.ones((4, 1, 4)))
+    writer.write_list("train", np.arange(10) % 2, "list")
+    writer.ensure_split("train", source=np.arange(10), labels=np.arange(10) % 2, paths=[str(i) for i in range(10)])
+    writer.ensure_family("train", "plain", rows=np.arange(10), copies=1, dim=4)
+    writer.ensure_family("train", "tip", rows=np.arange(0, 10, 2), copies=10, dim=4)
+    writer.write_views("train", "plain", [0, 1, 2, 3], np.ones((4, 1, 4)))
     writer.mark_skipped("train", [4], "unreadable")
     writer.close()
     result = CliRunner().invoke(info, [str(path)])
     assert result.exit_code == 0, result.output
     assert "half.h5.tmp" in result.output
-    assert "INCOMPLETE: 5/10 image rows done" in result.output
-    assert "done 5/10, skipped 1" in result.output
+    assert "INCOMPLETE: 6/15 image views done" in result.output
+    assert "split   train: 10 images, 1 skipped (unreadable)" in result.output
+    assert "views plain: 10 images x 1 float16, 80 B, done 5/10" in result.output
+    assert "views tip: 5 images x 10 float16, 400 B, done 1/5" in result.output
 
 
 def test_info_reports_why_a_broken_cache_is_invalid(finished, tmp_path):
     path = Path(shutil.copy(finished, tmp_path / "bad.h5"))
     with h5py.File(path, "r+") as handle:
-        handle["images/val/embedding"][2, 1, 0] = np.nan
+        handle["images/val/views/plain/embedding"][2, 0, 0] = np.nan
     result = CliRunner().invoke(info, [str(path)])
-    assert "status  INVALID:" in result.output and "split 'val' has NaN/Inf values in row 2" in result.output
+    assert "status  INVALID:" in result.output
+    assert "view family 'plain' of split 'val' has NaN/Inf values in row 2" in result.output
 
 
 def test_info_on_a_missing_or_foreign_file_is_a_user_error(tmp_path):

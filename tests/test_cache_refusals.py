@@ -16,7 +16,7 @@ from clipbridge.cache.synthetic import write_synthetic_cache
 @pytest.fixture(scope="module")
 def valid_cache(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("valid") / "valid.h5"
-    return write_synthetic_cache(path, classes=4, train_per_class=2, dim=8, width=6, val=8, test=12, views=2)
+    return write_synthetic_cache(path, classes=4, train_per_class=2, dim=8, width=6, val=8, test=12, families={"flip": 1})
 
 
 @pytest.fixture
@@ -70,8 +70,8 @@ def test_an_hdf5_file_of_another_format_is_refused(tmp_path):
 
 
 def test_another_format_version_is_refused(cache_copy):
-    _edit(cache_copy, lambda h: h.attrs.__setitem__("version", 2))
-    _refused(cache_copy, r"version 2 is not supported")
+    _edit(cache_copy, lambda h: h.attrs.__setitem__("version", 3))
+    _refused(cache_copy, r"version 3 is not supported \(this clipbridge reads versions 1, 2\)")
 
 
 def test_a_cache_not_marked_complete_is_refused(cache_copy):
@@ -79,11 +79,11 @@ def test_a_cache_not_marked_complete_is_refused(cache_copy):
     _refused(cache_copy, r"the cache is incomplete")
 
 
-def test_a_split_with_rows_not_done_is_refused(cache_copy):
+def test_a_family_with_rows_not_done_is_refused(cache_copy):
     def undo(handle):
-        handle["images/val/done"][3] = False
+        handle["images/train/views/flip/done"][3] = False
     _edit(cache_copy, undo)
-    _refused(cache_copy, r"split 'val' is incomplete: 7/8 rows done")
+    _refused(cache_copy, r"view family 'flip' of split 'train' is incomplete: 7/8 rows done")
 
 
 def test_eos_width_not_matching_text_projection_is_refused(cache_copy):
@@ -92,25 +92,33 @@ def test_eos_width_not_matching_text_projection_is_refused(cache_copy):
 
 
 def test_embedding_size_not_matching_text_projection_is_refused(cache_copy):
-    _edit(cache_copy, lambda h: _replace(h, "images/test/embedding", np.zeros((12, 1, 9), np.float32)))
-    _refused(cache_copy, r"split 'test' embedding is \(12, 1, 9\), expected \[N >= 1, V >= 1, 8\]")
+    _edit(cache_copy, lambda h: _replace(h, "images/test/views/plain/embedding", np.zeros((12, 1, 9), np.float32)))
+    _refused(cache_copy, r"view family 'plain' of split 'test' is \(12, 1, 9\) for 12 rows, expected \[12, E, 8\]")
 
 
-def test_labels_not_matching_embeddings_are_refused(cache_copy):
+def test_a_row_table_whose_parts_disagree_is_refused(cache_copy):
     _edit(cache_copy, lambda h: _replace(h, "images/test/label", np.zeros(11, np.int32)))
-    _refused(cache_copy, r"split 'test' has 11 label entries for 12 embeddings")
+    _refused(cache_copy, r"split 'test' row table disagrees: source \(12,\), label \(11,\)")
 
 
 def test_labels_outside_the_classes_are_refused(cache_copy):
-    _edit(cache_copy, lambda h: _replace(h, "images/train/label", np.full(8, 4, np.int32)))
-    _refused(cache_copy, r"split 'train' has labels outside \[0, 4\)")
+    def relabel(handle):
+        _replace(handle, "images/train/label", np.full(8, 4, np.int32))
+        _replace(handle, "lists/train/label", np.full(8, 4, np.int32))
+    _edit(cache_copy, relabel)
+    _refused(cache_copy, r"split 'train' list has labels outside \[0, 4\)")
 
 
-def test_a_nan_image_row_is_refused_naming_split_and_row(cache_copy):
+def test_rows_that_disagree_with_the_whole_list_are_refused(cache_copy):
+    _edit(cache_copy, lambda h: _replace(h, "lists/train/label", (h["lists/train/label"][()] + 1) % 4))
+    _refused(cache_copy, r"split 'train' labels differ from its whole list's labels")
+
+
+def test_a_nan_image_row_is_refused_naming_split_family_and_row(cache_copy):
     def poison(handle):
-        handle["images/test/embedding"][7, 0, 3] = np.nan
+        handle["images/test/views/plain/embedding"][7, 0, 3] = np.nan
     _edit(cache_copy, poison)
-    _refused(cache_copy, r"split 'test' has NaN/Inf values in row 7$")
+    _refused(cache_copy, r"view family 'plain' of split 'test' has NaN/Inf values in row 7$")
 
 
 def test_an_inf_text_row_is_refused_naming_the_set_and_row(cache_copy):
@@ -138,4 +146,4 @@ def test_unknown_text_sets_and_splits_list_the_known_ones(valid_cache):
     with pytest.raises(ClipBridgeError, match=r"valid\.h5: unknown text set 'clip'; known: ensemble, cupl"):
         cache.text(["ensemble", "clip"])
     with pytest.raises(ClipBridgeError, match=r"valid\.h5: unknown split 'dev'; known: train, val, test"):
-        cache.split("dev")
+        cache.rows("dev")

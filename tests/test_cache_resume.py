@@ -44,15 +44,19 @@ def run(path, progress=False):
                       dtype=np.float32).reshape(W, D), eos)
     written = 0
     for split, n in (("train", N), ("val", N // 3)):
-        done = writer.ensure_split(split, np.arange(n) % 3, [f"{{split}}/{{i}}" for i in range(n)], V, D,
-                                   np.float16, {RECIPE!r})
-        todo = np.flatnonzero(~done)
-        for start in range(0, todo.size, CHUNK):
-            rows = todo[start:start + CHUNK]
-            writer.write_rows(split, rows, embedding(rows))
-            written += rows.size
-            if progress:
-                print(written, flush=True)
+        writer.write_list(split, np.arange(n) % 3, split)
+        writer.ensure_split(split, source=np.arange(n), labels=np.arange(n) % 3,
+                            paths=[f"{{split}}/{{i}}" for i in range(n)])
+        for family, rows, copies in (("plain", np.arange(n), 1), ("tip", np.arange(0, n, 2), V)):
+            done = writer.ensure_family(split, family, rows=rows, copies=copies, dim=D, dtype=np.float16,
+                                        recipe={RECIPE!r})
+            todo = np.flatnonzero(~done)
+            for start in range(0, todo.size, CHUNK):
+                positions = todo[start:start + CHUNK]
+                writer.write_views(split, family, positions, embedding(rows[positions])[:, :copies])
+                written += positions.size
+                if progress:
+                    print(written, flush=True)
     writer.finish()
     return written, writer.resumed
 
@@ -96,36 +100,43 @@ def test_resume_after_sigkill_gives_the_same_cache_as_an_uninterrupted_run(tmp_p
     _kill_after(script, path, rows_written=3 * CHUNK)
     assert unfinished_path(path).exists() and not path.exists()
     with h5py.File(unfinished_path(path)) as handle:
-        done_before = int(handle["images/train/done"][()].sum())
+        done_before = int(handle["images/train/views/plain/done"][()].sum())
     assert 3 * CHUNK <= done_before < N
 
     written, resumed = module.run(path)
     assert resumed
-    assert written == N + N // 3 - done_before          # only the rows not done are extracted again
+    total = sum(n + (n + 1) // 2 for n in (N, N // 3))
+    assert written == total - done_before          # only the rows not done are extracted again
     reference, result = open_cache(reference_path), open_cache(path)
     for split in ("train", "val"):
-        a, b = reference.split(split), result.split(split)
-        assert torch.equal(a.embedding, b.embedding)
-        assert torch.equal(a.labels, b.labels) and a.paths == b.paths
+        for family in ("plain", "tip"):
+            assert torch.equal(reference.views(split, family), result.views(split, family))
+        a, b = reference.rows(split), result.rows(split)
+        assert np.array_equal(a.labels, b.labels) and a.paths == b.paths
     assert result.text_sets == ["ensemble"] and torch.equal(result.text("ensemble").eos,
                                                             reference.text("ensemble").eos)
     assert not unfinished_path(path).exists()
 
 
-def _start(path: Path, attrs: dict = ATTRS, recipe: dict = RECIPE, **kwargs) -> CacheWriter:
+def _start(path: Path, attrs: dict = ATTRS, recipe: dict = RECIPE, labels=np.arange(10) % 3,
+           **kwargs) -> CacheWriter:
     writer = CacheWriter(path, attrs=attrs, **kwargs)
-    writer.ensure_split("train", np.arange(10) % 3, [str(i) for i in range(10)], V, D, np.float16, recipe)
+    writer.write_list("train", np.arange(10) % 3, "list")
+    writer.ensure_split("train", source=np.arange(10), labels=labels, paths=[str(i) for i in range(10)])
+    writer.ensure_family("train", "tip", rows=np.arange(10), copies=V, dim=D, dtype=np.float16, recipe=recipe)
     return writer
 
 
 def test_resuming_returns_the_done_markers_of_the_interrupted_run(tmp_path):
     path = tmp_path / "c.h5"
     writer = _start(path)
-    writer.write_rows("train", [2, 3, 7], np.ones((3, V, D)))
+    writer.write_views("train", "tip", [2, 3, 7], np.ones((3, V, D)))
     writer.mark_skipped("train", [9], "unreadable")
     writer.close()
     writer = CacheWriter(path, attrs=ATTRS)
-    done = writer.ensure_split("train", np.arange(10) % 3, [str(i) for i in range(10)], V, D, np.float16, RECIPE)
+    writer.ensure_split("train", source=np.arange(10), labels=np.arange(10) % 3, paths=[str(i) for i in range(10)])
+    done = writer.ensure_family("train", "tip", rows=np.arange(10), copies=V, dim=D, dtype=np.float16,
+                                recipe=RECIPE)
     assert writer.resumed
     assert np.flatnonzero(done).tolist() == [2, 3, 7, 9]
     writer.close()
@@ -150,10 +161,10 @@ def test_an_unfinished_cache_of_another_model_is_refused_until_restarted(tmp_pat
     writer.close()
 
 
-def test_a_split_started_with_another_views_recipe_is_refused(tmp_path):
+def test_a_family_started_with_another_recipe_is_refused(tmp_path):
     path = tmp_path / "c.h5"
     _start(path).close()
-    with pytest.raises(ClipBridgeError, match=r"images/train.*views recipe.*--restart"):
+    with pytest.raises(ClipBridgeError, match=r"images/train/views/tip.*recipe.*--restart"):
         _start(path, recipe={"augment": "crop", "seed": 3})
 
 
@@ -161,8 +172,11 @@ def test_a_split_started_with_other_images_is_refused(tmp_path):
     path = tmp_path / "c.h5"
     _start(path).close()
     writer = CacheWriter(path, attrs=ATTRS)
-    with pytest.raises(ClipBridgeError, match=r"images/train.*image list or labels"):
-        writer.ensure_split("train", np.arange(10) % 2, [str(i) for i in range(10)], V, D, np.float16, RECIPE)
+    with pytest.raises(ClipBridgeError, match=r"images/train: the unfinished cache was started with other images"):
+        writer.ensure_split("train", source=np.arange(10), labels=np.arange(10) % 3,
+                            paths=[f"other{i}" for i in range(10)])
+    with pytest.raises(ClipBridgeError, match=r"lists/train: the unfinished cache was started on another train"):
+        writer.write_list("train", np.arange(10) % 2, "list")
     writer.close()
 
 
@@ -173,13 +187,13 @@ def test_an_unreadable_tmp_is_reported_and_started_again(tmp_path, caplog):
         writer = _start(path)
     assert not writer.resumed
     assert "c.h5.tmp is unreadable" in caplog.text
-    assert not writer.done("train").any()
+    assert not writer.done("train", "tip").any()
     writer.close()
 
 
 def test_a_tmp_another_process_is_writing_is_not_touched(tmp_path):
     path = tmp_path / "c.h5"
-    code = ("import sys, time\nfrom cache.writer import CacheWriter\n"
+    code = ("import sys, time\nfrom clipbridge.cache.writer import CacheWriter\n"
             f"w = CacheWriter({str(path)!r}, attrs={ATTRS!r})\nprint('open', flush=True)\ntime.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -12,14 +12,14 @@ from clipbridge.evaluate.records import (KEY_FIELDS, append_records, latest_by_k
 
 def _record(seed=1, method="zeroshot", test=50.0, **extra):
     return make_record(dataset="d", model="m", pretrained="p", method=method, hparams={"alpha": 1.0},
-                       shots=4, seed=seed, views=1, prompt_sets=["ensemble"], protocol="clean",
+                       shots=4, seed=seed, views=1, view_families=["plain"], prompt_sets=["ensemble"], protocol="clean",
                        val_accuracy=40.0, test_accuracy=test, fit_seconds=0.1, search_seconds=0.0,
                        device="cpu", cache_id="abc", val_is_test=False, **extra)
 
 
 def test_record_holds_every_documented_field():
     record = _record()
-    for name in ("dataset", "model", "pretrained", "method", "hparams", "shots", "seed", "views",
+    for name in ("dataset", "model", "pretrained", "method", "hparams", "shots", "seed", "views", "view_families",
                  "prompt_sets", "protocol", "val_accuracy", "test_accuracy", "fit_seconds", "search_seconds",
                  "device", "cache_id", "package_version", "time", "val_is_test", "eval_dataset"):
         assert name in record

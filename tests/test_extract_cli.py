@@ -89,13 +89,14 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def _run_args(dataset_args, checkpoint, out, workers="0"):
-    return [*dataset_args, *TINY, "--pretrained", checkpoint, "--views", "3", "--batch-size", "2",
-            "--workers", workers, "--prompts", "ensemble,classname", "--out", out]
+    return [*dataset_args, *TINY, "--pretrained", checkpoint, "--view-families", "flip,semo-r0.8-j",
+            "--batch-size", "2", "--workers", workers, "--prompts", "ensemble,classname", "--out", out]
 
 
 @pytest.fixture(scope="module")
 def reference(dataset_args, tiny_checkpoint, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """An uninterrupted single-process run: 3 views, batches of 2, 2 DataLoader workers."""
+    """An uninterrupted single-process run: families plain, flip, semo-r0.8-j; batches of 2, 2 DataLoader
+    workers."""
     out = tmp_path_factory.mktemp("reference") / "cache" / "ref.h5"
     result = run_cli(*_run_args(dataset_args, tiny_checkpoint[1], out, workers="2"))
     assert result.returncode == 0, result.stderr
@@ -115,21 +116,28 @@ def test_extract_writes_a_complete_cache_with_views_text_and_checkpoint_identity
     assert cache.attrs["pretrained"] == "tiny-random.pt"
     assert cache.attrs["pretrained_sha256"] == file_sha256(checkpoint)
     assert set(cache.splits) == {"train", "val", "test"} and cache.text_sets == ["ensemble", "classname"]
-    train, test = cache.split("train"), cache.split("test")
+    assert cache.coverage.is_everything
     dim = tiny.model.text_projection.shape[1]
-    assert train.embedding.shape == (36, 3, dim) and train.views == 3
-    assert test.embedding.shape[1] == 1
+    families = cache.families("train")
+    assert list(families) == ["plain", "flip", "semo-r0.8-j"] and families["semo-r0.8-j"].copies == 10
+    assert cache.views("train", "semo-r0.8-j").shape == (36, 10, dim)
+    assert list(cache.families("test")) == ["plain"] and list(cache.families("val")) == ["plain"]
+    assert "RandomResizedCrop" in families["semo-r0.8-j"].recipe["describe"]
     text = cache.text(["ensemble"])
     torch.testing.assert_close(text.eos @ cache.text_projection, text.projected, rtol=1e-4, atol=1e-5)
-    # view 0 of a row is the model's own encode_image of the preprocessed image; view 1 its mirror
+    # plain is the model's own encode_image of the preprocessed image; flip its mirror; a crop the exact
+    # torchvision recipe under the copy's seed
+    from clipbridge.extract.views import ViewMaker, get_family
+
     root = Path(dataset_args[dataset_args.index("--root") + 1])
-    image = Image.open(root / train.paths[5]).convert("RGB")
+    name = cache.rows("train").paths[5]
+    image = Image.open(root / name).convert("RGB")
+    maker = ViewMaker(tiny.preprocess, tiny.image_size, tiny.mean, tiny.std, seed=0)
     with torch.no_grad():
-        expected = tiny.model.encode_image(tiny.preprocess(image)[None])[0]
-    torch.testing.assert_close(train.embedding[5, 0], expected, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(train.embedding[5, 0], train.embedding[5, 1])
-    with h5py.File(out, "r") as handle:
-        assert "RandomResizedCrop" in handle["images/train/done"].attrs["views_recipe"]
+        for family in ("plain", "flip", "semo-r0.8-j"):
+            expected = tiny.model.encode_image(maker.views(image, get_family(family), "train", name))
+            torch.testing.assert_close(cache.views("train", family, [5])[0], expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(cache.views("train", "plain", [5]), cache.views("train", "flip", [5]))
 
 
 @pytest.mark.slow
@@ -145,7 +153,8 @@ def test_resume_after_sigkill_gives_arrays_identical_to_an_uninterrupted_run(dat
     while process.poll() is None and time.monotonic() < deadline:
         try:
             with h5py.File(tmp, "r", locking=False) as handle:
-                done = int(handle["images/train/done"][()].sum()) if "images/train/done" in handle else 0
+                name = "images/train/views/semo-r0.8-j/done"
+                done = int(handle[name][()].sum()) if name in handle else 0
         except (OSError, KeyError):
             done = 0
         if done >= 4:
@@ -218,9 +227,12 @@ def test_skip_bad_leaves_the_corrupt_jpeg_out_and_counts_it(tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     assert "train: 5 images, 1 skipped" in result.stdout
     cache = open_cache(out)
-    assert len(cache.split("train").paths) == 5 and "class_1/01.jpg" not in cache.split("train").paths
+    _, _, paths = cache.plain("train")
+    assert len(paths) == 5 and "train/class_1/01.jpg" not in paths
+    rows = cache.rows("train")
+    assert rows.paths[int(rows.skipped.nonzero()[0][0])] == "train/class_1/01.jpg"
     with h5py.File(out, "r") as handle:
-        assert handle["images/train/done"].attrs["skipped_count"] == 1
+        assert handle["images/train/skipped"].attrs["count"] == 1
 
 
 def _assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -8,6 +8,7 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
+from cache_factory import write_cache
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.registry import get_method
 from clipbridge.cache.errors import ClipBridgeError
@@ -23,11 +24,11 @@ def caches(tmp_path_factory):
     """(with val, a copy without val, another extraction) — small synthetic caches."""
     root = tmp_path_factory.mktemp("caches")
     plain = write_synthetic_cache(root / "syn.h5", classes=6, train_per_class=8, dim=16, width=12, val=24,
-                                  test=60, views=2, seed=1)
+                                  test=60, families={"flip": 1}, seed=1)
     noval = root / "noval.h5"
     shutil.copy(plain, noval)
     with h5py.File(noval, "a") as handle:
-        del handle["images/val"]
+        del handle["images/val"], handle["lists/val"]
     other = write_synthetic_cache(root / "other.h5", classes=6, train_per_class=8, dim=16, width=12, val=24,
                                   test=60, seed=2)
     return {"plain": plain, "noval": noval, "other": other}
@@ -80,20 +81,23 @@ def test_evaluate_refuses_a_cache_other_than_the_one_fitted_on(tmp_path, caches)
 def test_clean_protocol_reads_the_test_split_only_after_fitting(tmp_path, caches, monkeypatch):
     events = []
     method = get_method("tip-adapter")
-    original_fit, original_split = method.fit, Cache.split
+    original_fit = method.fit
 
     def fit_spy(task, **hparams):
         events.append("fit")
         return original_fit(task, **hparams)
 
-    def split_spy(self, name):
-        if name == "test" and "fit" not in events:
-            raise AssertionError("test split read before fitting")
-        events.append(f"read {name}")
-        return original_split(self, name)
+    def spy(reader):
+        def read(self, name, *args, **kwargs):
+            if name == "test" and "fit" not in events:
+                raise AssertionError("test split read before fitting")
+            events.append(f"read {name}")
+            return reader(self, name, *args, **kwargs)
+        return read
 
     monkeypatch.setattr(method, "fit", fit_spy)
-    monkeypatch.setattr(Cache, "split", split_spy)
+    for reader in ("plain", "views", "rows"):
+        monkeypatch.setattr(Cache, reader, spy(getattr(Cache, reader)))
     for cache in ("plain", "noval"):
         events.clear()
         result = _fit(tmp_path, caches[cache], "--method", "tip-adapter", "--shots", "2", "--seeds", "1-2")
@@ -118,17 +122,10 @@ def test_clean_protocol_on_a_cache_without_val_is_not_flagged(tmp_path, caches):
 
 
 def test_shots_above_a_small_class_prints_a_note_and_fits_with_what_it_has(tmp_path, caches):
-    short = tmp_path / "short.h5"
-    shutil.copy(caches["plain"], short)
-    with h5py.File(short, "a") as handle:                  # class 0 keeps 2 of its 8 train images
-        group = handle["images/train"]
-        skipped = group["skipped"][()]
-        skipped[(group["label"][()] == 0).nonzero()[0][2:]] = True
-        group["skipped"][...] = skipped
+    short = write_cache(tmp_path / "short.h5", train_counts=(2, 8, 8))     # class 0 has 2 train images
     result = _fit(tmp_path, short, "--method", "zeroshot", "--shots", "4")
     assert result.exit_code == 0, result.output
-    assert "note: 1 class(es) have fewer than 4 train images; CoOp keeps all they have: class 000 (2)" \
-        in result.output
+    assert "note: 1 class(es) have fewer than 4 train images; CoOp keeps all they have: c0 (2)" in result.output
 
 
 @pytest.mark.parametrize("shots", ["0", "9"])

@@ -25,7 +25,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     path = tmp_path_factory.mktemp("synthetic") / "s.h5"
-    return open_cache(write_synthetic_cache(path, views=2, prompts=3, seed=0, **SIZE))
+    return open_cache(write_synthetic_cache(path, families={"flip": 1, "tip": 3}, prompts=3, seed=0, **SIZE))
 
 
 def test_synthetic_cache_has_the_requested_shapes(synthetic):
@@ -35,15 +35,17 @@ def test_synthetic_cache_has_the_requested_shapes(synthetic):
     text = synthetic.text(["ensemble"])
     assert text.eos.shape == (3 * c, w) and text.projected.shape == (3 * c, d)
     assert torch.allclose(text.eos @ synthetic.text_projection, text.projected, rtol=1e-4, atol=1e-4)
-    train = synthetic.split("train")
-    assert train.embedding.shape == (c * k, 2, d)
-    assert torch.bincount(train.labels, minlength=c).tolist() == [k] * c
-    assert synthetic.split("val").embedding.shape == (SIZE["val"], 2, d)
-    assert synthetic.split("test").embedding.shape == (SIZE["test"], 1, d)
+    assert synthetic.views("train", "plain").shape == (c * k, 1, d)
+    assert synthetic.views("train", "tip").shape == (c * k, 3, d)
+    assert torch.bincount(torch.from_numpy(synthetic.rows("train").labels), minlength=c).tolist() == [k] * c
+    assert list(synthetic.families("val")) == ["plain"] and list(synthetic.families("train")) == ["plain", "flip", "tip"]
+    assert synthetic.plain("val")[0].shape == (SIZE["val"], d)
+    assert synthetic.plain("test")[0].shape == (SIZE["test"], d)
+    assert synthetic.coverage.is_everything
 
 
 def test_image_embeddings_are_raw_with_clip_like_norms_and_a_modality_gap(synthetic):
-    images = synthetic.split("test").embedding[:, 0]
+    images = synthetic.plain("test")[0]
     norms = images.norm(dim=-1)
     assert 8 < norms.mean() < 12
     text = _unit(synthetic.text(["ensemble"]).projected)
@@ -55,16 +57,16 @@ def test_zero_shot_is_above_chance_but_imperfect_and_shots_improve_it(synthetic)
     c = SIZE["classes"]
     text = synthetic.text(["ensemble", "cupl"])
     prototypes = _unit(torch.stack([_unit(text.projected[text.classes == k]).mean(0) for k in range(c)]))
-    test = synthetic.split("test")
-    queries = _unit(test.embedding[:, 0])
+    test, test_labels, _ = synthetic.plain("test")
+    queries = _unit(test)
     zero_shot = queries @ prototypes.T
-    zero_shot_accuracy = (zero_shot.argmax(1) == test.labels).float().mean().item()
+    zero_shot_accuracy = (zero_shot.argmax(1) == test_labels).float().mean().item()
     assert 3.0 / c < zero_shot_accuracy < 0.9
-    train = synthetic.split("train")
-    support = _unit(train.embedding[:, 0])
-    means = _unit(torch.stack([support[train.labels == k].mean(0) for k in range(c)]))
+    train, train_labels, _ = synthetic.plain("train")
+    support = _unit(train)
+    means = _unit(torch.stack([support[train_labels == k].mean(0) for k in range(c)]))
     combined = zero_shot + queries @ means.T
-    few_shot_accuracy = (combined.argmax(1) == test.labels).float().mean().item()
+    few_shot_accuracy = (combined.argmax(1) == test_labels).float().mean().item()
     assert few_shot_accuracy > zero_shot_accuracy + 0.1
 
 
@@ -73,9 +75,9 @@ def test_same_seed_gives_the_same_cache_and_another_seed_another(tmp_path):
     first = open_cache(write_synthetic_cache(tmp_path / "a.h5", seed=3, **small))
     again = open_cache(write_synthetic_cache(tmp_path / "b.h5", seed=3, **small))
     other = open_cache(write_synthetic_cache(tmp_path / "c.h5", seed=4, **small))
-    assert torch.equal(first.split("test").embedding, again.split("test").embedding)
+    assert torch.equal(first.plain("test")[0], again.plain("test")[0])
     assert torch.equal(first.text(["cupl"]).eos, again.text(["cupl"]).eos)
-    assert not torch.equal(first.split("test").embedding, other.split("test").embedding)
+    assert not torch.equal(first.plain("test")[0], other.plain("test")[0])
 
 
 def test_bad_sizes_are_refused(tmp_path):
@@ -86,12 +88,13 @@ def test_bad_sizes_are_refused(tmp_path):
 def test_module_command_writes_a_valid_cache(tmp_path):
     out = tmp_path / "cli.h5"
     command = [sys.executable, "-m", "clipbridge.cache.synthetic", "--classes", "5", "--shots", "4", "--dim", "16",
-               "--width", "12", "--val", "10", "--test", "20", "--views", "2", "--prompts", "2", "--seed", "7",
+               "--width", "12", "--val", "10", "--test", "20", "--families", "flip:1,tip:2", "--prompts", "2", "--seed", "7",
                "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr
     cache = open_cache(out)
-    assert cache.split("train").embedding.shape == (20, 2, 16) and len(cache.text(["ensemble"]).prompts) == 10
+    assert cache.views("train", "tip").shape == (20, 2, 16) and len(cache.text(["ensemble"]).prompts) == 10
+    assert list(cache.families("train")) == ["plain", "flip", "tip"]
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     assert again.returncode == 1 and "already exists" in again.stderr
