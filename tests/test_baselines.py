@@ -86,6 +86,33 @@ def test_tip_adapter_search_finds_at_least_the_validation_accuracy_of_its_grid()
     assert state.info["search_evaluated"] == 11 * 11 + 4 * 64
 
 
+def test_tip_adapter_with_the_official_grid_reaches_at_least_the_official_loops_choice():
+    """RECIPES.md §2.2: β_i = 0.1 + i(scale_β − 0.1)/200, α_j = 0.1 + j(scale_α − 0.1)/20, β outer, first strict max
+    on validation. The batched search scores that grid, then refines: it can only do as well or better."""
+    task, _, _ = make_task(seeds=(1, 2), classes=6, shots=4, dtype=torch.float64)
+    box = {"alpha_low": 0.1, "alpha_high": 5.0, "beta_low": 0.1, "beta_high": 12.0, "grid_alpha": 20,
+           "grid_beta": 200, "grid_endpoint": False}
+    state = METHODS["tip-adapter"].fit(task, **box)
+    text = class_text(task).projected
+    keys = task.support / task.support.norm(dim=-1, keepdim=True)        # one view per shot: key = the shot
+    val = task.val / task.val.norm(dim=-1, keepdim=True)
+    for s in range(2):
+        best, best_acc = None, -1.0
+        for i in range(200):
+            beta = 0.1 + i * (12.0 - 0.1) / 200
+            affinity = val[s] @ keys[s].reshape(-1, task.dim).T
+            cache = torch.exp(-beta * (1 - affinity)).reshape(val.shape[1], task.num_classes, -1).sum(-1)
+            for j in range(20):
+                alpha = 0.1 + j * (5.0 - 0.1) / 20
+                logits = task.logit_scale * val[s] @ text.T + alpha * cache
+                acc = 100.0 * float((logits.argmax(-1) == task.val_labels[s]).double().mean())
+                if acc > best_acc:
+                    best, best_acc = (alpha, beta), acc
+        assert state.info["val_accuracy"][s] >= best_acc - 1e-9
+        assert 0.1 <= state.hparams[s]["alpha"] <= 5.0 and 0.1 <= state.hparams[s]["beta"] <= 12.0
+    assert state.info["search_evaluated"] == 200 * 20 + 4 * 64
+
+
 def test_tip_adapter_f_zero_epochs_equals_tip_adapter():
     task, test_x, _ = make_task(seeds=(1, 2))
     tip = METHODS["tip-adapter"].fit(task)

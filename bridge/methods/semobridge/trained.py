@@ -6,8 +6,11 @@ Hyper-parameters (`defaults`):
                                    500 steps, then constant 1.5e-4; weight decay 0.01)
   csb                              train the class-specific bias (False: B only)
   selection                        "best-val": per seed, the state with the best validation accuracy under
-                                   the fixed blend (s=0.01, α=β=γ=1, λ=0.5), earliest on ties;
+                                   the fixed blend `selection_blend`, earliest on ties;
                                    "last": the final state (the paper's choice for ImageNet)
+  selection_blend                  the fixed blend (s, α, β, γ, λ1, λ2, λ3) of "best-val": the paper's
+                                   default (0.01, 1, 1, 1, 0.5, 0.5, 0.5); DTD and FGVC-Aircraft use their
+                                   own (RECIPES.md §2.1, set by the paper recipe)
   parity_stale_prototypes          False (default): the bridged prototypes P are recomputed from the
                                    selected state. True reproduces the authors' code, which keeps P from
                                    the last step while using the selected B for queries.
@@ -28,7 +31,7 @@ from clipbridge.bridge.registry import FittedState, check_hparams, register_meth
 from clipbridge.bridge.methods.semobridge.training import TrainSettings, train_bridge
 
 TRAIN_DEFAULTS = {"steps": 5000, "warmup": 500, "lr": 1.5e-4, "weight_decay": 0.01, "csb": True,
-                  "selection": "best-val", "parity_stale_prototypes": False}
+                  "selection": "best-val", "selection_blend": list(sm.FIXED_BLEND), "parity_stale_prototypes": False}
 
 
 @register_method
@@ -43,7 +46,8 @@ class SeMoBridgeT:
         wt = task.text_projection.to(dtype)
         settings = TrainSettings(steps=int(hp["steps"]), warmup=int(hp["warmup"]), lr=float(hp["lr"]),
                                  weight_decay=float(hp["weight_decay"]), csb=bool(hp["csb"]),
-                                 selection=hp["selection"])
+                                 selection=hp["selection"],
+                                 selection_blend=tuple(float(x) for x in hp["selection_blend"]))
         val = task.val.to(dtype).expand(task.num_seeds, -1, -1)
         val_labels = task.val_labels.expand(task.num_seeds, -1)
         outcome = train_bridge(views, text, wt, sm.initial_bridge(wt), task.logit_scale, settings, val, val_labels)

@@ -49,6 +49,7 @@ class TrainSettings(NamedTuple):
     warmup_start_lr: float = 1e-5
     csb: bool = True
     selection: str = "best-val"
+    selection_blend: tuple[float, ...] = sm.FIXED_BLEND
 
 
 class TrainOutcome(NamedTuple):
@@ -95,7 +96,7 @@ def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tenso
     work = sm.Workspace()
     validate = settings.selection == "best-val" and settings.steps > 0
     if validate:
-        selection = _Selection(views, text, text_projection, gram, val, val_labels, work)
+        selection = _Selection(views, text, text_projection, gram, val, val_labels, work, settings.selection_blend)
         best = _Best.start(bridge, bias)
 
     for step in range(settings.steps + 1):
@@ -139,12 +140,12 @@ class _Selection:
     multiplied once for all seeds (bridge.methods.semobridge.algebra.selection_maps)."""
 
     def __init__(self, views: sm.SupportViews, text: ClassText, text_projection: Tensor, gram: Tensor,
-                 val: Tensor, val_labels: Tensor, work: sm.Workspace):
+                 val: Tensor, val_labels: Tensor, work: sm.Workspace, blend=sm.FIXED_BLEND):
         image_protos = sm.image_prototypes(views, text.projected.shape[0])
         queries = val[0] if val.shape[0] == 1 or val.stride(0) == 0 else val
         self.unit = queries / sm.safe_norm(queries)
         s1 = (self.unit @ text.projected.T).expand(val.shape[0], -1, -1)
-        self.judge = sm.FixedBlend(s1, sm.divergence(image_protos, text.projected), val_labels)
+        self.judge = sm.FixedBlend(s1, sm.divergence(image_protos, text.projected), val_labels, blend)
         self.image_w = image_protos @ text_projection.T
         self.text_projection, self.gram, self.work = text_projection, gram, work
 
@@ -183,6 +184,9 @@ def _check(settings: TrainSettings, val: Tensor | None, val_labels: Tensor | Non
         raise BridgeInputError(f"steps and warmup must be >= 0, got {settings.steps} and {settings.warmup}")
     if not settings.lr > 0 or settings.weight_decay < 0:
         raise BridgeInputError(f"lr must be > 0 and weight_decay >= 0, got {settings.lr} and {settings.weight_decay}")
+    if len(settings.selection_blend) != len(sm.BLEND_PARAMS) or any(x < 0 for x in settings.selection_blend):
+        raise BridgeInputError(f"selection_blend must be {len(sm.BLEND_PARAMS)} numbers >= 0 "
+                               f"({', '.join(sm.BLEND_PARAMS)}), got {list(settings.selection_blend)}")
     if settings.selection not in SELECTIONS:
         raise BridgeInputError(f"selection must be one of {SELECTIONS}, got {settings.selection!r}")
     if settings.selection == "best-val" and (val is None or val_labels is None or not bool((val_labels >= 0).any())):
