@@ -92,8 +92,9 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
     """Write a valid synthetic cache (splits train [C*train_per_class], val [val], test [test]); its path.
 
     Every image has the plain view; train images also have the augmented view `families` {name: copies}
-    (e.g. {"flip": 1, "tip": 10}). Text sets: "ensemble" (`prompts` templates per class) and "cupl"
-    (`prompts` sentences per class). Coverage: every image.
+    (e.g. {"flip": 1, "tip": 10}). Text sets: "coop" (one template per class, the first of "ensemble"),
+    "ensemble" (`prompts` templates per class) and "cupl" (`prompts` sentences per class), as an extraction
+    with --prompts coop,ensemble,cupl would store. Coverage: every image.
     """
     families = dict(families or {})
     for name, value, low in (("classes", classes, 2), ("train_per_class", train_per_class, 1), ("dim", dim, 2),
@@ -125,14 +126,15 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
     with CacheWriter(path, attrs=attrs, overwrite=overwrite, restart=True) as writer:
         writer.write_model(projection.astype(np.float32), 100.0)
         writer.write_classes(names, [n.replace(" ", "_") for n in names])
-        class_of_prompt = np.repeat(np.arange(classes), prompts)
-        sets = {"ensemble": (slice(0, prompts), list(TEMPLATES)),
+        sets = {"coop": (slice(0, 1), list(TEMPLATES[:1])),          # the first "ensemble" template
+                "ensemble": (slice(0, prompts), list(TEMPLATES)),
                 "cupl": (slice(prompts, 2 * prompts), [f"{{}} seen in sentence {i}." for i in range(prompts)])}
         for set_name, (part, texts) in sets.items():
+            count = part.stop - part.start
             writer.write_text(set_name, [texts[p % len(texts)].format(names[c]) for c in range(classes)
-                                         for p in range(prompts)],
-                              class_of_prompt, projected[:, part].reshape(-1, dim), eos[:, part].reshape(-1, width),
-                              attrs={"source": "synthetic"})
+                                         for p in range(count)],
+                              np.repeat(np.arange(classes), count), projected[:, part].reshape(-1, dim),
+                              eos[:, part].reshape(-1, width), attrs={"source": "synthetic"})
         for split, split_labels in labels.items():
             n = split_labels.size
             paths = [f"{split}/{i:06d}" for i in range(n)]

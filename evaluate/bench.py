@@ -24,21 +24,25 @@ from clipbridge.evaluate.records import (append_records, latest_by_key, package_
                               results_path)
 from clipbridge.evaluate.scoring import align_classes, fit_method, score_queries, seed_records
 from clipbridge.evaluate.tables import build_table, table_summary, to_csv, to_markdown
-from clipbridge.evaluate.tasks import SplitLoader, build_fit_task, cache_identity, load_test, resolve_device
+from clipbridge.evaluate.plan import FitPlan, plan_fit
+from clipbridge.evaluate.tasks import (SplitLoader, build_fit_task, cache_identity, check_pairs, check_shots, load_test,
+                                       resolve_device)
 
 TABLE_CSV, TABLE_MD, PLOT_PNG, SUMMARY_JSON = "table.csv", "table.md", "accuracy_vs_shots.png", "summary.json"
 
 
 @dataclass(frozen=True)
 class BenchSpec:
-    """What to run. caches / ood are cache file paths; prompt_sets None = every set of each cache."""
+    """What to run. caches / ood are cache file paths. recipe "paper" or "uniform"; view_families and
+    prompt_sets choose the uniform recipe's inputs (None: plain / every set of each cache)."""
 
     caches: tuple[Path, ...]
     methods: tuple[str, ...]
     shots: tuple[int, ...]
     seeds: tuple[int, ...]
     protocol: str = "clean"
-    view_families: tuple[str, ...] = ("plain",)
+    recipe: str = "paper"
+    view_families: tuple[str, ...] | None = None
     prompt_sets: tuple[str, ...] | None = None
     device: str = "auto"
     dtype: str = "float32"
@@ -48,7 +52,8 @@ class BenchSpec:
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-method overrides of fit
 
     def overrides(self, method: str) -> dict[str, Any]:
-        """The hyper-parameters this bench passes to `method`'s fit (recorded as `overrides`)."""
+        """The hyper-parameters this bench passes to `method`'s fit on top of its recipe (recorded as
+        `overrides`)."""
         return dict(self.hparams.get(method, {}))
 
 
@@ -70,29 +75,43 @@ class _Source:
     cache: Any
     loader: SplitLoader
     identity: dict[str, str]
-    prompt_sets: list[str]
 
 
-def expected_keys(spec: BenchSpec, sources: list[_Source], targets: list[Any]) -> dict[tuple, list[str]]:
+def plan_grid(spec: BenchSpec, sources: list[_Source]) -> dict[tuple[int, int, str], FitPlan]:
+    """Every cell's FitPlan, checked before anything is fitted: shot counts against the class sizes, the
+    (shots, seed) pairs and view families the caches hold, text sets, hyper-parameters."""
+    plans = {}
+    for i, source in enumerate(sources):
+        check_pairs(source.cache, spec.shots, spec.seeds, spec.protocol)
+        for k in spec.shots:
+            check_shots(source.cache, k, source.loader)
+            for method in spec.methods:
+                plans[(i, k, method)] = plan_fit(source.cache, method, k, recipe=spec.recipe,
+                                                 families=spec.view_families, prompts=spec.prompt_sets,
+                                                 overrides=spec.overrides(method))
+    return plans
+
+
+def expected_keys(spec: BenchSpec, sources: list[_Source], targets: list[Any],
+                  plans: dict[tuple[int, int, str], FitPlan]) -> dict[tuple, list[str]]:
     """{(source index, shots, method, seed): record keys that seed must have (source test + each OOD)}."""
     keys = {}
-    for i, source in enumerate(sources):
-        evals = [source.identity["dataset"]] + [str(t.attrs.get("dataset")) for t in targets]
-        for k in spec.shots:
-            for method in spec.methods:
-                for seed in spec.seeds:
-                    keys[(i, k, method, seed)] = [record_key({
-                        "dataset": source.identity["dataset"], "eval_dataset": target, "model":
-                        source.identity["model"], "pretrained": source.identity["pretrained"], "method": method,
-                        "shots": k, "seed": seed, "view_families": list(spec.view_families),
-                        "prompt_sets": source.prompt_sets,
-                        "protocol": spec.protocol, "overrides": spec.overrides(method)}) for target in evals]
+    for (i, k, method), plan in plans.items():
+        identity = sources[i].identity
+        evals = [identity["dataset"]] + [str(t.attrs.get("dataset")) for t in targets]
+        for seed in spec.seeds:
+            keys[(i, k, method, seed)] = [record_key({
+                "dataset": identity["dataset"], "eval_dataset": target, "model": identity["model"],
+                "pretrained": identity["pretrained"], "method": method, "shots": k, "seed": seed,
+                "recipe": plan.recipe.name, "view_families": list(plan.families),
+                "prompt_sets": list(plan.prompt_sets), "protocol": spec.protocol, "overrides": plan.overrides})
+                for target in evals]
     return keys
 
 
 def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, progress: bool = True,
               echo: Callable[[str], None] = print) -> BenchOutcome:
-    """Run the missing cells of the grid, then (rank 0) write the tables and the plot."""
+    """Check the whole grid, run its missing cells, then (rank 0) write the tables and the plot."""
     results_file = results_path(results_dir)
     outcome = BenchOutcome()
     device = resolve_device(spec.device)
@@ -102,12 +121,12 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
         sources = []
         for path in spec.caches:
             cache = open_cache(path, model=spec.model, pretrained=spec.pretrained)
-            sets = list(spec.prompt_sets) if spec.prompt_sets else list(cache.text_sets)
-            sources.append(_Source(cache, SplitLoader(cache), cache_identity(cache), sets))
+            sources.append(_Source(cache, SplitLoader(cache), cache_identity(cache)))
         targets = [open_cache(path, model=spec.model, pretrained=spec.pretrained) for path in spec.ood]
         target_loaders = [SplitLoader(t) for t in targets]
+        plans = plan_grid(spec, sources)
         class_maps: dict[tuple[int, int], Any] = {}
-        keys = expected_keys(spec, sources, targets)
+        keys = expected_keys(spec, sources, targets, plans)
         done = set(latest_by_key(read_records(results_file)))
         cells = [(i, k, m) for i in range(len(sources)) for k in spec.shots for m in spec.methods]
         mine = current.share(cells)
@@ -118,24 +137,26 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
             if not pending:
                 outcome.skipped_cells += 1
                 continue
-            source = sources[i]
-            if (i, k, pending) not in built:
-                built.clear()
-                built[(i, k, pending)] = build_fit_task(
-                    source.cache, shots=k, seeds=pending, families=spec.view_families, prompt_sets=source.prompt_sets,
+            source, plan = sources[i], plans[(i, k, method)]
+            task_key = (i, k, pending, plan.families, plan.prompt_sets)
+            if task_key not in built:
+                if any(key[:3] != task_key[:3] for key in built):
+                    built.clear()
+                built[task_key] = build_fit_task(
+                    source.cache, shots=k, seeds=pending, families=plan.families, prompt_sets=plan.prompt_sets,
                     protocol=spec.protocol, device=str(device), dtype=spec.dtype, loader=source.loader)
-            task, meta = built[(i, k, pending)]
-            overrides = spec.overrides(method)
-            state = fit_method(method, task, overrides)
+            task, meta = built[task_key]
+            meta = {**meta, **plan.meta()}
+            state = fit_method(method, task, plan.hparams)
             queries, labels = load_test(source.cache, device=str(device), dtype=spec.dtype, loader=source.loader)
-            records = seed_records(state, meta, score_queries(state, queries, labels), overrides=overrides)
+            records = seed_records(state, meta, score_queries(state, queries, labels), overrides=plan.overrides)
             for j, target in enumerate(targets):
                 if (i, j) not in class_maps:
                     class_maps[(i, j)] = align_classes(source.cache, target)
                 queries, labels = load_test(target, device=str(device), dtype=spec.dtype,
                                             loader=target_loaders[j])
                 accuracy = score_queries(state, queries, labels, class_maps[(i, j)])
-                records += seed_records(state, meta, accuracy, overrides=overrides,
+                records += seed_records(state, meta, accuracy, overrides=plan.overrides,
                                         eval_dataset=str(target.attrs.get("dataset")),
                                         eval_cache_id=str(target.cache_id))
             outcome.records_written += append_records(results_file, records)
@@ -168,7 +189,7 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
     summary = {
         "datasets": [s.identity["dataset"] for s in sources], "caches": [s.identity for s in sources],
         "ood": [str(p) for p in spec.ood], "methods": list(spec.methods), "shots": list(spec.shots),
-        "seeds": list(spec.seeds), "protocol": spec.protocol, "view_families": list(spec.view_families),
+        "seeds": list(spec.seeds), "protocol": spec.protocol, "recipe": spec.recipe,
         "hparams": {method: spec.overrides(method) for method in spec.methods if spec.overrides(method)},
         "records": len(records), "val_is_test": table.val_is_test, "table": table_summary(table),
         "mean_fit_seconds": {m: sum(v) / len(v) for m, v in sorted(fit_seconds.items())},

@@ -101,10 +101,15 @@ _cache_options = [
     click.option("--cache-root", default="cache", show_default=True, help="folder of the caches."),
 ]
 _fit_options = [
-    click.option("--view-family", "view_families", default="plain", show_default=True,
-                 help="view families of the support images, comma-separated (e.g. plain,flip; see "
-                      "`extract --list-view-families`)."),
-    click.option("--prompts", default=None, help="text sets, comma-separated (default: every set in the cache)."),
+    click.option("--recipe", "recipe_name", type=click.Choice(["paper", "uniform"]), default="paper",
+                 show_default=True, help="paper: each method run as its paper ran it, per dataset and shot count "
+                 "(`clipbridge recipe`); uniform: the same view families and prompts for every method, default "
+                 "hyper-parameters."),
+    click.option("--view-family", "view_families", default=None,
+                 help="--recipe uniform: view families of the support images, comma-separated (default plain; "
+                      "see `extract --list-view-families`)."),
+    click.option("--prompts", default=None,
+                 help="--recipe uniform: text sets, comma-separated (default: every set in the cache)."),
     click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),
@@ -138,12 +143,13 @@ def _with(options):
               help="semobridge-t: keep the last step's prototypes, as the authors' code does.")
 @click.option("--hparam", "hparam_items", multiple=True, metavar="KEY=VALUE", help="passed to fit (repeatable).")
 @click.option("--runs", "runs_root", default="runs", show_default=True, help="folder of saved runs.")
-def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, view_families, prompts,
-        protocol, device, dtype, results, selection, parity, hparam_items, runs_root) -> None:
+def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, recipe_name,
+        view_families, prompts, protocol, device, dtype, results, selection, parity, hparam_items, runs_root) -> None:
     """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
-    from clipbridge.bridge.registry import check_hparams, get_method
+    from clipbridge.bridge.registry import get_method
     from clipbridge.cache.reader import open_cache
     from clipbridge.evaluate.fitting import fit_and_report
+    from clipbridge.evaluate.plan import plan_fit
 
     if (dataset is None) == (cache_path is None):
         raise ClipBridgeError("give exactly one of --dataset NAME or --cache PATH")
@@ -160,15 +166,15 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
             if method != "semobridge-t":
                 raise ClipBridgeError(f"{flag} applies to semobridge-t only (method is {method!r})")
             overrides[key] = value
-    check_hparams(get_method(method), overrides)
+    get_method(method)
     writable_dir(results, "--results")
     writable_dir(runs_root, "--runs")
     path = Path(cache_path) if cache_path else resolve_cache(dataset, model, pretrained, cache_root)
     cache = open_cache(path, model=model, pretrained=pretrained)
-    fit_and_report(cache, method=method, shots=shots, seeds=seed_list, families=parse_names(view_families) or ["plain"],
-                   prompt_sets=parse_names(prompts), protocol=protocol, device=device, dtype=dtype,
-                   overrides=overrides, runs_root=runs_root, results_dir=results, echo=click.echo,
-                   note=_echo_task_notes)
+    plan = plan_fit(cache, method, shots, recipe=recipe_name, families=parse_names(view_families),
+                    prompts=parse_names(prompts), overrides=overrides)
+    fit_and_report(cache, plan=plan, shots=shots, seeds=seed_list, protocol=protocol, device=device, dtype=dtype,
+                   runs_root=runs_root, results_dir=results, echo=click.echo, note=_echo_task_notes)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -202,8 +208,8 @@ def evaluate(run, cache_path, device, results) -> None:
 @click.option("--hparam", "hparam_items", multiple=True, metavar="METHOD.KEY=VALUE",
               help="a hyper-parameter for one method's fit, e.g. semobridge-t.steps=1000 (repeatable).")
 @click.option("--no-progress", is_flag=True, help="no progress bar.")
-def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, view_families, prompts, protocol, device, dtype,
-          results, ood, name, hparam_items, no_progress) -> None:
+def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, recipe_name, view_families, prompts, protocol,
+          device, dtype, results, ood, name, hparam_items, no_progress) -> None:
     """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""
     from clipbridge.evaluate.bench import BenchSpec, run_bench
     from clipbridge.evaluate.distributed import launched_by_torchrun
@@ -216,7 +222,8 @@ def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, view_f
     targets = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(ood) or [])
     spec = BenchSpec(caches=caches, methods=tuple(method_list), hparams=per_method,
                      shots=tuple(parse_int_list(shots, "--shots")), seeds=tuple(parse_int_list(seeds, "--seeds")),
-                     protocol=protocol, view_families=tuple(parse_names(view_families) or ["plain"]),
+                     protocol=protocol, recipe=recipe_name,
+                     view_families=tuple(parse_names(view_families) or ()) or None,
                      prompt_sets=tuple(parse_names(prompts) or ()) or None,
                      device=device, dtype=dtype, ood=targets, model=model, pretrained=pretrained)
     if targets and protocol == "paper":

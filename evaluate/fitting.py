@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.evaluate.plan import FitPlan
 from clipbridge.evaluate.records import append_records, results_path
 from clipbridge.evaluate.runs import load_run, save_run
 from clipbridge.evaluate.tables import build_table, to_markdown
@@ -19,20 +20,23 @@ from clipbridge.evaluate.tasks import SplitLoader, build_fit_task, load_test, re
 Echo = Callable[[str], None]
 
 
-def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], families: Sequence[str] = ("plain",),
-                   prompt_sets: Sequence[str] | None = None, protocol: str = "clean", device: str = "auto",
-                   dtype: str = "float32", overrides: dict[str, Any] | None = None, runs_root: str = "runs",
+def fit_and_report(cache, *, plan: FitPlan, shots: int, seeds: Sequence[int], protocol: str = "clean",
+                   device: str = "auto", dtype: str = "float32", runs_root: str = "runs",
                    results_dir: str = "results", echo: Echo = print,
                    note: Callable[[dict], None] = lambda meta: None) -> tuple[Path, list[dict[str, Any]]]:
-    """Fit, score, print a per-seed report, save the run and append the records; (run dir, records)."""
-    overrides = dict(overrides or {})
+    """Fit as `plan` says, score, print a per-seed report, save the run and append the records;
+    (run dir, records)."""
+    overrides = dict(plan.overrides)
     loader = SplitLoader(cache)
-    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=families, prompt_sets=prompt_sets,
-                                protocol=protocol, device=str(resolve_device(device)), dtype=dtype, loader=loader)
+    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=plan.families,
+                                prompt_sets=plan.prompt_sets, protocol=protocol, device=str(resolve_device(device)),
+                                dtype=dtype, loader=loader)
+    meta.update(plan.meta())
     note(meta)
-    echo(f"fit {method} on {meta['dataset']} ({meta['model']}/{meta['pretrained']}): {shots} shots, "
-         f"{len(meta['seeds'])} seed(s), protocol {protocol}, {meta['device']} {dtype}")
-    state = fit_method(method, task, overrides)
+    echo(f"fit {plan.method} on {meta['dataset']} ({meta['model']}/{meta['pretrained']}): {shots} shots, "
+         f"{len(meta['seeds'])} seed(s), {plan.recipe.name} recipe (views {'+'.join(plan.families)}, text "
+         f"{'+'.join(plan.prompt_sets)}), protocol {protocol}, {meta['device']} {dtype}")
+    state = fit_method(plan.method, task, plan.hparams)
     queries, labels = load_test(cache, device=meta["device"], dtype=dtype, loader=loader)
     test_acc = score_queries(state, queries, labels)
     records = seed_records(state, meta, test_acc, overrides=overrides)

@@ -24,8 +24,8 @@ from clipbridge.cache.errors import ClipBridgeError
 RESULTS_FILE = "results.jsonl"
 
 # Fields that identify a result: a record with the same key is the same work (bench skips it).
-KEY_FIELDS = ("dataset", "eval_dataset", "model", "pretrained", "method", "shots", "seed", "view_families",
-              "prompt_sets", "protocol", "overrides")
+KEY_FIELDS = ("dataset", "eval_dataset", "model", "pretrained", "method", "shots", "seed", "recipe",
+              "view_families", "prompt_sets", "protocol", "overrides")
 
 # Fields that vary between two runs of the same work (excluded when comparing runs).
 VOLATILE_FIELDS = ("fit_seconds", "search_seconds", "time", "device", "package_version", "seeds_batched")
@@ -43,7 +43,8 @@ def make_record(*, dataset: str, model: str, pretrained: str, method: str, hpara
                 shots: int, seed: int, views: int, view_families: list[str], prompt_sets: list[str], protocol: str,
                 val_accuracy: float, test_accuracy: float, fit_seconds: float, search_seconds: float,
                 device: str, cache_id: str, val_is_test: bool, eval_dataset: str | None = None,
-                overrides: dict[str, Any] | None = None, dtype: str = "float32") -> dict[str, Any]:
+                overrides: dict[str, Any] | None = None, dtype: str = "float32",
+                recipe: str = "uniform") -> dict[str, Any]:
     """One result as a JSON-able dict (accuracies in percent, seconds as floats)."""
     return {
         "dataset": dataset,
@@ -57,6 +58,7 @@ def make_record(*, dataset: str, model: str, pretrained: str, method: str, hpara
         "view_families": list(view_families),
         "prompt_sets": list(prompt_sets),
         "protocol": protocol,
+        "recipe": recipe,
         "overrides": dict(overrides or {}),
         "hparams": _jsonable(hparams),
         "val_accuracy": float(val_accuracy),

@@ -99,7 +99,7 @@ def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[fl
             val_accuracy=info["val_accuracy"][s], test_accuracy=test_acc[s],
             fit_seconds=info["fit_seconds"], search_seconds=info["search_seconds"], device=meta["device"],
             cache_id=meta["cache_id"], val_is_test=meta["val_is_test"], eval_dataset=eval_dataset,
-            overrides=overrides, dtype=meta["dtype"])
+            overrides=overrides, dtype=meta["dtype"], recipe=meta.get("recipe", "uniform"))
         record["seeds_batched"] = len(meta["seeds"])
         if eval_cache_id:
             record["eval_cache_id"] = eval_cache_id

@@ -149,6 +149,12 @@ def check_coverage(cache, shots: Sequence[int], seeds: Sequence[int], families: 
                    protocol: str) -> None:
     """Refuse, with the extract command that adds them, (shots, seed) pairs, view families or the whole
     val split (protocol paper) the cache does not hold."""
+    check_pairs(cache, shots, seeds, protocol)
+    check_families(cache, families)
+
+
+def check_pairs(cache, shots: Sequence[int], seeds: Sequence[int], protocol: str) -> None:
+    """Refuse (shots, seed) pairs, or protocol paper's whole val split, that the cache does not hold."""
     coverage = cache.coverage
     missing = coverage.missing(shots, seeds)
     if missing:
@@ -157,22 +163,28 @@ def check_coverage(cache, shots: Sequence[int], seeds: Sequence[int], families: 
             f"cache {cache.path} holds the images of {coverage.describe()}, not {shown}; add them with: "
             + extract_hint(cache.extract_args, shots=sorted({k for k, _ in missing}),
                            seeds=sorted({s for _, s in missing}), families=_augmented_families(cache)))
-    stored = cache.families("train")
-    absent = [f for f in families if f not in stored]
-    if absent:
-        pairs = coverage.pairs
-        raise ClipBridgeError(
-            f"cache {cache.path} has no view family {', '.join(map(repr, absent))} (it has "
-            f"{', '.join(stored)}); add it with: "
-            + extract_hint(cache.extract_args, shots=None if pairs is None else sorted({k for k, _ in pairs}),
-                           seeds=None if pairs is None else sorted({s for _, s in pairs}),
-                           families=sorted(set(absent) | set(_augmented_families(cache)))))
     if protocol == "paper" and "val" in cache.splits and not coverage.whole_val:
         raise ClipBridgeError(
             f"protocol paper validates on the whole val split, but cache {cache.path} holds only the sampled "
             "val images (extracted for protocol clean); add the rest with: "
             + extract_hint(cache.extract_args, shots=sorted({k for k, _ in coverage.pairs}),
                            seeds=sorted({s for _, s in coverage.pairs}), protocols="clean,paper"))
+
+
+def check_families(cache, families: Sequence[str]) -> None:
+    """Refuse view families (specs "name" or "name:n") the cache's train split does not hold."""
+    if "train" not in cache.splits:
+        return
+    stored = cache.families("train")
+    absent = list(dict.fromkeys(parse_family(f)[0] for f in families if parse_family(f)[0] not in stored))
+    if absent:
+        pairs = cache.coverage.pairs
+        raise ClipBridgeError(
+            f"cache {cache.path} has no view family {', '.join(map(repr, absent))} (it has "
+            f"{', '.join(stored)}); add it with: "
+            + extract_hint(cache.extract_args, shots=None if pairs is None else sorted({k for k, _ in pairs}),
+                           seeds=None if pairs is None else sorted({s for _, s in pairs}),
+                           families=sorted(set(absent) | set(_augmented_families(cache)))))
 
 
 def _augmented_families(cache) -> list[str]:
@@ -203,6 +215,13 @@ def build_task(cache, *, shots: int, seeds: Sequence[int], families: Sequence[st
                                 protocol=protocol, device=device, dtype=dtype, loader=loader)
     queries, labels = load_test(cache, device=device, dtype=dtype, loader=loader)
     return task, queries, labels, meta
+
+
+def check_shots(cache, shots: int, loader: SplitLoader | None = None) -> dict[str, int]:
+    """Refuse a shot count outside 1 .. the largest train class of the cache; {classname: images} of the
+    classes with fewer than `shots` images."""
+    loader = loader or SplitLoader(cache)
+    return _check_shots(shots, loader.list_labels("train"), cache.classnames, f"cache {cache.path}")
 
 
 def _check_shots(shots: int, labels: list[int], classnames: list[str], where: str) -> dict[str, int]:
@@ -249,11 +268,30 @@ def _gather_support(cache, loader: SplitLoader, draws: list[FewShotDraw], train_
     index = np.stack([grid for grid, _ in grids])                                     # [S, C, K], -1 empty
     index = np.where(index >= 0, index, np.maximum(index[..., :1], 0))
     rows = _cache_rows(cache, loader, "train", index.reshape(-1), "a few-shot support image")
-    parts = [cache.views("train", family, rows) for family in families]               # [S·C·K, E_f, D]
+    parts = [_family_views(cache, spec, rows) for spec in families]                    # [S·C·K, E_f, D]
     views = sum(part.shape[1] for part in parts)
     support = torch.cat(parts, 1).reshape(len(draws), num_classes, shots * views, -1)
     mask = torch.from_numpy(grids[0][1]).repeat_interleave(views, dim=1)
     return support, mask, views
+
+
+def parse_family(spec: str) -> tuple[str, int | None]:
+    """'semo-r0.8-j:5' -> ('semo-r0.8-j', 5): the first 5 copies of a family; 'flip' -> ('flip', None)."""
+    name, sep, count = spec.partition(":")
+    if not sep:
+        return name, None
+    if not count.isdigit() or int(count) < 1:
+        raise ClipBridgeError(f"view family {spec!r}: expected NAME or NAME:COPIES with COPIES >= 1")
+    return name, int(count)
+
+
+def _family_views(cache, spec: str, rows: np.ndarray) -> Tensor:
+    """[n, E, D] views of a family spec for train rows (the first `n` copies of 'name:n')."""
+    name, count = parse_family(spec)
+    if count is not None and count > cache.family("train", name).copies:
+        raise ClipBridgeError(f"view family {spec!r}: cache {cache.path} stores {cache.family('train', name).copies} "
+                              f"copies of {name!r}")
+    return cache.views("train", name, rows)[:, :count]
 
 
 def _padded_queries(cache, loader: SplitLoader, draws: list[FewShotDraw]) -> tuple[Tensor, Tensor]:

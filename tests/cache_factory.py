@@ -63,7 +63,7 @@ def write_cache(path: Path, *, train_counts: Sequence[int] = (6, 6, 6), val: boo
     with CacheWriter(path, attrs={"model": "m", "pretrained": "p", "dataset": "fake"}) as writer:
         writer.write_model(projection, 100.0)
         writer.write_classes([f"c{i}" for i in range(classes)])
-        for name, per in (("a", 2), ("b", 3)):
+        for name, per in (("coop", 1), ("ensemble", 3)):
             eos = rng.standard_normal((classes * per, WIDTH)).astype(np.float32)
             writer.write_text(name, [f"{name}{i}" for i in range(classes * per)],
                               np.arange(classes).repeat(per), eos @ projection, eos)

@@ -25,9 +25,9 @@ def caches(tmp_path_factory):
     """Two source caches (alpha, beta) and a test-only OOD copy of alpha (alpha-shift)."""
     root = tmp_path_factory.mktemp("bench-caches")
     alpha = write_synthetic_cache(root / "alpha.h5", classes=5, train_per_class=4, dim=16, width=12, val=20,
-                                  test=40, seed=1, dataset="alpha")
+                                  test=40, seed=1, dataset="alpha", families={"tip": 3})
     beta = write_synthetic_cache(root / "beta.h5", classes=4, train_per_class=4, dim=16, width=12, val=16,
-                                 test=40, seed=2, dataset="beta")
+                                 test=40, seed=2, dataset="beta", families={"tip": 3})
     shift = root / "alpha-shift.h5"
     shutil.copy(alpha, shift)
     with h5py.File(shift, "a") as handle:

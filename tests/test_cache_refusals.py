@@ -44,7 +44,7 @@ def _replace(handle: h5py.File, name: str, data) -> None:
 
 def test_the_valid_cache_opens(valid_cache):
     cache = open_cache(valid_cache, model="synthetic", pretrained="seed0")
-    assert cache.splits == ["train", "val", "test"] and cache.text_sets == ["ensemble", "cupl"]
+    assert cache.splits == ["train", "val", "test"] and cache.text_sets == ["coop", "ensemble", "cupl"]
 
 
 def test_missing_file_is_refused(tmp_path):
@@ -143,7 +143,7 @@ def test_a_checkpoint_path_matches_the_file_name_the_cache_recorded(cache_copy):
 
 def test_unknown_text_sets_and_splits_list_the_known_ones(valid_cache):
     cache = open_cache(valid_cache)
-    with pytest.raises(ClipBridgeError, match=r"valid\.h5: unknown text set 'clip'; known: ensemble, cupl"):
+    with pytest.raises(ClipBridgeError, match=r"valid\.h5: unknown text set 'clip'; known: coop, ensemble, cupl"):
         cache.text(["ensemble", "clip"])
     with pytest.raises(ClipBridgeError, match=r"valid\.h5: unknown split 'dev'; known: train, val, test"):
         cache.rows("dev")

@@ -24,13 +24,13 @@ def caches(tmp_path_factory):
     """(with val, a copy without val, another extraction) — small synthetic caches."""
     root = tmp_path_factory.mktemp("caches")
     plain = write_synthetic_cache(root / "syn.h5", classes=6, train_per_class=8, dim=16, width=12, val=24,
-                                  test=60, families={"flip": 1}, seed=1)
+                                  test=60, families={"flip": 1, "tip": 3}, seed=1)
     noval = root / "noval.h5"
     shutil.copy(plain, noval)
     with h5py.File(noval, "a") as handle:
         del handle["images/val"], handle["lists/val"]
     other = write_synthetic_cache(root / "other.h5", classes=6, train_per_class=8, dim=16, width=12, val=24,
-                                  test=60, seed=2)
+                                  test=60, families={"tip": 3}, seed=2)
     return {"plain": plain, "noval": noval, "other": other}
 
 

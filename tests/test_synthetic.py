@@ -31,7 +31,8 @@ def synthetic(tmp_path_factory):
 def test_synthetic_cache_has_the_requested_shapes(synthetic):
     c, k, d, w = SIZE["classes"], SIZE["train_per_class"], SIZE["dim"], SIZE["width"]
     assert synthetic.text_projection.shape == (w, d) and len(synthetic.classnames) == c
-    assert synthetic.text_sets == ["ensemble", "cupl"]
+    assert synthetic.text_sets == ["coop", "ensemble", "cupl"]
+    assert synthetic.text("coop").prompts[0] == synthetic.text("ensemble").prompts[0] == "a photo of a class 000."
     text = synthetic.text(["ensemble"])
     assert text.eos.shape == (3 * c, w) and text.projected.shape == (3 * c, d)
     assert torch.allclose(text.eos @ synthetic.text_projection, text.projected, rtol=1e-4, atol=1e-4)

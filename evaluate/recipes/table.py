@@ -1,0 +1,129 @@
+"""The paper recipes, as data: per method, a default row and rows per dataset ("dtd") and per dataset and
+shot count ("dtd@16"), each with the RECIPES.md section it comes from. evaluate/recipes/resolve.py merges
+default <- dataset <- dataset@shots for a (method, dataset, shots).
+
+Row fields (all optional but `source`):
+    families  view families of the support images, in order; "name:n" = the first n copies of a family
+    prompts   text sets of the cache; a trailing "?" = used when the cache has it
+    hparams   hyper-parameters of the method's fit (bridge/methods/*.py defaults otherwise)
+    source    where the row's values come from; `<field>_source` when one field has another source
+
+The datasets are the CoOp names of extract/datasets (imagenet, caltech101, oxford_pets, stanford_cars,
+oxford_flowers, food101, fgvc_aircraft, sun397, dtd, eurosat, ucf101); any other dataset (imagefolder,
+splitfile, shapes) gets the default row of each method.
+"""
+from __future__ import annotations
+
+PLAIN, FLIP = ["plain"], ["plain", "flip"]
+R05J, R08, R08J = ["plain", "semo-r0.5-j"], ["plain", "semo-r0.8"], ["plain", "semo-r0.8-j"]
+COOP_TEXT = "RECIPES.md §1 (templates: the CoOp template; ImageNet: the 7 select templates)"
+
+# SeMoBridge's few-shot views per dataset and shot count (RECIPES.md §2.1, INPUT.FEW_SHOT_AUGMENTATION of
+# configs/datasets/<dataset>.yaml): "-" plain only, F = + mirrored copy, R(s) = + 10 random crops of scale
+# (s, 1), ratio 1, + flip, J = + ColorJitter. Also CMM's (our choice, see below).
+SEMOBRIDGE_VIEWS = {
+    "default": {"families": PLAIN, "source": "ours: no augmentation outside the 11 datasets (the helpful views "
+                                             "are dataset-specific in RECIPES.md §2.1)"},
+    **{name: {"families": PLAIN, "source": "RECIPES.md §2.1 (caltech101/oxford_pets/food101.yaml: none)"}
+       for name in ("caltech101", "oxford_pets", "food101")},
+    **{name: {"families": FLIP, "source": "RECIPES.md §2.1 (imagenet/sun397/ucf101.yaml: F)"}
+       for name in ("imagenet", "sun397", "ucf101")},
+    "eurosat": {"families": FLIP, "source": "RECIPES.md §2.1 (eurosat.yaml: F)"},
+    "eurosat@2": {"families": R05J, "source": "RECIPES.md §2.1 (eurosat.yaml: 2 shots 10xR(0.5)+J)"},
+    "fgvc_aircraft": {"families": FLIP, "source": "RECIPES.md §2.1 (fgvc_aircraft.yaml: F)"},
+    "fgvc_aircraft@1": {"families": R05J, "source": "RECIPES.md §2.1 (fgvc_aircraft.yaml: 1 shot 10xR(0.5)+J)"},
+    "oxford_flowers": {"families": FLIP, "source": "RECIPES.md §2.1 (oxford_flowers.yaml: F)"},
+    "oxford_flowers@1": {"families": R05J, "source": "RECIPES.md §2.1 (oxford_flowers.yaml: 1 shot 10xR(0.5)+J)"},
+    "oxford_flowers@4": {"families": R05J, "source": "RECIPES.md §2.1 (oxford_flowers.yaml: 4 shots 10xR(0.5)+J)"},
+    "stanford_cars": {"families": FLIP, "source": "RECIPES.md §2.1 (stanford_cars.yaml: F)"},
+    "stanford_cars@1": {"families": R08, "source": "RECIPES.md §2.1 (stanford_cars.yaml: 1 shot 10xR(0.8), no J)"},
+    "dtd": {"families": PLAIN, "source": "RECIPES.md §2.1 (dtd.yaml: 8 shots none)"},
+    "dtd@1": {"families": R05J, "source": "RECIPES.md §2.1 (dtd.yaml: 1 shot 10xR(0.5)+J)"},
+    "dtd@2": {"families": R05J, "source": "RECIPES.md §2.1 (dtd.yaml: 2 shots 10xR(0.5)+J)"},
+    "dtd@4": {"families": R08J, "source": "RECIPES.md §2.1 (dtd.yaml: 4 shots 10xR(0.8)+J)"},
+    "dtd@16": {"families": ["plain", "semo-r0.8-j:5"], "source": "RECIPES.md §2.1 (dtd.yaml: 16 shots 5xR(0.8)+J)"},
+}
+SEMOBRIDGE_TEXT = {"prompts": ["ensemble", "cupl"],
+                   "source": "RECIPES.md §1 (SeMoBridge: clip_ensemble + cupl_full, one flat list)"}
+
+
+def _semobridge(extra: dict[str, dict]) -> dict[str, dict]:
+    """SeMoBridge's views and text per dataset, plus `extra` hyper-parameter rows {key: {hparams, source}}."""
+    rows = {key: dict(row) for key, row in SEMOBRIDGE_VIEWS.items()}
+    rows["default"].update(prompts=["ensemble", "cupl?"],
+                           prompts_source="ours: SeMoBridge's text, CuPL when the cache has it (RECIPES.md §1)")
+    for name in ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"):
+        rows[name].update(prompts=SEMOBRIDGE_TEXT["prompts"], prompts_source=SEMOBRIDGE_TEXT["source"])
+    for key, row in extra.items():
+        rows.setdefault(key, {"source": row["source"]}).update(hparams=row["hparams"], hparams_source=row["source"])
+    return rows
+
+
+# Tip-Adapter's per-dataset configs (RECIPES.md §2.2, configs/<ds>.yaml): search_scale [beta, alpha],
+# init alpha, Tip-Adapter-F epochs. One setting for all shot counts.
+TIP_CONFIGS = {
+    "caltech101": (12, 5, 3.0, 20), "dtd": (13, 13, 2.0, 20), "eurosat": (12, 10, 2.0, 100),
+    "fgvc_aircraft": (30, 30, 5.0, 20), "food101": (10, 10, 1.17, 20), "imagenet": (7, 3, 1.17, 20),
+    "oxford_flowers": (50, 50, 10.0, 20), "oxford_pets": (7, 3, 1.17, 20), "stanford_cars": (20, 10, 3.0, 20),
+    "sun397": (12, 10, 1.17, 20), "ucf101": (7, 3, 3.0, 20),
+}
+TIP_DEFAULT = (10, 10, 1.17, 20)     # ours for other datasets: the most common box and init alpha, 20 epochs
+
+
+def _tip_search(beta_scale: float, alpha_scale: float) -> dict:
+    return {"alpha_low": 0.1, "alpha_high": float(alpha_scale), "beta_low": 0.1, "beta_high": float(beta_scale),
+            "grid_alpha": 20, "grid_beta": 200, "grid_endpoint": False}
+
+
+def _tip(finetune: bool) -> dict[str, dict]:
+    def row(config, source):
+        beta, alpha, init_alpha, epochs = config
+        hparams = _tip_search(beta, alpha)
+        if finetune:
+            hparams.update({"epochs": epochs, "init_alpha": init_alpha, "init_beta": 1.0, "lr": 1e-3, "eps": 1e-4,
+                            "weight_decay": 0.01, "batch_size": 256, "schedule": "cosine", "train_views": "cycle"})
+        return {"hparams": hparams, "source": source}
+
+    rows = {"default": {"families": ["tip"], "prompts": ["coop"],
+                        **row(TIP_DEFAULT, "ours for datasets outside the 11: box [0.1, 10]^2, init alpha 1.17, "
+                                           "20 epochs; views and text as RECIPES.md §2.2 and §1")}}
+    for name, config in TIP_CONFIGS.items():
+        rows[name] = row(config, f"RECIPES.md §2.2 (gaopengcuhk/Tip-Adapter configs/{name}.yaml)")
+    rows["imagenet"].update(prompts=["ensemble"], prompts_source=COOP_TEXT)
+    return rows
+
+
+RECIPES: dict[str, dict[str, dict]] = {
+    "zeroshot": {
+        "default": {"families": PLAIN, "prompts": ["coop"], "source": COOP_TEXT},
+        "imagenet": {"prompts": ["ensemble"], "source": COOP_TEXT},
+    },
+    "tip-adapter": _tip(finetune=False),
+    "tip-adapter-f": _tip(finetune=True),
+    "gda": {
+        "default": {"families": ["tip"], "prompts": ["coop"],
+                    "hparams": {"alpha_low": 1e-4, "alpha_high": 100.0, "alpha_points": 7},
+                    "source": "RECIPES.md §2.4 (mrflogs/ICLR24: 10 crop+flip views kept separately, alpha in "
+                              "1e-4..100); " + COOP_TEXT},
+        "imagenet": {"prompts": ["ensemble"], "source": COOP_TEXT},
+    },
+    "linear-probe": {
+        "default": {"families": PLAIN, "prompts": ["coop"], "hparams": {},
+                    "source": "RECIPES.md §2.6 (CoOp lpclip: raw features of the test transform, no augmentation)"},
+    },
+    "semobridge": _semobridge({}),
+    "semobridge-t": _semobridge({
+        "imagenet": {"hparams": {"selection": "last"},
+                     "source": "RECIPES.md §2.1 (imagenet.yaml FINAL_MODEL last_step)"},
+        "dtd": {"hparams": {"selection_blend": [0.01, 40.0, 1.0, 47.0, 0.02, 0.2, 0.05]},
+                "source": "RECIPES.md §2.1 (dtd.yaml INIT blend for the per-step selection)"},
+        "fgvc_aircraft": {"hparams": {"selection_blend": [0.01, 1.0, 1.0, 1.0, 0.5, 0.75, 0.1]},
+                          "source": "RECIPES.md §2.1 (fgvc_aircraft.yaml INIT blend for the per-step selection)"},
+    }),
+    # CMM has no public code (RECIPES.md §2.7): ours. It maps images into the text space like SeMoBridge, so it
+    # gets SeMoBridge's views and text per dataset: the two cross-modal mappings see identical inputs.
+    "cmm": {key: {**row, "hparams_source": "ours (no official CMM code, RECIPES.md §2.7): METHOD.md §4 defaults",
+                  "source": "ours (no official CMM code, RECIPES.md §2.7): SeMoBridge's inputs, " + row["source"]}
+            for key, row in _semobridge({}).items()},
+}
