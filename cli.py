@@ -36,10 +36,11 @@ def group() -> None:
 def _add_commands() -> None:
     from clipbridge.cache.commands import fewshot, info
     from clipbridge.evaluate.commands import bench, demo, evaluate, fit
+    from clipbridge.evaluate.published import published
     from clipbridge.evaluate.recipes.command import recipe
     from clipbridge.extract.commands import extract
 
-    for command in (extract, fewshot, fit, evaluate, bench, recipe, info, demo):
+    for command in (extract, fewshot, fit, evaluate, bench, recipe, published, info, demo):
         group.add_command(command)
 
 

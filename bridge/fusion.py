@@ -74,15 +74,16 @@ def grouped_scorer(shared: Callable[[Tensor], Tensor], combine: Callable[[Tensor
         new = torch.ones_like(values, dtype=torch.bool)
         new[:, 1:] = values[:, 1:] != values[:, :-1]
         group = (new.cumsum(1) - 1).contiguous()                                         # [S, M], sorted rows
-        step = max(1, CHUNK_ELEMENTS // max(1, elements_per_key))
+        groups = int(group.max()) + 1
+        step = min(groups, max(1, CHUNK_ELEMENTS // max(1, elements_per_key)))
         out = torch.empty(2, s, m + 1, dtype=candidates.dtype, device=candidates.device)   # column m: discarded
-        for g0 in range(0, int(group.max()) + 1, step):
-            wanted = g0 + torch.arange(step, device=group.device).expand(s, -1).contiguous()
+        for g0 in range(0, groups, step):
+            wanted = g0 + torch.arange(min(step, groups - g0), device=group.device).expand(s, -1).contiguous()
             starts = torch.searchsorted(group, wanted)                                   # [S, u]
             common = shared(values.gather(1, starts.clamp_max(m - 1)))                   # [S, u, Nv, C]
             first = starts[:, 0]
-            count = torch.searchsorted(group, (g0 + step) * torch.ones(s, 1, dtype=group.dtype,
-                                                                      device=group.device)).squeeze(1) - first
+            count = torch.searchsorted(group, (g0 + wanted.shape[1]) * torch.ones(s, 1, dtype=group.dtype,
+                                                                                 device=group.device)).squeeze(1) - first
             width = max(1, int(count.max()))
             # seed s scores its candidates first .. first + count - 1 (padding repeats the last one, which
             # scores the same); a seed without candidates in this chunk writes to the discarded column m
@@ -93,7 +94,7 @@ def grouped_scorer(shared: Callable[[Tensor], Tensor], combine: Callable[[Tensor
             def part_scores(cols: Tensor) -> Tensor:
                 cols = cols.clamp_max(m - 1)
                 part = ordered.gather(1, cols.unsqueeze(-1).expand(-1, -1, ordered.shape[-1]))
-                slot = (group.gather(1, cols) - g0).clamp(0, step - 1)
+                slot = (group.gather(1, cols) - g0).clamp(0, wanted.shape[1] - 1)
                 picked = common.gather(1, slot[..., None, None].expand(-1, -1, *common.shape[2:]))
                 return validation_scores(combine(picked, part), labels)
 

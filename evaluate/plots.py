@@ -1,6 +1,8 @@
 """Accuracy-versus-shots plot (matplotlib, Agg backend): one panel per dataset plus the average.
 
-Each method is a line with error bars (std over seeds) at the shot counts, on a log2 x-axis.
+Each method is a line with error bars (std over seeds) at the shot counts, on a log2 x-axis; where the
+table holds published accuracies (evaluate/published.py), they are drawn in the method's colour as hollow
+markers on a dotted line, labelled "<method> (paper)".
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ def plot_accuracy_vs_shots(table: Table, path: str | os.PathLike) -> Path:
             style = dict(marker="o", capsize=3, linewidth=1.6, markersize=4, color=colours(i % 10),
                          linestyle="--" if method == "zeroshot" else "-")  # the reference line is dashed
             ax.errorbar(ks, [c.mean for _, c in points], yerr=[c.std for _, c in points], label=method, **style)
+            papers = [(k, table.published[(dataset, method, k)].accuracy) for k in table.shots
+                      if (dataset, method, k) in table.published]
+            if papers:
+                ax.plot([k for k, _ in papers], [a for _, a in papers], linestyle=":", marker="D", markersize=5,
+                        markerfacecolor="none", linewidth=1.2, color=colours(i % 10), label=f"{method} (paper)")
         title = dataset + ("  (val = test!)" if dataset in table.val_is_test else "")
         ax.set_title(title, fontsize=11)
         ax.set_xscale("log", base=2)

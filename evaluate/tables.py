@@ -2,21 +2,28 @@
 
 A table has one row per (dataset, method) and one column per shot count; datasets evaluated out of
 distribution are labelled `source->target`; `average` rows average the in-distribution datasets seed by
-seed (present only when every dataset has that seed). Everything is derived from the records' accuracies
-(never from timings) and sorted, with fixed float formatting, so the same records give byte-identical
-files.
+seed (present only when every dataset has that seed). Records of several models (or weights) are never
+averaged together: their labels then carry the model, and each model gets its own average. Where a cell
+matches a published accuracy (evaluate/published.py: same model, weights, method, dataset and shots) the
+table holds it and our difference. Everything is derived from the records' accuracies (never from
+timings) and sorted, with fixed float formatting, so the same records give byte-identical files.
 """
 from __future__ import annotations
 
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
+
+from clipbridge.cache.coverage import format_ranges
+from clipbridge.evaluate.published import COOP_DATASETS, Published, find_published
 
 AVERAGE = "average"
 METHOD_ORDER = ("zeroshot", "linear-probe", "tip-adapter", "tip-adapter-f", "gda", "cmm", "semobridge",
                 "semobridge-t")
+PUBLISHED_NOTE = ("paper = the published accuracy (RECIPES.md §3, the authors' protocol: full val split, ImageNet "
+                  "val = test); Δ = ours − paper")
 
 
 @dataclass(frozen=True)
@@ -30,11 +37,13 @@ class Cell:
 
 @dataclass(frozen=True)
 class Table:
-    datasets: list[str]                       # row groups, sorted, AVERAGE last when present
+    datasets: list[str]                       # row groups, sorted, the averages last
     methods: list[str]                        # canonical order
     shots: list[int]
     cells: dict[tuple[str, str, int], Cell]   # (dataset label, method, shots) -> Cell
     val_is_test: list[str]                    # dataset labels with at least one val=test record
+    published: dict[tuple[str, str, int], Published] = field(default_factory=dict)   # matching cells only
+    caption: str = ""                         # model(s), weights, recipe(s), protocol(s), seeds
 
 
 def order_methods(names: Iterable[str]) -> list[str]:
@@ -44,20 +53,31 @@ def order_methods(names: Iterable[str]) -> list[str]:
     return known + sorted(names - set(known))
 
 
-def dataset_label(record: dict[str, Any]) -> str:
+def model_key(record: dict[str, Any]) -> str:
+    """'ViT-B-16/openai': the model and weights of a record."""
+    return f"{record.get('model', '?')}/{record.get('pretrained', '?')}"
+
+
+def dataset_label(record: dict[str, Any], with_model: bool = False) -> str:
     source, target = record["dataset"], record.get("eval_dataset") or record["dataset"]
-    return source if source == target else f"{source}->{target}"
+    label = source if source == target else f"{source}->{target}"
+    return f"{label} ({model_key(record)})" if with_model else label
 
 
 def build_table(records: Iterable[dict[str, Any]]) -> Table:
-    """Aggregate records (one per dataset, method, shots, seed; dedupe first) into a Table."""
+    """Aggregate records (one per dataset, model, method, shots, seed; dedupe first) into a Table."""
+    records = list(records)
+    models = sorted({model_key(r) for r in records})
+    several = len(models) > 1
     per_seed: dict[tuple[str, str, int], dict[int, float]] = {}
-    in_distribution: set[str] = set()
+    in_distribution: dict[str, set[str]] = {}            # model -> in-distribution dataset labels
+    identity: dict[str, dict[str, Any]] = {}              # label -> the record fields that identify it
     flagged: set[str] = set()
     for record in records:
-        label = dataset_label(record)
-        if label == record["dataset"]:
-            in_distribution.add(label)
+        label = dataset_label(record, several)
+        identity.setdefault(label, record)
+        if record["dataset"] == (record.get("eval_dataset") or record["dataset"]):
+            in_distribution.setdefault(model_key(record), set()).add(label)
         if record.get("val_is_test"):
             flagged.add(label)
         per_seed.setdefault((label, record["method"], int(record["shots"])), {})[int(record["seed"])] = \
@@ -66,15 +86,42 @@ def build_table(records: Iterable[dict[str, Any]]) -> Table:
     shots = sorted({k for _, _, k in per_seed})
     datasets = sorted({d for d, _, _ in per_seed})
     cells = {key: _cell([values[s] for s in sorted(values)]) for key, values in per_seed.items()}
-    if len(in_distribution) > 1:
-        datasets.append(AVERAGE)
+    published = {}
+    for (label, method, k) in per_seed:
+        record = identity[label]
+        if label in in_distribution.get(model_key(record), set()):
+            match = find_published(record.get("model", ""), record.get("pretrained", ""), method, record["dataset"], k)
+            if match:
+                published[(label, method, k)] = match
+    for model in models:
+        labels = sorted(in_distribution.get(model, set()))
+        if len(labels) < 2:
+            continue
+        average = f"{AVERAGE} ({model})" if several else AVERAGE
+        datasets.append(average)
+        covers_coop = {identity[label]["dataset"] for label in labels} == set(COOP_DATASETS)
+        name, weights = model.split("/", 1)
         for method in methods:
             for k in shots:
-                runs = [per_seed.get((d, method, k), {}) for d in sorted(in_distribution)]
+                runs = [per_seed.get((d, method, k), {}) for d in labels]
                 common = sorted(set.intersection(*(set(r) for r in runs)))
                 if common:
-                    cells[(AVERAGE, method, k)] = _cell([sum(r[s] for r in runs) / len(runs) for s in common])
-    return Table(datasets, methods, shots, cells, sorted(flagged))
+                    cells[(average, method, k)] = _cell([sum(r[s] for r in runs) / len(runs) for s in common])
+                    match = find_published(name, weights, method, AVERAGE, k) if covers_coop else None
+                    if match:
+                        published[(average, method, k)] = match
+    return Table(datasets, methods, shots, cells, sorted(flagged), published, _caption(records))
+
+
+def _caption(records: list[dict[str, Any]]) -> str:
+    """One line stating what the numbers are: models and weights, recipes, protocols, seeds."""
+    def listed(key: str) -> str:
+        return ", ".join(sorted({str(r.get(key, "?")) for r in records})) or "?"
+
+    seeds = sorted({int(r["seed"]) for r in records})
+    return (f"Top-1 accuracy (%) on the test split, mean ± std over seeds {format_ranges(seeds) if seeds else '-'}; "
+            f"model {', '.join(sorted({model_key(r) for r in records})) or '?'}; recipe {listed('recipe')}; "
+            f"protocol {listed('protocol')}.")
 
 
 def to_csv(table: Table) -> str:
@@ -82,8 +129,10 @@ def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = ["dataset", "method"]
+    with_paper = bool(table.published)
     for k in table.shots:
         header += [f"{k}-shot mean", f"{k}-shot std", f"{k}-shot seeds"]
+        header += [f"{k}-shot paper", f"{k}-shot diff"] if with_paper else []
     writer.writerow(header)
     for dataset in table.datasets:
         for method in table.methods:
@@ -93,6 +142,9 @@ def to_csv(table: Table) -> str:
                 cell = table.cells.get((dataset, method, k))
                 present |= cell is not None
                 row += [f"{cell.mean:.2f}", f"{cell.std:.2f}", str(cell.seeds)] if cell else ["", "", ""]
+                if with_paper:
+                    paper = table.published.get((dataset, method, k))
+                    row += [f"{paper.accuracy:.2f}", f"{cell.mean - paper.accuracy:+.2f}"] if paper and cell else ["", ""]
             if present:
                 writer.writerow(row)
     return out.getvalue()
@@ -100,7 +152,7 @@ def to_csv(table: Table) -> str:
 
 def to_markdown(table: Table) -> str:
     """One Markdown table per dataset (and the average): rows = methods, columns = shots, `mean ± std`."""
-    blocks = []
+    blocks = [table.caption + (f" {PUBLISHED_NOTE}." if table.published else "")] if table.caption else []
     for dataset in table.datasets:
         lines = [f"### {dataset}", "",
                  "| method | " + " | ".join(f"{k}-shot" for k in table.shots) + " |",
@@ -108,7 +160,7 @@ def to_markdown(table: Table) -> str:
         for method in table.methods:
             cells = [table.cells.get((dataset, method, k)) for k in table.shots]
             if any(cells):
-                text = [f"{c.mean:.2f} ± {c.std:.2f}" if c else "–" for c in cells]
+                text = [_markdown_cell(c, table.published.get((dataset, method, k))) for c, k in zip(cells, table.shots)]
                 lines.append(f"| {method} | " + " | ".join(text) + " |")
         if dataset in table.val_is_test:
             lines += ["", "**Warning: validation = test on this dataset (paper protocol test leak).**"]
@@ -116,12 +168,22 @@ def to_markdown(table: Table) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def _markdown_cell(cell: Cell | None, paper: Published | None) -> str:
+    if cell is None:
+        return "–"
+    text = f"{cell.mean:.2f} ± {cell.std:.2f}"
+    return text + (f" (paper {paper.accuracy:.2f}, Δ {cell.mean - paper.accuracy:+.2f})" if paper else "")
+
+
 def table_summary(table: Table) -> dict[str, Any]:
     """JSON-able form of the table: {dataset: {method: {shots: {mean, std, seeds}}}}."""
     summary: dict[str, Any] = {}
     for (dataset, method, k), cell in sorted(table.cells.items()):
-        summary.setdefault(dataset, {}).setdefault(method, {})[str(k)] = {
-            "mean": round(cell.mean, 4), "std": round(cell.std, 4), "seeds": cell.seeds}
+        entry = {"mean": round(cell.mean, 4), "std": round(cell.std, 4), "seeds": cell.seeds}
+        paper = table.published.get((dataset, method, k))
+        if paper:
+            entry.update(paper=paper.accuracy, paper_source=paper.source)
+        summary.setdefault(dataset, {}).setdefault(method, {})[str(k)] = entry
     return summary
 
 

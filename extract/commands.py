@@ -30,10 +30,27 @@ def _prompt_set_names(prompts: str | None, cupl: Path | None, templates: Path | 
     if prompts:
         names = [name.strip() for name in prompts.split(",") if name.strip()]
     else:
-        names = ["ensemble"] + (["cupl"] if cupl else []) + (["templates"] if templates else [])
+        names = ["coop", "ensemble"] + (["cupl"] if cupl else []) + (["templates"] if templates else [])
     if len(set(names)) != len(names):
         raise ClipBridgeError(f"--prompts lists a set twice: {prompts}")
     return names
+
+
+def _families(text: str | None, dataset: str, coverage) -> tuple[str, ...]:
+    """--view-families as a tuple of known family names ('recipes' expanded for the dataset and shots; the
+    recipe table lives with stage 3, which this command reads as data, never the other way round)."""
+    from clipbridge.cache.options import parse_names
+    from clipbridge.evaluate.recipes import recipe_families
+    from clipbridge.extract.views import get_family
+
+    names = parse_names(text) or (["plain"] if coverage.is_everything else ["recipes"])
+    shots = sorted({k for k, _ in coverage.pairs}) if coverage.pairs else parse_names(DEFAULT_SHOTS)
+    families: list[str] = []
+    for name in names:
+        families += recipe_families(dataset, [int(k) for k in shots]) if name == "recipes" else [name]
+    for name in families:
+        get_family(name)
+    return tuple(dict.fromkeys(families))
 
 
 def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
@@ -62,13 +79,18 @@ def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
 @click.option("--pretrained", default="openai", show_default=True,
               help="open_clip tag, a checkpoint file (.pt/.bin/.safetensors), or 'random'.")
 @click.option("--prompts", default=None, help="Comma-separated prompt sets: classname, coop, ensemble, cupl, "
-              "templates. [default: ensemble, plus cupl/templates when --cupl/--templates are given]")
+              "templates. [default: coop,ensemble (what the paper recipes use), plus cupl/templates when "
+              "--cupl/--templates are given]")
 @click.option("--cupl", type=click.Path(path_type=Path), default=None, help="CuPL JSON {classname: [sentences]}.")
 @click.option("--templates", type=click.Path(path_type=Path), default=None,
               help="Text file with one template per line, '{}' for the class name.")
-@click.option("--view-families", default="plain", show_default=True,
+@click.option("--name", default=None, help="Name of an imagefolder/splitfile dataset (default: its image folder's "
+              "name, or that folder's parent's for images/, jpg/, ...). Paper recipes apply to the CoOp names "
+              "(e.g. --name dtd).")
+@click.option("--view-families", default=None,
               help="View families of the few-shot (train) images, comma-separated; every stored image also gets "
-                   "'plain' (see --list-view-families).")
+                   "'plain'; 'recipes' = every family the paper recipes use on this dataset at the --shots given "
+                   "(see --list-view-families). [default: recipes with --shots/--seeds, else plain]")
 @click.option("--shots", default=None, help=f"Store only the train images CoOp's sampler picks for these shot "
               f"counts (e.g. {DEFAULT_SHOTS}; with --seeds, default {DEFAULT_SEEDS}). Default: every image.")
 @click.option("--seeds", default=None, help=f"Seeds of the sampled images (e.g. {DEFAULT_SEEDS}; with --shots, "
@@ -96,7 +118,7 @@ def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
 @click.option("--list-models", is_flag=True, help="Print open_clip model names and pretrained tags, then exit.")
 @click.option("--list-datasets", is_flag=True, help="Print dataset names, then exit.")
 @click.option("--list-view-families", is_flag=True, help="Print the view families and their recipes, then exit.")
-def extract(dataset, root, model, pretrained, prompts, cupl, templates, view_families, shots, seeds, protocols,
+def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, view_families, shots, seeds, protocols,
             split_file, device, precision, batch_size, workers, seed, skip_bad, download, out, cache_root,
             overwrite, restart, no_progress, list_models, list_datasets, list_view_families) -> None:
     """Encode a dataset's images (the view families asked for) and prompts with an open_clip model into an
@@ -128,11 +150,13 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, view_fam
     from clipbridge.cache.options import parse_names
     from clipbridge.extract.prompts import build_prompt_sets
 
-    families = tuple(parse_names(view_families) or ["plain"])
-    for name in families:
-        get_family(name)
     coverage = coverage_from_options(shots, seeds, protocols)
     spec = get_dataset(dataset, root, split_file=split_file, download=download)
+    if name:
+        if dataset not in ("imagefolder", "splitfile"):
+            raise ClipBridgeError(f"--name names an imagefolder or splitfile dataset; {dataset!r} is called {spec.name!r}")
+        spec.name = name
+    families = _families(view_families, spec.name, coverage)
     prompt_sets = build_prompt_sets(_prompt_set_names(prompts, cupl, templates), spec.name, spec.classnames,
                                     cupl=cupl, templates=templates)
     out = out or default_cache_path(model, pretrained or "random", spec.name, root=cache_root)
@@ -145,7 +169,7 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, view_fam
     from clipbridge.extract.run import ExtractOptions, run_extraction
 
     extract_args = {"dataset": dataset, "root": str(root), "split_file": str(split_file) if split_file else None,
-                    "model": model, "pretrained": pretrained, "precision": precision}
+                    "name": name, "model": model, "pretrained": pretrained, "precision": precision}
     ctx = init_distributed(device)
     try:
         loaded = load_model(model, pretrained, device=ctx.device, precision=precision)

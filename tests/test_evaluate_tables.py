@@ -68,3 +68,67 @@ def test_plot_writes_a_png_with_a_panel_per_dataset(tmp_path):
     path = plot_accuracy_vs_shots(build_table(RECORDS), tmp_path / "plot.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _published_records(model="ViT-B-16", pretrained="openai"):
+    """semobridge-t and zeroshot on the 11 CoOp datasets, 16 shots, two seeds."""
+    from clipbridge.evaluate.published import COOP_DATASETS
+
+    out = []
+    for i, dataset in enumerate(COOP_DATASETS):
+        for method, acc in (("semobridge-t", 80.0 + i), ("zeroshot", 60.0 + i)):
+            for seed in (1, 2):
+                out.append({**_r(dataset, method, 16, seed, acc + seed), "model": model, "pretrained": pretrained,
+                            "recipe": "paper", "protocol": "paper"})
+    return out
+
+
+def test_published_values_and_differences_sit_beside_ours_where_model_method_dataset_and_shots_match():
+    table = build_table(_published_records())
+    paper = table.published[("dtd", "semobridge-t", 16)]
+    assert paper.accuracy == 73.01 and "semobridge" in paper.source
+    assert table.published[("imagenet", "zeroshot", 16)].accuracy == 68.73      # zero-shot: its K = 0 row
+    assert table.published[(AVERAGE, "semobridge-t", 16)].accuracy == 82.20     # the 11 datasets: comparable
+    csv_lines = to_csv(table).splitlines()
+    assert csv_lines[0].endswith("16-shot mean,16-shot std,16-shot seeds,16-shot paper,16-shot diff")
+    dtd = next(line for line in csv_lines if line.startswith("dtd,semobridge-t"))
+    ours = table.cells[("dtd", "semobridge-t", 16)].mean
+    assert dtd == f"dtd,semobridge-t,{ours:.2f},0.71,2,73.01,{ours - 73.01:+.2f}"
+    text = to_markdown(table)
+    assert f"(paper 73.01, Δ {ours - 73.01:+.2f})" in text and "the authors' protocol" in text
+    assert text.startswith("Top-1 accuracy (%) on the test split, mean ± std over seeds 1-2; model "
+                           "ViT-B-16/openai; recipe paper; protocol paper.")
+
+
+def test_no_published_value_for_other_weights_or_an_average_over_other_datasets():
+    other = build_table(_published_records(pretrained="laion2b_s34b_b88k"))
+    assert not other.published
+    subset = build_table([r for r in _published_records() if r["dataset"] in ("dtd", "eurosat")])
+    assert ("dtd", "semobridge-t", 16) in subset.published and (AVERAGE, "semobridge-t", 16) not in subset.published
+    assert "16-shot paper" not in to_csv(build_table(RECORDS)).splitlines()[0]
+
+
+def test_records_of_two_models_are_never_averaged_together():
+    both = _published_records()[:8] + _published_records(model="RN50")[:8]
+    table = build_table(both)
+    assert "average (ViT-B-16/openai)" in table.datasets and "average (RN50/openai)" in table.datasets
+    assert AVERAGE not in table.datasets and "imagenet (RN50/openai)" in table.datasets
+
+
+def test_plot_draws_the_published_values(tmp_path):
+    from matplotlib import pyplot as plt
+
+    shown = {}
+    original = plt.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        shown[kwargs.get("label")] = args
+        return original(self, *args, **kwargs)
+
+    plt.Axes.plot = spy
+    try:
+        plot_accuracy_vs_shots(build_table(_published_records()), tmp_path / "p.png")
+    finally:
+        plt.Axes.plot = original
+    assert "zeroshot (paper)" in shown
+    assert list(shown["semobridge-t (paper)"]) == [[16], [82.20]]        # the last panel drawn: the average

@@ -135,7 +135,7 @@ def test_imagenet_r_style_subset_records_imagenet_indices_and_wnids(tmp_path):
 def test_flowers17_split_file_reads_real_data(shared_dir):
     root = shared_dir / "data" / "flowers17"
     spec = get_dataset("splitfile", root / "jpg", split_file=root / "split_zhou_Flowers17.json")
-    assert spec.name == "Flowers17" and len(spec.classnames) == 17
+    assert spec.name == "flowers17" and len(spec.classnames) == 17      # the folder holding jpg/
     assert {k: len(v) for k, v in spec.splits.items()} == {"train": 680, "val": 340, "test": 340}
     assert spec.classnames[2] == "lily valley"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.extract.datasets.coop import list_images
-from clipbridge.extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
+from clipbridge.extract.datasets.registry import (DatasetSpec, clean_classname, folder_dataset_name, register_dataset,
+                                                  require_path)
 from clipbridge.extract.datasets.splitfiles import spec_from_split_file
 from clipbridge.extract.datasets.splitting import seeded_split
 
@@ -25,7 +26,7 @@ def _class_dirs(folder: Path) -> list[str]:
 def read_imagefolder(root: Path, *, split_file: Path | None = None, download: bool = False) -> DatasetSpec:
     """Images in class folders under root (optionally under train/val/test)."""
     require_path(root, "dataset root")
-    name = root.resolve().name or "imagefolder"
+    name = folder_dataset_name(root, "imagefolder")
     if split_file is not None:
         return spec_from_split_file(name, split_file, root)
     split_dirs = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]

@@ -116,6 +116,19 @@ def as_dataset_spec(spec: Any) -> DatasetSpec:
     return DatasetSpec(**{key: getattr(spec, key) for key in fields}, **extra)
 
 
+#: Image-folder names too generic to name a dataset (CoOp layouts keep images in such a subfolder).
+GENERIC_FOLDERS = ("images", "image", "imgs", "img", "jpg", "jpeg", "data")
+
+
+def folder_dataset_name(root: Path, fallback: str) -> str:
+    """The name of a dataset read from an image folder: the folder's name, or its parent's when the folder
+    has a generic name ('/data/flowers/jpg' -> 'flowers')."""
+    path = root.resolve()
+    if path.name.lower() in GENERIC_FOLDERS and path.parent.name:
+        path = path.parent
+    return path.name or fallback
+
+
 def require_path(path: Path, what: str) -> Path:
     """Return path, or raise the one-line error naming it."""
     if not path.exists():

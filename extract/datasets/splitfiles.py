@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
+from clipbridge.extract.datasets.registry import (DatasetSpec, clean_classname, folder_dataset_name, register_dataset,
+                                                  require_path)
 
 SPLITS = ("train", "val", "test")
 
@@ -96,9 +97,10 @@ def read_classnames_txt(path: Path) -> tuple[list[str], list[str]]:
 
 @register_dataset("splitfile")
 def read_splitfile(root: Path, *, split_file: Path | None = None, download: bool = False) -> DatasetSpec:
-    """Any CoOp-format split file (--split-file) with image paths relative to --root."""
+    """Any CoOp-format split file (--split-file) with image paths relative to --root; named after the image
+    folder (extract --name overrides it)."""
     if split_file is None:
         raise ClipBridgeError("dataset 'splitfile' needs --split-file FILE (CoOp-format JSON) and --root IMAGE_DIR")
     require_path(root, "image root")
-    name = split_file.stem.removeprefix("split_zhou_") or "splitfile"
-    return spec_from_split_file(name, split_file, root, classnames_file=split_file.parent / "classnames.txt")
+    return spec_from_split_file(folder_dataset_name(root, "splitfile"), split_file, root,
+                                classnames_file=split_file.parent / "classnames.txt")
