@@ -3,8 +3,10 @@
 1. Extract the procedural `shapes` dataset (extract/shapes.py) with the bundled tiny CLIP
    (extract/weights/clipbridge-tiny-shapes.safetensors), loaded through the ordinary `--pretrained FILE` path,
    into <out>/cache/shapes.h5 (reused when already there).
-2. Bench zeroshot, tip-adapter, semobridge, semobridge-t and cmm over shots 1, 4, 16 x seeds 1-3 with every
-   method's default hyper-parameters (clean protocol), then print the Markdown table and the plot's path.
+   The view families are those the paper recipes of the demo's methods use on `shapes` (their default rows:
+   the Tip-Adapter/GDA crops, the plain view), the text sets coop and ensemble.
+2. Bench zeroshot, tip-adapter, gda, semobridge, semobridge-t and cmm over shots 1, 4, 16 x seeds 1-3 with
+   their paper recipes (clean protocol), then print the Markdown table and the plot's path.
 
 `quick` is the reduced demo of the end-to-end test: fewer images per class, shots 1 and 16, 2 seeds, and
 shorter SeMoBridge-T/CMM training.
@@ -19,7 +21,7 @@ from typing import Any, Callable
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.evaluate.bench import BenchOutcome, BenchSpec, run_bench
 
-DEMO_METHODS = ("zeroshot", "tip-adapter", "semobridge", "semobridge-t", "cmm")
+DEMO_METHODS = ("zeroshot", "tip-adapter", "gda", "semobridge", "semobridge-t", "cmm")
 TINY_MODEL = "clipbridge-tiny"
 WEIGHTS = Path(__file__).resolve().parents[1] / "extract" / "weights" / f"{TINY_MODEL}-shapes.safetensors"
 
@@ -49,7 +51,7 @@ def run_demo(out: Path, *, quick: bool = False, device: str = "auto",
     spec = BenchSpec(caches=(cache_path,), methods=DEMO_METHODS, shots=plan.shots, seeds=plan.seeds,
                      device=device, hparams=plan.hparams)
     shots, seeds = ",".join(map(str, plan.shots)), ",".join(map(str, plan.seeds))
-    echo(f"bench {', '.join(DEMO_METHODS)}: shots {shots} x seeds {seeds}, protocol clean")
+    echo(f"bench {', '.join(DEMO_METHODS)}: shots {shots} x seeds {seeds}, paper recipes, protocol clean")
     outcome = run_bench(spec, out / "results", plan.name, progress=not quick, echo=echo)
     echo(outcome.markdown.rstrip("\n"))
     echo(f"plot: {outcome.outputs['plot']}")
@@ -60,6 +62,7 @@ def run_demo(out: Path, *, quick: bool = False, device: str = "auto",
 
 def extract_shapes(path: Path, plan: DemoPlan, *, device: str, echo: Callable[[str], None]) -> Path:
     """Extract `shapes` (plan.sizes) with the bundled tiny CLIP into `path`; an existing finished cache is kept."""
+    from clipbridge.evaluate.recipes import recipe_families
     from clipbridge.extract.models import load_model
     from clipbridge.extract.prompts import build_prompt_sets
     from clipbridge.extract.run import ExtractOptions, run_extraction
@@ -71,10 +74,12 @@ def extract_shapes(path: Path, plan: DemoPlan, *, device: str, echo: Callable[[s
     if not WEIGHTS.is_file():
         raise ClipBridgeError(f"demo: the bundled checkpoint {WEIGHTS} is missing; reinstall clipbridge")
     spec = shapes_dataset_spec(sizes=plan.sizes)
-    prompt_sets = build_prompt_sets(["ensemble"], spec.name, spec.classnames)
+    prompt_sets = build_prompt_sets(["coop", "ensemble"], spec.name, spec.classnames)
+    families = tuple(recipe_families(spec.name, plan.shots, DEMO_METHODS))
     loaded = load_model(TINY_MODEL, str(WEIGHTS), device=device)
-    echo(f"cache: extracting shapes with {TINY_MODEL} ({WEIGHTS.name}) into {path}")
+    echo(f"cache: extracting shapes with {TINY_MODEL} ({WEIGHTS.name}) into {path}, view families "
+         f"{', '.join(families)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    summary = run_extraction(spec, loaded, prompt_sets, path, ExtractOptions(progress=False))
+    summary = run_extraction(spec, loaded, prompt_sets, path, ExtractOptions(families=families, progress=False))
     echo("\n".join(summary.lines()))
     return path

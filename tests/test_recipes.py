@@ -1,0 +1,142 @@
+"""Paper recipes: the table says what RECIPES.md says, rows merge default <- dataset <- dataset@shots, the
+uniform recipe is one shared setting, and fits follow their recipe (views, text, selection)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from clipbridge.bridge.registry import METHODS, check_hparams
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.evaluate.recipes import recipe_families, resolve_recipe
+from clipbridge.evaluate.recipes.command import recipe as recipe_command
+from clipbridge.evaluate.recipes.table import RECIPES, TIP_CONFIGS
+import clipbridge.bridge.methods  # noqa: F401  (registers every method)
+
+COOP = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
+        "sun397", "dtd", "eurosat", "ucf101")
+RECIPES_MD_NAMES = {"Caltech": "caltech101", "DTD": "dtd", "EuroSAT": "eurosat", "Aircraft": "fgvc_aircraft",
+                    "Food": "food101", "ImageNet": "imagenet", "Flowers": "oxford_flowers", "Pets": "oxford_pets",
+                    "Cars": "stanford_cars", "SUN": "sun397", "UCF": "ucf101"}
+
+
+def test_tip_adapter_rows_are_recipes_md_tip_configs(shared_dir):
+    """Every row of RECIPES.md §2.2's table: search_scale [β, α], init α, Tip-Adapter-F epochs."""
+    text = (shared_dir / "docs" / "RECIPES.md").read_text()
+    section = text[text.index("### 2.2"):text.index("### 2.3")]
+    rows = re.findall(r"^\| (\w+) \| (\d+), (\d+) \| ([\d.]+) \| [\d.e-]+ \| \**(\d+)\** \|$", section, re.M)
+    assert len(rows) == 11
+    for name, beta, alpha, init_alpha, epochs in rows:
+        dataset = RECIPES_MD_NAMES[name]
+        assert TIP_CONFIGS[dataset] == (int(beta), int(alpha), float(init_alpha), int(epochs)), name
+        tipf = resolve_recipe("tip-adapter-f", dataset, 4).hparams
+        assert (tipf["beta_high"], tipf["alpha_high"], tipf["init_alpha"], tipf["epochs"]) == \
+            (float(beta), float(alpha), float(init_alpha), int(epochs))
+        assert (tipf["grid_beta"], tipf["grid_alpha"], tipf["grid_endpoint"]) == (200, 20, False)
+        assert (tipf["lr"], tipf["eps"], tipf["batch_size"], tipf["schedule"]) == (1e-3, 1e-4, 256, "cosine")
+
+
+@pytest.mark.parametrize("dataset,shots,families", [
+    ("caltech101", 16, ("plain",)), ("imagenet", 4, ("plain", "flip")), ("eurosat", 2, ("plain", "semo-r0.5-j")),
+    ("eurosat", 4, ("plain", "flip")), ("fgvc_aircraft", 1, ("plain", "semo-r0.5-j")),
+    ("oxford_flowers", 4, ("plain", "semo-r0.5-j")), ("oxford_flowers", 8, ("plain", "flip")),
+    ("stanford_cars", 1, ("plain", "semo-r0.8")), ("dtd", 4, ("plain", "semo-r0.8-j")), ("dtd", 8, ("plain",)),
+    ("dtd", 16, ("plain", "semo-r0.8-j:5")), ("shapes", 16, ("plain",))])
+def test_semobridge_views_follow_recipes_md_per_dataset_and_shot_count(dataset, shots, families):
+    for method in ("semobridge", "semobridge-t", "cmm"):
+        assert resolve_recipe(method, dataset, shots).families == families
+
+
+def test_semobridge_t_selection_follows_the_dataset():
+    assert resolve_recipe("semobridge-t", "imagenet", 16).hparams["selection"] == "last"
+    assert resolve_recipe("semobridge-t", "dtd", 2).hparams["selection_blend"] == [0.01, 40, 1, 47, 0.02, 0.2, 0.05]
+    assert resolve_recipe("semobridge-t", "fgvc_aircraft", 2).hparams["selection_blend"][5:] == [0.75, 0.1]
+    assert "selection" not in resolve_recipe("semobridge-t", "food101", 16).hparams
+    assert "selection" not in resolve_recipe("semobridge", "imagenet", 16).hparams
+
+
+def test_text_sets_follow_recipes_md():
+    assert resolve_recipe("zeroshot", "dtd", 1).prompts == ("coop",)
+    assert resolve_recipe("zeroshot", "imagenet", 1).prompts == ("ensemble",)     # the 7 select templates
+    assert resolve_recipe("tip-adapter", "imagenet", 1).prompts == ("ensemble",)
+    assert resolve_recipe("gda", "eurosat", 1).prompts == ("coop",)
+    assert resolve_recipe("semobridge", "eurosat", 1).prompts == ("ensemble", "cupl")
+    assert resolve_recipe("semobridge", "shapes", 1).prompts == ("ensemble", "cupl?")
+
+
+def test_every_recipe_row_is_valid_for_its_method():
+    for method, rows in RECIPES.items():
+        for dataset in (*COOP, "shapes"):
+            for shots in (1, 2, 4, 8, 16):
+                resolved = resolve_recipe(method, dataset, shots)
+                check_hparams(METHODS[method], resolved.hparams)
+                assert resolved.families and all(resolved.sources.get(k) for k in ("families", "prompts"))
+
+
+def test_uniform_recipe_is_one_shared_setting_with_default_hyper_parameters():
+    uniform = resolve_recipe("tip-adapter", "fgvc_aircraft", 16, recipe="uniform")
+    assert uniform.families == ("plain",) and uniform.hparams == {} and uniform.prompts == ()
+    assert uniform.prompt_sets(["coop", "ensemble"]) == ["coop", "ensemble"]
+    chosen = resolve_recipe("gda", "dtd", 1, recipe="uniform", families=["plain", "flip"], prompts=["coop"])
+    assert chosen.families == ("plain", "flip") and chosen.prompt_sets(["coop", "ensemble"]) == ["coop"]
+    with pytest.raises(ClipBridgeError, match="--view-family choose the inputs of --recipe uniform"):
+        resolve_recipe("gda", "dtd", 1, families=["plain"])
+
+
+def test_a_required_text_set_the_cache_lacks_is_one_line_naming_how_to_add_it():
+    paper = resolve_recipe("semobridge", "dtd", 1)
+    with pytest.raises(ClipBridgeError) as info:
+        paper.prompt_sets(["coop", "ensemble"])
+    assert "\n" not in str(info.value)
+    assert "uses text set(s) cupl" in str(info.value) and "--prompts coop,ensemble,cupl --cupl FILE" in str(info.value)
+    assert resolve_recipe("semobridge", "shapes", 1).prompt_sets(["coop", "ensemble"]) == ["ensemble"]
+
+
+def test_recipe_families_are_what_extract_encodes_for_a_dataset():
+    assert recipe_families("dtd", [1, 16], methods=["semobridge", "tip-adapter"]) == ["plain", "semo-r0.5-j",
+                                                                                    "semo-r0.8-j", "tip"]
+    assert set(recipe_families("food101", [1, 2, 4, 8, 16])) == {"plain", "tip"}
+
+
+def test_recipe_command_prints_the_resolved_recipe_with_sources():
+    result = CliRunner().invoke(recipe_command, ["--method", "tip-adapter", "--dataset", "oxford_flowers", "--shots",
+                                                 "4"])
+    assert result.exit_code == 0, result.output
+    assert "view families  tip" in result.output and "* beta_high = 50.0" in result.output
+    assert "gaopengcuhk/Tip-Adapter configs/oxford_flowers.yaml" in result.output
+    as_json = json.loads(CliRunner().invoke(recipe_command, ["--method", "semobridge-t", "--dataset", "imagenet",
+                                                             "--shots", "16", "--json"]).output)
+    assert as_json["resolved_hparams"]["selection"] == "last" and as_json["view_families"] == ["plain", "flip"]
+
+
+def test_gda_on_the_tip_family_differs_from_zero_shot_at_one_shot():
+    """One plain view per class makes GDA's covariance 0 (= zero-shot); its paper's 10 augmented views do not."""
+    from synthetic_tasks import make_task
+
+    task, test_x, _ = make_task(seeds=(1, 2), classes=6, shots=1, views=10)
+    gda = METHODS["gda"]
+    state = gda.fit(task, **resolve_recipe("gda", "dtd", 1).hparams)
+    zero = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
+    assert not torch.allclose(gda.logits(state, test_x), zero)
+    assert float(state.tensors["weight"].abs().max()) > 0
+
+
+def test_imagenet_under_protocol_paper_keeps_the_last_semobridge_t_step(tmp_path):
+    from clipbridge.cache.reader import open_cache
+    from clipbridge.cache.synthetic import write_synthetic_cache
+    from clipbridge.evaluate.plan import plan_fit
+    from clipbridge.evaluate.scoring import fit_method
+    from clipbridge.evaluate.tasks import build_fit_task
+
+    path = write_synthetic_cache(tmp_path / "imagenet.h5", classes=5, train_per_class=4, dim=16, width=12, val=10,
+                                 test=20, families={"flip": 1}, dataset="imagenet")
+    cache = open_cache(path)
+    plan = plan_fit(cache, "semobridge-t", 2, recipe="paper", overrides={"steps": 30, "warmup": 5})
+    assert plan.hparams["selection"] == "last" and plan.families == ("plain", "flip")
+    task, meta = build_fit_task(cache, shots=2, seeds=[1, 2], families=plan.families, prompt_sets=["ensemble"],
+                                protocol="paper")
+    state = fit_method("semobridge-t", task, plan.hparams)
+    assert state.info["selected_step"] == [30, 30] and state.info["selection_val_accuracy"] == [None, None]
