@@ -23,7 +23,7 @@ from clipbridge.cache.schema import tmp_path
 from clipbridge.cache.writer import CacheWriter
 from clipbridge.extract.datasets.registry import DatasetSpec
 from clipbridge.extract.distributed import DistContext
-from clipbridge.extract.models import LoadedModel, encode_text_with_eos, logit_scale, text_projection_matrix
+from clipbridge.extract.models import LoadedModel, cache_model_part, encode_text_with_eos
 from clipbridge.extract.prompts import PromptSet
 from clipbridge.extract.views import ViewRecipe, make_views
 
@@ -115,20 +115,22 @@ def encode_images(loaded: LoadedModel, views: torch.Tensor) -> np.ndarray:
     flat = flat.to(loaded.device, dtype=loaded.dtype, non_blocking=True)
     if loaded.channels_last:
         flat = flat.contiguous(memory_format=torch.channels_last)
-    out = loaded.model.encode_image(flat)
+    out = loaded.model.encode_image(flat, normalize=False)           # CoCa normalises unless told not to
     return out.float().reshape(n, v, -1).cpu().numpy()
 
 
 @torch.no_grad()
-def encode_prompt_set(loaded: LoadedModel, prompts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """prompts [P] -> (projected [P, D], eos [P, W]) float32 numpy, from one text pass per batch."""
+def encode_prompt_set(loaded: LoadedModel, prompts: list[str],
+                      batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """prompts [P] -> (projected [P, D], eos [P, W] or None without EOS features) float32 numpy, from one
+    text pass per batch."""
     projected, eos = [], []
     for start in range(0, len(prompts), batch_size):
         tokens = loaded.tokenizer(prompts[start:start + batch_size]).to(loaded.device)
-        p, e = encode_text_with_eos(loaded.model, tokens)
+        p, e = encode_text_with_eos(loaded.model, tokens, loaded.text_head, loaded.precision)
         projected.append(p.float().cpu())
-        eos.append(e.float().cpu())
-    return torch.cat(projected).numpy(), torch.cat(eos).numpy()
+        eos.append(None if e is None else e.float().cpu())
+    return torch.cat(projected).numpy(), None if eos[0] is None else torch.cat(eos).numpy()
 
 
 def cache_attrs(spec: DatasetSpec, loaded: LoadedModel) -> dict[str, Any]:
@@ -152,8 +154,7 @@ def embedding_dtype(precision: str) -> np.dtype:
 
 def _write_header(writer: CacheWriter, spec: DatasetSpec, loaded: LoadedModel, prompt_sets: list[PromptSet],
                   batch_size: int) -> dict[str, int]:
-    writer.write_model(text_projection_matrix(loaded.model).detach().float().cpu().numpy(),
-                       logit_scale(loaded.model))
+    writer.write_model(**cache_model_part(loaded))
     writer.write_classes(spec.classnames, spec.original_classnames)
     counts = {}
     for prompt_set in prompt_sets:
@@ -178,7 +179,7 @@ def _extract_split(ctx: DistContext, writer: CacheWriter | None, spec: DatasetSp
     rows = spec.splits[split]
 
     def start() -> np.ndarray:
-        dim = int(text_projection_matrix(loaded.model).shape[1])
+        dim = loaded.text_head.dim
         return writer.ensure_split(split, np.array([label for _, label in rows]),
                                    [spec.item_name(item) for item, _ in rows], split_recipe.views, dim,
                                    embedding_dtype(loaded.precision), split_recipe.attrs())
