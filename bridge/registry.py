@@ -71,6 +71,13 @@ def unmet_needs(method: Method, available: Iterable[str]) -> list[str]:
     return sorted(set(getattr(method, "needs", ())) - set(available))
 
 
+def methods_needing(input_name: str) -> list[str]:
+    """The registered methods whose `needs` include the optional input `input_name`, sorted."""
+    import clipbridge.bridge.methods  # noqa: F401  (registers every method)
+
+    return sorted(name for name, method in METHODS.items() if input_name in getattr(method, "needs", ()))
+
+
 def require_inputs(method: Method, task) -> None:
     """Refuse, in one line, a task that lacks an optional input `method` needs."""
     missing = unmet_needs(method, task.inputs)

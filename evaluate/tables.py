@@ -98,18 +98,30 @@ def to_csv(table: Table) -> str:
     return out.getvalue()
 
 
-def to_markdown(table: Table) -> str:
-    """One Markdown table per dataset (and the average): rows = methods, columns = shots, `mean ± std`."""
+def to_markdown(table: Table, skipped: dict[str, dict[str, str]] | None = None) -> str:
+    """One Markdown table per dataset (and the average): rows = methods, columns = shots, `mean ± std`.
+
+    skipped {source dataset: {method: reason}}: methods not run on a dataset (the cache lacks an input
+    they need) get a row of "skipped" cells there (and in the average) and the reason below the table.
+    """
+    skipped = skipped or {}
     blocks = []
     for dataset in table.datasets:
+        source = dataset.split("->")[0]
+        not_run = {m: r for d, reasons in skipped.items() if d == source or dataset == AVERAGE
+                   for m, r in reasons.items()}
         lines = [f"### {dataset}", "",
                  "| method | " + " | ".join(f"{k}-shot" for k in table.shots) + " |",
                  "|---|" + "---|" * len(table.shots)]
-        for method in table.methods:
+        for method in order_methods([*table.methods, *not_run]):
             cells = [table.cells.get((dataset, method, k)) for k in table.shots]
-            if any(cells):
+            if method in not_run:
+                lines.append(f"| {method} | " + " | ".join(["skipped*"] * len(table.shots)) + " |")
+            elif any(cells):
                 text = [f"{c.mean:.2f} ± {c.std:.2f}" if c else "–" for c in cells]
                 lines.append(f"| {method} | " + " | ".join(text) + " |")
+        for method, reason in sorted(not_run.items()):
+            lines += ["", f"\\* {method} skipped: {reason}"]
         if dataset in table.val_is_test:
             lines += ["", "**Warning: validation = test on this dataset (paper protocol test leak).**"]
         blocks.append("\n".join(lines))

@@ -38,6 +38,7 @@ class FakeCache:
         self.classnames = [f"c{i}" for i in range(c)]
         self.original_classnames = list(self.classnames)
         self.text_projection = torch.randn(width, dim, generator=g)
+        self.text_projection_bias = None
         self.logit_scale = 100.0
         self.text_sets = ["a", "b"]
         self.reads: list[str] = []
