@@ -156,3 +156,15 @@ def test_the_real_offline_siglip_tokenizer_error_is_one_line():
         pytest.skip("the Hugging Face hub is reachable here: the tokenizer would download")
     with pytest.raises(ClipBridgeError, match="no network and its files are not in the local Hugging Face cache"):
         models.load_tokenizer("ViT-B-16-SigLIP")
+
+
+def test_families_probe_prints_a_row_per_model_with_its_identity_error(capsys):
+    from clipbridge.extract.families import main
+
+    assert main(["clipbridge-tiny-affine", "clipbridge-tiny-coca"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | text pooling | projection | EOS features | identity error |")
+    affine, coca = lines[2].split(" | "), lines[3].split(" | ")
+    assert affine[:4] == ["| clipbridge-tiny-affine", "last", "affine", "stored"] and affine[5] == "-10"
+    assert coca[:4] == ["| clipbridge-tiny-coca", "cls-appended", "matrix", "stored"]
+    assert float(affine[4]) <= models.IDENTITY_TOLERANCE["fp32"] and affine[7] == "its tokenizer"
