@@ -11,38 +11,24 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from test_extract_cli import _generated_imagefolder, run_cli_in_process
 
 from clipbridge.cache.commands import info
 from clipbridge.cache.reader import open_cache
 from clipbridge.extract import models
 
 
-def _images(root: Path, classes: int = 3, per_class: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    for label in range(classes):
-        for i in range(per_class):
-            path = root / f"class_{label}" / f"{i:02d}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) // (label + 1)).save(path)
-    return root
-
-
 def _extract(capsys, *args) -> subprocess.CompletedProcess:
-    from clipbridge import cli
-
-    status = cli.main(["extract", "--no-progress", "--workers", "0", "--prompts", "ensemble,classname", *map(str, args)])
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+    return run_cli_in_process(capsys, "--workers", "0", "--prompts", "ensemble,classname", *args)
 
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory) -> Path:
-    return _images(tmp_path_factory.mktemp("family-images"))
+    return _generated_imagefolder(tmp_path_factory.mktemp("family-images"), classes=3, per_class=4)
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def apply_bridge(x: Tensor, bridge: Tensor) -> Tensor:
 
 
 def bridge_views(x: Tensor, bridge: Tensor, eos_length: float, text_projection: Tensor,
-                 bias: Tensor | None = None, affine: "AffineHead | None" = None) -> tuple[Tensor, Tensor]:
+                 bias: Tensor | None = None, affine: AffineHead | None = None) -> tuple[Tensor, Tensor]:
     """Bridged embeddings x̂ [..., D] and pseudo EOS tokens ê [..., W] of raw x [..., D].
 
     bias, when given, is added to x B before normalising; it must broadcast to [..., W] (for support

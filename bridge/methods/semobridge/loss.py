@@ -26,7 +26,8 @@ LOSS_WEIGHTS = {"img": 0.5, "txtp": 0.25, "txte": 0.25, "cons": 0.1, "bias": 0.1
 #   img  τ n(x_k)·P_c = (τ n(x_k) Wtᵀ)·Ê_c        cons  n(u_k Wt)·P_c = v_k·Ê_c / s_k
 #   txtp P_c·T̄_j = Ê_c·(T̄_j Wtᵀ)                txte  U_c·Ē_j
 #
-# Affine projection t = e Wt + b (algebra's docstring): u_k = (x_k − b) B + b_{y_k}, x̂_k = ℓ n(u_k) Wt + b.
+# Affine projection t = e Wt + b, b [D] (algebra's docstring; b_{y_k} above stays the class bias):
+#   u_k = (x_k − b) B + b_{y_k},  x̂_k = ℓ n(u_k) Wt + b.
 # In homogeneous coordinates ũ_k = [u_k, r_k/ℓ], ẽ_c = [ē_c, 1/ℓ] with W̃t = [Wt; b], G̃ = W̃t W̃tᵀ:
 #   n(x̂_k) = n(ũ_k W̃t),  P_c = n(ẽ_c W̃t),  so with ṽ_k = ũ_k G̃, s̃_k = √(ũ_k·ṽ_k), z_c = ‖ẽ_c W̃t‖,
 #   Ê_c = ẽ_c / z_c (now W+1 long) the four logits are the formulas above with W̃t for Wt, G̃ for G:
