@@ -64,8 +64,10 @@ def _model_summary(handle) -> dict[str, Any]:
 
 def describe_text_head(model: dict[str, Any]) -> str:
     """One line: whether EOS features are stored, how the text tower pools and projects, the logit bias."""
+    if model["has_eos"] and model["text_projection_shape"] is None:
+        return "not written yet"
     if model["has_eos"]:
-        width, dim = model["text_projection_shape"] or ("?", "?")
+        width, dim = model["text_projection_shape"]
         bias = f" + b [{dim}]" if model["has_projection_bias"] else ""
         how = ", ".join(part for part in (f"pooling {model['text_pooling']}" if model["text_pooling"] else "",
                                           model["projection_kind"]) if part)
