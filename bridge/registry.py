@@ -3,16 +3,20 @@
     state  = METHODS[name].fit(task, **hparams)   # task: bridge.task.FewShotTask, S seeds at once
     logits = METHODS[name].logits(state, queries) # queries [N, D] or [S, N, D] raw -> [S, N, C]
 
-No method reads files, prints, or knows about HDF5.
+No method reads files, prints, or knows about HDF5. A method that needs an optional input of the task
+(bridge.task.OPTIONAL_INPUTS, e.g. "eos": the EOS features and Wt, which a cache of a CoCa-style or HF
+text tower may lack) lists it in `needs`; `unmet_needs` tells a caller (bench) beforehand, and
+`require_inputs` is the one-line refusal a method's fit starts with.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.task import OPTIONAL_INPUTS
 
 
 @dataclass
@@ -34,6 +38,7 @@ class FittedState:
 class Method(Protocol):
     name: str
     defaults: dict[str, Any]
+    needs: frozenset[str]          # optional task inputs the method cannot do without (may be absent: none)
 
     def fit(self, task, **hparams) -> FittedState: ...
 
@@ -59,6 +64,28 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise BridgeInputError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}") from None
+
+
+def unmet_needs(method: Method, available: Iterable[str]) -> list[str]:
+    """The optional inputs `method` needs that are not in `available` (a task's `inputs`), sorted."""
+    return sorted(set(getattr(method, "needs", ())) - set(available))
+
+
+def methods_needing(input_name: str) -> list[str]:
+    """The registered methods whose `needs` include the optional input `input_name`, sorted."""
+    import clipbridge.bridge.methods  # noqa: F401  (registers every method)
+
+    return sorted(name for name, method in METHODS.items() if input_name in getattr(method, "needs", ()))
+
+
+def require_inputs(method: Method, task) -> None:
+    """Refuse, in one line, a task that lacks an optional input `method` needs."""
+    missing = unmet_needs(method, task.inputs)
+    if missing:
+        what = "; ".join(OPTIONAL_INPUTS[name] for name in missing)
+        raise BridgeInputError(f"{method.name} needs {what}, which this task does not hold (its cache has "
+                               f"no {', '.join(missing)}: see `clipbridge info CACHE`); every method without "
+                               "that need still runs on it")
 
 
 def check_hparams(method: Method, hparams: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,11 @@
         against the paper's procedure written plainly (autograd through every bridged view, then a full
         re-evaluation of the fixed blend with fresh S1, S2, S3 each step); then S seeds batched vs one.
 
+    python -m clipbridge.bridge.speed affine [--classes 101] [--shots 16] [--dim 512] [--val 2000] [--steps 200]
+                                             [--repeats 3]
+        SeMoBridge (fit) and SeMoBridge-T (ms per training step) on a linear text projection against the same
+        task with an affine one (t = e Wt + b, SigLIP): the cost of the homogeneous coordinates.
+
 The baseline's per-step cost is constant, so it runs `--baseline-steps` steps and its 5000-step time is
 extrapolated (stated in the output); ours is also run for those steps and must select the same step and
 reach the same bridge (printed). Optuna is imported only here (pip extra "bench").
@@ -214,6 +219,31 @@ def bench_train(args) -> None:
               f"= {batch / one:.2f}x the time of one ({len(seeds) * one / batch:.2f}x faster than one after another)")
 
 
+def bench_affine(args) -> None:
+    """Fit seconds of "semobridge" and ms per step of "semobridge-t" (best-val selection), linear vs affine."""
+    from dataclasses import replace
+
+    from clipbridge.bridge.registry import get_method
+
+    print(f"affine vs linear text projection, {args.classes} classes x {args.shots} shots, D=W={args.dim}, "
+          f"{args.val} val queries; torch threads {torch.get_num_threads()}")
+    linear = synthetic_task(classes=args.classes, shots=args.shots, dim=args.dim, width=args.dim, val=args.val)
+    g = torch.Generator().manual_seed(1)
+    bias = 5.0 * torch.nn.functional.normalize(torch.randn(args.dim, generator=g), dim=0)
+    affine = replace(linear, text_projected=linear.text_projected + bias, text_projection_bias=bias)
+    for name, hp in (("semobridge", {}), ("semobridge-t", {"steps": args.steps, "warmup": min(500, args.steps)})):
+        times = {"linear": float("inf"), "affine": float("inf")}
+        for _ in range(args.repeats):               # alternating, best of `repeats`: the VM is shared
+            for label, task in (("linear", linear), ("affine", affine)):
+                start = time.perf_counter()
+                state = get_method(name).fit(task, **hp)
+                times[label] = min(times[label], time.perf_counter() - start - state.info["search_seconds"])
+        unit = (f"{times['linear'] / args.steps * 1e3:.1f} / {times['affine'] / args.steps * 1e3:.1f} ms per step"
+                if name == "semobridge-t" else f"{times['linear']:.2f} / {times['affine']:.2f} s")
+        print(f"{name}: linear / affine {unit} without the blend search ({times['affine'] / times['linear']:.2f}x, "
+              f"best of {args.repeats})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clipbridge.bridge.speed", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -232,7 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     pt.add_argument("--baseline-steps", type=int, default=200)
     pt.add_argument("--batch-seeds", type=int, default=10)
     pt.add_argument("--batch-steps", type=int, default=50)
-    for p in (ps, pt):
+    pa = sub.add_parser("affine")
+    for option, default in (("--classes", 101), ("--shots", 16), ("--dim", 512), ("--val", 2000), ("--steps", 200),
+                            ("--repeats", 3)):
+        pa.add_argument(option, type=int, default=default)
+    for p in (ps, pt, pa):
         p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     from clipbridge.bridge.ops import flush_denormals
@@ -240,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     flush_denormals()  # as the CLI does: subnormal softmax tails slow CPU products
     if args.threads:
         torch.set_num_threads(args.threads)
-    (bench_search if args.what == "search" else bench_train)(args)
+    {"search": bench_search, "train": bench_train, "affine": bench_affine}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
 
+#: The optional input "EOS features and the text projection" (text_eos, text_projection); see `needs` in
+#: bridge.registry.
+EOS = "eos"
+OPTIONAL_INPUTS = {EOS: "the text encoder's pre-projection EOS features and its projection Wt"}
+
 
 @dataclass(frozen=True)
 class FewShotTask:
@@ -20,15 +25,18 @@ class FewShotTask:
     support          [S, C, K', D] raw (un-normalised) image embeddings, class-major
     support_mask     [C, K'] bool, True where a view is real; False pads classes that had fewer than
                      K images (CoOp keeps all a class has). Shared by all seeds.
-    text_projected   [P, D] per-prompt projected text embeddings e·Wt (not normalised)
-    text_eos         [P, W] per-prompt pre-projection EOS features e
+    text_projected   [P, D] per-prompt projected text embeddings t = e·Wt + b (not normalised)
+    text_eos         [P, W] per-prompt pre-projection EOS features e (the text tower's pooled feature), or
+                     None when the cache holds none (a text tower that does not end in pooling + a linear
+                     or affine projection); methods that need them declare `needs = {"eos"}`
     text_class       [P] int64 class index of each prompt
-    text_projection  [W, D] Wt, CLIP's frozen text projection
+    text_projection  [W, D] Wt, CLIP's frozen text projection (None exactly when text_eos is None)
     logit_scale      τ = exp(CLIP's logit_scale), a float (100 for OpenAI CLIP)
     val              [S or 1, Nv, D] raw validation queries (view 0); 1 broadcasts over seeds
     val_labels       [S or 1, Nv] int64; -1 marks padding that accuracy ignores
     views            V, views per shot inside K'
     seeds            the S seeds, used to seed any randomness of a method (one generator per seed)
+    text_projection_bias  [D] b of an affine text projection t = e·Wt + b (SigLIP), or None = zero
     """
 
     support: Tensor
@@ -42,6 +50,7 @@ class FewShotTask:
     val_labels: Tensor
     views: int = 1
     seeds: tuple[int, ...] = (1,)
+    text_projection_bias: Tensor | None = None
 
     def __post_init__(self) -> None:
         validate_task(self)
@@ -59,8 +68,14 @@ class FewShotTask:
         return self.support.shape[-1]
 
     @property
-    def width(self) -> int:
-        return self.text_eos.shape[-1]
+    def width(self) -> int | None:
+        """W, the EOS width (None without EOS features)."""
+        return None if self.text_eos is None else self.text_eos.shape[-1]
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        """The optional inputs this task holds (OPTIONAL_INPUTS), matched against a method's `needs`."""
+        return frozenset({EOS} if self.text_eos is not None else ())
 
     @property
     def support_labels(self) -> Tensor:
@@ -88,7 +103,7 @@ def validate_task(task: FewShotTask) -> None:
     if not bool(task.support_mask.any(dim=1).all()):
         empty = int((~task.support_mask.any(dim=1)).nonzero()[0])
         raise BridgeInputError(f"class {empty} has no support images")
-    p, w = _shape(task.text_eos, 2, "text_eos")
+    p, _ = _shape(task.text_projected, 2, "text_projected")
     if tuple(task.text_projected.shape) != (p, d):
         raise BridgeInputError(f"text_projected must be [{p}, {d}], got {list(task.text_projected.shape)}")
     if tuple(task.text_class.shape) != (p,):
@@ -98,8 +113,7 @@ def validate_task(task: FewShotTask) -> None:
     missing = set(range(c)) - set(task.text_class.tolist())
     if missing:
         raise BridgeInputError(f"classes without any prompt: {sorted(missing)[:5]}")
-    if tuple(task.text_projection.shape) != (w, d):
-        raise BridgeInputError(f"text_projection must be [W={w}, D={d}], got {list(task.text_projection.shape)}")
+    _validate_text_head(task, p, d)
     sv, nv, dv = _shape(task.val, 3, "val")
     if sv not in (1, s) or dv != d:
         raise BridgeInputError(f"val must be [{s} or 1, Nv, {d}], got {list(task.val.shape)}")
@@ -113,10 +127,25 @@ def validate_task(task: FewShotTask) -> None:
         raise BridgeInputError(f"K'={k} support views is not a multiple of views={task.views}")
     if not task.logit_scale > 0:
         raise BridgeInputError(f"logit_scale must be positive, got {task.logit_scale}")
-    for name in ("support", "text_projected", "text_eos", "text_projection", "val"):
+    for name in ("support", "text_projected", "text_eos", "text_projection", "text_projection_bias", "val"):
         value = getattr(task, name)
-        if not bool(torch.isfinite(value).all()):
+        if value is not None and not bool(torch.isfinite(value).all()):
             raise BridgeInputError(f"{name} holds NaN or Inf values")
+
+
+def _validate_text_head(task: FewShotTask, p: int, d: int) -> None:
+    """text_eos [P, W] and text_projection [W, D] both present or both None; the bias [D] or None."""
+    if (task.text_eos is None) != (task.text_projection is None):
+        raise BridgeInputError("text_eos and text_projection must be given together (or both None)")
+    if task.text_eos is not None:
+        _, w = _shape(task.text_eos, 2, "text_eos")
+        if task.text_eos.shape[0] != p:
+            raise BridgeInputError(f"text_eos must be [{p}, W], got {list(task.text_eos.shape)}")
+        if tuple(_shape(task.text_projection, 2, "text_projection")) != (w, d):
+            raise BridgeInputError(f"text_projection must be [W={w}, D={d}], got {list(task.text_projection.shape)}")
+    if task.text_projection_bias is not None and tuple(_shape(task.text_projection_bias, 1,
+                                                              "text_projection_bias")) != (d,):
+        raise BridgeInputError(f"text_projection_bias must be [{d}], got {list(task.text_projection_bias.shape)}")
 
 
 def _shape(value: Tensor, ndim: int, name: str) -> tuple[int, ...]:

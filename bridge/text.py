@@ -5,6 +5,10 @@ Every prompt of a class has equal weight (templates and CuPL sentences form one 
     T̄_c = n( mean_p n(e_{c,p} Wt) )     [C, D]  zero-shot class prototype
     Ē_c = n( mean_p n(e_{c,p}) )        [C, W]  class prototype in EOS space
     ℓ   = mean_c ‖ mean_p e_{c,p} ‖     scalar  average EOS length
+
+Ē and ℓ exist only when the task holds EOS features (None otherwise). With an affine text projection
+t = e·Wt + b the projected prompts t already include b, so T̄ is unchanged; Ē and ℓ live in EOS space,
+before the projection, and do not see b either.
 """
 from __future__ import annotations
 
@@ -17,11 +21,12 @@ from clipbridge.bridge.ops import normalize
 
 
 class ClassText(NamedTuple):
-    """projected [C, D] = T̄, eos [C, W] = Ē, eos_length = ℓ (a Python float); unpacks as (T̄, Ē, ℓ)."""
+    """projected [C, D] = T̄, eos [C, W] = Ē, eos_length = ℓ (a Python float); unpacks as (T̄, Ē, ℓ).
+    eos and eos_length are None without EOS features."""
 
     projected: Tensor
-    eos: Tensor
-    eos_length: float
+    eos: Tensor | None
+    eos_length: float | None
 
 
 def class_mean(values: Tensor, classes: Tensor, num_classes: int) -> Tensor:
@@ -32,10 +37,12 @@ def class_mean(values: Tensor, classes: Tensor, num_classes: int) -> Tensor:
     return sums / counts.unsqueeze(-1)
 
 
-def class_text_tensors(text_projected: Tensor, text_eos: Tensor, text_class: Tensor,
+def class_text_tensors(text_projected: Tensor, text_eos: Tensor | None, text_class: Tensor,
                        num_classes: int) -> ClassText:
-    """T̄ [C, D], Ē [C, W], ℓ from per-prompt projected [P, D], EOS [P, W] features and classes [P]."""
+    """T̄ [C, D], Ē [C, W], ℓ from per-prompt projected [P, D], EOS [P, W] features (or None) and classes [P]."""
     projected = normalize(class_mean(normalize(text_projected), text_class, num_classes))
+    if text_eos is None:
+        return ClassText(projected=projected, eos=None, eos_length=None)
     eos = normalize(class_mean(normalize(text_eos), text_class, num_classes))
     length = class_mean(text_eos, text_class, num_classes).norm(dim=-1).mean()
     return ClassText(projected=projected, eos=eos, eos_length=float(length))
@@ -44,6 +51,7 @@ def class_text_tensors(text_projected: Tensor, text_eos: Tensor, text_class: Ten
 def class_text(task, dtype: torch.dtype | None = None) -> ClassText:
     """ClassText of a bridge.task.FewShotTask, computed in `dtype` (default float64 for a float64 task,
     float32 otherwise)."""
-    dtype = dtype or (torch.float64 if task.text_eos.dtype == torch.float64 else torch.float32)
-    return class_text_tensors(task.text_projected.to(dtype), task.text_eos.to(dtype), task.text_class,
-                              task.num_classes)
+    reference = task.text_projected if task.text_eos is None else task.text_eos
+    dtype = dtype or (torch.float64 if reference.dtype == torch.float64 else torch.float32)
+    eos = None if task.text_eos is None else task.text_eos.to(dtype)
+    return class_text_tensors(task.text_projected.to(dtype), eos, task.text_class, task.num_classes)

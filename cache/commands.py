@@ -12,14 +12,15 @@ import numpy as np
 from clipbridge.cache.coverage import Coverage
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.fewshot import coop_fewshot_indices, read_split_file
-from clipbridge.cache.schema import FAMILY_MANAGED_ATTRS, FORMAT, open_hdf5, read_attrs, tmp_path
+from clipbridge.cache.schema import FAMILY_MANAGED_ATTRS, FORMAT, open_hdf5, read_attrs, text_head_attrs, tmp_path
 
 
 def cache_summary(path: str | Path) -> dict[str, Any]:
     """What a cache file holds, read without validation (works on an unfinished .tmp too).
 
-    {"path", "attrs", "classes", "coverage", "text_sets": {name: prompts}, "splits": {name: {"images",
-    "skipped", "families": {family: {"images", "copies", "done", "bytes", "dtype", "recipe"}}}},
+    {"path", "attrs", "model": {has_eos, has_projection_bias, text_pooling, projection_kind, eos_note,
+    text_projection_shape, logit_bias}, "classes", "coverage", "text_sets": {name: prompts}, "splits": {name:
+    {"images", "skipped", "families": {family: {"images", "copies", "done", "bytes", "dtype", "recipe"}}}},
     "complete": bool}
     """
     path = Path(path)
@@ -36,6 +37,7 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
         if attrs.get("format") != FORMAT:
             raise ClipBridgeError(f"{path}: not a clipbridge cache (format attribute is {attrs.get('format')!r})")
         classes = handle["classes/names"].shape[0] if "classes/names" in handle else 0
+        model = _model_summary(handle)
         text_sets = {name: group["prompt"].shape[0] for name, group in handle.get("text", {}).items()
                      if "prompt" in group}
         reader = _split_summary_v1 if attrs.get("version") == 1 else _split_summary
@@ -43,8 +45,8 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
     complete = attrs.get("complete") is True and all(
         f["done"] == f["images"] for split in splits.values() for f in split["families"].values())
     coverage = Coverage.from_attr(json.loads(attrs["coverage"]) if attrs.get("coverage") else None)
-    return {"path": str(path), "attrs": attrs, "classes": classes, "coverage": coverage.describe(),
-            "text_sets": text_sets, "splits": splits, "complete": complete}
+    return {"path": str(path), "attrs": attrs, "model": model, "classes": classes,
+            "coverage": coverage.describe(), "text_sets": text_sets, "splits": splits, "complete": complete}
 
 
 def _family_summary(embedding: h5py.Dataset, done: np.ndarray, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +76,30 @@ def _split_summary_v1(group: h5py.Group) -> dict[str, Any]:
     recipe = {k: v for k, v in read_attrs(group["done"]).items() if k != "skipped_log"}
     return {"images": int(done.size), "skipped": skipped,
             "families": {"views (format 1)": _family_summary(group["embedding"], done, recipe)}}
+
+
+def _model_summary(handle) -> dict[str, Any]:
+    """What the cache holds about the text tower's end (schema.text_head_attrs) and the model's biases."""
+    summary = text_head_attrs(handle)
+    group = handle.get("model", {})
+    summary["text_projection_shape"] = list(group["text_projection"].shape) if "text_projection" in group else None
+    summary["logit_bias"] = float(group["logit_bias"][()]) if "logit_bias" in group else None
+    return summary
+
+
+def describe_text_head(model: dict[str, Any]) -> str:
+    """One line: whether EOS features are stored, how the text tower pools and projects, the logit bias."""
+    if model["has_eos"] and model["text_projection_shape"] is None:
+        return "not written yet"
+    if model["has_eos"]:
+        width, dim = model["text_projection_shape"]
+        bias = f" + b [{dim}]" if model["has_projection_bias"] else ""
+        how = ", ".join(part for part in (f"pooling {model['text_pooling']}" if model["text_pooling"] else "",
+                                          model["projection_kind"]) if part)
+        text = f"EOS features stored, Wt [{width}, {dim}]{bias}" + (f" ({how})" if how else "")
+    else:
+        text = f"no EOS features ({model['eos_note'] or 'not recorded why'}): methods needing them are skipped"
+    return text + (f"; logit bias {model['logit_bias']:g}" if model["logit_bias"] is not None else "")
 
 
 def _status(path: Path, summary: dict[str, Any]) -> str:
@@ -106,6 +132,7 @@ def info(cache: Path, as_json: bool) -> None:
     click.echo(f"status  {summary['status']}")
     for key in sorted(summary["attrs"]):
         click.echo(f"  {key}: {summary['attrs'][key]}")
+    click.echo(f"model   {describe_text_head(summary['model'])}")
     click.echo(f"classes {summary['classes']}")
     click.echo(f"images  {summary['coverage']}")
     for name, count in summary["text_sets"].items():

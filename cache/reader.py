@@ -23,7 +23,8 @@ import torch
 from clipbridge.cache.coverage import Coverage
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.schema import (FAMILY_MANAGED_ATTRS, FORMAT, READABLE_VERSIONS, family_group, list_group,
-                                     open_hdf5, pretrained_label, read_attrs, split_group, text_group, tmp_path)
+                                     open_hdf5, pretrained_label, read_attrs, split_group, text_group,
+                                     text_head_attrs, tmp_path)
 
 #: Rows checked for NaN/Inf per read while validating (bounds memory on very large splits).
 _CHECK_ROWS = 65536
@@ -35,13 +36,14 @@ V1_FAMILIES = (("plain", 0, 1), ("flip", 1, 2), ("legacy-crops", 2, None))
 class TextPrompts:
     """Per-prompt text of one or more prompt sets, concatenated (every prompt has equal weight).
 
-    prompts [P] str; classes [P] int64; projected [P, D] float32 = eos @ Wt; eos [P, W] float32.
+    prompts [P] str; classes [P] int64; projected [P, D] float32 = eos @ Wt (+ b); eos [P, W] float32, or
+    None when the cache holds no EOS features.
     """
 
     prompts: list[str]
     classes: torch.Tensor
     projected: torch.Tensor
-    eos: torch.Tensor
+    eos: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -165,10 +167,17 @@ def _pretrained_matches(asked: str, stored: str) -> bool:
 
 
 class Cache:
-    """A validated cache file. Small parts (model, classes, attrs) are held; text and views read on demand."""
+    """A validated cache file. Small parts (model, classes, attrs) are held; text and views read on demand.
+
+    text_projection Wt [W, D] (None without EOS features), text_projection_bias b [D] of an affine
+    projection (None: linear, also for caches older than the bias), logit_bias (None: the model has none),
+    text_head: the /model attributes (has_eos, has_projection_bias, text_pooling, projection_kind, eos_note).
+    """
 
     def __init__(self, path: Path, attrs: dict[str, Any], classnames: list[str], original_classnames: list[str],
-                 text_projection: torch.Tensor, logit_scale: float, text_sets: list[str], layout: _Layout):
+                 text_projection: torch.Tensor | None, logit_scale: float, text_sets: list[str], layout: _Layout,
+                 text_projection_bias: torch.Tensor | None = None, logit_bias: float | None = None,
+                 text_head: dict[str, Any] | None = None):
         self.path = path
         self.attrs = attrs
         self.classnames = classnames
@@ -178,6 +187,14 @@ class Cache:
         self._text_sets = text_sets
         self._layout = layout
         self._families: dict[str, dict[str, FamilyInfo]] = {}
+        self.text_projection_bias = text_projection_bias
+        self.logit_bias = logit_bias
+        self.text_head = dict(text_head or {"has_eos": text_projection is not None})
+
+    @property
+    def has_eos(self) -> bool:
+        """Whether the cache holds EOS features and the text projection Wt."""
+        return self.text_projection is not None
 
     def __repr__(self) -> str:
         return (f"Cache({str(self.path)!r}, model={self.attrs.get('model')!r}, "
@@ -242,9 +259,11 @@ class Cache:
                 prompts += list(group["prompt"].asstr()[()])
                 classes.append(group["class"][()].astype(np.int64))
                 projected.append(group["projected"][()].astype(np.float32, copy=False))
-                eos.append(group["eos"][()].astype(np.float32, copy=False))
+                if self.has_eos:
+                    eos.append(group["eos"][()].astype(np.float32, copy=False))
         return TextPrompts(prompts, torch.from_numpy(np.concatenate(classes)),
-                           torch.from_numpy(np.concatenate(projected)), torch.from_numpy(np.concatenate(eos)))
+                           torch.from_numpy(np.concatenate(projected)),
+                           torch.from_numpy(np.concatenate(eos)) if self.has_eos else None)
 
     def text_attrs(self, set_name: str) -> dict[str, Any]:
         """The provenance attributes of one prompt set (templates, CuPL file and its sha256, ...)."""
@@ -356,15 +375,31 @@ class _Validator:
                 self.fail(f"root attribute {key!r} is missing")
         return attrs
 
-    def model(self) -> tuple[np.ndarray, float]:
-        projection = self.dataset("model/text_projection", 2)[()].astype(np.float32)
-        if 0 in projection.shape:
-            self.fail(f"/model/text_projection is empty {projection.shape}")
-        self.finite_rows(self.file["model/text_projection"], "/model/text_projection")
+    def model(self) -> tuple[np.ndarray | None, float]:
+        """(Wt [W, D] or None without EOS features, τ)."""
+        projection = None
+        if text_head_attrs(self.file)["has_eos"]:
+            projection = self.dataset("model/text_projection", 2)[()].astype(np.float32)
+            if 0 in projection.shape:
+                self.fail(f"/model/text_projection is empty {projection.shape}")
+            self.finite_rows(self.file["model/text_projection"], "/model/text_projection")
         scale = self.dataset("model/logit_scale", 0)[()]
         if not np.isfinite(scale) or scale <= 0:
             self.fail(f"/model/logit_scale is {scale}, expected a positive number")
         return projection, float(scale)
+
+    def biases(self, dim: int) -> tuple[np.ndarray | None, float | None]:
+        """(projection bias b [D] or None, logit bias or None); an older cache has neither."""
+        bias = logit_bias = None
+        if "model/text_projection_bias" in self.file:
+            bias = self.dataset("model/text_projection_bias", 1)[()].astype(np.float32)
+            if bias.shape != (dim,) or not np.all(np.isfinite(bias)):
+                self.fail(f"/model/text_projection_bias is {bias.shape} (expected [{dim}]) or not finite")
+        if "model/logit_bias" in self.file:
+            logit_bias = float(self.dataset("model/logit_bias", 0)[()])
+            if not np.isfinite(logit_bias):
+                self.fail(f"/model/logit_bias is {logit_bias}, expected a finite number")
+        return bias, logit_bias
 
     def classes(self) -> tuple[list[str], list[str]]:
         names = list(self.dataset("classes/names", 1).asstr()[()])
@@ -377,14 +412,15 @@ class _Validator:
                 self.fail(f"/classes/original_names has {len(original)} names, /classes/names {len(names)}")
         return names, original
 
-    def text_set(self, name: str, width: int, dim: int, count: int) -> None:
+    def text_set(self, name: str, width: int | None, dim: int, count: int) -> None:
+        """Check one text set; width None: the cache holds no EOS features (and the set has no eos)."""
         base = text_group(name)
         prompts = self.dataset(f"{base}/prompt", 1)
         classes = self.dataset(f"{base}/class", 1)
         projected = self.dataset(f"{base}/projected", 2)
-        eos = self.dataset(f"{base}/eos", 2)
         p = prompts.shape[0]
-        if p == 0 or classes.shape[0] != p or projected.shape != (p, dim) or eos.shape != (p, width):
+        eos = self.dataset(f"{base}/eos", 2) if width is not None else np.zeros((p, 0))
+        if p == 0 or classes.shape[0] != p or projected.shape != (p, dim) or eos.shape != (p, width or 0):
             self.fail(f"text set {name!r} shapes disagree: prompt {prompts.shape}, class {classes.shape}, "
                       f"projected {projected.shape} (expected [{p}, {dim}]), eos {eos.shape} "
                       f"(expected [{p}, {width}] to match text_projection [{width}, {dim}])")
@@ -392,7 +428,8 @@ class _Validator:
         if labels.min() < 0 or labels.max() >= count:
             self.fail(f"text set {name!r} has class indices outside [0, {count})")
         self.finite_rows(projected, f"text set {name!r} /projected")
-        self.finite_rows(eos, f"text set {name!r} /eos")
+        if width is not None:
+            self.finite_rows(eos, f"text set {name!r} /eos")
 
     def labels(self, values: np.ndarray, what: str, count: int) -> None:
         if values.size and (values.min() < 0 or values.max() >= count):
@@ -488,15 +525,21 @@ def open_cache(path: str | Path, *, model: str | None = None, pretrained: str | 
         _check_identity(path, attrs, model, pretrained)
         projection, scale = check.model()
         names, original = check.classes()
-        width, dim = projection.shape
         text_sets = list(handle["text"].keys()) if "text" in handle else []
         layout = (_LayoutV1 if attrs["version"] == 1 else _LayoutV2)(handle)
         if not text_sets:
             check.fail("holds no text set")
         if not layout.splits:
             check.fail("holds no image split")
+        if projection is not None:
+            width, dim = projection.shape
+        else:
+            width, dim = None, check.dataset(f"{text_group(text_sets[0])}/projected", 2).shape[1]
+        bias, logit_bias = check.biases(dim)
+        head = text_head_attrs(handle)
         for name in text_sets:
             check.text_set(name, width, dim, len(names))
         for name in layout.splits:
             (check.split_v1 if attrs["version"] == 1 else check.split_v2)(name, dim, len(names))
-    return Cache(path, attrs, names, original, torch.from_numpy(projection), scale, text_sets, layout)
+    return Cache(path, attrs, names, original, None if projection is None else torch.from_numpy(projection), scale,
+                 text_sets, layout, None if bias is None else torch.from_numpy(bias), logit_bias, head)

@@ -6,14 +6,22 @@ One HDF5 file per model x pretrained x dataset (DESIGN.md, "The cache"). Format 
                  pretrained_sha256 (checkpoint files only), open_clip_version, torch_version, dataset,
                  image_size, precision, split_source, created, uuid, complete,
                  coverage (JSON, cache.coverage.Coverage), extract_args (JSON: the options that made it)
-    /model/text_projection     [W, D]     float32
+    /model/text_projection     [W, D]     float32, Wt; only when the cache holds EOS features (has_eos)
+    /model/text_projection_bias [D]       float32, b of an affine projection t = e Wt + b (SigLIP); absent = 0
     /model/logit_scale         ()         float32, exp() already applied (tau, 100 for OpenAI CLIP)
+    /model/logit_bias          ()         float32, sigmoid-loss models' logit bias (SigLIP); absent = none
+    /model attrs               has_eos (bool), has_projection_bias (bool), text_pooling (how the pooled
+                               feature is taken: argmax, last, first, eos, cls-appended, ...),
+                               projection_kind (matrix, linear, affine, identity, or what else it is),
+                               eos_note (why no EOS features are stored; "" when they are).
+                               Caches written before these attributes: has_eos True, no bias.
     /classes/names             [C]        utf-8 (prompt-ready class names)
     /classes/original_names    [C]        utf-8 (the dataset's own names)
     /text/<set>/prompt         [P]        utf-8
     /text/<set>/class          [P]        int32
     /text/<set>/projected      [P, D]     float32
-    /text/<set>/eos            [P, W]     float32 (pre-projection EOS feature)
+    /text/<set>/eos            [P, W]     float32 (pre-projection EOS feature: the text tower's pooled
+                                          feature, eos @ Wt + b == projected); only when has_eos
     /lists/<split>/label       [L]        int32, labels of the split's WHOLE list (CoOp samples from it);
                                           attrs: list_sha256 (of the list's items and labels)
     /images/<split>/source     [N]        int64, sorted: the stored images' indices in that list
@@ -130,6 +138,18 @@ def decode_attr(value: Any) -> Any:
 def read_attrs(obj: h5py.HLObject) -> dict[str, Any]:
     """All attributes of an HDF5 object as plain Python values."""
     return {key: decode_attr(obj.attrs[key]) for key in obj.attrs.keys()}
+
+
+#: /model attributes of a cache written before they existed (every such cache holds EOS features).
+TEXT_HEAD_DEFAULTS = {"has_eos": True, "has_projection_bias": False, "text_pooling": "", "projection_kind": "",
+                      "eos_note": ""}
+
+
+def text_head_attrs(handle: h5py.File) -> dict[str, Any]:
+    """The /model attributes saying what the cache holds about the text tower's end (TEXT_HEAD_DEFAULTS
+    for what an older cache does not record)."""
+    stored = read_attrs(handle["model"]) if "model" in handle else {}
+    return {**TEXT_HEAD_DEFAULTS, **stored}
 
 
 def text_group(set_name: str) -> str:

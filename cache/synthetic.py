@@ -2,7 +2,9 @@
 
 Generative model (all draws from one numpy Generator seeded with `seed`, so a seed fixes the file):
 - Wt [W, D] = U diag(s) V^T with orthonormal U, V and singular values s spread over a factor of 20
-  (some directions shrink a lot after projection, as in CLIP; W != D is fine).
+  (some directions shrink a lot after projection, as in CLIP; W != D is fine). With projection_bias > 0
+  the text projection is affine, as SigLIP's: projected = e Wt + b with a random b [D] of that norm (drawn
+  from its own generator, so every other draw is the same as without it).
 - Classes come in super-classes (groups of about four). Class c has an EOS direction
   e_c = shared text mean + super-class direction + own direction; its P prompts are
   e_{c,p} = |e| * n(e_c + template_p + noise) (templates shared by all classes), projected e_{c,p} Wt.
@@ -88,13 +90,15 @@ def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.n
 
 def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: int, dim: int, width: int,
                           val: int, test: int, families: dict[str, int] | None = None, prompts: int = 3,
-                          seed: int = 0, dataset: str = "synthetic", overwrite: bool = False) -> Path:
+                          seed: int = 0, dataset: str = "synthetic", overwrite: bool = False,
+                          projection_bias: float = 0.0) -> Path:
     """Write a valid synthetic cache (splits train [C*train_per_class], val [val], test [test]); its path.
 
     Every image has the plain view; train images also have the augmented view `families` {name: copies}
     (e.g. {"flip": 1, "tip": 10}). Text sets: "coop" (one template per class, the first of "ensemble"),
     "ensemble" (`prompts` templates per class) and "cupl" (`prompts` sentences per class), as an extraction
-    with --prompts coop,ensemble,cupl would store. Coverage: every image.
+    with --prompts coop,ensemble,cupl would store. Coverage: every image. projection_bias: the norm of the
+    bias b of an affine text projection (0: linear, no bias stored).
     """
     families = dict(families or {})
     for name, value, low in (("classes", classes, 2), ("train_per_class", train_per_class, 1), ("dim", dim, 2),
@@ -104,10 +108,17 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
             raise ClipBridgeError(f"synthetic cache {path}: {name} must be at least {low}, got {value}")
     if "plain" in families:
         raise ClipBridgeError(f"synthetic cache {path}: every image has the plain view; list augmented families only")
+    if not projection_bias >= 0:
+        raise ClipBridgeError(f"synthetic cache {path}: projection_bias must be >= 0, got {projection_bias}")
     rng = np.random.default_rng(seed)
     projection = _projection(rng, width, dim)                                             # [W, D]
+    bias = None
+    if projection_bias > 0:
+        bias = (projection_bias * _unit(np.random.default_rng([seed, 1]).standard_normal(dim))).astype(np.float32)
     eos, supers = _text(rng, classes, 2 * prompts, width)                                 # [C, 2P, W]
     projected = (eos.reshape(-1, width) @ projection).reshape(classes, 2 * prompts, dim)   # [C, 2P, D]
+    if bias is not None:
+        projected = projected + bias
     prototypes = _unit(_unit(projected).mean(axis=1))                                     # [C, D]
     super_dirs = _unit(rng.standard_normal((supers.max() + 1, dim)))
     own = _unit(rng.standard_normal((classes, dim)))
@@ -123,8 +134,10 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
              "precision": "fp32", "split_source": f"synthetic (seed {seed})",
              "synthetic": {"classes": classes, "train_per_class": train_per_class, "dim": dim, "width": width,
                            "val": val, "test": test, "families": families, "prompts": prompts, "seed": seed}}
+    if bias is not None:
+        attrs["synthetic"]["projection_bias"] = projection_bias
     with CacheWriter(path, attrs=attrs, overwrite=overwrite, restart=True) as writer:
-        writer.write_model(projection.astype(np.float32), 100.0)
+        writer.write_model(projection.astype(np.float32), 100.0, projection_bias=bias)
         writer.write_classes(names, [n.replace(" ", "_") for n in names])
         sets = {"coop": (slice(0, 1), list(TEMPLATES[:1])),          # the first "ensemble" template
                 "ensemble": (slice(0, prompts), list(TEMPLATES)),
@@ -176,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=3, help="prompts per class in each text set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dataset", default="synthetic", help="dataset name recorded in the cache")
+    parser.add_argument("--projection-bias", type=float, default=0.0,
+                        help="norm of the bias of an affine text projection, as SigLIP's (0: linear)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     parser.add_argument("--out", required=True, help="cache file to write (.h5)")
     args = parser.parse_args(argv)
@@ -184,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                                      width=args.width, val=args.val, test=args.test,
                                      families=_parse_families(args.families),
                                      prompts=args.prompts, seed=args.seed, dataset=args.dataset,
-                                     overwrite=args.overwrite)
+                                     overwrite=args.overwrite, projection_bias=args.projection_bias)
     except ClipBridgeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

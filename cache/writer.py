@@ -39,6 +39,7 @@ from clipbridge.cache.schema import (
     read_attrs,
     split_group,
     text_group,
+    text_head_attrs,
     tmp_path,
 )
 
@@ -223,19 +224,69 @@ class CacheWriter:
             raise ClipBridgeError(f"{what}: non-finite values (NaN/Inf) in row {int(bad[0][0])}")
 
     # ------------------------------------------------------------------ model, classes, text
-    def write_model(self, text_projection: np.ndarray, logit_scale: float) -> None:
-        """text_projection [W, D] float32 (CLIP's Wt); logit_scale tau with exp() already applied."""
-        projection = np.asarray(text_projection, dtype=np.float32)
-        if projection.ndim != 2 or 0 in projection.shape:
-            raise ClipBridgeError(f"{self._where('model/text_projection')}: expected [W, D], got {projection.shape}")
-        self._finite(projection, self._where("model/text_projection"))
+    def write_model(self, text_projection: np.ndarray | None, logit_scale: float, *,
+                    projection_bias: np.ndarray | None = None, logit_bias: float | None = None,
+                    text_head: dict[str, Any] | None = None) -> None:
+        """text_projection [W, D] float32 (CLIP's Wt), or None for a cache without EOS features;
+        logit_scale tau with exp() already applied; projection_bias [D], b of an affine projection
+        t = e Wt + b (None: linear); logit_bias, the logit bias of sigmoid-loss models (None: none);
+        text_head: /model attributes describing the text tower's end (text_pooling, projection_kind,
+        eos_note). has_eos and has_projection_bias are recorded from what is given."""
         scale = float(logit_scale)
         if not np.isfinite(scale) or scale <= 0:
             raise ClipBridgeError(f"{self._where('model/logit_scale')}: must be a positive number, got {scale}")
+        arrays = {"logit_scale": np.float32(scale)}
+        if text_projection is not None:
+            arrays["text_projection"] = self._model_array("text_projection", text_projection, "[W, D]")
+        if projection_bias is not None:
+            if text_projection is None:
+                raise ClipBridgeError(f"{self._where('model/text_projection_bias')}: a projection bias needs "
+                                      "the text projection")
+            dim = arrays["text_projection"].shape[1]
+            arrays["text_projection_bias"] = self._model_array("text_projection_bias", projection_bias, f"[{dim}]")
+        if logit_bias is not None:
+            arrays["logit_bias"] = self._model_array("logit_bias", logit_bias, "a number")
         group = self.file.require_group("model")
-        self._replace(group, "text_projection", projection, np.float32)
-        self._replace(group, "logit_scale", np.float32(scale), np.float32)
+        for name in ("text_projection", "text_projection_bias", "logit_bias"):
+            if name not in arrays and name in group:       # a resumed cache keeps only what is given now
+                del group[name]
+        for name, value in arrays.items():
+            self._replace(group, name, value, np.float32)
+        attrs = {**(text_head or {}), "has_eos": text_projection is not None,
+                 "has_projection_bias": projection_bias is not None}
+        for key, value in attrs.items():
+            group.attrs[key] = encode_attr(value)
         self.file.flush()
+
+    def _model_array(self, name: str, value: Any, shape: str) -> np.ndarray:
+        """/model/<name> as finite float32 of the `shape` described ("[W, D]", "[4]", "a number")."""
+        array = np.asarray(value, dtype=np.float32)
+        wanted = {"[W, D]": 2, "a number": 0}.get(shape, 1)
+        if array.ndim != wanted or 0 in array.shape or (wanted == 1 and shape != f"[{array.shape[0]}]"):
+            raise ClipBridgeError(f"{self._where('model/' + name)}: expected {shape}, got {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise ClipBridgeError(f"{self._where('model/' + name)}: non-finite values (NaN/Inf)")
+        return array
+
+    def _joint_dim_source(self) -> str:
+        return "text_projection D" if "model/text_projection" in self.file else "the text embeddings' D"
+
+    def _joint_dim(self) -> int | None:
+        """D: the text projection's, else the first text set's (None before either is written)."""
+        if "model/text_projection" in self.file:
+            return int(self.file["model/text_projection"].shape[1])
+        for group in self.file.get("text", {}).values():
+            if "projected" in group:
+                return int(group["projected"].shape[1])
+        return None
+
+    def _eos_expected(self, where: str, eos: np.ndarray | None) -> None:
+        """EOS features are given exactly when the model part says the cache holds them (checked again by
+        finish() when the model is written later)."""
+        if "model" in self.file and text_head_attrs(self.file)["has_eos"] == (eos is None):
+            state = "holds" if eos is None else "holds no"
+            raise ClipBridgeError(f"{where}: the cache {state} EOS features (write_model), but eos is "
+                                  f"{'missing' if eos is None else 'given'}")
 
     def write_classes(self, names: Sequence[str], original_names: Sequence[str] | None = None) -> None:
         """names [C] prompt-ready class names; original_names [C] the dataset's own (default: names)."""
@@ -251,18 +302,21 @@ class CacheWriter:
         self.file.flush()
 
     def write_text(self, set_name: str, prompts: Sequence[str], classes: np.ndarray, projected: np.ndarray,
-                   eos: np.ndarray, attrs: dict[str, Any] | None = None) -> None:
-        """One prompt set: prompts [P], classes [P] int, projected [P, D] = eos @ Wt, eos [P, W].
+                   eos: np.ndarray | None, attrs: dict[str, Any] | None = None) -> None:
+        """One prompt set: prompts [P], classes [P] int, projected [P, D] = eos @ Wt (+ b), eos [P, W], or
+        eos None when the cache holds no EOS features (write_model without a text projection).
 
         `attrs` records the set's provenance (templates, CuPL file and its sha256, ...).
         """
         where = self._where(text_group(set_name))
         if not set_name or "/" in set_name:
             raise ClipBridgeError(f"{where}: a text set name must be non-empty and contain no '/'")
+        self._eos_expected(where, eos)
         prompts = [str(p) for p in prompts]
         classes = np.asarray(classes)
         projected = np.asarray(projected, dtype=np.float32)
-        eos = np.asarray(eos, dtype=np.float32)
+        has_eos = eos is not None
+        eos = np.asarray(eos if has_eos else np.zeros((len(prompts), 1)), dtype=np.float32)
         p = len(prompts)
         if (p == 0 or classes.shape != (p,) or projected.ndim != 2 or eos.ndim != 2
                 or projected.shape[0] != p or eos.shape[0] != p):
@@ -277,6 +331,9 @@ class CacheWriter:
                 raise ClipBridgeError(
                     f"{where}: projected [P, {projected.shape[1]}] / eos [P, {eos.shape[1]}] do not match "
                     f"text_projection [{width}, {dim}]")
+        elif self._joint_dim() not in (None, projected.shape[1]):
+            raise ClipBridgeError(f"{where}: projected [P, {projected.shape[1]}] does not match the other text "
+                                  f"sets' D = {self._joint_dim()}")
         if "classes/names" in self.file:
             count = self.file["classes/names"].shape[0]
             if classes.min() < 0 or classes.max() >= count:
@@ -287,7 +344,8 @@ class CacheWriter:
         self._replace(group, "prompt", np.array(prompts, dtype=object), STRING_DTYPE)
         self._replace(group, "class", classes.astype(np.int32), np.int32)
         self._replace(group, "projected", projected, np.float32)
-        self._replace(group, "eos", eos, np.float32)
+        if has_eos:
+            self._replace(group, "eos", eos, np.float32)
         for key, value in (attrs or {}).items():
             group.attrs[key] = encode_attr(value)
         self.file.flush()
@@ -365,9 +423,9 @@ class CacheWriter:
             raise ClipBridgeError(f"{where}: rows must be sorted, unique indices in [0, {n})")
         if int(copies) < 1 or int(dim) < 1:
             raise ClipBridgeError(f"{where}: copies and dim must be >= 1, got {copies} and {dim}")
-        if "model/text_projection" in self.file and self.file["model/text_projection"].shape[1] != int(dim):
-            raise ClipBridgeError(f"{where}: embedding dim {dim} differs from text_projection D "
-                                  f"{self.file['model/text_projection'].shape[1]}")
+        if self._joint_dim() not in (None, int(dim)):
+            raise ClipBridgeError(f"{where}: embedding dim {dim} differs from {self._joint_dim_source()} "
+                                  f"{self._joint_dim()}")
         shape = (rows.size, int(copies), int(dim))
         stored_recipe = {key: encode_attr(value) for key, value in (recipe or {}).items()}
         name = family_group(split, family)
@@ -485,8 +543,9 @@ class CacheWriter:
 
     # ------------------------------------------------------------------ finishing
     def _check_complete(self) -> None:
-        missing = [name for name in ("model/text_projection", "model/logit_scale", "classes/names")
-                   if name not in self.file]
+        has_eos = text_head_attrs(self.file)["has_eos"]
+        needed = ("model/text_projection",) * has_eos + ("model/logit_scale", "classes/names")
+        missing = [name for name in needed if name not in self.file]
         if missing:
             raise ClipBridgeError(f"{self.tmp}: cannot finish, {', '.join(missing)} not written")
         if not len(self.file.get("text", {})):
@@ -494,12 +553,14 @@ class CacheWriter:
         if not len(self.file.get("images", {})):
             raise ClipBridgeError(f"{self.tmp}: cannot finish, no image split written")
         count = self.file["classes/names"].shape[0]
-        width, dim = self.file["model/text_projection"].shape
+        dim = self._joint_dim()
+        width = self.file["model/text_projection"].shape[0] if has_eos else None
         for name, group in self.file["text"].items():
-            if group["projected"].shape[1] != dim or group["eos"].shape[1] != width:
+            widths = (group["projected"].shape[1], group["eos"].shape[1] if "eos" in group else None)
+            if widths != (dim, width):
                 raise ClipBridgeError(
-                    f"{self._where(text_group(name))}: projected/eos widths {group['projected'].shape[1]}/"
-                    f"{group['eos'].shape[1]} do not match text_projection [{width}, {dim}]")
+                    f"{self._where(text_group(name))}: projected/eos widths {widths[0]}/{widths[1]} do not "
+                    f"match D = {dim}, W = {width}")
             classes = group["class"][()]
             if classes.min() < 0 or classes.max() >= count:
                 raise ClipBridgeError(f"{self._where(text_group(name))}: class indices must lie in [0, {count})")
@@ -512,7 +573,8 @@ class CacheWriter:
             for family, views in families.items():
                 if views["embedding"].shape[2] != dim:
                     raise ClipBridgeError(f"{self._where(family_group(split, family))}: embedding dim "
-                                          f"{views['embedding'].shape[2]} differs from text_projection D {dim}")
+                                          f"{views['embedding'].shape[2]} differs from {self._joint_dim_source()} "
+                                          f"{dim}")
                 done = views["done"][()]
                 if not done.all():
                     raise ClipBridgeError(f"{self.tmp}: cannot finish, view family {family!r} of split {split!r} "

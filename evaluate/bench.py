@@ -4,7 +4,9 @@ Records go to <results>/results.jsonl; a record already there is not redone, so 
 resumes. Under torchrun the cells are dealt out across ranks (each appends its records under the file
 lock) and rank 0 builds <results>/<name>/{table.csv, table.md, accuracy_vs_shots.png, summary.json} from
 the records once every rank is done. Methods fitted on a source cache can also be scored on test-only
-distribution-shift caches (`ood`), restricted to the classes those share with the source.
+distribution-shift caches (`ood`), restricted to the classes those share with the source. A method that
+needs an input a source cache lacks (SeMoBridge without EOS features: a CoCa or HF text tower) is skipped
+on that cache with a note in the table and the summary, and every other method runs.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from clipbridge.bridge.registry import get_method, unmet_needs
+from clipbridge.bridge.task import EOS, OPTIONAL_INPUTS
 from clipbridge.cache.reader import open_cache
 from clipbridge.evaluate.distributed import rank_device, world
 from clipbridge.evaluate.plots import plot_accuracy_vs_shots
@@ -68,6 +72,7 @@ class BenchOutcome:
     outputs: dict[str, Path] = field(default_factory=dict)
     markdown: str = ""
     val_is_test: list[str] = field(default_factory=list)
+    skipped_methods: dict[str, dict[str, str]] = field(default_factory=dict)   # {dataset: {method: reason}}
 
 
 @dataclass
@@ -77,15 +82,29 @@ class _Source:
     identity: dict[str, str]
 
 
-def plan_grid(spec: BenchSpec, sources: list[_Source]) -> dict[tuple[int, int, str], FitPlan]:
-    """Every cell's FitPlan, checked before anything is fitted: shot counts against the class sizes, the
-    (shots, seed) pairs and view families the caches hold, text sets, hyper-parameters."""
+def unrunnable_methods(spec: BenchSpec, sources: list[_Source]) -> dict[tuple[int, str], str]:
+    """{(source index, method): why it cannot run there} for methods needing an input the cache lacks."""
+    out = {}
+    for i, source in enumerate(sources):
+        inputs = frozenset({EOS}) if source.cache.has_eos else frozenset()
+        for method in spec.methods:
+            missing = unmet_needs(get_method(method), inputs)
+            if missing:
+                out[(i, method)] = (f"needs {'; '.join(OPTIONAL_INPUTS[m] for m in missing)}, which the cache of "
+                                    f"{source.identity['dataset']} ({source.identity['model']}) does not hold")
+    return out
+
+
+def plan_grid(spec: BenchSpec, sources: list[_Source],
+              unrunnable: dict[tuple[int, str], str]) -> dict[tuple[int, int, str], FitPlan]:
+    """Every runnable cell's FitPlan, checked before anything is fitted: shot counts against the class sizes,
+    the (shots, seed) pairs and view families the caches hold, text sets, hyper-parameters."""
     plans = {}
     for i, source in enumerate(sources):
         check_pairs(source.cache, spec.shots, spec.seeds, spec.protocol)
         for k in spec.shots:
             check_shots(source.cache, k, source.loader)
-            for method in spec.methods:
+            for method in (m for m in spec.methods if (i, m) not in unrunnable):
                 plans[(i, k, method)] = plan_fit(source.cache, method, k, recipe=spec.recipe,
                                                  families=spec.view_families, prompts=spec.prompt_sets,
                                                  overrides=spec.overrides(method))
@@ -124,11 +143,17 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
             sources.append(_Source(cache, SplitLoader(cache), cache_identity(cache)))
         targets = [open_cache(path, model=spec.model, pretrained=spec.pretrained) for path in spec.ood]
         target_loaders = [SplitLoader(t) for t in targets]
-        plans = plan_grid(spec, sources)
+        unrunnable = unrunnable_methods(spec, sources)
+        for (i, method), reason in unrunnable.items():
+            outcome.skipped_methods.setdefault(sources[i].identity["dataset"], {})[method] = reason
+            if current.is_main:
+                echo(f"note: {method} skipped on {sources[i].identity['dataset']}: {reason}")
+        plans = plan_grid(spec, sources, unrunnable)
         class_maps: dict[tuple[int, int], Any] = {}
         keys = expected_keys(spec, sources, targets, plans)
         done = set(latest_by_key(read_records(results_file)))
-        cells = [(i, k, m) for i in range(len(sources)) for k in spec.shots for m in spec.methods]
+        cells = [(i, k, m) for i in range(len(sources)) for k in spec.shots for m in spec.methods
+                 if (i, m) not in unrunnable]
         mine = current.share(cells)
         built: dict[tuple, Any] = {}
         for i, k, method in tqdm(mine, desc=f"bench rank {current.rank}" if current.size > 1 else "bench",
@@ -178,7 +203,7 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
     """table.csv, table.md, accuracy_vs_shots.png and summary.json of the grid's records."""
     table = build_table(records)
     folder.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(table)
+    markdown = to_markdown(table, outcome.skipped_methods)
     _write_atomic(folder / TABLE_CSV, to_csv(table))
     _write_atomic(folder / TABLE_MD, markdown)
     plot = plot_accuracy_vs_shots(table, folder / PLOT_PNG)
@@ -192,6 +217,7 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
         "seeds": list(spec.seeds), "protocol": spec.protocol, "recipe": spec.recipe,
         "hparams": {method: spec.overrides(method) for method in spec.methods if spec.overrides(method)},
         "records": len(records), "val_is_test": table.val_is_test, "table": table_summary(table),
+        "skipped_methods": outcome.skipped_methods,
         "mean_fit_seconds": {m: sum(v) / len(v) for m, v in sorted(fit_seconds.items())},
         "package_version": package_version(),
     }

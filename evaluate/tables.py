@@ -150,18 +150,31 @@ def to_csv(table: Table) -> str:
     return out.getvalue()
 
 
-def to_markdown(table: Table) -> str:
-    """One Markdown table per dataset (and the average): rows = methods, columns = shots, `mean ± std`."""
+def to_markdown(table: Table, skipped: dict[str, dict[str, str]] | None = None) -> str:
+    """One Markdown table per dataset (and the average) under the table's caption: rows = methods, columns =
+    shots, `mean ± std` (and the published value with our difference where there is one).
+
+    skipped {source dataset: {method: reason}}: methods not run on a dataset (the cache lacks an input
+    they need) get a row of "skipped" cells there (and in the average) and the reason below the table.
+    """
+    skipped = skipped or {}
     blocks = [table.caption + (f" {PUBLISHED_NOTE}." if table.published else "")] if table.caption else []
     for dataset in table.datasets:
+        source = dataset.split("->")[0].split(" (")[0]
+        not_run = {m: r for d, reasons in skipped.items() if d == source or dataset.startswith(AVERAGE)
+                   for m, r in reasons.items()}
         lines = [f"### {dataset}", "",
                  "| method | " + " | ".join(f"{k}-shot" for k in table.shots) + " |",
                  "|---|" + "---|" * len(table.shots)]
-        for method in table.methods:
+        for method in order_methods([*table.methods, *not_run]):
             cells = [table.cells.get((dataset, method, k)) for k in table.shots]
-            if any(cells):
+            if method in not_run:
+                lines.append(f"| {method} | " + " | ".join(["skipped*"] * len(table.shots)) + " |")
+            elif any(cells):
                 text = [_markdown_cell(c, table.published.get((dataset, method, k))) for c, k in zip(cells, table.shots)]
                 lines.append(f"| {method} | " + " | ".join(text) + " |")
+        for method, reason in sorted(not_run.items()):
+            lines += ["", f"\\* {method} skipped: {reason}"]
         if dataset in table.val_is_test:
             lines += ["", "**Warning: validation = test on this dataset (paper protocol test leak).**"]
         blocks.append("\n".join(lines))

@@ -136,6 +136,7 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
         support=support, support_mask=mask,
         text_projected=text.projected, text_eos=text.eos, text_class=text.classes.long(),
         text_projection=cache.text_projection, logit_scale=float(cache.logit_scale),
+        text_projection_bias=cache.text_projection_bias,
         val=val, val_labels=val_y.long(), views=views, seeds=seeds,
     ).to(device=target_device, dtype=target_dtype)
     meta = {**cache_identity(cache), "shots": int(shots), "seeds": list(seeds), "views": int(views),

@@ -181,3 +181,9 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
         ctx.close()
     if summary is not None:
         click.echo("\n".join(summary.lines()))
+        if not loaded.text_head.has_eos:
+            from clipbridge.bridge.registry import methods_needing
+            from clipbridge.bridge.task import EOS
+
+            click.echo(f"note: no EOS features stored ({loaded.text_head.note}); {', '.join(methods_needing(EOS))} "
+                       "cannot run on this cache, every other method can")

@@ -3,9 +3,15 @@
 Importing this module registers `extract/model_configs/` with open_clip, so project configs such as
 "clipbridge-tiny" are ordinary open_clip model names.
 
-`encode_text_with_eos(model, tokens)` runs the text tower once and returns both the projected embedding
-[P, D] and the pre-projection EOS feature [P, W] (token + positional embedding -> transformer -> ln_final ->
-row at the EOT position), so that `eos @ text_projection_matrix(model) == model.encode_text(tokens)`.
+Every open_clip family that encodes images and text loads; what its cache can hold besides the image and
+projected text embeddings depends on how its text tower ends (`TextHead`, `text_head`): when it ends in
+pooling followed by a linear or affine projection, `encode_text_with_eos(model, tokens)` runs the text
+tower once and returns both the projected embedding [P, D] and the pooled pre-projection feature [P, W]
+(the "EOS feature": for CLIP, token + positional embedding -> transformer -> ln_final -> row at the EOT
+position; SigLIP's last token; CoCa's appended CLS token), with `eos @ Wt + b == model.encode_text(tokens)`
+(b only for affine projections such as SigLIP's). `load_model` confirms that identity on probe prompts.
+Models whose tokenizer comes from Hugging Face (SigLIP, SigLIP2, ...) need the optional dependency
+`transformers` (`pip install 'clipbridge[siglip]'`) and the tokenizer files (downloaded once, then cached).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import hashlib
 import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 from pathlib import Path
 from typing import Callable
@@ -31,6 +37,9 @@ RANDOM_INIT = "random"
 RANDOM_INIT_SEED = 0
 PRECISIONS = ("fp32", "fp16", "bf16")
 LIST_MODELS_HINT = "run `python cli.py extract --list-models` to see model names and their pretrained tags"
+TOKENIZER_EXTRA = "pip install 'clipbridge[siglip]'"
+
+log = logging.getLogger(__name__)
 
 if str(MODEL_CONFIG_DIR) not in {str(p) for p in open_clip.factory._MODEL_CONFIG_PATHS}:
     open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -43,7 +52,8 @@ class LoadedModel:
     model: the CLIP module in eval mode on `device`; preprocess: PIL image -> tensor [3, H, W];
     tokenizer: list[str] -> int64 tokens [P, L]; pretrained_id: the tag, the checkpoint's file name, or
     "random"; pretrained_sha256: sha256 of the checkpoint file ("" for tags and random init);
-    channels_last: inputs go channels-last (convolutional image tower on CUDA).
+    channels_last: inputs go channels-last (convolutional image tower on CUDA); text_head: how the text
+    tower ends (what the cache can hold besides encode_text), confirmed on probe prompts.
     """
 
     model: nn.Module
@@ -58,6 +68,7 @@ class LoadedModel:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     channels_last: bool = False
+    text_head: "TextHead | None" = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -125,9 +136,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 @contextlib.contextmanager
 def quiet_weight_download(fetches: bool):
-    """Around open_clip's weight loading: when it `fetches` a tag and the hub is unreachable, use the hub
-    offline (only the local cache is searched, instead of a minute of retries), and silence the hub's retry
-    warnings and open_clip's error log, so a failure reaches the user as one ClipBridgeError line.
+    """Around open_clip's weight (or tokenizer) loading: when it `fetches` from the hub and the hub is
+    unreachable, use the hub offline (only the local cache is searched, instead of a minute of retries), and
+    silence the hub's retry warnings and open_clip's error log, so a failure reaches the user as one
+    ClipBridgeError line.
     Yields whether the hub is offline for this load (made so here, or by HF_HUB_OFFLINE)."""
     import huggingface_hub.constants as hub
 
@@ -166,6 +178,37 @@ def _check_pretrained(name: str, pretrained: str | None) -> tuple[str | None, st
     return pretrained, pretrained, ""
 
 
+def hub_tokenizer(name: str) -> str | None:
+    """The Hugging Face tokenizer an open_clip model name's config asks for (SigLIP: "timm/ViT-B-16-SigLIP"),
+    or None when open_clip's built-in tokenizer serves it."""
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return None                                       # the tokenizer comes with the weights
+    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name"):
+        return str(text_cfg["hf_tokenizer_name"])
+    return "SigLIP sentencepiece vocabulary" if "siglip" in name.lower() else None
+
+
+def load_tokenizer(name: str) -> Callable:
+    """open_clip's tokenizer for model `name`; a Hugging Face one (SigLIP, SigLIP2) needs `transformers`
+    and its files (from the hub once, then the local Hugging Face cache): missing either is one line."""
+    source = hub_tokenizer(name)
+    try:
+        with quiet_weight_download(source is not None) as hub_offline:
+            return open_clip.get_tokenizer(name)
+    except ImportError as error:
+        raise ClipBridgeError(f"model {name} tokenizes text with the Hugging Face tokenizer {source!r}, which "
+                              f"needs the optional dependency transformers: {TOKENIZER_EXTRA}") from error
+    except (OSError, ValueError, RuntimeError) as error:
+        if source is None:
+            raise
+        reason = ("no network and its files are not in the local Hugging Face cache" if hub_offline
+                  else str(error).strip().splitlines()[0])
+        raise ClipBridgeError(f"cannot load the tokenizer {source!r} of model {name}: {reason}; run once with "
+                              "network access (the files are then cached under HF_HOME), or point HF_HOME at a "
+                              "Hugging Face cache that holds them") from error
+
+
 def load_model(name: str, pretrained: str | None, *, device: str = "auto", precision: str = "fp32") -> LoadedModel:
     """Create an open_clip model with its eval preprocess and tokenizer.
 
@@ -178,6 +221,7 @@ def load_model(name: str, pretrained: str | None, *, device: str = "auto", preci
     check_model_name(name)
     torch_device = resolve_device(device)
     source, pretrained_id, sha256 = _check_pretrained(name, pretrained)
+    tokenizer = load_tokenizer(name)                        # before the (long) model creation
     fetches, hub_offline = source is not None and not is_checkpoint_path(source), False
     try:
         with torch.random.fork_rng(devices=[]):
@@ -202,10 +246,11 @@ def load_model(name: str, pretrained: str | None, *, device: str = "auto", preci
         model.visual.to(memory_format=torch.channels_last)
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
+    head = checked_text_head(model, tokenizer(PROBE_PROMPTS).to(torch_device), precision)
     return LoadedModel(
         model=model,
         preprocess=preprocess,
-        tokenizer=open_clip.get_tokenizer(name),
+        tokenizer=tokenizer,
         name=name,
         pretrained_id=pretrained_id,
         pretrained_sha256=sha256,
@@ -215,64 +260,193 @@ def load_model(name: str, pretrained: str | None, *, device: str = "auto", preci
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         channels_last=channels_last,
+        text_head=head,
     )
 
 
-def _text_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, object, str, int | None]:
-    """(module whose forward encodes text, its ln_final, its projection, pool type, eos id).
+# ------------------------------------------------------------------------------------------ text head
+@dataclass(frozen=True)
+class TextHead:
+    """How a model's text tower ends: what a cache can hold besides `encode_text`.
 
-    Supports open_clip's CLIP (text tower inline) and CustomTextCLIP with a TextTransformer tower; refuses
-    HF text towers and towers without an ln_final.
+    pooling     how the pooled feature is taken: open_clip's pool type ("argmax", "last", "first", "eos"),
+                "cls-appended" (CoCa: a CLS token appended to the text, ln_final after pooling), or
+                "hf:<Pooler>" (a Hugging Face text tower)
+    projection  "matrix" (a [W, D] parameter), "linear" (nn.Linear without bias), "affine" (nn.Linear
+                with a bias: SigLIP, SigLIP2), "identity" (no projection), or what else it is
+    weight      Wt [W, D] when the pooled feature (the "EOS feature") and the projection are stored
+    bias        b [D] of an affine projection (t = e Wt + b), else None
+    dim         D, the size of encode_text's output (0 until probed)
+    note        why no EOS features are stored ("" when they are)
     """
+
+    pooling: str
+    projection: str
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    dim: int = 0
+    note: str = ""
+
+    @property
+    def has_eos(self) -> bool:
+        return self.weight is not None
+
+    def attrs(self) -> dict[str, str]:
+        """The cache's /model attributes for this head (schema.TEXT_HEAD_DEFAULTS)."""
+        return {"text_pooling": self.pooling, "projection_kind": self.projection, "eos_note": self.note}
+
+
+#: Largest relative error max|eos @ Wt + b − encode_text| / max|encode_text| accepted per precision: the
+#: identity is exact up to the rounding of the model's own product.
+IDENTITY_TOLERANCE = {"fp32": 1e-4, "fp16": 4e-3, "bf16": 3e-2}
+PROBE_PROMPTS = ["a photo of a dog.", "itap of a snowdrop.", "x"]
+
+
+def _text_tower(model: nn.Module) -> tuple[nn.Module, str]:
+    """(the module holding the text tower's end, its kind: "inline" (open_clip's CLIP), "transformer"
+    (a TextTransformer: CustomTextCLIP, CoCa), "hf" (HFTextEncoder) or "other")."""
     tower = getattr(model, "text", None)
     if tower is None:
-        return model, model.ln_final, model.text_projection, model.text_pool_type, getattr(model, "text_eos_id", None)
-    if not isinstance(tower, open_clip.transformer.TextTransformer):
-        raise ClipBridgeError(
-            f"model text tower {type(tower).__name__} is not supported: the EOS feature needs an open_clip "
-            "TextTransformer (token embedding -> transformer -> ln_final -> projection)"
-        )
-    if getattr(tower, "cls_emb", None) is not None:
-        raise ClipBridgeError("model text tower appends a CLS token (CoCa-style); its EOS feature is not supported")
-    return tower, tower.ln_final, tower.text_projection, tower.pool_type, getattr(tower, "eos_id", None)
+        return model, "inline"
+    if isinstance(tower, open_clip.transformer.TextTransformer):
+        return tower, "transformer"
+    if type(tower).__name__ == "HFTextEncoder":
+        return tower, "hf"
+    return tower, "other"
+
+
+def text_head(model: nn.Module) -> TextHead:
+    """The TextHead of a model from its structure (no forward pass; `checked_text_head` probes it).
+
+    Stored (has_eos): a text tower ending in pooling and then a linear or affine map: open_clip's CLIP and
+    TextTransformer towers (any pool type; CoCa's appended CLS token, whose ln_final comes after pooling,
+    included) with a [W, D] parameter, an nn.Linear (with or without bias) or no projection (identity);
+    Hugging Face towers whose projection is an nn.Linear or nothing. Not stored: an MLP projection (the
+    default of Hugging Face towers), any other tower.
+    """
+    tower, kind = _text_tower(model)
+    if kind == "other":
+        return TextHead("unknown", type(tower).__name__,
+                        note=f"text tower {type(tower).__name__} is not an open_clip TextTransformer or HF encoder")
+    if kind == "hf":
+        pooling, projection, width = f"hf:{type(tower.pooler).__name__}", tower.proj, tower.output_dim
+    else:
+        cls_appended = getattr(tower, "cls_emb", None) is not None
+        pool_type = model.text_pool_type if kind == "inline" else tower.pool_type
+        pooling = "cls-appended" if cls_appended else pool_type
+        projection, width = tower.text_projection, model.transformer.width if kind == "inline" else tower.width
+    return _projection_head(pooling, projection, width)
+
+
+def _projection_head(pooling: str, projection: object, width: int) -> TextHead:
+    if projection is None or isinstance(projection, nn.Identity):
+        return TextHead(pooling, "identity", weight=torch.eye(width))
+    if isinstance(projection, nn.Linear):
+        bias = None if projection.bias is None else projection.bias.detach()
+        return TextHead(pooling, "linear" if bias is None else "affine", projection.weight.detach().t(), bias)
+    if isinstance(projection, torch.Tensor) and projection.ndim == 2:
+        return TextHead(pooling, "matrix", projection.detach())
+    what = type(projection).__name__
+    return TextHead(pooling, what, note=f"the text projection is {what}, not a linear or affine map")
 
 
 def text_projection_matrix(model: nn.Module) -> torch.Tensor:
-    """CLIP's text projection as a matrix Wt [W, D] with `eos @ Wt == encode_text` (no bias allowed).
+    """Wt [W, D] with `eos @ Wt (+ b) == encode_text`; refuses a model whose text tower has no linear or
+    affine projection after pooling (TextHead.note says why)."""
+    head = text_head(model)
+    if not head.has_eos:
+        raise ClipBridgeError(f"model has no linear or affine text projection after pooling: {head.note}")
+    return head.weight
 
-    An nn.Linear projection without bias gives Wt = weight.T; with a bias (affine, not linear) or without
-    any projection the model is refused, since the bridge needs a linear map from EOS space.
-    """
-    projection = _text_parts(model)[2]
-    if projection is None:
-        raise ClipBridgeError("model has no text projection; the EOS -> joint-space map Wt is undefined")
-    if isinstance(projection, nn.Linear):
-        if projection.bias is not None:
-            raise ClipBridgeError("model's text projection is an nn.Linear with a bias; Wt must be linear (no bias)")
-        return projection.weight.t()
-    if isinstance(projection, torch.Tensor):
-        return projection
-    raise ClipBridgeError(f"model's text projection {type(projection).__name__} is not a matrix or nn.Linear")
+
+@contextlib.contextmanager
+def _pooled_feature(model: nn.Module, tokens: torch.Tensor, pooling: str):
+    """Around one encode_text: yields a function returning the pooled feature [P, W] that entered the
+    projection (the input of an nn.Linear / nn.Identity projection; else ln_final's output, pooled as the
+    tower pools it, or taken as it is when ln_final comes after pooling (CoCa))."""
+    tower, kind = _text_tower(model)
+    projection = tower.proj if kind == "hf" else tower.text_projection
+    captured: list[torch.Tensor] = []
+    if isinstance(projection, nn.Module):
+        handle = projection.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0]))
+        pool = lambda x: x  # noqa: E731
+    else:
+        handle = tower.ln_final.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+        eos_id = getattr(model, "text_eos_id", None) if kind == "inline" else getattr(tower, "eos_id", None)
+        pool = (lambda x: x) if pooling == "cls-appended" else \
+            (lambda x: open_clip.transformer.text_global_pool(x, tokens, pooling, eos_token_id=eos_id))
+    try:
+        yield lambda: pool(captured[-1])
+    finally:
+        handle.remove()
+
+
+def identity_error(projected: torch.Tensor, eos: torch.Tensor, head: TextHead) -> float:
+    """max|eos @ Wt + b − projected| / max|projected|, computed in float32."""
+    weight = head.weight.to(device=eos.device, dtype=torch.float32)
+    rebuilt = eos.float() @ weight
+    if head.bias is not None:
+        rebuilt = rebuilt + head.bias.to(device=eos.device, dtype=torch.float32)
+    scale = float(projected.float().abs().max()) or 1.0
+    return float((rebuilt - projected.float()).abs().max()) / scale
 
 
 @torch.no_grad()
-def encode_text_with_eos(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One text pass -> (projected [P, D], eos [P, W]), both in the model's dtype.
+def encode_text_with_eos(model: nn.Module, tokens: torch.Tensor, head: TextHead | None = None,
+                         precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One text pass -> (projected [P, D], eos [P, W] or None), both in the model's dtype.
 
-    eos is ln_final's output pooled at the EOT position (open_clip's text_global_pool) before the
-    projection; projected is exactly `model.encode_text(tokens)`.
+    projected is exactly `model.encode_text(tokens, normalize=False)`; eos is the pooled feature that
+    entered the projection (None when `head`, default text_head(model), stores none). The identity
+    eos @ Wt + b == projected is checked (IDENTITY_TOLERANCE[precision]); a failure is a ClipBridgeError.
     """
-    _, ln_final, _, pool_type, eos_id = _text_parts(model)
-    text_projection_matrix(model)  # refuse unsupported projections before running anything
-    captured: list[torch.Tensor] = []
-    handle = ln_final.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
-    try:
-        projected = model.encode_text(tokens)
-    finally:
-        handle.remove()
-    normed = captured[-1]
-    eos = open_clip.transformer.text_global_pool(normed, tokens, pool_type, eos_token_id=eos_id)
+    head = head or text_head(model)
+    if not head.has_eos:
+        return model.encode_text(tokens, normalize=False), None
+    with _pooled_feature(model, tokens, head.pooling) as pooled:
+        projected = model.encode_text(tokens, normalize=False)
+        eos = pooled()
+    error = identity_error(projected, eos, head)
+    if error > IDENTITY_TOLERANCE[precision]:
+        raise ClipBridgeError(f"the pooled text feature @ Wt + b differs from encode_text (relative error "
+                              f"{error:.1e} > {IDENTITY_TOLERANCE[precision]:g}): the text tower is not what "
+                              f"its structure says ({head.pooling}, {head.projection})")
     return projected, eos
+
+
+@torch.no_grad()
+def checked_text_head(model: nn.Module, tokens: torch.Tensor, precision: str = "fp32") -> TextHead:
+    """text_head(model) confirmed on probe `tokens` [P, L]: with its dim D, and without EOS features (a
+    note saying why) when the identity eos @ Wt + b == encode_text does not hold."""
+    head = text_head(model)
+    if not head.has_eos:
+        return replace(head, dim=int(model.encode_text(tokens, normalize=False).shape[-1]))
+    with _pooled_feature(model, tokens, head.pooling) as pooled:
+        projected = model.encode_text(tokens, normalize=False)
+        eos = pooled()
+    head = replace(head, dim=int(projected.shape[-1]))
+    error = identity_error(projected, eos, head) if eos.shape[-1] == head.weight.shape[0] else float("inf")
+    if error > IDENTITY_TOLERANCE[precision]:
+        log.warning("pooled text feature @ Wt + b != encode_text (relative error %.1e): no EOS features stored",
+                    error)
+        return replace(head, weight=None, bias=None,
+                       note=f"pooled feature @ Wt + b differs from encode_text (relative error {error:.1e})")
+    return head
+
+
+def cache_model_part(loaded: "LoadedModel") -> dict:
+    """The keyword arguments of CacheWriter.write_model for a loaded model (Wt, τ, b, logit bias, head)."""
+    head = loaded.text_head
+    as_numpy = lambda t: None if t is None else t.detach().float().cpu().numpy()  # noqa: E731
+    return {"text_projection": as_numpy(head.weight), "logit_scale": logit_scale(loaded.model),
+            "projection_bias": as_numpy(head.bias), "logit_bias": logit_bias(loaded.model),
+            "text_head": head.attrs()}
+
+
+def logit_bias(model: nn.Module) -> float | None:
+    """The logit bias of a sigmoid-loss model (SigLIP's `logit_bias`), None when the model has none."""
+    bias = getattr(model, "logit_bias", None)
+    return None if bias is None else float(bias.detach().float().reshape(-1)[0].item())
 
 
 def logit_scale(model: nn.Module) -> float:

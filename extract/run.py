@@ -28,7 +28,7 @@ from clipbridge.cache.schema import tmp_path
 from clipbridge.cache.writer import CacheWriter
 from clipbridge.extract.datasets.registry import DatasetSpec
 from clipbridge.extract.distributed import DistContext
-from clipbridge.extract.models import LoadedModel, encode_text_with_eos, logit_scale, text_projection_matrix
+from clipbridge.extract.models import LoadedModel, cache_model_part, encode_text_with_eos
 from clipbridge.extract.plan import ExtractionPlan, SplitPlan, base_positions, plan_extraction
 from clipbridge.extract.prompts import PromptSet
 from clipbridge.extract.views import ViewMaker, get_family
@@ -151,20 +151,23 @@ def encode_images(loaded: LoadedModel, views: torch.Tensor, chunk: int | None = 
         part = flat[start:start + step].to(loaded.device, dtype=loaded.dtype, non_blocking=True)
         if loaded.channels_last:
             part = part.contiguous(memory_format=torch.channels_last)
-        parts.append(loaded.model.encode_image(part).float().cpu())
+        # raw embeddings: CoCa normalises unless told not to
+        parts.append(loaded.model.encode_image(part, normalize=False).float().cpu())
     return torch.cat(parts).reshape(n, v, -1).numpy()
 
 
 @torch.no_grad()
-def encode_prompt_set(loaded: LoadedModel, prompts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """prompts [P] -> (projected [P, D], eos [P, W]) float32 numpy, from one text pass per batch."""
+def encode_prompt_set(loaded: LoadedModel, prompts: list[str],
+                      batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """prompts [P] -> (projected [P, D], eos [P, W] or None without EOS features) float32 numpy, from one
+    text pass per batch."""
     projected, eos = [], []
     for start in range(0, len(prompts), batch_size):
         tokens = loaded.tokenizer(prompts[start:start + batch_size]).to(loaded.device)
-        p, e = encode_text_with_eos(loaded.model, tokens)
+        p, e = encode_text_with_eos(loaded.model, tokens, loaded.text_head, loaded.precision)
         projected.append(p.float().cpu())
-        eos.append(e.float().cpu())
-    return torch.cat(projected).numpy(), torch.cat(eos).numpy()
+        eos.append(None if e is None else e.float().cpu())
+    return torch.cat(projected).numpy(), None if eos[0] is None else torch.cat(eos).numpy()
 
 
 def cache_attrs(spec: DatasetSpec, loaded: LoadedModel) -> dict[str, Any]:
@@ -188,14 +191,13 @@ def embedding_dtype(precision: str) -> np.dtype:
 
 def _write_header(writer: CacheWriter, spec: DatasetSpec, loaded: LoadedModel, plan: ExtractionPlan,
                   batch_size: int) -> dict[str, int]:
-    writer.write_model(text_projection_matrix(loaded.model).detach().float().cpu().numpy(),
-                       logit_scale(loaded.model))
+    writer.write_model(**cache_model_part(loaded))
     writer.write_classes(spec.classnames, spec.original_classnames)
     counts = {}
     for name in plan.copied_sets:                     # kept from the cache being extended
         text = plan.base.text(name)
-        writer.write_text(name, text.prompts, text.classes.numpy(), text.projected.numpy(), text.eos.numpy(),
-                          attrs=plan.base.text_attrs(name))
+        writer.write_text(name, text.prompts, text.classes.numpy(), text.projected.numpy(),
+                          None if text.eos is None else text.eos.numpy(), attrs=plan.base.text_attrs(name))
         counts[name] = len(text.prompts)
     for prompt_set in plan.prompt_sets:
         projected, eos = encode_prompt_set(loaded, prompt_set.prompts, batch_size)
@@ -256,7 +258,7 @@ def _extract_split(ctx: DistContext, writer: CacheWriter | None, spec: DatasetSp
                    base, loaded: LoadedModel, options: ExtractOptions, tmp: Path) -> tuple[int, int, int, int]:
     """Encode what the split still lacks; returns (images decoded, views encoded, skipped now, copied)."""
     maker = ViewMaker(loaded.preprocess, loaded.image_size, loaded.mean, loaded.std, options.seed)
-    dim = int(text_projection_matrix(loaded.model).shape[1])
+    dim = loaded.text_head.dim
     dtype = embedding_dtype(loaded.precision)
     pending, copied = ctx.run_on_main(lambda: _start_split(writer, split, plan, options.seed, dim, dtype, base))
     batches = fixed_batches(pending, options.batch_size)

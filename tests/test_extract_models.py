@@ -59,11 +59,16 @@ def test_eos_identity_holds_for_a_linear_projection_without_bias():
     assert eos.shape == (2, 32) and projected.shape == (2, 24)
 
 
-def test_linear_projection_with_bias_is_refused_clearly():
+def test_linear_projection_with_bias_is_an_affine_head_whose_identity_holds():
     model = _custom_text_clip(proj_bias=True)
-    tokens = open_clip.tokenize(["a photo of a cat."], context_length=16)
-    with pytest.raises(ClipBridgeError, match="bias"):
-        encode_text_with_eos(model, tokens)
+    with torch.no_grad():
+        model.text.text_projection.bias.normal_()
+    tokens = open_clip.tokenize(["a photo of a cat.", "dog"], context_length=16)
+    head = models.text_head(model)
+    assert (head.projection, head.pooling) == ("affine", "argmax")
+    projected, eos = encode_text_with_eos(model, tokens, head)
+    torch.testing.assert_close(eos @ head.weight + head.bias, projected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(head.bias, model.text.text_projection.bias)
 
 
 def test_unknown_model_name_says_how_to_list_names():

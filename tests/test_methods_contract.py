@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from clipbridge.bridge.errors import BridgeInputError
-from clipbridge.bridge.registry import METHODS
-from clipbridge.bridge.task import FewShotTask
+from clipbridge.bridge.registry import METHODS, unmet_needs
+from clipbridge.bridge.task import EOS, FewShotTask
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from synthetic_tasks import make_task, seed_slice
 
@@ -169,6 +169,26 @@ def test_nan_support_is_refused_when_the_task_is_built():
     support[0, 0, 0, 0] = float("nan")
     with pytest.raises(BridgeInputError, match="NaN"):
         FewShotTask(**{**vars(task), "support": support})
+
+
+@ALL
+def test_a_task_without_eos_features_is_refused_in_one_line_only_by_the_methods_that_need_them(name):
+    m = method(name)
+    task, test_x, _ = make_task(seeds=(1, 2))
+    bare = replace(task, text_eos=None, text_projection=None)        # a CoCa/HF cache without EOS features
+    assert bare.inputs == frozenset() and task.inputs == {EOS}
+    if EOS in getattr(m, "needs", ()):
+        with pytest.raises(BridgeInputError, match=f"^{name} needs the text encoder's pre-projection EOS") as info:
+            fit(m, bare)
+        assert "\n" not in str(info.value)
+    else:       # runs, and never looked at the EOS features: the same logits with or without them
+        torch.testing.assert_close(m.logits(fit(m, bare), test_x), m.logits(fit(m, task), test_x))
+
+
+def test_semobridge_and_semobridge_t_are_the_methods_needing_eos_features():
+    assert {name for name, m in METHODS.items() if EOS in getattr(m, "needs", ())} >= {"semobridge", "semobridge-t"}
+    assert not unmet_needs(METHODS["semobridge"], {EOS}) and unmet_needs(METHODS["semobridge"], ()) == [EOS]
+    assert unmet_needs(METHODS["zeroshot"], ()) == []
 
 
 @ALL

@@ -4,10 +4,25 @@ functions, no I/O.
 Shapes: S seeds, C classes, K' support views per class, N queries, M blend candidates, D joint size,
 W text width. `B` is the bridge [D, W] (shared) or [S, D, W] (per seed); `bias` is [S, C, W] or None.
 
-The bridge of a raw embedding x with class bias b:  u = x B + b,  ê = ℓ n(u),  x̂ = ê Wt.
+The bridge of a raw embedding x with class bias c:  u = x B + c,  ê = ℓ n(u),  x̂ = ê Wt.
 Two identities keep the hot paths cheap and are used everywhere (so the parity check covers them):
   n(x̂) = n(u Wt)                      (ℓ and ‖u‖ are positive scalars per row)
   P_c  = n(mean_k x̂_k) = n(ē_c Wt)    with ē_c = mean_k n(u_k)   (Wt applied after the mean)
+
+Affine text projections (SigLIP, SigLIP2: t = e Wt + b with a projection bias b [D]). The bridge inverts
+the affine map and applies it again:
+  u = (x − b) B + c,   ê = ℓ n(u),   x̂ = ê Wt + b,   B0 = pinv(Wt) as before.
+Both identities above use linearity (x̂ ∝ u Wt; mean_k x̂_k = ℓ ē Wt), and x̂ is no longer a multiple of
+u Wt. Homogeneous coordinates make it linear again. With W̃t = [Wt; b] [W+1, D] (b as one more row) and
+ũ = [u, ‖u‖/ℓ] [W+1]:
+  x̂ = ℓ n(u) Wt + b = (ℓ/‖u‖) (u Wt + (‖u‖/ℓ) b) = (ℓ/‖u‖) ũ W̃t,   so   n(x̂) = n(ũ W̃t);
+and since the weights of a class's views sum to 1, mean_k x̂_k = ℓ ē_c Wt + b = ℓ ẽ_c W̃t with
+ẽ_c = [ē_c, 1/ℓ], so   P_c = n(ẽ_c W̃t).
+So every product with Wt (and G = Wt Wtᵀ) of the linear code becomes the same product with W̃t (and
+G̃ = W̃t W̃tᵀ) of these (W+1)-vectors, and the cheap product orders carry over (AffineHead holds b, ℓ, W̃t,
+G̃). What changes in substance: ℓ no longer cancels (it weighs b against u Wt), and a query's bridged
+embedding depends on its scale (x − b), so raw queries are used where the linear code may use n(q).
+With b = 0, affine_head returns None and the linear code runs: every output is bit-for-bit the linear one.
 """
 from __future__ import annotations
 
@@ -57,17 +72,55 @@ def apply_bridge(x: Tensor, bridge: Tensor) -> Tensor:
 
 
 def bridge_views(x: Tensor, bridge: Tensor, eos_length: float, text_projection: Tensor,
-                 bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                 bias: Tensor | None = None, affine: AffineHead | None = None) -> tuple[Tensor, Tensor]:
     """Bridged embeddings x̂ [..., D] and pseudo EOS tokens ê [..., W] of raw x [..., D].
 
     bias, when given, is added to x B before normalising; it must broadcast to [..., W] (for support
-    [S, C, K', D] pass bias[:, :, None, :]).
+    [S, C, K', D] pass bias[:, :, None, :]). With an affine projection: u = (x − b) B, x̂ = ê Wt + b.
     """
-    u = apply_bridge(x, bridge)
+    u = apply_bridge(x if affine is None else x - affine.bias, bridge)
     if bias is not None:
         u = u + bias
     eos = eos_length * _normalize(u)
-    return eos @ text_projection, eos
+    return (eos @ text_projection if affine is None else eos @ text_projection + affine.bias), eos
+
+
+# ------------------------------------------------------------------------------------- affine projection
+class AffineHead(NamedTuple):
+    """An affine text projection t = e Wt + b in the homogeneous form of the module docstring.
+
+    bias b [D]; eos_length ℓ; projection W̃t = [Wt; b] [W+1, D]; gram G̃ = W̃t W̃tᵀ [W+1, W+1].
+    """
+
+    bias: Tensor
+    eos_length: float
+    projection: Tensor
+    gram: Tensor
+
+
+def affine_head(text_projection: Tensor, projection_bias: Tensor | None,
+                eos_length: float | None) -> AffineHead | None:
+    """AffineHead of Wt [W, D], b [D] and ℓ; None when b is None or zero (the projection is linear)."""
+    if projection_bias is None or not bool(projection_bias.any()):
+        return None
+    bias = projection_bias.to(device=text_projection.device, dtype=text_projection.dtype)
+    stacked = torch.cat([text_projection, bias.unsqueeze(0)], 0)
+    return AffineHead(bias, float(eos_length), stacked, stacked @ stacked.T)
+
+
+def homogeneous(u: Tensor, norm: Tensor | float, eos_length: float) -> Tensor:
+    """[u, ‖u‖/ℓ] [..., W+1] of u [..., W] with its norm [..., 1] (or a number, 1 for ẽ = [ē, 1/ℓ])."""
+    last = norm / eos_length if isinstance(norm, Tensor) else torch.full_like(u[..., :1], norm / eos_length)
+    return torch.cat([u, last], -1)
+
+
+def bridge_input(x: Tensor, affine: AffineHead | None, mask: Tensor | None = None) -> Tensor:
+    """The bridge's input: x − b with an affine projection (rows where mask [...] is False stay as they
+    are: zero padding), x itself with a linear one."""
+    if affine is None:
+        return x
+    shifted = x - affine.bias
+    return shifted if mask is None else torch.where(mask.unsqueeze(-1), shifted, x)
 
 
 # ------------------------------------------------------------------------------------------- prototypes
@@ -114,11 +167,15 @@ def image_prototypes(views: SupportViews, num_classes: int) -> Tensor:
 
 
 def bridged_prototypes(views: SupportViews, num_classes: int, bridge: Tensor, text_projection: Tensor,
-                       bias: Tensor | None = None) -> Tensor:
-    """P [S, C, D] = n(mean_k x̂(F[c,k]; b_c)) = n(mean_k n(u_k) Wt); bias [S, C, W] or None."""
-    u = _class_biased(apply_bridge(views.raw, bridge), bias, views.labels)
+                       bias: Tensor | None = None, affine: AffineHead | None = None) -> Tensor:
+    """P [S, C, D] = n(mean_k x̂(F[c,k]; b_c)) = n(mean_k n(u_k) Wt); bias [S, C, W] or None.
+    With an affine projection: n(ẽ W̃t) = n(ℓ ē Wt + b), u from the support minus b."""
+    u = _class_biased(apply_bridge(bridge_input(views.raw, affine, views.mask), bridge), bias, views.labels)
     unit = u / safe_norm(u, views.mask)
-    return _normalize(class_sum(unit, views.weight, num_classes) @ text_projection)
+    mean = class_sum(unit, views.weight, num_classes)
+    if affine is None:
+        return _normalize(mean @ text_projection)
+    return _normalize(homogeneous(mean, 1.0, affine.eos_length) @ affine.projection)
 
 
 # ------------------------------------------------------------------------------------------------- maps
@@ -131,7 +188,7 @@ class Maps(NamedTuple):
 
 
 def cosine_maps(queries: Tensor, text_prototypes: Tensor, image_protos: Tensor, bridged_protos: Tensor,
-                bridge: Tensor, text_projection: Tensor) -> Maps:
+                bridge: Tensor, text_projection: Tensor, affine: AffineHead | None = None) -> Maps:
     """S1 = q̄ T̄ᵀ, S2 = q̄ Pᵀ, S3 = n(x̂(q; 0)) F̄ᵀ for raw queries [S, N, D].
 
     text_prototypes T̄ [C, D]; image_protos F̄ [S, C, D]; bridged_protos P [S, C, D]. A zero query row (a
@@ -140,15 +197,18 @@ def cosine_maps(queries: Tensor, text_prototypes: Tensor, image_protos: Tensor, 
     unit = queries / safe_norm(queries)
     s1 = unit @ text_prototypes.T
     s2 = unit @ bridged_protos.transpose(-1, -2)
-    return Maps(s1, s2, bridged_query_cosines(queries, bridge, text_projection, image_protos))
+    return Maps(s1, s2, bridged_query_cosines(queries, bridge, text_projection, image_protos, affine=affine))
 
 
 def bridged_query_cosines(queries: Tensor, bridge: Tensor, text_projection: Tensor, image_protos: Tensor,
-                          gram: Tensor | None = None) -> Tensor:
+                          gram: Tensor | None = None, affine: AffineHead | None = None) -> Tensor:
     """S3 [S, N, C] = n(x̂(q; 0)) F̄ᵀ = n(q B Wt) F̄ᵀ for raw queries [S, N, D], by the cheaper product order:
       y = q (B Wt):  D·W·D + N·D·D multiply-adds per seed;
       z = q B:       N·D·W + N·W·W (norm² = z·(z G), G = Wt Wtᵀ, given as `gram` or formed here),
-                     numerator z (Wt F̄ᵀ)."""
+                     numerator z (Wt F̄ᵀ).
+    With an affine projection always the z order, on z̃ = [z, ‖z‖/ℓ] with z = (q − b) B (affine_query_cosines)."""
+    if affine is not None:
+        return affine_query_cosines(queries - affine.bias, bridge, affine, image_protos @ affine.projection.T)
     w, d = text_projection.shape
     if _project_bridge_first(queries.shape[-2], d, w):
         y = apply_bridge(queries, bridge @ text_projection)
@@ -157,11 +217,24 @@ def bridged_query_cosines(queries: Tensor, bridge: Tensor, text_projection: Tens
     return _cosines_through_z(queries, bridge, gram, image_protos @ text_projection.T)
 
 
+def affine_query_cosines(shifted_queries: Tensor, bridge: Tensor, affine: AffineHead,
+                         image_protos_w: Tensor) -> Tensor:
+    """S3 [S, N, C] = n(x̂(q; 0)) F̄ᵀ = n(z̃ W̃t) F̄ᵀ for shifted queries q − b [S, N, D] or [N, D], with
+    z = (q − b) B, z̃ = [z, ‖z‖/ℓ] and image_protos_w = F̄ W̃tᵀ [S, C, W+1]: N·D·W + N·(W+1)² multiply-adds."""
+    z = torch.matmul(shifted_queries, bridge)                                            # [S, N, W]
+    return _cosines_of_z(homogeneous(z, z.norm(dim=-1, keepdim=True), affine.eos_length), affine.gram,
+                         image_protos_w)
+
+
 def _cosines_through_z(queries: Tensor, bridge: Tensor, gram: Tensor, image_protos_w: Tensor) -> Tensor:
     """S3 [S, N, C] = n(q B Wt) F̄ᵀ by the z = q B order: numerator z (F̄ Wtᵀ)ᵀ, norm² = z·(z G).
     queries [S, N, D] or [N, D] (any positive scale per row; zero rows give zeros), bridge [D, W] or
     [S, D, W], gram G [W, W], image_protos_w = F̄ Wtᵀ [S, C, W]."""
-    z = torch.matmul(queries, bridge)                                                    # [S, N, W]
+    return _cosines_of_z(torch.matmul(queries, bridge), gram, image_protos_w)                 # z [S, N, W]
+
+
+def _cosines_of_z(z: Tensor, gram: Tensor, image_protos_w: Tensor) -> Tensor:
+    """n(z Wt) F̄ᵀ [S, N, C] of z [S, N, W] given G = Wt Wtᵀ and F̄ Wtᵀ (zero rows give zeros)."""
     norm = rowdot(z, z @ gram).clamp_min_(0).sqrt_()
     return torch.matmul(z, image_protos_w.transpose(-1, -2)).div_(torch.where(norm > 0, norm, 1.0))
 

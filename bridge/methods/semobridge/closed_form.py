@@ -9,6 +9,10 @@ The blend search maximises validation top-1; ties are broken by the mean validat
 log(logit_true / best wrong logit) (see bridge.methods.semobridge.blend_front.front_scores), then by evaluation order
 (the paper's fixed blend is evaluated first). Candidates are scored on each query's Pareto-undominated
 classes only, which is exact and several times cheaper (bridge.methods.semobridge.blend_front).
+
+Both variants need the task's EOS features and Wt (`needs = {"eos"}`) and refuse a task without them in one
+line. With an affine text projection (task.text_projection_bias, SigLIP) the bridge inverts t = e Wt + b
+(algebra's docstring); the fitted state then also holds "projection_bias" [D] and "eos_length" ℓ.
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import work_dtype
 from clipbridge.bridge.ops import accuracy, as_seed_batch
-from clipbridge.bridge.registry import FittedState, check_hparams, register_method
+from clipbridge.bridge.registry import FittedState, check_hparams, register_method, require_inputs
 from clipbridge.bridge.search import batched_search
 from clipbridge.bridge.methods.semobridge.blend_front import front_scores, validation_front
+from clipbridge.bridge.task import EOS
 from clipbridge.bridge.text import ClassText, class_text
 
 SEARCH_DEFAULTS = {"search_rounds": 8, "search_per_round": 192}
@@ -33,9 +38,11 @@ SEARCH_FINAL_RADIUS = 0.01   # last rounds refine within ±1% of each range
 BLEND_GRID = (sm.FIXED_BLEND, (0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0), (0.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.5))
 
 
-def bridge_inputs(task, views_used: int) -> tuple[torch.dtype, ClassText, sm.SupportViews]:
+def bridge_inputs(method, task, views_used: int) -> tuple[torch.dtype, ClassText, sm.SupportViews]:
     """What both SeMoBridge variants start from: the working dtype, the class text (T̄ [C, D], Ē [C, W]) and
-    the support views (bridge.methods.semobridge.algebra.SupportViews) of the first `views_used` views of each shot."""
+    the support views (bridge.methods.semobridge.algebra.SupportViews) of the first `views_used` views of each
+    shot; refuses (one line) a task without the EOS features `method` needs."""
+    require_inputs(method, task)
     dtype = work_dtype(task)
     support, mask = select_views(task, views_used)
     return dtype, class_text(task, dtype), sm.support_views(support.to(dtype), mask)
@@ -54,12 +61,19 @@ def select_views(task, views_used: int) -> tuple[Tensor, Tensor]:
     return support, mask
 
 
+def task_affine(task, text: ClassText) -> sm.AffineHead | None:
+    """The AffineHead of the task's text projection in the text's dtype (None: linear, b absent or zero)."""
+    return sm.affine_head(task.text_projection.to(text.projected.dtype), task.text_projection_bias,
+                          text.eos_length)
+
+
 def validation_maps(task, text: ClassText, image_protos: Tensor, bridged_protos: Tensor, bridge: Tensor,
-                    dtype: torch.dtype) -> tuple[sm.Maps, Tensor]:
+                    dtype: torch.dtype, affine: sm.AffineHead | None = None) -> tuple[sm.Maps, Tensor]:
     """Cosine maps [S, Nv, C] of the task's validation queries and their labels [S, Nv]."""
     s = task.num_seeds
     val = task.val.to(dtype).expand(s, -1, -1)
-    maps = sm.cosine_maps(val, text.projected, image_protos, bridged_protos, bridge, task.text_projection.to(dtype))
+    maps = sm.cosine_maps(val, text.projected, image_protos, bridged_protos, bridge, task.text_projection.to(dtype),
+                          affine)
     return maps, task.val_labels.expand(s, -1)
 
 
@@ -74,12 +88,13 @@ def fit_blend(task, text: ClassText, views: sm.SupportViews, bridge: Tensor, bia
     """
     dtype = text.projected.dtype
     wt = task.text_projection.to(dtype)
+    affine = task_affine(task, text)
     c = task.num_classes
     image_protos = sm.image_prototypes(views, c)
     proto_bridge, proto_bias = prototype_source or (bridge, bias)
-    bridged_protos = sm.bridged_prototypes(views, c, proto_bridge, wt, proto_bias)
+    bridged_protos = sm.bridged_prototypes(views, c, proto_bridge, wt, proto_bias, affine)
     div = sm.divergence(image_protos, text.projected)
-    maps, labels = validation_maps(task, text, image_protos, bridged_protos, bridge, dtype)
+    maps, labels = validation_maps(task, text, image_protos, bridged_protos, bridge, dtype, affine)
 
     search_start = time.perf_counter()
     low = torch.tensor(sm.BLEND_LOW, dtype=dtype, device=text.projected.device)
@@ -94,6 +109,9 @@ def fit_blend(task, text: ClassText, views: sm.SupportViews, bridge: Tensor, bia
     tensors = {"bridge": bridge.detach(), "text_prototypes": text.projected, "image_prototypes": image_protos,
                "bridged_prototypes": bridged_protos.detach(), "divergence": div, "blend": result.best,
                "text_projection": wt}
+    if affine is not None:
+        tensors.update(projection_bias=affine.bias,
+                       eos_length=torch.tensor(affine.eos_length, dtype=dtype, device=wt.device))
     hparams = [{**hp, **dict(zip(sm.BLEND_PARAMS, row))} for row in result.best.tolist()]
     info = {**(info or {}), "val_accuracy": accuracy(val_logits, labels).tolist(),
             "fit_seconds": time.perf_counter() - started, "search_seconds": search_seconds,
@@ -109,8 +127,11 @@ def blend_state_logits(state: FittedState, queries: Tensor) -> Tensor:
     zero = (q == 0).all(-1)
     if bool(zero.any()):
         raise BridgeInputError(f"queries hold an all-zero embedding at row {int(zero.nonzero()[0, -1])}")
+    affine = None
+    if "projection_bias" in t:
+        affine = sm.affine_head(t["text_projection"], t["projection_bias"], float(t["eos_length"]))
     maps = sm.cosine_maps(q, t["text_prototypes"], t["image_prototypes"], t["bridged_prototypes"], t["bridge"],
-                          t["text_projection"])
+                          t["text_projection"], affine)
     return sm.blend_logits(maps, t["divergence"], t["blend"].unsqueeze(1))[:, 0]
 
 
@@ -118,11 +139,12 @@ def blend_state_logits(state: FittedState, queries: Tensor) -> Tensor:
 class SeMoBridge:
     name = "semobridge"
     defaults = {**SEARCH_DEFAULTS, "views_used": 0}
+    needs = frozenset({EOS})
 
     def fit(self, task, **hparams) -> FittedState:
         started = time.perf_counter()
         hp = check_hparams(self, hparams)
-        dtype, text, views = bridge_inputs(task, hp["views_used"])
+        dtype, text, views = bridge_inputs(self, task, hp["views_used"])
         bridge = sm.initial_bridge(task.text_projection.to(dtype))
         return fit_blend(task, text, views, bridge, None, hp, self.name, started)
 

@@ -11,7 +11,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from clipbridge.bridge.methods.semobridge.algebra import SupportViews, Workspace, rowdot, safe_norm
+from clipbridge.bridge.methods.semobridge.algebra import (AffineHead, SupportViews, Workspace, bridge_input,
+                                                          homogeneous, rowdot, safe_norm)
 
 LOSS_WEIGHTS = {"img": 0.5, "txtp": 0.25, "txte": 0.25, "cons": 0.1, "bias": 0.1}
 
@@ -24,13 +25,27 @@ LOSS_WEIGHTS = {"img": 0.5, "txtp": 0.25, "txte": 0.25, "cons": 0.1, "bias": 0.1
 # and every logit is a product with Ê, so no product with Wt touches an [N, ·] tensor:
 #   img  τ n(x_k)·P_c = (τ n(x_k) Wtᵀ)·Ê_c        cons  n(u_k Wt)·P_c = v_k·Ê_c / s_k
 #   txtp P_c·T̄_j = Ê_c·(T̄_j Wtᵀ)                txte  U_c·Ē_j
+#
+# Affine projection t = e Wt + b, b [D] (algebra's docstring; b_{y_k} above stays the class bias):
+#   u_k = (x_k − b) B + b_{y_k},  x̂_k = ℓ n(u_k) Wt + b.
+# In homogeneous coordinates ũ_k = [u_k, r_k/ℓ], ẽ_c = [ē_c, 1/ℓ] with W̃t = [Wt; b], G̃ = W̃t W̃tᵀ:
+#   n(x̂_k) = n(ũ_k W̃t),  P_c = n(ẽ_c W̃t),  so with ṽ_k = ũ_k G̃, s̃_k = √(ũ_k·ṽ_k), z_c = ‖ẽ_c W̃t‖,
+#   Ê_c = ẽ_c / z_c (now W+1 long) the four logits are the formulas above with W̃t for Wt, G̃ for G:
+#   img  (τ n(x_k) W̃tᵀ)·Ê_c     cons ṽ_k·Ê_c / s̃_k     txtp Ê_c·(T̄_j W̃tᵀ)     txte U_c·Ē_j (U = n(ē): EOS space)
+# and the same backward gives ∂/∂ũ_k and ∂/∂ẽ_c. Back to u and ē: ẽ's last entry 1/ℓ is a constant (its
+# gradient is dropped); ũ's last entry r_k/ℓ = ‖u_k‖/ℓ has ∂/∂u_k = u_k/(r_k ℓ), so
+#   ∂L/∂u_k = (∂L/∂ũ_k)[:W] + (∂L/∂ũ_k)[W] · u_k / (r_k ℓ),
+# and ∂L/∂B = Σ_k (x_k − b)ᵀ ∂L/∂u_k. The class bias and the bias loss are unchanged. With b = 0 the linear
+# code runs (LossProblem.affine is None): the same operations as before, bit for bit.
 class LossProblem(NamedTuple):
     """The step-invariant inputs of SeMoBridge-T's loss (built once by `loss_problem`).
 
-    raw [S, N, D] support views X; image_text [S, N, W] = τ·n(X) Wtᵀ; labels [N]; classes [C] = 0..C−1;
-    mask [N] bool; class_weight [N, 1] = 1/(real views of the class), 0 on padding; view_weight [N] =
-    1/(real views), 0 on padding; text_w [C, W] = T̄ Wtᵀ; text_eos Ē [C, W]; text_projection Wt [W, D];
-    gram G [W, W].
+    raw [S, N, D] support views X (the bridge's input: X − b with an affine projection); image_text
+    [S, N, W] = τ·n(X) Wtᵀ; labels [N]; classes [C] = 0..C−1; mask [N] bool; class_weight [N, 1] =
+    1/(real views of the class), 0 on padding; view_weight [N] = 1/(real views), 0 on padding; text_w
+    [C, W] = T̄ Wtᵀ; text_eos Ē [C, W]; text_projection Wt [W, D]; gram G [W, W]; affine the AffineHead of
+    an affine projection, None for a linear one: then image_text, text_w, text_projection and gram hold
+    W̃t = [Wt; b] in place of Wt (W+1 columns / rows).
     """
 
     raw: Tensor
@@ -44,23 +59,27 @@ class LossProblem(NamedTuple):
     text_eos: Tensor
     text_projection: Tensor
     gram: Tensor
+    affine: AffineHead | None = None
 
 
 def loss_problem(views: SupportViews, text_prototypes: Tensor, text_eos: Tensor, text_projection: Tensor,
-                 logit_scale: float, gram: Tensor | None = None) -> LossProblem:
-    """LossProblem of support views, T̄ [C, D], Ē [C, W], Wt [W, D], τ and G = Wt Wtᵀ (formed if None).
-    Costs one [S·N, D]×[D, W] product."""
+                 logit_scale: float, gram: Tensor | None = None, affine: AffineHead | None = None) -> LossProblem:
+    """LossProblem of support views, T̄ [C, D], Ē [C, W], Wt [W, D], τ and G = Wt Wtᵀ (formed if None),
+    and the AffineHead of an affine projection (None: linear). Costs one [S·N, D]×[D, W] product."""
+    if affine is not None:
+        text_projection, gram = affine.projection, affine.gram
     gram = text_projection @ text_projection.T if gram is None else gram
     mask = views.mask
     view_weight = mask.to(views.raw.dtype) / mask.sum().clamp_min(1)
     classes = torch.arange(text_eos.shape[0], device=mask.device)
-    return LossProblem(views.raw, (logit_scale * views.unit) @ text_projection.T, views.labels, classes, mask,
-                       views.weight.unsqueeze(-1), view_weight, text_prototypes @ text_projection.T, text_eos,
-                       text_projection, gram)
+    return LossProblem(bridge_input(views.raw, affine, mask), (logit_scale * views.unit) @ text_projection.T,
+                       views.labels, classes, mask, views.weight.unsqueeze(-1), view_weight,
+                       text_prototypes @ text_projection.T, text_eos, text_projection, gram, affine)
 
 
 class _Saved(NamedTuple):
-    """loss_forward's intermediates for loss_backward ([S, N, ·] per view, [S, C, ·] per class)."""
+    """loss_forward's intermediates for loss_backward ([S, N, ·] per view, [S, C, ·] per class); with an
+    affine projection v, s, ehat and z are those of ũ and ẽ (W+1 long), u stays [S, N, W]."""
 
     u: Tensor               # [S, N, W]
     v: Tensor               # u G [S, N, W]
@@ -99,12 +118,16 @@ def loss_forward(problem: LossProblem, bridge: Tensor, bias: Tensor | None,
     r = safe_norm(u, p.mask)
     rho = p.class_weight / r
     mean_eos = _class_combine(rho, u, c)                                                # ē [S, C, W]
-    v = torch.mm(u.view(-1, w), p.gram, out=work("v", (s * n, w), u)).view(s, n, w)
-    uv = torch.mul(u, v, out=work("scratch", u.shape, u)).sum(-1, keepdim=True)        # u·v = ‖u Wt‖²
+    uh, mean_h = u, mean_eos                                                            # ũ, ẽ (affine)
+    if p.affine is not None:
+        uh, mean_h = homogeneous(u, r, p.affine.eos_length), homogeneous(mean_eos, 1.0, p.affine.eos_length)
+    wh = uh.shape[-1]
+    v = torch.mm(uh.view(-1, wh), p.gram, out=work("v", (s * n, wh), u)).view(s, n, wh)
+    uv = torch.mul(uh, v, out=work("scratch", uh.shape, u)).sum(-1, keepdim=True)      # u·v = ‖u Wt‖²
     view_norm = torch.where(p.mask.unsqueeze(-1), uv, 1.0).sqrt_()                      # s [S, N, 1]
-    projected = mean_eos @ p.text_projection                                            # ē Wt [S, C, D]
+    projected = mean_h @ p.text_projection                                              # ē Wt [S, C, D]
     z = projected.norm(dim=-1, keepdim=True)
-    ehat = mean_eos / z
+    ehat = mean_h / z
     e = mean_eos.norm(dim=-1, keepdim=True)
     unit_eos = mean_eos / e
     ehat_t = ehat.transpose(1, 2)
@@ -141,11 +164,15 @@ def loss_backward(problem: LossProblem, forward: LossForward, bias: Tensor | Non
     grad_ehat += txtp @ p.text_w
     ehat_gram = f.ehat @ p.gram
     grad_mean = (grad_ehat - rowdot(grad_ehat, f.ehat) * ehat_gram) / f.z
+    if p.affine is not None:
+        grad_mean = grad_mean[..., :w]                                                  # ẽ's 1/ℓ is constant
     grad_unit = txte @ p.text_eos
     grad_mean += (grad_unit - rowdot(grad_unit, f.unit_eos) * f.unit_eos) / f.e
     # per view: through v = u G (cons numerators), s = √(u·v) (cons norms), ē = Σ ρ u (ρ = w/‖u‖)
-    grad_u = torch.bmm(cons, ehat_gram, out=work("grad_u", f.u.shape, f.u))
+    grad_u = torch.bmm(cons, ehat_gram, out=work("grad_u", f.v.shape, f.u))
     grad_u.addcmul_(f.v, rowdot(cons, f.cons_logits).div_(f.s).neg_())
+    if p.affine is not None:                                                            # ũ = [u, ‖u‖/ℓ]
+        grad_u = grad_u[..., :w] + grad_u[..., w:] * f.u / (f.r * p.affine.eos_length)
     along_u = _class_combine(grad_mean, f.u, c, transpose=True)                        # ∂ē_{y_k}·u_k
     grad_u.addcmul_(f.u, along_u.mul_(f.rho).div_(f.r * f.r).neg_())
     grad_u.view(s, c, -1, w).addcmul_(grad_mean.unsqueeze(2), f.rho.view(s, c, -1, 1))
@@ -178,15 +205,16 @@ class TrainedForward(NamedTuple):
 
 
 def trained_losses(views: SupportViews, bridge: Tensor, bias: Tensor | None, text_prototypes: Tensor,
-                   text_eos: Tensor, text_projection: Tensor, gram: Tensor, logit_scale: float) -> TrainedForward:
+                   text_eos: Tensor, text_projection: Tensor, gram: Tensor, logit_scale: float,
+                   affine: AffineHead | None = None) -> TrainedForward:
     """SeMoBridge-T's five losses (METHOD.md §3) for bridge [S, D, W] and class bias [S, C, W] (or None).
 
-    text_prototypes T̄ [C, D], text_eos Ē [C, W], gram = Wt Wtᵀ [W, W], logit_scale τ. Padded views
-    are excluded from every mean. losses["total"] backpropagates to bridge and bias (by loss_backward);
-    the other entries carry no gradient. A training loop should build the LossProblem once and call
-    loss_forward / loss_backward itself.
+    text_prototypes T̄ [C, D], text_eos Ē [C, W], gram = Wt Wtᵀ [W, W], logit_scale τ, affine the
+    AffineHead of an affine projection (None: linear). Padded views are excluded from every mean.
+    losses["total"] backpropagates to bridge and bias (by loss_backward); the other entries carry no
+    gradient. A training loop should build the LossProblem once and call loss_forward / loss_backward itself.
     """
-    problem = loss_problem(views, text_prototypes, text_eos, text_projection, logit_scale, gram)
+    problem = loss_problem(views, text_prototypes, text_eos, text_projection, logit_scale, gram, affine)
     detached = None if bias is None else bias.detach()
     fwd = loss_forward(problem, bridge.detach(), detached)
     losses = dict(fwd.losses)

@@ -26,8 +26,10 @@ import time
 from torch import Tensor
 
 from clipbridge.bridge.methods.semobridge import algebra as sm
-from clipbridge.bridge.methods.semobridge.closed_form import SEARCH_DEFAULTS, blend_state_logits, bridge_inputs, fit_blend
+from clipbridge.bridge.methods.semobridge.closed_form import (SEARCH_DEFAULTS, blend_state_logits, bridge_inputs,
+                                                             fit_blend, task_affine)
 from clipbridge.bridge.registry import FittedState, check_hparams, register_method
+from clipbridge.bridge.task import EOS
 from clipbridge.bridge.methods.semobridge.training import TrainSettings, train_bridge
 
 TRAIN_DEFAULTS = {"steps": 5000, "warmup": 500, "lr": 1.5e-4, "weight_decay": 0.01, "csb": True,
@@ -38,11 +40,12 @@ TRAIN_DEFAULTS = {"steps": 5000, "warmup": 500, "lr": 1.5e-4, "weight_decay": 0.
 class SeMoBridgeT:
     name = "semobridge-t"
     defaults = {**TRAIN_DEFAULTS, **SEARCH_DEFAULTS, "views_used": 0}
+    needs = frozenset({EOS})
 
     def fit(self, task, **hparams) -> FittedState:
         started = time.perf_counter()
         hp = check_hparams(self, hparams)
-        dtype, text, views = bridge_inputs(task, hp["views_used"])
+        dtype, text, views = bridge_inputs(self, task, hp["views_used"])
         wt = task.text_projection.to(dtype)
         settings = TrainSettings(steps=int(hp["steps"]), warmup=int(hp["warmup"]), lr=float(hp["lr"]),
                                  weight_decay=float(hp["weight_decay"]), csb=bool(hp["csb"]),
@@ -50,7 +53,8 @@ class SeMoBridgeT:
                                  selection_blend=tuple(float(x) for x in hp["selection_blend"]))
         val = task.val.to(dtype).expand(task.num_seeds, -1, -1)
         val_labels = task.val_labels.expand(task.num_seeds, -1)
-        outcome = train_bridge(views, text, wt, sm.initial_bridge(wt), task.logit_scale, settings, val, val_labels)
+        outcome = train_bridge(views, text, wt, sm.initial_bridge(wt), task.logit_scale, settings, val, val_labels,
+                               task_affine(task, text))
         train_seconds = time.perf_counter() - started
         stale = (outcome.last_bridge, outcome.last_bias) if hp["parity_stale_prototypes"] else None
         info = {"selected_step": outcome.selected_step.tolist(),

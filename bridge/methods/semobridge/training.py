@@ -77,12 +77,13 @@ def learning_rate(step: int, settings: TrainSettings) -> float:
 
 def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tensor, initial: Tensor,
                  logit_scale: float, settings: TrainSettings, val: Tensor | None = None,
-                 val_labels: Tensor | None = None) -> TrainOutcome:
+                 val_labels: Tensor | None = None, affine: sm.AffineHead | None = None) -> TrainOutcome:
     """Train B (init `initial` [D, W]) and, with settings.csb, b (init 0) on every support view.
 
     views        support views (bridge.methods.semobridge.algebra.support_views) of S seeds
     val          [S, Nv, D] raw validation queries, val_labels [S, Nv] (-1 = padding): needed for
                  selection "best-val", unused for "last"
+    affine       the AffineHead of an affine text projection (None: linear; see algebra's docstring)
     """
     _check(settings, val, val_labels)
     s, num_classes = views.raw.shape[0], text.projected.shape[0]
@@ -92,11 +93,12 @@ def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tenso
     params = [bridge] if bias is None else [bridge, bias]
     optimizer = _adamw(params, settings)
     gram = text_projection @ text_projection.T
-    problem = sl.loss_problem(views, text.projected, text.eos, text_projection, logit_scale, gram)
+    problem = sl.loss_problem(views, text.projected, text.eos, text_projection, logit_scale, gram, affine)
     work = sm.Workspace()
     validate = settings.selection == "best-val" and settings.steps > 0
     if validate:
-        selection = _Selection(views, text, text_projection, gram, val, val_labels, work, settings.selection_blend)
+        selection = _Selection(views, text, text_projection, gram, val, val_labels, work, affine,
+                               settings.selection_blend)
         best = _Best.start(bridge, bias)
 
     for step in range(settings.steps + 1):
@@ -137,19 +139,25 @@ def _adamw(params: list[Tensor], settings: TrainSettings) -> torch.optim.AdamW:
 class _Selection:
     """Fixed-blend validation accuracy of a state (bridge [S, D, W], its prototypes P [S, C, D]) -> [S].
     S1, w and F̄ Wtᵀ are computed once; queries shared by all seeds (val expanded from one copy) are
-    multiplied once for all seeds (bridge.methods.semobridge.algebra.selection_maps)."""
+    multiplied once for all seeds (bridge.methods.semobridge.algebra.selection_maps). With an affine
+    projection S3 comes from the raw queries minus b (algebra.affine_query_cosines) and S2 = q̄ Pᵀ."""
 
     def __init__(self, views: sm.SupportViews, text: ClassText, text_projection: Tensor, gram: Tensor,
-                 val: Tensor, val_labels: Tensor, work: sm.Workspace, blend=sm.FIXED_BLEND):
+                 val: Tensor, val_labels: Tensor, work: sm.Workspace, affine: sm.AffineHead | None = None,
+                 blend=sm.FIXED_BLEND):
         image_protos = sm.image_prototypes(views, text.projected.shape[0])
         queries = val[0] if val.shape[0] == 1 or val.stride(0) == 0 else val
         self.unit = queries / sm.safe_norm(queries)
         s1 = (self.unit @ text.projected.T).expand(val.shape[0], -1, -1)
         self.judge = sm.FixedBlend(s1, sm.divergence(image_protos, text.projected), val_labels, blend)
-        self.image_w = image_protos @ text_projection.T
+        self.image_w = image_protos @ (text_projection if affine is None else affine.projection).T
         self.text_projection, self.gram, self.work = text_projection, gram, work
+        self.affine, self.shifted = affine, None if affine is None else queries - affine.bias
 
     def accuracy(self, bridge: Tensor, prototypes: Tensor) -> Tensor:
+        if self.affine is not None:
+            s2 = torch.matmul(self.unit, prototypes.transpose(1, 2))
+            return self.judge.accuracy(s2, sm.affine_query_cosines(self.shifted, bridge, self.affine, self.image_w))
         s2, s3 = sm.selection_maps(self.unit, bridge, self.text_projection, self.gram, self.image_w, prototypes,
                                    self.work)
         return self.judge.accuracy(s2, s3)
