@@ -22,8 +22,9 @@ import torch
 
 from clipbridge.cache.coverage import Coverage
 from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.weights import check_weights
 from clipbridge.cache.schema import (FAMILY_MANAGED_ATTRS, FORMAT, READABLE_VERSIONS, family_group, list_group,
-                                     open_hdf5, pretrained_label, read_attrs, split_group, text_group,
+                                     open_hdf5, read_attrs, split_group, text_group,
                                      text_head_attrs, tmp_path)
 
 #: Rows checked for NaN/Inf per read while validating (bounds memory on very large splits).
@@ -159,11 +160,6 @@ class _LayoutV1(_Layout):
         first, last = next((a, b) for name, a, b in V1_FAMILIES if name == family)
         stored = np.flatnonzero(self._kept(handle, split))[positions]
         return _read_rows(handle[split_group(split)]["embedding"], stored)[:, first:last]
-
-
-def _pretrained_matches(asked: str, stored: str) -> bool:
-    """A tag matches itself; a checkpoint path matches the file name (or stem) the cache recorded."""
-    return asked == stored or pretrained_label(asked) == pretrained_label(stored)
 
 
 class Cache:
@@ -500,9 +496,8 @@ class _Validator:
 def _check_identity(path: Path, attrs: dict[str, Any], model: str | None, pretrained: str | None) -> None:
     if model is not None and attrs["model"] != model:
         raise ClipBridgeError(f"{path}: cache holds model {attrs['model']!r}, not the {model!r} asked for")
-    if pretrained is not None and not _pretrained_matches(str(pretrained), str(attrs["pretrained"])):
-        raise ClipBridgeError(
-            f"{path}: cache holds pretrained {attrs['pretrained']!r}, not the {pretrained!r} asked for")
+    if pretrained is not None:
+        check_weights(path, attrs, str(pretrained))
 
 
 def open_cache(path: str | Path, *, model: str | None = None, pretrained: str | None = None) -> Cache:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,9 +64,6 @@ FAMILY_MANAGED_ATTRS = ("copies", "dim", "dtype")
 STRING_DTYPE = h5py.string_dtype("utf-8")
 EMBEDDING_DTYPES = (np.dtype("float16"), np.dtype("float32"))
 
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-
-
 def open_hdf5(path: str | Path, mode: str) -> h5py.File:
     """h5py.File with file locking where the filesystem supports it (NFS and some others do not)."""
     return h5py.File(path, mode, locking="best-effort")
@@ -79,27 +75,12 @@ def tmp_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def pretrained_label(pretrained: str) -> str:
-    """The short name of a pretrained tag or checkpoint: "openai" -> "openai", "/w/toy.pt" -> "toy"."""
-    text = str(pretrained).strip()
-    if "/" in text or "\\" in text or text.lower().endswith(_CHECKPOINT_SUFFIXES):
-        text = Path(text).name
-        for suffix in _CHECKPOINT_SUFFIXES:
-            if text.lower().endswith(suffix):
-                text = text[: -len(suffix)]
-                break
-    return text
+def default_cache_path(model: str, pretrained: str | None, dataset: str, root: str | Path = "cache") -> Path:
+    """cache/<model>--<tag, or file stem + short SHA-256 of the file>/<dataset>.h5 under `root`
+    (cache.weights says why a file's folder carries its hash)."""
+    from clipbridge.cache.weights import cache_folder, safe_component
 
-
-def _safe_component(text: str) -> str:
-    """A path component without separators or odd characters ("hf-hub:org/name" -> "hf-hub_org_name")."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._") or "unnamed"
-
-
-def default_cache_path(model: str, pretrained: str, dataset: str, root: str | Path = "cache") -> Path:
-    """cache/<model>--<pretrained-tag-or-file-stem>/<dataset>.h5 under `root`."""
-    folder = f"{_safe_component(model)}--{_safe_component(pretrained_label(pretrained))}"
-    return Path(root) / folder / f"{_safe_component(dataset)}.h5"
+    return Path(root) / cache_folder(model, pretrained) / f"{safe_component(dataset)}.h5"
 
 
 def list_fingerprint(items: Sequence[str], labels: Sequence[int]) -> str:

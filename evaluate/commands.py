@@ -15,11 +15,11 @@ from typing import Any, Sequence
 import click
 
 from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.locate import find_cache
 from clipbridge.cache.schema import default_cache_path
 from clipbridge.cache.options import parse_int_list, parse_names  # noqa: F401  (re-exported)
 from clipbridge.evaluate.records import writable_dir
 
-DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-16", "openai"
 
 
 # ----------------------------------------------------------------------------- option parsing
@@ -54,15 +54,16 @@ def method_hparams(items: Sequence[str], methods: Sequence[str]) -> dict[str, di
     return per_method
 
 
-def resolve_cache(entry: str, model: str | None, pretrained: str | None, root: str) -> Path:
-    """A dataset name (-> cache/<model>--<pretrained>/<name>.h5 under root) or a cache file path."""
-    if entry.endswith(".h5") or Path(entry).is_file():
+def resolve_cache(entry: str | None, model: str | None, pretrained: str | None, root: str) -> Path:
+    """A cache file path, or the cache of a dataset name (None: any) under root with the model and weights
+    given; without them, the only model/weights holding that dataset (cache.locate.find_cache)."""
+    if entry and (entry.endswith(".h5") or Path(entry).is_file()):
         return Path(entry)
-    path = default_cache_path(model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED, entry, root=root)
-    if not path.is_file() and not Path(str(path) + ".tmp").exists():
-        raise ClipBridgeError(f"no cache for dataset {entry!r} at {path}; run `python cli.py extract --dataset "
-                              f"{entry}` first (or pass --cache PATH / --cache-root DIR)")
-    return path
+    if entry and model and pretrained:
+        path = default_cache_path(model, pretrained, entry, root=root)
+        if path.is_file() or Path(str(path) + ".tmp").exists():
+            return path
+    return find_cache(root, dataset=entry, model=model, pretrained=pretrained)
 
 
 def method_names(text: str) -> list[str]:
@@ -95,9 +96,10 @@ def _echo_task_notes(meta: dict[str, Any]) -> None:
 
 
 _cache_options = [
-    click.option("--model", default=None, help=f"CLIP model of the cache (default {DEFAULT_MODEL})."),
+    click.option("--model", default=None, help="CLIP model of the cache (default: the only one with the dataset)."),
     click.option("--pretrained", default=None,
-                 help=f"pretrained tag or checkpoint (default {DEFAULT_PRETRAINED})."),
+                 help="pretrained tag or checkpoint file (default: the only weights with the dataset); a file "
+                      "must be the one the cache was extracted with (its SHA-256)."),
     click.option("--cache-root", default="cache", show_default=True, help="folder of the caches."),
 ]
 _fit_options = [
@@ -151,8 +153,8 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
     from clipbridge.evaluate.fitting import fit_and_report
     from clipbridge.evaluate.plan import plan_fit
 
-    if (dataset is None) == (cache_path is None):
-        raise ClipBridgeError("give exactly one of --dataset NAME or --cache PATH")
+    if dataset is not None and cache_path is not None:
+        raise ClipBridgeError("give --dataset NAME or --cache PATH, not both")
     if trained and method not in (None, "semobridge-t"):
         raise ClipBridgeError(f"--trained means --method semobridge-t, not {method!r}")
     method = "semobridge-t" if trained else (method or "semobridge")
@@ -197,7 +199,9 @@ def evaluate(run, cache_path, device, results) -> None:
 # ----------------------------------------------------------------------------- bench
 
 @click.command()
-@click.option("--dataset", "datasets", required=True, help="datasets (names or cache files), comma-separated.")
+@click.option("--dataset", "datasets", default=None, help="datasets (names or cache files), comma-separated "
+              "(default: the only cache under --cache-root, of the --model/--pretrained given).")
+@click.option("--cache", "cache_paths", default=None, help="cache files, comma-separated (instead of --dataset).")
 @click.option("--methods", default="all", show_default=True, help="'all' or a comma-separated list.")
 @click.option("--shots", default="1,2,4,8,16", show_default=True)
 @click.option("--seeds", default="1-10", show_default=True)
@@ -208,7 +212,7 @@ def evaluate(run, cache_path, device, results) -> None:
 @click.option("--hparam", "hparam_items", multiple=True, metavar="METHOD.KEY=VALUE",
               help="a hyper-parameter for one method's fit, e.g. semobridge-t.steps=1000 (repeatable).")
 @click.option("--no-progress", is_flag=True, help="no progress bar.")
-def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, recipe_name, view_families, prompts, protocol,
+def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache_root, recipe_name, view_families, prompts, protocol,
           device, dtype, results, ood, name, hparam_items, no_progress) -> None:
     """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""
     from clipbridge.evaluate.bench import BenchSpec, run_bench
@@ -217,8 +221,14 @@ def bench(datasets, methods, shots, seeds, model, pretrained, cache_root, recipe
     method_list = method_names(methods)
     per_method = method_hparams(hparam_items, method_list)
     writable_dir(results, "--results")
-    entries = parse_names(datasets) or []
-    caches = tuple(resolve_cache(e, model, pretrained, cache_root) for e in entries)
+    if datasets and cache_paths:
+        raise ClipBridgeError("give --dataset NAMES or --cache PATHS, not both")
+    if cache_paths:
+        caches = tuple(Path(p) for p in parse_names(cache_paths) or [])
+    elif datasets:
+        caches = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(datasets) or [])
+    else:
+        caches = (resolve_cache(None, model, pretrained, cache_root),)
     targets = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(ood) or [])
     spec = BenchSpec(caches=caches, methods=tuple(method_list), hparams=per_method,
                      shots=tuple(parse_int_list(shots, "--shots")), seeds=tuple(parse_int_list(seeds, "--seeds")),

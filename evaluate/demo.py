@@ -1,7 +1,7 @@
 """`cli.py demo` (`make demo`): the whole pipeline offline, on the embedded default, in one folder.
 
-1. Extract the procedural `shapes` dataset (extract/shapes.py) with the bundled tiny CLIP
-   (extract/weights/clipbridge-tiny-shapes.safetensors), loaded through the ordinary `--pretrained FILE` path,
+1. Extract the procedural `shapes` dataset (extract/shapes.py) with the bundled tiny CLIP (the tag `shapes`
+   of clipbridge-tiny: extract/weights/clipbridge-tiny-shapes.safetensors),
    into <out>/cache/shapes.h5 (reused when already there).
    The view families are those the paper recipes of the demo's methods use on `shapes` (their default rows:
    the Tip-Adapter/GDA crops, the plain view), the text sets coop and ensemble.
@@ -76,8 +76,8 @@ def extract_shapes(path: Path, plan: DemoPlan, *, device: str, echo: Callable[[s
     spec = shapes_dataset_spec(sizes=plan.sizes)
     prompt_sets = build_prompt_sets(["coop", "ensemble"], spec.name, spec.classnames)
     families = tuple(recipe_families(spec.name, plan.shots, DEMO_METHODS))
-    loaded = load_model(TINY_MODEL, str(WEIGHTS), device=device)
-    echo(f"cache: extracting shapes with {TINY_MODEL} ({WEIGHTS.name}) into {path}, view families "
+    loaded = load_model(TINY_MODEL, "shapes", device=device)          # the bundled weights' tag
+    echo(f"cache: extracting shapes with {TINY_MODEL} (shapes: {WEIGHTS.name}) into {path}, view families "
          f"{', '.join(families)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = run_extraction(spec, loaded, prompt_sets, path, ExtractOptions(families=families, progress=False))

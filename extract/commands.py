@@ -76,8 +76,9 @@ def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
 @click.option("--root", default="data", show_default=True, type=click.Path(path_type=Path),
               help="Folder holding the datasets (CoOp layout), or the image root for imagefolder/splitfile.")
 @click.option("--model", default="ViT-B-16", show_default=True, help="open_clip model name (see --list-models).")
-@click.option("--pretrained", default="openai", show_default=True,
-              help="open_clip tag, a checkpoint file (.pt/.bin/.safetensors), or 'random'.")
+@click.option("--pretrained", default=None,
+              help="open_clip tag, a checkpoint file (.pt/.bin/.safetensors), or 'random'. [default: openai when the "
+                   "model has it, else its bundled or first tag (clipbridge-tiny: shapes)]")
 @click.option("--prompts", default=None, help="Comma-separated prompt sets: classname, coop, ensemble, cupl, "
               "templates. [default: coop,ensemble (what the paper recipes use), plus cupl/templates when "
               "--cupl/--templates are given]")
@@ -159,7 +160,11 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
     families = _families(view_families, spec.name, coverage)
     prompt_sets = build_prompt_sets(_prompt_set_names(prompts, cupl, templates), spec.name, spec.classnames,
                                     cupl=cupl, templates=templates)
-    out = out or default_cache_path(model, pretrained or "random", spec.name, root=cache_root)
+    if pretrained is None:
+        from clipbridge.extract.models import default_pretrained
+
+        pretrained = default_pretrained(model)
+    out = out or default_cache_path(model, pretrained, spec.name, root=cache_root)
 
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
         _check_writable(out)

@@ -16,8 +16,8 @@ Models whose tokenizer comes from Hugging Face (SigLIP, SigLIP2, ...) need the o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -30,9 +30,12 @@ import torch
 from torch import nn
 
 from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.weights import CHECKPOINT_SUFFIXES, file_sha256, is_checkpoint_path  # noqa: F401
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Weights that ship with the package, as tags of their model: {model: {tag: file}}.
+BUNDLED_WEIGHTS = {"clipbridge-tiny": {"shapes": WEIGHTS_DIR / "clipbridge-tiny-shapes.safetensors"}}
 RANDOM_INIT = "random"
 RANDOM_INIT_SEED = 0
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -88,20 +91,6 @@ def resolve_device(device: str) -> torch.device:
         raise ClipBridgeError(f"unknown --device '{device}' (use auto, cpu or cuda)") from error
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def is_checkpoint_path(pretrained: str) -> bool:
-    """A --pretrained value names a file (rather than a tag) when it has a path separator or a checkpoint suffix."""
-    return "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix.lower() in CHECKPOINT_SUFFIXES
-
-
 def check_model_name(name: str) -> None:
     """Refuse a model name open_clip does not know (hf-hub:/local-dir: names are passed through)."""
     if name.startswith(("hf-hub:", "local-dir:")):
@@ -114,7 +103,7 @@ def describe_models() -> list[str]:
     """One line per open_clip model name: 'NAME: tag1, tag2' (tags open_clip can download)."""
     lines = []
     for name in open_clip.list_models():
-        tags = open_clip.list_pretrained_tags_by_model(name)
+        tags = pretrained_tags(name)
         lines.append(f"{name}: {', '.join(tags) if tags else '(no tags; pass --pretrained FILE or random)'}")
     return lines
 
@@ -159,10 +148,31 @@ def quiet_weight_download(fetches: bool):
             lg.setLevel(level)
 
 
+def pretrained_tags(name: str) -> list[str]:
+    """The tags open_clip can download for a model, then the project's bundled ones."""
+    tags = [] if name.startswith(("hf-hub:", "local-dir:")) else list(open_clip.list_pretrained_tags_by_model(name))
+    return tags + [tag for tag in BUNDLED_WEIGHTS.get(name, {}) if tag not in tags]
+
+
+def default_pretrained(name: str) -> str:
+    """The weights a model gets when --pretrained is not given: 'openai' when it has them, else its bundled
+    tag (clipbridge-tiny: 'shapes'), else its first tag; a model without any needs --pretrained."""
+    tags = pretrained_tags(name)
+    for candidate in ("openai", *BUNDLED_WEIGHTS.get(name, {}), *tags):
+        if candidate in tags:
+            return candidate
+    raise ClipBridgeError(f"model {name} has no pretrained tag; pass --pretrained FILE (or random)")
+
+
 def _check_pretrained(name: str, pretrained: str | None) -> tuple[str | None, str, str]:
     """Resolve --pretrained into (open_clip argument, recorded id, sha256)."""
     if pretrained in (None, "", RANDOM_INIT, "none"):
         return None, RANDOM_INIT, ""
+    bundled = BUNDLED_WEIGHTS.get(name, {}).get(pretrained)
+    if bundled is not None:                          # a tag of ours: the file ships with the package
+        if not bundled.is_file():
+            raise ClipBridgeError(f"the bundled weights {bundled} are missing; reinstall clipbridge")
+        return str(bundled), pretrained, file_sha256(bundled)
     if is_checkpoint_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
@@ -209,6 +219,23 @@ def load_tokenizer(name: str) -> Callable:
                               "Hugging Face cache that holds them") from error
 
 
+def state_dict_mismatch(message: str, shown: int = 3) -> str:
+    """The gist of torch's load_state_dict error (a checkpoint of another architecture): the first missing,
+    unexpected and size-mismatched keys, with counts; "" when the message is not such an error."""
+    parts = []
+    for kind in ("Missing", "Unexpected"):
+        found = re.search(rf"{kind} key\(s\) in state_dict: (.*?)\.\s*(?:\n|$)", message, re.S)
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{kind.lower()} keys {', '.join(keys[:shown])}{more}")
+    sizes = re.findall(r"size mismatch for ([^:]+):", message)
+    if sizes:
+        more = f" and {len(sizes) - shown} more" if len(sizes) > shown else ""
+        parts.append(f"shape mismatch in {', '.join(sizes[:shown])}{more}")
+    return ("the checkpoint is for another architecture: " + "; ".join(parts)) if parts else ""
+
+
 def load_model(name: str, pretrained: str | None, *, device: str = "auto", precision: str = "fp32") -> LoadedModel:
     """Create an open_clip model with its eval preprocess and tokenizer.
 
@@ -239,7 +266,8 @@ def load_model(name: str, pretrained: str | None, *, device: str = "auto", preci
                 f"download the checkpoint elsewhere and pass --pretrained /path/to/checkpoint.pt"
             ) from error
         where = f" from {source}" if source else ""
-        raise ClipBridgeError(f"could not load model {name}{where}: {first_line}") from error
+        reason = state_dict_mismatch(str(error)) or first_line
+        raise ClipBridgeError(f"could not load model {name}{where}: {reason}") from error
     model.eval()
     channels_last = torch_device.type == "cuda" and not hasattr(model.visual, "transformer")
     if channels_last:  # convolutional image towers (ResNets, ConvNeXts) run faster channels-last on GPUs

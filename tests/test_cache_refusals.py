@@ -136,9 +136,22 @@ def test_a_cache_of_other_pretrained_weights_is_refused(valid_cache):
     _refused(valid_cache, r"holds pretrained 'seed0', not the 'openai' asked for", pretrained="openai")
 
 
-def test_a_checkpoint_path_matches_the_file_name_the_cache_recorded(cache_copy):
-    _edit(cache_copy, lambda h: h.attrs.__setitem__("pretrained", "tiny.pt"))
-    assert open_cache(cache_copy, pretrained="/somewhere/weights/tiny.pt").attrs["pretrained"] == "tiny.pt"
+def test_a_checkpoint_file_must_be_the_one_the_cache_was_extracted_with(cache_copy, tmp_path):
+    """Same file name, other content (open_clip writes epoch_latest.pt in every run): refused, naming both."""
+    import hashlib
+
+    mine, other = tmp_path / "run1" / "epoch_latest.pt", tmp_path / "run2" / "epoch_latest.pt"
+    for path, content in ((mine, b"run 1"), (other, b"run 2")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+
+    def record(handle):
+        handle.attrs["pretrained"] = "epoch_latest.pt"
+        handle.attrs["pretrained_sha256"] = hashlib.sha256(b"run 1").hexdigest()
+    _edit(cache_copy, record)
+    assert open_cache(cache_copy, pretrained=str(mine)).attrs["pretrained"] == "epoch_latest.pt"
+    _refused(cache_copy, r"extracted with weights epoch_latest\.pt \(sha256 [0-9a-f]{12}\), not .*run2/epoch_latest\.pt "
+                         r"\(sha256 [0-9a-f]{12}\)", pretrained=str(other))
 
 
 def test_unknown_text_sets_and_splits_list_the_known_ones(valid_cache):

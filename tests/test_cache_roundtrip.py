@@ -227,11 +227,21 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
         CacheWriter(blocker / "c.h5", attrs=ATTRS)
 
 
-def test_default_cache_path_uses_model_and_pretrained_tag_or_file_stem():
+def test_default_cache_path_keeps_tags_readable_and_keys_files_by_their_content(tmp_path):
+    import hashlib
+
     assert default_cache_path("ViT-B-16", "openai", "food101") == Path("cache/ViT-B-16--openai/food101.h5")
-    assert default_cache_path("clipbridge-tiny", "/w/weights/tiny.pt", "shapes", root="/x") == \
-        Path("/x/clipbridge-tiny--tiny/shapes.h5")
-    assert default_cache_path("hf-hub:org/model", "", "d").parent.name == "hf-hub_org_model--unnamed"
+    first, second = tmp_path / "run1" / "epoch_latest.pt", tmp_path / "run2" / "epoch_latest.pt"
+    for path, content in ((first, b"weights of run 1"), (second, b"weights of run 2")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    short = hashlib.sha256(b"weights of run 1").hexdigest()[:8]
+    assert default_cache_path("ViT-B-16", str(first), "dtd", root="/x") == \
+        Path(f"/x/ViT-B-16--epoch_latest-{short}/dtd.h5")
+    assert default_cache_path("ViT-B-16", str(first), "dtd") != default_cache_path("ViT-B-16", str(second), "dtd")
+    assert default_cache_path("hf-hub:org/model", "random", "d").parent.name == "hf-hub_org_model--random"
+    with pytest.raises(ClipBridgeError, match="checkpoint file not found"):
+        default_cache_path("ViT-B-16", str(tmp_path / "absent.pt"), "dtd")
 
 
 def test_finish_refuses_families_whose_size_disagrees_with_the_model_written_later(tmp_path):

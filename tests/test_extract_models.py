@@ -129,3 +129,26 @@ def test_without_network_the_hub_is_searched_offline_instead_of_retrying(monkeyp
     with pytest.raises(ClipBridgeError):
         load_model("RN50", "openai", device="cpu")
     assert seen == [True] and hub.is_offline_mode() == before  # offline only around the fetch
+
+
+def test_the_bundled_tiny_weights_are_a_tag_and_the_models_default():
+    from clipbridge.cache.schema import default_cache_path
+    from clipbridge.extract.models import BUNDLED_WEIGHTS, default_pretrained, pretrained_tags
+
+    assert default_pretrained("clipbridge-tiny") == "shapes" and "shapes" in pretrained_tags("clipbridge-tiny")
+    loaded = load_model("clipbridge-tiny", "shapes", device="cpu")
+    assert loaded.pretrained_id == "shapes"
+    assert loaded.pretrained_sha256 == file_sha256(BUNDLED_WEIGHTS["clipbridge-tiny"]["shapes"])
+    assert default_cache_path("clipbridge-tiny", "shapes", "shapes").parent.name == "clipbridge-tiny--shapes"
+    assert default_pretrained("ViT-B-16") == "openai"
+
+
+def test_a_checkpoint_of_another_architecture_names_the_first_mismatched_keys(tmp_path):
+    tiny = load_model("clipbridge-tiny", "random", device="cpu")
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny.model.state_dict(), path)
+    with pytest.raises(ClipBridgeError) as info:
+        load_model("clipbridge-tiny-affine", str(path), device="cpu")
+    message = str(info.value)
+    assert "\n" not in message and "the checkpoint is for another architecture" in message
+    assert "missing keys text.text_projection.weight" in message and "unexpected keys visual." in message

@@ -138,9 +138,9 @@ def test_shots_out_of_range_is_a_one_line_error(tmp_path, caches, shots):
 
 def test_fit_option_errors_are_clear(tmp_path, caches):
     both = _invoke(fit, ["--cache", caches["plain"], "--dataset", "x"])
-    assert "exactly one of --dataset" in str(both.exception)
+    assert "give --dataset NAME or --cache PATH, not both" in str(both.exception)
     missing = _invoke(fit, ["--dataset", "nosuch", "--cache-root", tmp_path])
-    assert "no cache for dataset 'nosuch'" in str(missing.exception)
+    assert "no cache for dataset nosuch under" in str(missing.exception)
     selection = _fit(tmp_path, caches["plain"], "--method", "zeroshot", "--selection", "last")
     assert "semobridge-t only" in str(selection.exception)
     unknown = _fit(tmp_path, caches["plain"], "--method", "zeroshot", "--hparam", "nope=1")
