@@ -27,10 +27,21 @@ from clipbridge.cache.errors import ClipBridgeError  # noqa: E402
 USER_ERRORS = (ClipBridgeError, BridgeInputError)
 
 
+#: Commands that run tensors: they flush subnormal floats first (bridge.ops.flush_denormals imports torch,
+#: which the quick commands never need).
+TENSOR_COMMANDS = ("extract", "fit", "evaluate", "bench", "demo", "predict", "analyze")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clipbridge")
 def group() -> None:
     """Few-shot CLIP adaptation on an embedding cache: extract once, fit many methods and seeds in seconds."""
+
+
+def _runs_tensors(argv: list[str]) -> bool:
+    """Whether the command line asks for a tensor command (not merely its help)."""
+    words = [word for word in argv if not word.startswith("-")]
+    return bool(words) and words[0] in TENSOR_COMMANDS and not {"--help", "-h"} & set(argv)
 
 
 def _add_commands() -> None:
@@ -46,9 +57,11 @@ def _add_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors end as `error: <message>` and exit status 1 (130 on Ctrl-C)."""
-    from clipbridge.bridge.ops import flush_denormals
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _runs_tensors(argv):
+        from clipbridge.bridge.ops import flush_denormals
 
-    flush_denormals()  # before torch starts its worker threads (see its docstring)
+        flush_denormals()  # before torch starts its worker threads (see its docstring)
     _add_commands()
     try:
         group.main(args=argv, prog_name="clipbridge", standalone_mode=False)

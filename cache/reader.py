@@ -6,7 +6,7 @@ row), and a cache of another model/pretrained than the one asked for.
 
 Format versions 2 (view families, sampled coverage) and 1 (one [N, V, D] block per split, every image) are
 read through the same interface (schema.py says how version 1 maps onto families). Embeddings are read on
-demand, only the rows asked for.
+demand, only the rows asked for. torch is imported only when tensors are asked for (so `info` stays quick).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import Any, Sequence
 
 import h5py
 import numpy as np
-import torch
 
 from clipbridge.cache.coverage import Coverage
 from clipbridge.cache.errors import ClipBridgeError
@@ -162,6 +161,13 @@ class _LayoutV1(_Layout):
         return _read_rows(handle[split_group(split)]["embedding"], stored)[:, first:last]
 
 
+def _tensor(array: np.ndarray | None):
+    """torch.from_numpy(array) (None stays None); torch imported here, on first use."""
+    import torch
+
+    return None if array is None else torch.from_numpy(np.ascontiguousarray(array))
+
+
 class Cache:
     """A validated cache file. Small parts (model, classes, attrs) are held; text and views read on demand.
 
@@ -171,26 +177,35 @@ class Cache:
     """
 
     def __init__(self, path: Path, attrs: dict[str, Any], classnames: list[str], original_classnames: list[str],
-                 text_projection: torch.Tensor | None, logit_scale: float, text_sets: list[str], layout: _Layout,
-                 text_projection_bias: torch.Tensor | None = None, logit_bias: float | None = None,
+                 text_projection: np.ndarray | None, logit_scale: float, text_sets: list[str], layout: _Layout,
+                 text_projection_bias: np.ndarray | None = None, logit_bias: float | None = None,
                  text_head: dict[str, Any] | None = None):
         self.path = path
         self.attrs = attrs
         self.classnames = classnames
         self.original_classnames = original_classnames
-        self.text_projection = text_projection
+        self._projection, self._bias = text_projection, text_projection_bias
         self.logit_scale = logit_scale
         self._text_sets = text_sets
         self._layout = layout
         self._families: dict[str, dict[str, FamilyInfo]] = {}
-        self.text_projection_bias = text_projection_bias
         self.logit_bias = logit_bias
         self.text_head = dict(text_head or {"has_eos": text_projection is not None})
 
     @property
+    def text_projection(self):
+        """Wt [W, D] float32 tensor (None without EOS features)."""
+        return _tensor(self._projection)
+
+    @property
+    def text_projection_bias(self):
+        """b [D] float32 tensor of an affine text projection (None: linear)."""
+        return _tensor(self._bias)
+
+    @property
     def has_eos(self) -> bool:
         """Whether the cache holds EOS features and the text projection Wt."""
-        return self.text_projection is not None
+        return self._projection is not None
 
     def __repr__(self) -> str:
         return (f"Cache({str(self.path)!r}, model={self.attrs.get('model')!r}, "
@@ -257,9 +272,8 @@ class Cache:
                 projected.append(group["projected"][()].astype(np.float32, copy=False))
                 if self.has_eos:
                     eos.append(group["eos"][()].astype(np.float32, copy=False))
-        return TextPrompts(prompts, torch.from_numpy(np.concatenate(classes)),
-                           torch.from_numpy(np.concatenate(projected)),
-                           torch.from_numpy(np.concatenate(eos)) if self.has_eos else None)
+        return TextPrompts(prompts, _tensor(np.concatenate(classes)), _tensor(np.concatenate(projected)),
+                           _tensor(np.concatenate(eos)) if self.has_eos else None)
 
     def text_attrs(self, set_name: str) -> dict[str, Any]:
         """The provenance attributes of one prompt set (templates, CuPL file and its sha256, ...)."""
@@ -310,14 +324,14 @@ class Cache:
                                       f"{family!r} views")
         with self._open() as handle:
             values = self._layout.read(handle, split, family, positions)
-        return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float32)   # torch casts f16 faster
+        return _tensor(values).float()                                      # torch casts f16 faster
 
     def plain(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Plain-view embeddings [N, D] float32, labels [N] int64 and paths of the split's readable images."""
         rows = self.rows(split)
         keep = np.flatnonzero(~rows.skipped)
         embedding = self.views(split, "plain", keep)[:, 0]
-        return embedding, torch.from_numpy(rows.labels[keep]), [rows.paths[i] for i in keep]
+        return embedding, _tensor(rows.labels[keep]), [rows.paths[i] for i in keep]
 
     def split_counts(self) -> dict[str, int]:
         """Readable images per split, without reading any embedding."""
@@ -536,5 +550,4 @@ def open_cache(path: str | Path, *, model: str | None = None, pretrained: str | 
             check.text_set(name, width, dim, len(names))
         for name in layout.splits:
             (check.split_v1 if attrs["version"] == 1 else check.split_v2)(name, dim, len(names))
-    return Cache(path, attrs, names, original, None if projection is None else torch.from_numpy(projection), scale,
-                 text_sets, layout, None if bias is None else torch.from_numpy(bias), logit_bias, head)
+    return Cache(path, attrs, names, original, projection, scale, text_sets, layout, bias, logit_bias, head)
