@@ -89,9 +89,12 @@ def require_inputs(method: Method, task) -> None:
 
 
 def check_hparams(method: Method, hparams: dict[str, Any]) -> dict[str, Any]:
-    """Defaults overridden by `hparams`; an unknown name is a BridgeInputError."""
+    """Defaults overridden by `hparams`, every value checked for type and range (bridge.hparams); an unknown
+    name or a bad value is a one-line BridgeInputError."""
+    from clipbridge.bridge.hparams import check_values
+
     unknown = set(hparams) - set(method.defaults)
     if unknown:
         raise BridgeInputError(f"{method.name}: unknown hyper-parameter(s) {sorted(unknown)}; "
                                f"known: {sorted(method.defaults)}")
-    return {**method.defaults, **hparams}
+    return {**method.defaults, **check_values(method, hparams)}

@@ -11,7 +11,7 @@ import numpy as np
 
 from clipbridge.cache.coverage import Coverage
 from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.cache.fewshot import coop_fewshot_indices, read_split_file
+from clipbridge.cache.fewshot import check_shot_count, coop_fewshot_indices, read_split_file
 from clipbridge.cache.schema import FAMILY_MANAGED_ATTRS, FORMAT, open_hdf5, read_attrs, text_head_attrs, tmp_path
 
 
@@ -161,12 +161,24 @@ def _size(count: int) -> str:
 @click.option("--shots", type=int, required=True, help="training shots per class (K >= 1)")
 @click.option("--seed", type=int, default=1, show_default=True, help="CoOp seed")
 def fewshot(split_file: Path, shots: int, seed: int) -> None:
-    """Print the rows of the split file's train and val lists CoOp picks, as JSON {"train": [...], "val": [...]}."""
+    """Print the rows of the split file's train and val lists CoOp picks, as JSON {"train": [...], "val": [...]}.
+
+    Shots above a class's image count are treated as `fit` treats them: a note names the classes that keep
+    all they have; shots above the largest class are refused."""
     if shots < 1:
         raise ClipBridgeError(f"--shots must be at least 1, got {shots}")
     splits = read_split_file(split_file)
     if "train" not in splits:
         raise ClipBridgeError(f"{split_file}: has no 'train' split (splits: {', '.join(splits)})")
-    indices = coop_fewshot_indices([e[1] for e in splits["train"]], [e[1] for e in splits.get("val", [])],
-                                   shots, seed)
+    train_labels = [e[1] for e in splits["train"]]
+    names: dict[int, str] = {}
+    for _, label, name in splits["train"]:
+        names.setdefault(label, name)
+    classnames = [names.get(c, str(c)) for c in range(max(names) + 1)]
+    short = check_shot_count(shots, train_labels, classnames, f"split file {split_file}")
+    if short:
+        listed = ", ".join(f"{name} ({count})" for name, count in list(short.items())[:5])
+        click.echo(f"note: {len(short)} class(es) have fewer than {shots} train images; CoOp keeps all they have: "
+                   f"{listed}" + (" ..." if len(short) > 5 else ""), err=True)
+    indices = coop_fewshot_indices(train_labels, [e[1] for e in splits.get("val", [])], shots, seed)
     click.echo(json.dumps(indices))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,20 @@ def _sample_per_class(rng: random.Random, labels: Sequence[int], shots: int) -> 
         else:
             picked += rows
     return picked
+
+
+def check_shot_count(shots: int, labels: Sequence[int], classnames: Sequence[str], where: str) -> dict[str, int]:
+    """Refuse K outside 1 .. the largest class of a train list (a class without images too); returns
+    {classname: images} for the classes with fewer than K images (CoOp keeps all they have)."""
+    counts = Counter(int(label) for label in labels)
+    empty = [classnames[c] for c in range(len(classnames)) if counts.get(c, 0) == 0]
+    if empty:
+        raise ClipBridgeError(f"class {empty[0]!r} has no train images in {where}")
+    largest = max(counts.values())
+    if shots < 1 or shots > largest:
+        raise ClipBridgeError(f"--shots {shots} is out of range: {where} has 1 to {largest} train images "
+                              f"per class")
+    return {classnames[c]: counts[c] for c in range(len(classnames)) if counts[c] < shots}
 
 
 def coop_fewshot_indices(train_labels: Sequence[int], val_labels: Sequence[int], shots: int,

@@ -148,7 +148,7 @@ def _with(options):
 def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, recipe_name,
         view_families, prompts, protocol, device, dtype, results, selection, parity, hparam_items, runs_root) -> None:
     """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
-    from clipbridge.bridge.registry import get_method
+    from clipbridge.bridge.registry import check_hparams, get_method
     from clipbridge.cache.reader import open_cache
     from clipbridge.evaluate.fitting import fit_and_report
     from clipbridge.evaluate.plan import plan_fit
@@ -168,7 +168,7 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
             if method != "semobridge-t":
                 raise ClipBridgeError(f"{flag} applies to semobridge-t only (method is {method!r})")
             overrides[key] = value
-    get_method(method)
+    check_hparams(get_method(method), overrides)           # before any work: one line for a bad value
     writable_dir(results, "--results")
     writable_dir(runs_root, "--runs")
     path = Path(cache_path) if cache_path else resolve_cache(dataset, model, pretrained, cache_root)

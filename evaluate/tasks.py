@@ -17,7 +17,6 @@ Test queries are loaded by `load_test`, only for the final score.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,7 +26,7 @@ from torch import Tensor
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.cache.coverage import extract_hint
 from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.cache.fewshot import FewShotDraw, draw_fewshot, fewshot_grid
+from clipbridge.cache.fewshot import FewShotDraw, check_shot_count, draw_fewshot, fewshot_grid
 
 PROTOCOLS = ("clean", "paper")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -110,7 +109,7 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
         raise ClipBridgeError(f"{where} has no train split (an OOD test-only cache cannot be fitted on)")
     num_classes = len(cache.classnames)
     train_list = loader.list_labels("train")
-    short = _check_shots(shots, train_list, cache.classnames, where)
+    short = check_shot_count(shots, train_list, cache.classnames, where)
     check_coverage(cache, [shots], seeds, families, protocol)
     sets = list(prompt_sets) if prompt_sets else list(cache.text_sets)
     unknown = [s for s in sets if s not in cache.text_sets]
@@ -222,21 +221,7 @@ def check_shots(cache, shots: int, loader: SplitLoader | None = None) -> dict[st
     """Refuse a shot count outside 1 .. the largest train class of the cache; {classname: images} of the
     classes with fewer than `shots` images."""
     loader = loader or SplitLoader(cache)
-    return _check_shots(shots, loader.list_labels("train"), cache.classnames, f"cache {cache.path}")
-
-
-def _check_shots(shots: int, labels: list[int], classnames: list[str], where: str) -> dict[str, int]:
-    """Validate K against the train split's whole list; returns {classname: images} for classes with fewer
-    than K (CoOp keeps all they have)."""
-    counts = Counter(labels)
-    empty = [classnames[c] for c in range(len(classnames)) if counts.get(c, 0) == 0]
-    if empty:
-        raise ClipBridgeError(f"class {empty[0]!r} has no train images in {where}")
-    largest = max(counts.values())
-    if shots < 1 or shots > largest:
-        raise ClipBridgeError(f"--shots {shots} is out of range: {where} has 1 to {largest} train images "
-                              f"per class")
-    return {classnames[c]: counts[c] for c in range(len(classnames)) if counts[c] < shots}
+    return check_shot_count(shots, loader.list_labels("train"), cache.classnames, f"cache {cache.path}")
 
 
 def _cache_rows(cache, loader: SplitLoader, split: str, picks: np.ndarray, what: str) -> np.ndarray:

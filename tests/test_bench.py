@@ -11,6 +11,8 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
+from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.evaluate.commands import bench
 from clipbridge.evaluate.records import VOLATILE_FIELDS, read_records, record_key
@@ -158,3 +160,22 @@ def test_ood_alignment_rejects_unknown_classes_and_other_models():
         align_classes(source, _Named(["axolotl"], path="y.h5"))
     with pytest.raises(ClipBridgeError, match="model"):
         align_classes(source, _Named(["tench"], model="other"))
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--shots", "1,5"], "--shots 5 is out of range"),                        # beta has 4 images per class
+    (["--hparam", "tip-adapter.grid_alpha=0"], "tip-adapter: grid_alpha must be >= 1"),
+    (["--methods", "zeroshot,gda", "--recipe", "uniform", "--view-family", "plain,flip"], "no view family 'flip'"),
+])
+def test_bench_checks_the_whole_grid_before_fitting_anything(tmp_path, caches, extra, message):
+    args = ["--dataset", f"{caches['alpha']},{caches['beta']}", "--results", str(tmp_path), "--name", "grid",
+            *GRID]
+    for option, value in zip(extra[::2], extra[1::2]):            # the extra options replace GRID's
+        if option in args:
+            args[args.index(option) + 1] = value
+        else:
+            args += [option, value]
+    result = CliRunner().invoke(bench, args)
+    assert isinstance(result.exception, (ClipBridgeError, BridgeInputError)), result.output
+    assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert not (tmp_path / "results.jsonl").exists()

@@ -129,3 +129,23 @@ def test_cli_runs_info_and_turns_a_fewshot_user_error_into_one_line(finished, sp
     refused = _cli("fewshot", "--split-file", str(split_file), "--shots", "0")
     assert refused.returncode == 1
     assert refused.stderr.strip() == "error: --shots must be at least 1, got 0"
+
+
+def test_fewshot_treats_shots_above_a_class_size_as_fit_does(tmp_path):
+    split = {"train": [[f"a{i}.jpg", 0, "ant"] for i in range(6)] + [[f"b{i}.jpg", 1, "bee"] for i in range(2)]}
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(split))
+    result = CliRunner().invoke(fewshot, ["--split-file", str(path), "--shots", "4"])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 class(es) have fewer than 4 train images; CoOp keeps all they have: bee (2)" in result.output
+    assert len(json.loads(result.output.splitlines()[-1])["train"]) == 6
+    refused = CliRunner().invoke(fewshot, ["--split-file", str(path), "--shots", "7"])
+    assert isinstance(refused.exception, ClipBridgeError)
+    assert "--shots 7 is out of range" in str(refused.exception) and "1 to 6 train images per class" in str(refused.exception)
+
+
+def test_an_empty_seed_list_is_refused():
+    from clipbridge.cache.options import parse_int_list
+
+    with pytest.raises(ClipBridgeError, match=r"--seeds '' is not a list of integers"):
+        parse_int_list("", "--seeds")

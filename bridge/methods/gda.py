@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.features import begin_fit, prepare_queries, support_views, validation
+from clipbridge.bridge.hparams import POSITIVE
 from clipbridge.bridge.fusion import linear_fusion_scorer, log_grid, search_fusion
 from clipbridge.bridge.methods.zeroshot import zeroshot_logits
 from clipbridge.bridge.registry import FittedState, register_method
@@ -50,6 +51,7 @@ class GDA:
     name = "gda"
     defaults = {"alpha_low": 1e-4, "alpha_high": 100.0, "alpha_points": 7, "search_rounds": 1,
                 "search_per_round": 8}
+    rules = {"alpha_low": POSITIVE, "alpha_high": POSITIVE}          # a log-scale search
 
     def fit(self, task, **hparams) -> FittedState:
         hp, start, dtype, text = begin_fit(self, task, hparams)
