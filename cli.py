@@ -55,6 +55,22 @@ def _add_commands() -> None:
         group.add_command(command)
 
 
+RESUMABLE_COMMANDS = ("extract", "bench", "demo")
+
+
+def _interrupted(argv: list[str]) -> str:
+    """What Ctrl-C leaves: for the resumable commands, the command that resumes (as the user typed it)."""
+    import shlex
+
+    from clipbridge.cache.coverage import invocation
+
+    words = [word for word in argv if not word.startswith("-")]
+    if words and words[0] in RESUMABLE_COMMANDS:
+        return ("interrupted; what is done is kept, and running the same command again resumes: "
+                f"{invocation()} {' '.join(shlex.quote(a) for a in argv)}")
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors end as `error: <message>` and exit status 1 (130 on Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -68,11 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         click.echo(f"error: {error}", err=True)
         return 1
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; run the same command again to resume", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(f"error: {_interrupted(argv)}", err=True)
         return 130
     except click.ClickException as error:
         error.show()

@@ -1,8 +1,8 @@
 """Result records: one JSON object per line in results/results.jsonl, safe for concurrent writers.
 
 A record is one (dataset, eval_dataset, model, method, shots, seed, ...) result. Appends take an
-exclusive `fcntl.flock` on `<file>.lock`, write whole lines, flush and fsync, so several processes (bench
-ranks, parallel fits) can share one file. Reading skips a malformed line with a warning naming
+exclusive `fcntl.flock` on the results file itself (no lock file is left beside it), write whole lines,
+flush and fsync, so several processes (bench ranks, parallel fits) can share one file. Reading skips a malformed line with a warning naming
 `file:line` and keeps every other record.
 """
 from __future__ import annotations
@@ -103,15 +103,13 @@ def writable_dir(folder: str | os.PathLike, what: str) -> Path:
 
 
 @contextmanager
-def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold an advisory lock on `<path>.lock` (created if needed): exclusive to write, shared to read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+def locked(handle, *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory flock on an open file: exclusive to write, shared to read."""
+    fcntl.flock(handle.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def append_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
@@ -124,13 +122,13 @@ def append_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     if not lines:
         return 0
-    with locked(path):
-        with open(path, "ab") as handle:
-            if handle.tell() > 0 and _last_byte(path) != b"\n":
-                lines = "\n" + lines
-            handle.write(lines.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle, locked(handle):
+        if handle.tell() > 0 and _last_byte(path) != b"\n":
+            lines = "\n" + lines
+        handle.write(lines.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
     return lines.count("\n") - lines.startswith("\n")
 
 
@@ -140,8 +138,8 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    with locked(path, shared=True):            # no half-appended line from a concurrent writer
-        lines = path.read_bytes().splitlines()
+    with open(path, "rb") as handle, locked(handle, shared=True):   # no half-appended line from a writer
+        lines = handle.read().splitlines()
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
         if not text:

@@ -13,6 +13,15 @@ DEFAULT_SHOTS, DEFAULT_SEEDS = "1,2,4,8,16", "1-3"
 PROTOCOLS = ("clean", "paper")
 
 
+def default_workers(most: int = 8) -> int:
+    """The CPUs this process may run on (its affinity, else the machine's), at most `most`."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:                     # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(most, available))
+
+
 def _check_writable(out: Path) -> None:
     """Fail fast (before loading any model) when the cache cannot be written."""
     try:
@@ -104,8 +113,8 @@ def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]))
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, None), help="Images per batch.")
-@click.option("--workers", default=8, show_default=True, type=click.IntRange(0, None),
-              help="DataLoader worker processes decoding images.")
+@click.option("--workers", default=None, type=click.IntRange(0, None),
+              help="DataLoader worker processes decoding images. [default: the CPUs this process may use, at most 8]")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random view families.")
 @click.option("--skip-bad", is_flag=True, help="Leave unreadable images out (counted in the cache) instead of stopping.")
 @click.option("--download", is_flag=True, help="Fetch the dataset through torchvision when it is not under --root.")
@@ -173,6 +182,7 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
     from clipbridge.extract.models import load_model
     from clipbridge.extract.run import ExtractOptions, run_extraction
 
+    workers = default_workers() if workers is None else workers
     extract_args = {"dataset": dataset, "root": str(root), "split_file": str(split_file) if split_file else None,
                     "name": name, "model": model, "pretrained": pretrained, "precision": precision}
     ctx = init_distributed(device)

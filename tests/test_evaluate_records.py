@@ -80,3 +80,9 @@ def test_two_processes_appending_concurrently_lose_nothing(tmp_path):
     assert len(records) == 300
     assert {r["seed"] for r in records} == {w * 1000 + i for w in (1, 2) for i in range(150)}
     assert path.read_text().count("\n") == 300
+
+
+def test_appending_and_reading_leave_no_lock_file_beside_the_results(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_records(path, [_record()])
+    assert read_records(path) and sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]

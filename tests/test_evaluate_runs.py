@@ -44,3 +44,20 @@ def test_run_name_changes_with_what_defines_the_run():
 def test_loading_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(ClipBridgeError, match="is not a saved run"):
         load_run(tmp_path)
+
+
+def test_a_saved_run_folder_has_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from clipbridge.bridge.registry import FittedState
+
+    state = FittedState("zeroshot", {"text": __import__("torch").zeros(2, 3)}, [{}], {})
+    meta = {"dataset": "d", "cache_id": "x", "shots": 1, "seeds": [1], "view_families": ["plain"],
+            "prompt_sets": ["coop"], "protocol": "clean", "dtype": "float32"}
+    old = os.umask(0o022)
+    try:
+        folder = save_run(tmp_path, state, meta)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755

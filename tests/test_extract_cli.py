@@ -268,3 +268,27 @@ def test_unwritable_output_fails_cleanly(tmp_path):
                      "--out", blocker / "x.h5")
     _assert_clean_failure(result, str(blocker))
     assert blocker.read_text() == "a file, not a folder"
+
+
+def test_workers_default_to_the_cpus_available_at_most_eight(monkeypatch):
+    from clipbridge.extract import commands
+
+    monkeypatch.setattr(commands.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    assert commands.default_workers() == 8
+    monkeypatch.setattr(commands.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert commands.default_workers() == 2
+
+
+def test_ctrl_c_names_the_command_that_resumes(monkeypatch, capsys):
+    from clipbridge import cli
+    from clipbridge.extract import commands
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "coverage_from_options", interrupted)
+    status = cli.main(["extract", "--dataset", "shapes", "--model", "clipbridge-tiny"])
+    err = capsys.readouterr().err
+    assert status == 130 and [line for line in err.splitlines() if line.strip()] == [err.strip()]
+    assert "error: interrupted; what is done is kept, and running the same command again resumes: clipbridge " \
+           "extract --dataset shapes --model clipbridge-tiny" in err
