@@ -37,6 +37,7 @@ class FittedState:
 
 class Method(Protocol):
     name: str
+    summary: str                   # one line saying what the method does
     defaults: dict[str, Any]
     needs: frozenset[str]          # optional task inputs the method cannot do without (may be absent: none)
 
@@ -64,6 +65,17 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise BridgeInputError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}") from None
+
+
+def method_summary(method: Method) -> str:
+    """The method's one-line description (its `summary`, else its module docstring's first line)."""
+    summary = getattr(method, "summary", "")
+    if summary:
+        return summary
+    import sys
+
+    doc = (sys.modules[type(method).__module__].__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
 
 
 def unmet_needs(method: Method, available: Iterable[str]) -> list[str]:

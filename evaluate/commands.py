@@ -18,6 +18,7 @@ from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.locate import find_cache
 from clipbridge.cache.schema import default_cache_path
 from clipbridge.cache.options import parse_int_list, parse_names  # noqa: F401  (re-exported)
+from clipbridge.evaluate.methods_command import METHOD_NAMES
 from clipbridge.evaluate.records import writable_dir
 
 
@@ -133,7 +134,8 @@ def _with(options):
 @click.option("--dataset", default=None, help="dataset name (its cache under --cache-root).")
 @click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False), help="a cache file.")
 @_with(_cache_options)
-@click.option("--method", default=None, help="method name (default semobridge).")
+@click.option("--method", default=None, help="method (default semobridge): " + ", ".join(METHOD_NAMES)
+              + "; `clipbridge methods` lists their hyper-parameters.")
 @click.option("--trained", is_flag=True, help="SeMoBridge-T (= --method semobridge-t).")
 @click.option("--shots", default=16, show_default=True, type=int)
 @click.option("--seed", default=None, type=int, help="one seed (default 1).")
@@ -202,7 +204,8 @@ def evaluate(run, cache_path, device, results) -> None:
 @click.option("--dataset", "datasets", default=None, help="datasets (names or cache files), comma-separated "
               "(default: the only cache under --cache-root, of the --model/--pretrained given).")
 @click.option("--cache", "cache_paths", default=None, help="cache files, comma-separated (instead of --dataset).")
-@click.option("--methods", default="all", show_default=True, help="'all' or a comma-separated list.")
+@click.option("--methods", default="all", show_default=True,
+              help="'all' or a comma-separated list of: " + ", ".join(METHOD_NAMES) + ".")
 @click.option("--shots", default="1,2,4,8,16", show_default=True)
 @click.option("--seeds", default="1-10", show_default=True)
 @_with(_cache_options)

@@ -57,3 +57,19 @@ def test_fit_with_a_bad_value_stops_with_one_error_line_before_any_work(tmp_path
                        "--results", str(out)])
     assert status == 1 and not out.exists()
     assert capsys.readouterr().err == "error: semobridge-t: steps must be an integer, got 'abc'\n"
+
+
+def test_methods_command_lists_every_method_its_summary_and_hyper_parameters():
+    import json
+
+    from clipbridge.evaluate.methods_command import METHOD_NAMES, methods
+
+    assert set(METHOD_NAMES) == set(METHODS)
+    listing = json.loads(CliRunner().invoke(methods, ["--json"]).output)
+    assert {entry["name"] for entry in listing} == set(METHODS)
+    trained = next(entry for entry in listing if entry["name"] == "semobridge-t")
+    assert trained["summary"] and trained["needs"] == ["eos"]
+    assert trained["hparams"]["selection"] == {"default": "best-val", "allowed": "one of best-val, last"}
+    assert trained["hparams"]["lr"]["allowed"] == "> 0" and trained["hparams"]["steps"]["allowed"] == ">= 0"
+    text = CliRunner().invoke(methods, []).output
+    assert "semobridge-t: SeMoBridge-T" in text and "    steps = 5000  (>= 0)" in text

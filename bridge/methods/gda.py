@@ -49,6 +49,7 @@ def gda_classifier(x: Tensor, labels: Tensor, mask: Tensor, num_classes: int) ->
 @register_method
 class GDA:
     name = "gda"
+    summary = "Gaussian discriminant analysis with a shared covariance on the support views, fused with zero-shot"
     defaults = {"alpha_low": 1e-4, "alpha_high": 100.0, "alpha_points": 7, "search_rounds": 1,
                 "search_per_round": 8}
     rules = {"alpha_low": POSITIVE, "alpha_high": POSITIVE}          # a log-scale search

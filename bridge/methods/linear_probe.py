@@ -82,6 +82,7 @@ def fit_logistic(x: Tensor, labels: Tensor, mask: Tensor, lambdas: Tensor, w0: T
 @register_method
 class LinearProbe:
     name = "linear-probe"
+    summary = "L2 logistic regression on the image features, regularisation chosen on validation"
     defaults = {"lambda_low": 1e-6, "lambda_high": 1e-1, "lambda_points": 6, "steps": 150, "init": "zero"}
 
     def fit(self, task, **hparams) -> FittedState:

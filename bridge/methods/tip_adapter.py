@@ -92,6 +92,7 @@ def tip_logits(state: FittedState, queries: Tensor) -> Tensor:
 @register_method
 class TipAdapter:
     name = "tip-adapter"
+    summary = "training-free cache of the shots' keys, fused with zero-shot; (alpha, beta) searched on validation"
     defaults = dict(SEARCH_DEFAULTS)
 
     def fit(self, task, **hparams) -> FittedState:

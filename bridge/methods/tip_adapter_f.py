@@ -28,6 +28,7 @@ from clipbridge.bridge.training import seed_permutations, train_and_select
 @register_method
 class TipAdapterF:
     name = "tip-adapter-f"
+    summary = "Tip-Adapter with the cache keys fine-tuned (epoch chosen on validation), then (alpha, beta) re-searched"
     defaults = {"epochs": 20, "lr": 1e-3, "weight_decay": 0.01, "eps": 1e-4, "batch_size": 0,
                 "schedule": "cosine", "init_alpha": 1.0, "init_beta": 1.0, "select": "best", **SEARCH_DEFAULTS}
 

@@ -19,6 +19,7 @@ def zeroshot_logits(queries: Tensor, text: Tensor, logit_scale: float | Tensor) 
 @register_method
 class ZeroShot:
     name = "zeroshot"
+    summary = "CLIP's zero-shot classifier: cosine to the class text prototypes"
     defaults: dict = {}
 
     def fit(self, task, **hparams) -> FittedState:

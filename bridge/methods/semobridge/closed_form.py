@@ -138,6 +138,7 @@ def blend_state_logits(state: FittedState, queries: Tensor) -> Tensor:
 @register_method
 class SeMoBridge:
     name = "semobridge"
+    summary = "SeMoBridge, training-free: closed-form bridge pinv(Wt) into the text space, three cosine maps, 7-parameter blend searched on validation"
     defaults = {**SEARCH_DEFAULTS, "views_used": 0}
     needs = frozenset({EOS})
 

@@ -39,6 +39,7 @@ TRAIN_DEFAULTS = {"steps": 5000, "warmup": 500, "lr": 1.5e-4, "weight_decay": 0.
 @register_method
 class SeMoBridgeT:
     name = "semobridge-t"
+    summary = "SeMoBridge-T: the bridge and a class-specific bias trained on the shots, step chosen on validation, then the blend search"
     defaults = {**TRAIN_DEFAULTS, **SEARCH_DEFAULTS, "views_used": 0}
     needs = frozenset({EOS})
 
