@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +27,7 @@ from clipbridge.evaluate.records import (append_records, latest_by_key, package_
                               results_path)
 from clipbridge.evaluate.scoring import align_classes, fit_method, score_queries, seed_records
 from clipbridge.evaluate.tables import build_table, table_summary, to_csv, to_markdown
+from clipbridge.evaluate.files import write_text_atomic
 from clipbridge.evaluate.plan import FitPlan, plan_fit
 from clipbridge.evaluate.tasks import (SplitLoader, build_fit_task, cache_identity, check_pairs, check_shots, load_test,
                                        resolve_device)
@@ -204,8 +204,8 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
     table = build_table(records)
     folder.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(table, outcome.skipped_methods)
-    _write_atomic(folder / TABLE_CSV, to_csv(table))
-    _write_atomic(folder / TABLE_MD, markdown)
+    write_text_atomic(folder / TABLE_CSV, to_csv(table))
+    write_text_atomic(folder / TABLE_MD, markdown)
     plot = plot_accuracy_vs_shots(table, folder / PLOT_PNG)
     fit_seconds: dict[str, list[float]] = {}
     for record in records:
@@ -221,21 +221,8 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
         "mean_fit_seconds": {m: sum(v) / len(v) for m, v in sorted(fit_seconds.items())},
         "package_version": package_version(),
     }
-    _write_atomic(folder / SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(folder / SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     outcome.outputs = {"csv": folder / TABLE_CSV, "markdown": folder / TABLE_MD, "plot": plot,
                        "summary": folder / SUMMARY_JSON}
     outcome.markdown = markdown
     outcome.val_is_test = table.val_is_test
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

@@ -153,7 +153,6 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
     from clipbridge.bridge.registry import check_hparams, get_method
     from clipbridge.cache.reader import open_cache
     from clipbridge.evaluate.fitting import fit_and_report
-    from clipbridge.evaluate.plan import plan_fit
 
     if dataset is not None and cache_path is not None:
         raise ClipBridgeError("give --dataset NAME or --cache PATH, not both")
@@ -175,10 +174,10 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
     writable_dir(runs_root, "--runs")
     path = Path(cache_path) if cache_path else resolve_cache(dataset, model, pretrained, cache_root)
     cache = open_cache(path, model=model, pretrained=pretrained)
-    plan = plan_fit(cache, method, shots, recipe=recipe_name, families=parse_names(view_families),
-                    prompts=parse_names(prompts), overrides=overrides)
-    fit_and_report(cache, plan=plan, shots=shots, seeds=seed_list, protocol=protocol, device=device, dtype=dtype,
-                   runs_root=runs_root, results_dir=results, echo=click.echo, note=_echo_task_notes)
+    fit_and_report(cache, method=method, shots=shots, seeds=seed_list, recipe=recipe_name,
+                   view_families=parse_names(view_families), prompts=parse_names(prompts), protocol=protocol,
+                   device=device, dtype=dtype, overrides=overrides, runs_root=runs_root, results_dir=results,
+                   echo=click.echo, note=_echo_task_notes)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -196,6 +195,39 @@ def evaluate(run, cache_path, device, results) -> None:
     writable_dir(results, "--results")
     evaluate_run(Path(run), cache_path=cache_path, device=device, results_dir=results, echo=click.echo,
                  note=_echo_task_notes)
+
+
+# ----------------------------------------------------------------------------- predict
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1, required=True)
+@click.option("--topk", default=5, show_default=True, type=click.IntRange(1, None), help="classes per image.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="write the predictions to a .csv or .jsonl file (default: print them).")
+@click.option("--seed", default=None, type=int, help="which seed's fit to use (default: the run's first).")
+@click.option("--pretrained", default=None,
+              help="the weights file, when it is no longer where the run's cache was extracted from (its "
+                   "SHA-256 must be the cache's).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, None))
+def predict(run, images, topk, out, seed, pretrained, device, batch_size) -> None:
+    """Classify IMAGES (files or folders) with the fitted RUN: its model and weights encode them, its method
+    scores them; prints (or writes to --out) the top-k classes and probabilities per image."""
+    from clipbridge.evaluate.api import load_run
+    from clipbridge.evaluate.predict import image_files, write_predictions
+
+    if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
+        raise ClipBridgeError(f"--out {out}: use a .csv or .jsonl file")
+    image_files(images)                         # every path exists, before the model is loaded
+    fitted = load_run(run)
+    predictions = fitted.predict(images, topk=topk, seed=seed, pretrained=pretrained, device=device,
+                                 batch_size=batch_size)
+    if out is not None:
+        click.echo(f"predictions of {len(predictions)} image(s): {write_predictions(predictions, Path(out))}")
+        return
+    for p in predictions:
+        click.echo(f"{p.path}\t" + "\t".join(f"{c} {q:.4f}" for c, q in zip(p.classes, p.probabilities)))
 
 
 # ----------------------------------------------------------------------------- bench

@@ -1,4 +1,4 @@
-"""What `fit` and `evaluate` do: fit all seeds batched, score on test last, save the run, append records.
+"""What the `fit` and `evaluate` commands do around the Python API (evaluate/api.py): report, save, record.
 
 The order is the protocol's guarantee: the task is built and the method fitted before the test split is
 read (except `paper` on a cache without val, where val is the test split and the output says so).
@@ -9,41 +9,33 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.evaluate.plan import FitPlan
+from clipbridge.evaluate import api
 from clipbridge.evaluate.records import append_records, results_path
-from clipbridge.evaluate.runs import load_run, save_run
 from clipbridge.evaluate.tables import build_table, to_markdown
-from clipbridge.evaluate.scoring import fit_method, score_queries, seed_records
-from clipbridge.evaluate.tasks import SplitLoader, build_fit_task, load_test, resolve_device
+from clipbridge.evaluate.tasks import resolve_device
 
 Echo = Callable[[str], None]
 
 
-def fit_and_report(cache, *, plan: FitPlan, shots: int, seeds: Sequence[int], protocol: str = "clean",
-                   device: str = "auto", dtype: str = "float32", runs_root: str = "runs",
-                   results_dir: str = "results", echo: Echo = print,
-                   note: Callable[[dict], None] = lambda meta: None) -> tuple[Path, list[dict[str, Any]]]:
-    """Fit as `plan` says, score, print a per-seed report, save the run and append the records;
-    (run dir, records)."""
-    overrides = dict(plan.overrides)
-    loader = SplitLoader(cache)
-    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=plan.families,
-                                prompt_sets=plan.prompt_sets, protocol=protocol, device=str(resolve_device(device)),
-                                dtype=dtype, loader=loader)
-    meta.update(plan.meta())
+def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], recipe: str = "paper",
+                   view_families: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
+                   protocol: str = "clean", device: str = "auto", dtype: str = "float32",
+                   overrides: dict[str, Any] | None = None, runs_root: str = "runs", results_dir: str = "results",
+                   echo: Echo = print, note: Callable[[dict], None] = lambda meta: None) -> tuple[Path, list[dict]]:
+    """`clipbridge fit`: api.fit, then the test score, a per-seed report, the saved run and the appended
+    records; (run dir, records)."""
+    run = api.fit(cache, method, shots, seeds, recipe=recipe, protocol=protocol, hparams=overrides,
+                  view_families=view_families, prompts=prompts, device=device, dtype=dtype)
+    meta = run.meta
     note(meta)
-    echo(f"fit {plan.method} on {meta['dataset']} ({meta['model']}/{meta['pretrained']}): {shots} shots, "
-         f"{len(meta['seeds'])} seed(s), {plan.recipe.name} recipe (views {'+'.join(plan.families)}, text "
-         f"{'+'.join(plan.prompt_sets)}), protocol {protocol}, {meta['device']} {dtype}")
-    state = fit_method(plan.method, task, plan.hparams)
-    queries, labels = load_test(cache, device=meta["device"], dtype=dtype, loader=loader)
-    test_acc = score_queries(state, queries, labels)
-    records = seed_records(state, meta, test_acc, overrides=overrides)
+    echo(f"fit {method} on {meta['dataset']} ({meta['model']}/{meta['pretrained']}): {shots} shots, "
+         f"{len(meta['seeds'])} seed(s), {meta['recipe']} recipe (views {'+'.join(meta['view_families'])}, text "
+         f"{'+'.join(meta['prompt_sets'])}), protocol {protocol}, {meta['device']} {dtype}")
+    records = run.evaluate(cache, device=meta["device"])
     report(records, echo)
-    echo(f"fit {state.info['fit_seconds']:.2f} s (search {state.info['search_seconds']:.2f} s) for "
+    echo(f"fit {run.state.info['fit_seconds']:.2f} s (search {run.state.info['search_seconds']:.2f} s) for "
          f"{len(meta['seeds'])} seed(s) batched")
-    run_dir = save_run(runs_root, state, meta, overrides)
+    run_dir = run.save(runs_root)
     echo(f"run saved: {run_dir}")
     append_records(results_path(results_dir), records)
     echo(f"records appended: {results_path(results_dir)} ({len(records)})")
@@ -53,20 +45,14 @@ def fit_and_report(cache, *, plan: FitPlan, shots: int, seeds: Sequence[int], pr
 def evaluate_run(run_dir: Path, *, cache_path: str | None = None, device: str = "auto",
                  results_dir: str = "results", echo: Echo = print,
                  note: Callable[[dict], None] = lambda meta: None) -> list[dict[str, Any]]:
-    """Score a saved run on its cache's test split (the cache id must match); append and print records."""
-    from clipbridge.cache.reader import open_cache
-
-    target = resolve_device(device)
-    state, meta, overrides = load_run(run_dir, device=target)
-    cache = open_cache(cache_path or meta["cache"])
-    if str(cache.cache_id) != meta["cache_id"]:
-        raise ClipBridgeError(f"cache {cache.path} (id {cache.cache_id}) is not the cache run {run_dir} was "
-                              f"fitted on (id {meta['cache_id']}, {meta['cache']})")
-    meta = {**meta, "device": str(target)}
-    note({key: value for key, value in meta.items() if key != "short_classes"})
-    queries, labels = load_test(cache, device=str(target), dtype=meta["dtype"])
-    records = seed_records(state, meta, score_queries(state, queries, labels), overrides=overrides)
-    echo(f"evaluate {state.method} on {meta['dataset']} ({run_dir}): {meta['shots']} shots")
+    """`clipbridge evaluate`: score a saved run on its cache's test split (the cache id must match); append
+    and print records."""
+    target = str(resolve_device(device))
+    run = api.load_run(run_dir, device=target)
+    cache = run.open_cache(cache_path)
+    note({key: value for key, value in run.meta.items() if key != "short_classes"})
+    records = run.evaluate(cache, device=target)
+    echo(f"evaluate {run.method} on {run.meta['dataset']} ({run_dir}): {run.meta['shots']} shots")
     report(records, echo)
     append_records(results_path(results_dir), records)
     echo(f"records appended: {results_path(results_dir)} ({len(records)})")

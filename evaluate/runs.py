@@ -19,6 +19,7 @@ import torch
 from clipbridge.bridge.registry import FittedState
 from clipbridge.cache.coverage import format_ranges
 from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.evaluate.files import ordinary_mode
 
 STATE_FILE = "state.pt"
 META_FILE = "run.json"
@@ -48,7 +49,7 @@ def save_run(root: str | os.PathLike, state: FittedState, meta: dict[str, Any],
                 "overrides": overrides, "meta": meta}
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        staging.chmod(_folder_mode())           # mkdtemp makes it private (0700); a run folder is ordinary
+        staging.chmod(ordinary_mode(folder=True))           # mkdtemp makes it private (0700); a run folder is ordinary
         torch.save({name: t.detach().cpu() for name, t in state.tensors.items()}, staging / STATE_FILE)
         (staging / META_FILE).write_text(json.dumps(document, indent=2, sort_keys=True, default=_plain))
         if final.exists():
@@ -62,13 +63,6 @@ def save_run(root: str | os.PathLike, state: FittedState, meta: dict[str, Any],
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
-
-
-def _folder_mode() -> int:
-    """The permissions an ordinary new folder gets under the process's umask (0o755 for umask 022)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
 
 
 def load_run(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[FittedState, dict, dict]:

@@ -1,0 +1,31 @@
+"""Writing result files safely: whole or not at all (a temporary file renamed into place), with the
+permissions an ordinary new file or folder gets under the process's umask."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def ordinary_mode(folder: bool = False) -> int:
+    """0o644 for a file, 0o755 for a folder under umask 022: what open() / mkdir() would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder renamed into place; returns path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        os.chmod(temporary, ordinary_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
