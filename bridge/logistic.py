@@ -12,6 +12,16 @@ anchors it at zero-shot CLIP (CLAP-like).
 The S·G problems are independent and solved by bridge.lbfgs.minimize from W = W0, b = 0; since every
 gradient with respect to b sums to zero over the classes, b keeps Σ_c b_c = 0 (the objective is flat along
 b + const, and this is the representative found, as scikit-learn's solver finds it from its zero start).
+
+Convergence: max |∇| ≤ tol for the SUMMED objective Σ_i CE_i + (nλ/2)‖W − W0‖² (= n × the mean form
+above), i.e. max |∇ mean form| ≤ tol/n. That is how scikit-learn applied `tol` (its L-BFGS `gtol`) in the
+versions of CoOp's time, whose lbfgs path minimised the unscaled sum C Σ CE + ½‖W‖² ∝ the summed objective
+(so the test is the same up to the factor C); scikit-learn 1.9 minimises the mean form and applies tol to
+it, a test n times looser that leaves weakly regularised fits far from their optimum. The other stops
+(no representable decrease, failed line search, max_iter) are bridge.lbfgs's.
+
+Memory: L-BFGS keeps 2·history vectors of D·C + C per problem; seeds are solved in chunks (exactly the
+same results, the problems being independent) so that these stay under HISTORY_ELEMENTS numbers.
 """
 from __future__ import annotations
 
@@ -21,6 +31,8 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.lbfgs import minimize
+
+HISTORY_ELEMENTS = 1 << 28          # 1 GiB of float32 L-BFGS history per chunk of seeds
 
 
 @dataclass
@@ -40,13 +52,17 @@ def fit_logistic(x: Tensor, labels: Tensor, mask: Tensor, l2: Tensor, w0: Tensor
 
     x [S, N, D] features (rows where mask is False are ignored, they should be zeros), labels [N] int64,
     mask [N] bool, l2 [S, G] penalty strengths λ (> 0), w0 [D, C] anchor of the penalty.
-    tol bounds max |gradient| of n times the objective above, Σ_i CE_i + (nλ/2) ‖W − W0‖² (scikit-learn's
-    `tol` as its lbfgs path applied it to this summed objective until it switched to the mean form, see the
-    module docstring); max_iter caps the L-BFGS iterations.
+    tol bounds max |gradient| of the summed objective (see the module docstring); max_iter caps the L-BFGS
+    iterations of each problem, history is the number of (s, y) pairs it keeps.
     """
     s, n, d = x.shape
-    c = w0.shape[-1]
-    g = l2.shape[-1]
+    c, g = w0.shape[-1], l2.shape[-1]
+    chunk = max(1, HISTORY_ELEMENTS // (2 * history * g * (d * c + c)))
+    if s > chunk:
+        parts = [fit_logistic(x[i:i + chunk], labels, mask, l2[i:i + chunk], w0, max_iter=max_iter, tol=tol,
+                              history=history) for i in range(0, s, chunk)]
+        return LogisticFit(*(torch.cat([getattr(p, f) for p in parts]) for f in ("weight", "bias", "iterations",
+                                                                                   "status")))
     weight = mask.to(x.dtype) / mask.sum().to(x.dtype)                                   # [N]
     target = torch.nn.functional.one_hot(labels, c).to(x.dtype) * weight.unsqueeze(-1)   # [N, C]
     lam = l2.to(x.dtype).reshape(-1)                                                     # [S·G]

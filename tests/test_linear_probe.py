@@ -195,6 +195,30 @@ def test_grid_mode_solves_every_lambda_to_the_optimum():
     assert (fit.bias.sum(-1).abs() < 1e-10).all()                 # the intercept's flat direction is not taken
 
 
+def test_seeds_solved_in_memory_bounded_chunks_give_the_same_fits(monkeypatch):
+    import clipbridge.bridge.logistic as logistic
+
+    task, _, _ = make_task(seeds=(1, 2, 3, 4, 5), dtype=torch.float64)
+    views = support_views(task, torch.float64)
+    l2 = torch.tensor([[1e-4, 1e-2]] * 5, dtype=torch.float64)
+    w0 = torch.zeros(task.dim, task.num_classes, dtype=torch.float64)
+    whole = fit_logistic(views.x, views.labels, views.mask, l2, w0)
+    per_seed_history = 2 * 10 * 2 * (task.dim + 1) * task.num_classes
+    monkeypatch.setattr(logistic, "HISTORY_ELEMENTS", 2 * per_seed_history)        # chunks of 2, 2, 1 seeds
+    batches = []
+
+    def counting(objective, x0, **options):
+        batches.append(x0.shape[0])
+        return original(objective, x0, **options)
+
+    original = logistic.minimize
+    monkeypatch.setattr(logistic, "minimize", counting)
+    chunked = fit_logistic(views.x, views.labels, views.mask, l2, w0)
+    assert batches == [4, 4, 2]                                   # problems = seeds × 2 strengths
+    for field in ("weight", "bias", "iterations", "status"):
+        assert torch.equal(getattr(chunked, field), getattr(whole, field)), field
+
+
 def test_fits_stopped_by_the_iteration_cap_are_reported():
     task, _, _ = make_task(seeds=(1, 2))
     state = METHODS["linear-probe"].fit(task, max_iter=2, tol=0.0)

@@ -21,10 +21,12 @@ search "lpclip" (CoOp's linear probe, KaiyangZhou/CoOp lpclip/linear_probe.py): 
     LogisticRegression(lbfgs, multinomial, L2, tol 1e-4, max_iter 1000); the views are whatever the task
     holds (the lpclip recipe gives the plain view).
 
-Every fit stops at max |gradient| ≤ tol (scikit-learn's tol) or after max_iter L-BFGS iterations, as
-scikit-learn does; a weakly regularised fit on separable few-shot data may reach max_iter without
-converging. info reports, per seed, the chosen fit's iterations and stop reason and how many fits of the
-search stopped at max_iter ("lbfgs_capped_fits").
+Every fit stops when max |gradient| of the summed objective Σ_i CE_i + (nλ/2)‖W − W0‖² is ≤ tol (how
+scikit-learn applied its tol in CoOp's time, bridge/logistic.py), when the objective stops decreasing
+representably, or after max_iter L-BFGS iterations (scikit-learn stops there too, with a ConvergenceWarning;
+a weakly regularised fit on separable few-shot data can get there). info reports, per seed, the chosen fit's
+iterations and stop reason ("lbfgs_iterations", "lbfgs_status") and how many fits of the search stopped at
+max_iter ("lbfgs_capped_fits").
 """
 from __future__ import annotations
 
