@@ -87,47 +87,53 @@ class LinearProbe:
         capped = torch.zeros(task.num_seeds, dtype=torch.long, device=text.device)
 
         def solve(l2: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-            """l2 [S, M] -> validation logits [S, M, Nv, C] and (weight, bias, iterations, status)."""
+            """l2 [S, M] -> validation logits [S, M, Nv, C] and (weight, bias, iterations, status), [S, M, ...]."""
             nonlocal capped
             fit = fit_logistic(views.x, views.labels, views.mask, l2, w0, max_iter=hp["max_iter"], tol=hp["tol"])
             capped = capped + (fit.status == CAP).sum(-1)
             logits = val_q.unsqueeze(1) @ fit.weight + fit.bias.unsqueeze(2)
             return logits, (fit.weight, fit.bias, fit.iterations, fit.status)
 
-        rows = torch.arange(task.num_seeds, device=text.device)
-        if hp["search"] == "grid":
-            lambdas = log_grid(hp["lambda_low"], hp["lambda_high"], int(hp["lambda_points"]), dtype=dtype,
-                               device=text.device)
-            logits, fitted = solve(lambdas.expand(task.num_seeds, -1))
-            searched = time.perf_counter()
-            acc, logp = validation_scores(logits, val_y)                                 # [S, G] each
-            best_acc = acc.max(-1, keepdim=True).values
-            ranking = torch.where(acc == best_acc, logp, torch.full_like(logp, -float("inf")))
-            pick = lambdas.numel() - 1 - ranking.flip(-1).argmax(-1)                    # larger λ on ties
-            weight, bias, iterations, status = (f[rows, pick] for f in fitted)
-            chosen = [{**hp, "lambda": float(lambdas[i])} for i in pick.tolist()]
-            val_acc = acc[rows, pick]
-            extra = {"val_accuracy_per_lambda": acc.tolist(), "lambdas": lambdas.tolist()}
-        else:
-            searched = time.perf_counter()
-            count = views.mask.sum().to(torch.float64)
-
-            def fit_score(c: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-                logits, fitted = solve(1.0 / (c * count))
-                return accuracy(logits, val_y.unsqueeze(1)), fitted
-
-            choice = grid_then_bisect(fit_score, hp["c_grid"], hp["bisection_steps"], task.num_seeds,
-                                      device=text.device)
-            weight, bias, iterations, status = choice.fitted
-            chosen = [{**hp, "C": c} for c in choice.value.tolist()]
-            val_acc = choice.accuracy
-            extra = {"val_accuracy_per_c": choice.grid_accuracy.tolist(), "c_grid": list(hp["c_grid"]),
-                     "bisection_ends": choice.ends.tolist(), "bisection_accuracy": choice.end_accuracy.tolist()}
+        search = self._grid if hp["search"] == "grid" else self._lpclip
+        (weight, bias, iterations, status), chosen, val_acc, extra, searched = search(
+            solve, hp, val_y, int(views.mask.sum()), task.num_seeds, text)
         info = {"val_accuracy": val_acc.tolist(), "fit_seconds": time.perf_counter() - start,
                 "search_seconds": time.perf_counter() - searched, "lbfgs_iterations": iterations.tolist(),
                 "lbfgs_status": [STATUS_NAMES[i] for i in status.tolist()],
                 "lbfgs_capped_fits": capped.tolist(), **extra}
-        return FittedState(self.name, {"weight": weight, "bias": bias}, chosen, info)
+        return FittedState(self.name, {"weight": weight, "bias": bias}, [{**hp, **c} for c in chosen], info)
+
+    @staticmethod
+    def _grid(solve, hp: dict, val_y: Tensor, count: int, num_seeds: int, like: Tensor):
+        """All λ of the grid fitted at once, then the validation choice; returns (the chosen fits' tensors
+        [S, ...], [{"lambda": λ}] per seed, validation accuracy [S], info extras, time the search began)."""
+        lambdas = log_grid(hp["lambda_low"], hp["lambda_high"], int(hp["lambda_points"]), dtype=like.dtype,
+                           device=like.device)
+        logits, fitted = solve(lambdas.expand(num_seeds, -1))
+        searched = time.perf_counter()
+        acc, logp = validation_scores(logits, val_y)                                     # [S, G] each
+        best_acc = acc.max(-1, keepdim=True).values
+        ranking = torch.where(acc == best_acc, logp, torch.full_like(logp, -float("inf")))
+        pick = lambdas.numel() - 1 - ranking.flip(-1).argmax(-1)                        # larger λ on ties
+        rows = torch.arange(num_seeds, device=pick.device)
+        chosen = [{"lambda": float(lambdas[i])} for i in pick.tolist()]
+        extra = {"val_accuracy_per_lambda": acc.tolist(), "lambdas": lambdas.tolist()}
+        return tuple(f[rows, pick] for f in fitted), chosen, acc[rows, pick], extra, searched
+
+    @staticmethod
+    def _lpclip(solve, hp: dict, val_y: Tensor, count: int, num_seeds: int, like: Tensor):
+        """CoOp's C grid then log-bisection (fits interleaved with the choice); same returns as _grid with
+        [{"C": C}] per seed."""
+        searched = time.perf_counter()
+
+        def fit_score(c: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+            logits, fitted = solve(1.0 / (c * count))
+            return accuracy(logits, val_y.unsqueeze(1)), fitted
+
+        choice = grid_then_bisect(fit_score, hp["c_grid"], hp["bisection_steps"], num_seeds, device=like.device)
+        extra = {"val_accuracy_per_c": choice.grid_accuracy.tolist(), "c_grid": list(hp["c_grid"]),
+                 "bisection_ends": choice.ends.tolist(), "bisection_accuracy": choice.end_accuracy.tolist()}
+        return choice.fitted, [{"C": c} for c in choice.value.tolist()], choice.accuracy, extra, searched
 
     def logits(self, state: FittedState, queries: Tensor) -> Tensor:
         w = state.tensors["weight"]
