@@ -38,8 +38,9 @@ def begin_fit(method, task, hparams: dict) -> tuple[dict, float, torch.dtype, Te
     return hp, started, dtype, class_text(task, dtype).projected
 
 
-def normalize_rows(x: Tensor, valid: Tensor, what: str) -> Tensor:
+def normalize_rows(x: Tensor, valid: Tensor, what: str, normalize: bool = True) -> Tensor:
     """n(x) over the last dim where `valid` (broadcast to x.shape[:-1]) is True; zeros elsewhere.
+    normalize=False keeps the valid rows raw (same checks, same zeroing).
 
     A zero vector in a valid row raises BridgeInputError naming `what` and the row.
     """
@@ -49,7 +50,7 @@ def normalize_rows(x: Tensor, valid: Tensor, what: str) -> Tensor:
     if bool(bad.any()):
         where = tuple(int(i) for i in bad.nonzero()[0])
         raise BridgeInputError(f"{what} holds an all-zero embedding at index {list(where)}")
-    safe = torch.where(valid, norm, torch.ones_like(norm))
+    safe = torch.where(valid, norm, torch.ones_like(norm)) if normalize else torch.ones_like(norm)
     return torch.where(valid.unsqueeze(-1), x / safe.unsqueeze(-1), torch.zeros_like(x))
 
 
@@ -57,7 +58,7 @@ def normalize_rows(x: Tensor, valid: Tensor, what: str) -> Tensor:
 class SupportViews:
     """Every support view, flattened class-major.
 
-    x       [S, C·K', D] normalised views n(f); padded views are zero vectors
+    x       [S, C·K', D] normalised views n(f) (raw f when asked); padded views are zero vectors
     labels  [C·K'] int64 class of each view
     mask    [C·K'] bool, True for real views
     """
@@ -67,11 +68,11 @@ class SupportViews:
     mask: Tensor
 
 
-def support_views(task, dtype: torch.dtype) -> SupportViews:
-    """All support views n(f) with their labels and mask (padded views zeroed)."""
+def support_views(task, dtype: torch.dtype, normalize: bool = True) -> SupportViews:
+    """All support views n(f) (raw f with normalize=False) with their labels and mask (padded views zeroed)."""
     s, c, k, d = task.support.shape
     mask = task.support_mask.reshape(c * k)
-    x = normalize_rows(task.support.to(dtype).reshape(s, c * k, d), mask, "support")
+    x = normalize_rows(task.support.to(dtype).reshape(s, c * k, d), mask, "support", normalize)
     return SupportViews(x=x, labels=task.support_labels, mask=mask)
 
 
@@ -93,22 +94,24 @@ def shot_keys(task, dtype: torch.dtype) -> SupportViews:
     return SupportViews(x=keys, labels=labels, mask=mask)
 
 
-def validation(task, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Normalised validation queries [S, Nv, D] and labels [S, Nv] (-1 rows are zero vectors)."""
+def validation(task, dtype: torch.dtype, normalize: bool = True) -> tuple[Tensor, Tensor]:
+    """Normalised (raw with normalize=False) validation queries [S, Nv, D] and labels [S, Nv] (-1 rows are
+    zero vectors)."""
     s = task.num_seeds
     labels = task.val_labels.expand(s, -1)
     val = task.val.to(dtype).expand(s, -1, -1)
-    return normalize_rows(val, labels >= 0, "val"), labels
+    return normalize_rows(val, labels >= 0, "val", normalize), labels
 
 
-def prepare_queries(queries: Tensor, num_seeds: int, like: Tensor, dim: int | None = None) -> Tensor:
-    """Raw queries [N, D] or [S|1, N, D] -> normalised [S, N, D] on the device and dtype of `like`;
-    D must equal `dim` (default like.shape[-1])."""
+def prepare_queries(queries: Tensor, num_seeds: int, like: Tensor, dim: int | None = None,
+                    normalize: bool = True) -> Tensor:
+    """Raw queries [N, D] or [S|1, N, D] -> normalised (kept raw with normalize=False) [S, N, D] on the
+    device and dtype of `like`; D must equal `dim` (default like.shape[-1])."""
     q = as_seed_batch(queries, num_seeds).to(device=like.device, dtype=like.dtype)
     dim = like.shape[-1] if dim is None else dim
     if q.shape[-1] != dim:
         raise BridgeInputError(f"queries have dimension {q.shape[-1]}, the fitted method expects {dim}")
-    return normalize_rows(q, torch.ones((), dtype=torch.bool, device=q.device), "queries")
+    return normalize_rows(q, torch.ones((), dtype=torch.bool, device=q.device), "queries", normalize)
 
 
 def chunked(fn: Callable[[Tensor], Tensor], x: Tensor, elements_per_row: int, dim: int = 1,

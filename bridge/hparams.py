@@ -32,6 +32,16 @@ class Range:
         return low if math.isinf(self.high) else f"{low} and <= {self.high:g}"
 
 
+@dataclass(frozen=True)
+class Items:
+    """A list of numbers, each in `each`; any non-empty length (else the default's length)."""
+
+    each: Range
+
+    def describe(self) -> str:
+        return f"a non-empty list of numbers {self.each.describe()}"
+
+
 NON_NEGATIVE, POSITIVE, AT_LEAST_ONE = Range(), Range(open_low=True), Range(1)
 FRACTION = Range(0.0, 1.0)
 
@@ -93,11 +103,14 @@ def _check(method: str, name: str, value: Any, default: Any, rule) -> Any:
             raise BridgeInputError(f"{where} must be {allowed}, got {value!r}")
         return value
     if isinstance(default, (list, tuple)):
-        if (not isinstance(value, (list, tuple)) or len(value) != len(default)
+        length_ok = bool(value) if isinstance(rule, Items) else len(value) == len(default) \
+            if isinstance(value, (list, tuple)) else False
+        if (not isinstance(value, (list, tuple)) or not length_ok
                 or not all(_is_number(v) and math.isfinite(v) for v in value)):
-            raise BridgeInputError(f"{where} must be a list of {len(default)} finite numbers, got {value!r}")
+            wanted = rule.describe() if isinstance(rule, Items) else f"a list of {len(default)} finite numbers"
+            raise BridgeInputError(f"{where} must be {wanted}, got {value!r}")
         for item in value:
-            _in_range(where, item, rule)
+            _in_range(where, item, rule.each if isinstance(rule, Items) else rule)
         return list(value)
     return value
 

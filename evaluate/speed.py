@@ -1,7 +1,8 @@
 """`python -m clipbridge.evaluate.speed`: records per second of the full bench grid on a synthetic 101-class cache.
 
 Grid: every registered method (or --methods) × shots 1, 2, 4, 8, 16 × 10 seeds, seeds batched per cell,
-on this machine's CPU (or --device). Prints the methods used, the seconds per method and records/s.
+on this machine's CPU (or --device). Prints the methods used, the seconds per method and per cell, and
+records/s. `--hparam METHOD.KEY=VALUE` (repeatable) overrides a method's hyper-parameter, as in `bench`.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shots", default="1,2,4,8,16")
     parser.add_argument("--seeds", default="1-10")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--hparam", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="passed to that method's fit, as bench --hparam (repeatable)")
     args = parser.parse_args(argv)
     from clipbridge.bridge.ops import flush_denormals
 
@@ -31,11 +34,20 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from clipbridge.cache.synthetic import write_synthetic_cache
-    from clipbridge.evaluate.commands import method_names, parse_int_list
+    from clipbridge.evaluate.commands import method_hparams, method_names, parse_int_list
 
-    methods = method_names(args.methods)
-    shots, seeds = parse_int_list(args.shots, "--shots"), parse_int_list(args.seeds, "--seeds")
+    from clipbridge.bridge.errors import BridgeInputError
+    from clipbridge.cache.errors import ClipBridgeError
+
+    try:
+        methods = method_names(args.methods)
+        shots, seeds = parse_int_list(args.shots, "--shots"), parse_int_list(args.seeds, "--seeds")
+        hparams = method_hparams(args.hparam, methods)
+    except (ClipBridgeError, BridgeInputError) as error:
+        parser.error(str(error))
     print(f"methods ({len(methods)} registered/selected): {', '.join(methods)}")
+    if hparams:
+        print(f"hyper-parameters: {hparams}")
     print(f"grid: {args.classes} classes, D={args.dim}, W={args.width}, shots {shots}, {len(seeds)} seeds; "
           f"device {args.device}, torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as folder:
@@ -43,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         write_synthetic_cache(cache, classes=args.classes, train_per_class=max(shots), dim=args.dim,
                               width=args.width, val=4, test=30, prompts=3, seed=0)
         spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
-                         device=args.device)
+                         device=args.device, hparams=hparams)
         start = time.perf_counter()
         run_bench(spec, Path(folder) / "results", "speed", progress=False, echo=lambda text: None)
         seconds = time.perf_counter() - start
@@ -53,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             fit = sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine)
             print(f"{method:>14}: {len(mine)} records, fit {fit:7.2f} s = {len(mine) / max(fit, 1e-9):9.2f} "
                   f"records/s (fit only)")
+            cells = {k: sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine if r["shots"] == k)
+                     for k in shots}
+            print(f"{'':>14}  fit seconds per cell of {len(seeds)} seeds, shots "
+                  + " / ".join(f"{k}: {v:.3g}" for k, v in cells.items()))
         print(f"{'whole grid':>14}: {len(records)} records in {seconds:.2f} s (task building, fitting, test "
               f"scoring, records, tables, plot) = {len(records) / seconds:.2f} records/s")
 

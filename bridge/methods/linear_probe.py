@@ -1,27 +1,32 @@
-"""Linear probe: multinomial logistic regression on normalised image features (METHOD.md §5).
+"""Linear probe: multinomial logistic regression on CLIP image features (METHOD.md §5, RECIPES.md §2.6).
 
-For every seed s and every L2 strength λ_g of a log grid, all in ONE batched optimisation (weights
-[S, G, D, C]), on every real support view x = n(f) with labels y:
+For every seed s, on every real support view x (n(f), or the raw f) with labels y, fitted by
+bridge.logistic.fit_logistic (L-BFGS to convergence, S seeds × all candidate strengths in one batch):
 
-    minimise_{W, b}  mean_i CE(x_i W + b, y_i) + (λ_g / 2) ‖W − W0‖²
+    minimise_{W, b}  mean_i CE(x_i W + b, y_i) + (λ / 2) ‖W − W0‖²        (b not penalised)
 
-init "zero": W0 = 0 (the classical probe). init "text" (CLAP-like): W0 = τ T̄ᵀ, so the probe starts at
-zero-shot CLIP and λ pulls its weights back there (a huge λ gives zero-shot logits plus a per-class bias
-fitted to the support; the bias b is never penalised).
+init "zero": W0 = 0 (the classical probe). init "text" (CLAP-like): W0 = τ T̄ᵀ, so λ pulls the probe back
+to zero-shot CLIP (a huge λ gives zero-shot logits plus a per-class bias fitted to the support); it needs
+features "normalized" (the zero-shot logits are τ·cosines).
 
-Solver: Nesterov's accelerated gradient for strongly convex problems, exact and tuning-free. Features are
-centred per seed (x − m; an exact reparametrisation, b absorbs m W) which makes the Böhning bound on the
-Hessian block-diagonal: ½ (X_cᵀX_c / N) for W, ½ for b. Each problem therefore gets its own step sizes
-1/L_W = 1/(½ λ_max(X_cᵀX_c/N) + λ_g) and 1/L_b = 2 and its own momentum (√κ − 1)/(√κ + 1), κ = L_W/λ_g:
-with gradient-based momentum restart (O'Donoghue & Candès) per problem, so the S·G problems are solved
-independently side by side (batching changes nothing). After `steps`
-iterations the error has shrunk like (1 − 1/√κ)^steps; for the smallest λ of the grid (largest κ) the
-result is an early-stopped, hence slightly more regularised, solution (measured on a synthetic task with
-D=256, C=20: after the default 150 steps the objective is within 5e-5 of its optimum for λ=1e-6 and within
-2e-7 for λ ≥ 1e-5).
+Two searches of the strength, on the task's validation queries (never test):
 
-λ is chosen per seed on validation among the grid (default: the 6 decades 1e-6 … 1e-1): highest accuracy, ties broken by the mean log-probability of the true
-class (then the larger λ).
+search "grid" (default, the project's uniform protocol): λ on a log grid (lambda_low … lambda_high,
+    lambda_points values), highest validation accuracy, ties broken by the mean log-probability of the true
+    class, then by the larger λ. Chosen: "lambda".
+search "lpclip" (CoOp's linear probe, KaiyangZhou/CoOp lpclip/linear_probe.py): scikit-learn's inverse
+    strength C, λ = 1/(C·n) with n real support views (sklearn's objective C Σ CE + ½‖W‖², scaled);
+    `c_grid` in the given order, then `bisection_steps` log-bisection steps (bridge.log_bisection), scored by
+    validation accuracy alone. Chosen: "C". With features "raw" this is lpclip: raw image features, sklearn
+    LogisticRegression(lbfgs, multinomial, L2, tol 1e-4, max_iter 1000); the views are whatever the task
+    holds (the lpclip recipe gives the plain view).
+
+Every fit stops when max |gradient| of the summed objective Σ_i CE_i + (nλ/2)‖W − W0‖² is ≤ tol (how
+scikit-learn applied its tol in CoOp's time, bridge/logistic.py), when the objective stops decreasing
+representably, or after max_iter L-BFGS iterations (scikit-learn stops there too, with a ConvergenceWarning;
+a weakly regularised fit on separable few-shot data can get there). info reports, per seed, the chosen fit's
+iterations and stop reason ("lbfgs_iterations", "lbfgs_status") and how many fits of the search stopped at
+max_iter ("lbfgs_capped_fits").
 """
 from __future__ import annotations
 
@@ -33,87 +38,96 @@ from torch import Tensor
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import prepare_queries, support_views, validation, work_dtype
 from clipbridge.bridge.fusion import log_grid, validation_scores
+from clipbridge.bridge.hparams import POSITIVE, Items
+from clipbridge.bridge.lbfgs import CAP, STATUS_NAMES
+from clipbridge.bridge.log_bisection import grid_then_bisect
+from clipbridge.bridge.logistic import fit_logistic
+from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.registry import FittedState, check_hparams, register_method
 from clipbridge.bridge.text import class_text
 
+RULES = {"features": ("normalized", "raw"), "search": ("grid", "lpclip"), "c_grid": Items(POSITIVE)}
 
-def fit_logistic(x: Tensor, labels: Tensor, mask: Tensor, lambdas: Tensor, w0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
-    """Solve the S·G L2-regularised softmax regressions described in the module docstring.
 
-    x [S, N, D] features (padded rows anything), labels [N], mask [N] bool, lambdas [G] (> 0),
-    w0 [D, C] anchor of the penalty. Returns W [S, G, D, C] and b [S, G, C] for logits x W + b.
-    """
-    s, n, d = x.shape
-    c = w0.shape[-1]
-    weight = mask.to(x.dtype)
-    count = weight.sum()
-    mean = (x * weight[:, None]).sum(1) / count                                           # [S, D]
-    xc = (x - mean.unsqueeze(1)) * weight[:, None]                                        # [S, N, D]
-    target = torch.nn.functional.one_hot(labels, c).to(x.dtype) * weight[:, None]         # [N, C]
-    curvature = torch.linalg.eigvalsh(xc.transpose(1, 2) @ xc / count)[:, -1]            # [S]
-    lam = lambdas.to(x.dtype).reshape(1, -1, 1, 1)                                       # [1, G, 1, 1]
-    lip_w = 0.5 * curvature.reshape(-1, 1, 1, 1) + lam                                    # [S, G, 1, 1]
-    root = (lip_w / lam).sqrt()
-    momentum_w = (root - 1) / (root + 1)
-    step_b = 2.0
-
-    def gradient(w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        logits = xc.unsqueeze(1) @ w + b.unsqueeze(2)                                      # [S, G, N, C]
-        err = (torch.softmax(logits, -1) * weight[:, None] - target) / count
-        return xc.transpose(1, 2).unsqueeze(1) @ err + lam * (w - w0), err.sum(2)
-
-    g = lambdas.numel()
-    w = w0.expand(s, g, d, c).clone()
-    b = (mean @ w0).unsqueeze(1).expand(s, g, c).clone()      # logits start at x W0 (0 or zero-shot)
-    w_prev, b_prev = w, b
-    for _ in range(steps):
-        yw = w + momentum_w * (w - w_prev)
-        yb = b + momentum_w[..., 0] * (b - b_prev)
-        gw, gb = gradient(yw, yb)
-        new_w, new_b = yw - gw / lip_w, yb - step_b * gb
-        # gradient restart (O'Donoghue & Candès): where the step goes uphill, drop that problem's momentum
-        uphill = ((gw * (new_w - w)).sum((-1, -2)) + (gb * (new_b - b)).sum(-1)) > 0         # [S, G]
-        w_prev = torch.where(uphill[..., None, None], new_w, w)
-        b_prev = torch.where(uphill[..., None], new_b, b)
-        w, b = new_w, new_b
-    return w, b - (mean[:, None, None, :] @ w).squeeze(2)
+def check_probe_hparams(hp: dict) -> None:
+    """BridgeInputError for the one combination the value rules (bridge.hparams) cannot see."""
+    if hp["init"] == "text" and hp["features"] != "normalized":
+        raise BridgeInputError("linear-probe: init 'text' anchors the probe at zero-shot CLIP, which needs "
+                               "features 'normalized'")
 
 
 @register_method
 class LinearProbe:
     name = "linear-probe"
-    summary = "L2 logistic regression on the image features, regularisation chosen on validation"
-    defaults = {"lambda_low": 1e-6, "lambda_high": 1e-1, "lambda_points": 6, "steps": 150, "init": "zero"}
+    summary = "L2 logistic regression on the image features, regularisation chosen on validation (grid, or CoOp's lpclip search)"
+    defaults = {"features": "normalized", "search": "grid", "lambda_low": 1e-6, "lambda_high": 1e-1,
+                "lambda_points": 6, "c_grid": [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6], "bisection_steps": 8,
+                "max_iter": 1000, "tol": 1e-4, "init": "zero"}
+    rules = RULES
 
     def fit(self, task, **hparams) -> FittedState:
         hp = check_hparams(self, hparams)
-        if hp["init"] not in ("zero", "text"):
-            raise BridgeInputError(f"linear-probe: init must be 'zero' or 'text', got {hp['init']!r}")
+        check_probe_hparams(hp)
         start = time.perf_counter()
         dtype = work_dtype(task)
-        views = support_views(task, dtype)
+        normalize = hp["features"] == "normalized"
+        views = support_views(task, dtype, normalize)
         text = class_text(task, dtype).projected
         w0 = task.logit_scale * text.transpose(0, 1) if hp["init"] == "text" else torch.zeros_like(text.T)
-        lambdas = log_grid(hp["lambda_low"], hp["lambda_high"], int(hp["lambda_points"]), dtype=dtype,
-                           device=text.device)
-        w, b = fit_logistic(views.x, views.labels, views.mask, lambdas, w0, int(hp["steps"]))
-        fitted = time.perf_counter()
+        val_q, val_y = validation(task, dtype, normalize)
+        capped = torch.zeros(task.num_seeds, dtype=torch.long, device=text.device)
 
-        val_q, val_y = validation(task, dtype)
-        acc, logp = validation_scores(val_q.unsqueeze(1) @ w + b.unsqueeze(2), val_y)      # [S, G] each
+        def solve(l2: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+            """l2 [S, M] -> validation logits [S, M, Nv, C] and (weight, bias, iterations, status), [S, M, ...]."""
+            nonlocal capped
+            fit = fit_logistic(views.x, views.labels, views.mask, l2, w0, max_iter=hp["max_iter"], tol=hp["tol"])
+            capped = capped + (fit.status == CAP).sum(-1)
+            logits = val_q.unsqueeze(1) @ fit.weight + fit.bias.unsqueeze(2)
+            return logits, (fit.weight, fit.bias, fit.iterations, fit.status)
+
+        search = self._grid if hp["search"] == "grid" else self._lpclip
+        (weight, bias, iterations, status), chosen, val_acc, extra, searched = search(
+            solve, hp, val_y, int(views.mask.sum()), task.num_seeds, text)
+        info = {"val_accuracy": val_acc.tolist(), "fit_seconds": time.perf_counter() - start,
+                "search_seconds": time.perf_counter() - searched, "lbfgs_iterations": iterations.tolist(),
+                "lbfgs_status": [STATUS_NAMES[i] for i in status.tolist()],
+                "lbfgs_capped_fits": capped.tolist(), **extra}
+        return FittedState(self.name, {"weight": weight, "bias": bias}, [{**hp, **c} for c in chosen], info)
+
+    @staticmethod
+    def _grid(solve, hp: dict, val_y: Tensor, count: int, num_seeds: int, like: Tensor):
+        """All λ of the grid fitted at once, then the validation choice; returns (the chosen fits' tensors
+        [S, ...], [{"lambda": λ}] per seed, validation accuracy [S], info extras, time the search began)."""
+        lambdas = log_grid(hp["lambda_low"], hp["lambda_high"], int(hp["lambda_points"]), dtype=like.dtype,
+                           device=like.device)
+        logits, fitted = solve(lambdas.expand(num_seeds, -1))
+        searched = time.perf_counter()
+        acc, logp = validation_scores(logits, val_y)                                     # [S, G] each
         best_acc = acc.max(-1, keepdim=True).values
         ranking = torch.where(acc == best_acc, logp, torch.full_like(logp, -float("inf")))
-        pick = ranking.flip(-1).argmax(-1)                                                  # larger λ on ties
-        pick = lambdas.numel() - 1 - pick
-        rows = torch.arange(task.num_seeds, device=pick.device)
-        tensors = {"weight": w[rows, pick], "bias": b[rows, pick]}
-        chosen = [{**hp, "lambda": float(lambdas[i])} for i in pick.tolist()]
-        info = {"val_accuracy": acc[rows, pick].tolist(), "fit_seconds": time.perf_counter() - start,
-                "search_seconds": time.perf_counter() - fitted,
-                "val_accuracy_per_lambda": acc.tolist(), "lambdas": lambdas.tolist()}
-        return FittedState(self.name, tensors, chosen, info)
+        pick = lambdas.numel() - 1 - ranking.flip(-1).argmax(-1)                        # larger λ on ties
+        rows = torch.arange(num_seeds, device=pick.device)
+        chosen = [{"lambda": float(lambdas[i])} for i in pick.tolist()]
+        extra = {"val_accuracy_per_lambda": acc.tolist(), "lambdas": lambdas.tolist()}
+        return tuple(f[rows, pick] for f in fitted), chosen, acc[rows, pick], extra, searched
+
+    @staticmethod
+    def _lpclip(solve, hp: dict, val_y: Tensor, count: int, num_seeds: int, like: Tensor):
+        """CoOp's C grid then log-bisection (fits interleaved with the choice); same returns as _grid with
+        [{"C": C}] per seed."""
+        searched = time.perf_counter()
+
+        def fit_score(c: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+            logits, fitted = solve(1.0 / (c * count))
+            return accuracy(logits, val_y.unsqueeze(1)), fitted
+
+        choice = grid_then_bisect(fit_score, hp["c_grid"], hp["bisection_steps"], num_seeds, device=like.device)
+        extra = {"val_accuracy_per_c": choice.grid_accuracy.tolist(), "c_grid": list(hp["c_grid"]),
+                 "bisection_ends": choice.ends.tolist(), "bisection_accuracy": choice.end_accuracy.tolist()}
+        return choice.fitted, [{"C": c} for c in choice.value.tolist()], choice.accuracy, extra, searched
 
     def logits(self, state: FittedState, queries: Tensor) -> Tensor:
         w = state.tensors["weight"]
-        q = prepare_queries(queries, len(state.hparams), w, dim=w.shape[-2])
+        raw = bool(state.hparams) and state.hparams[0].get("features") == "raw"
+        q = prepare_queries(queries, len(state.hparams), w, dim=w.shape[-2], normalize=not raw)
         return q @ w + state.tensors["bias"].unsqueeze(1)

@@ -109,8 +109,9 @@ RECIPES: dict[str, dict[str, dict]] = {
         "imagenet": {"prompts": ["ensemble"], "source": COOP_TEXT},
     },
     "linear-probe": {
-        "default": {"families": PLAIN, "prompts": ["coop"], "hparams": {},
-                    "source": "RECIPES.md §2.6 (CoOp lpclip: raw features of the test transform, no augmentation)"},
+        "default": {"families": PLAIN, "prompts": ["coop"], "hparams": {"features": "raw", "search": "lpclip"},
+                    "source": "RECIPES.md §2.6 (CoOp lpclip: raw features of the test transform, no augmentation; "
+                              "L2 logistic regression to convergence, the C grid then 8 log-bisection steps)"},
     },
     "semobridge": _semobridge({}),
     "semobridge-t": _semobridge({
