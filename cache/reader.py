@@ -69,6 +69,14 @@ class FamilyInfo:
     recipe: dict[str, Any]
 
 
+def sorted_positions(sorted_values: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions [n], found [n] bool) of `values` in the sorted unique array `sorted_values`."""
+    positions = np.searchsorted(sorted_values, values)
+    found = positions < sorted_values.size
+    found[found] = sorted_values[positions[found]] == values[found]
+    return positions, found
+
+
 def _read_rows(dataset: h5py.Dataset, index: np.ndarray) -> np.ndarray:
     """dataset[index] for any int index [n] (any order, repeats allowed), read as contiguous runs."""
     if index.size == 0:
@@ -316,9 +324,7 @@ class Cache:
             positions = np.arange(info.rows.size)
         else:
             rows = np.asarray(rows, dtype=np.int64)
-            positions = np.searchsorted(info.rows, rows)
-            found = positions < info.rows.size
-            found[found] = info.rows[positions[found]] == rows[found]
+            positions, found = sorted_positions(info.rows, rows)
             if not found.all():
                 raise ClipBridgeError(f"{self.path}: row {int(rows[~found][0])} of split {split!r} has no "
                                       f"{family!r} views")

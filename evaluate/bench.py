@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -155,13 +156,13 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
         cells = [(i, k, m) for i in range(len(sources)) for k in spec.shots for m in spec.methods
                  if (i, m) not in unrunnable]
         mine = current.share(cells)
+        pending_of = {cell: tuple(s for s in spec.seeds if not set(keys[(*cell, s)]) <= done) for cell in mine}
+        outcome.skipped_cells = sum(1 for cell in mine if not pending_of[cell])
+        todo = [cell for cell in mine if pending_of[cell]]       # the bar counts the cells that are fitted
         built: dict[tuple, Any] = {}
-        for i, k, method in tqdm(mine, desc=f"bench rank {current.rank}" if current.size > 1 else "bench",
-                                 unit="cell", disable=not (progress and current.is_main)):
-            pending = tuple(s for s in spec.seeds if not set(keys[(i, k, method, s)]) <= done)
-            if not pending:
-                outcome.skipped_cells += 1
-                continue
+        for i, k, method in tqdm(todo, desc=f"bench rank {current.rank}" if current.size > 1 else "bench",
+                                 unit="cell", disable=not (progress and current.is_main and sys.stderr.isatty())):
+            pending = pending_of[(i, k, method)]
             source, plan = sources[i], plans[(i, k, method)]
             task_key = (i, k, pending, plan.families, plan.prompt_sets)
             if task_key not in built:
@@ -216,6 +217,7 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
         "ood": [str(p) for p in spec.ood], "methods": list(spec.methods), "shots": list(spec.shots),
         "seeds": list(spec.seeds), "protocol": spec.protocol, "recipe": spec.recipe,
         "hparams": {method: spec.overrides(method) for method in spec.methods if spec.overrides(method)},
+        "models": sorted({f"{s.identity['model']}/{s.identity['pretrained']}" for s in sources}),
         "records": len(records), "val_is_test": table.val_is_test, "table": table_summary(table),
         "skipped_methods": outcome.skipped_methods,
         "mean_fit_seconds": {m: sum(v) / len(v) for m, v in sorted(fit_seconds.items())},

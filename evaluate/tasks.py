@@ -27,6 +27,7 @@ from clipbridge.bridge.task import FewShotTask
 from clipbridge.cache.coverage import extract_hint
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.fewshot import FewShotDraw, check_shot_count, draw_fewshot, fewshot_grid
+from clipbridge.cache.reader import sorted_positions
 
 PROTOCOLS = ("clean", "paper")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -228,9 +229,7 @@ def _cache_rows(cache, loader: SplitLoader, split: str, picks: np.ndarray, what:
     """Rows of the cache's `split` holding the images at whole-list indices `picks` [n]; refuses an image
     the cache does not hold or that was unreadable at extraction."""
     rows = loader.rows(split)
-    position = np.searchsorted(rows.source, picks)
-    held = position < rows.source.size
-    held[held] = rows.source[position[held]] == picks[held]
+    position, held = sorted_positions(rows.source, picks)
     if not held.all():
         raise ClipBridgeError(f"cache {cache.path} does not hold image {int(picks[~held][0])} of the {split} list "
                               f"({what}); extract the (shots, seed) pairs you fit")
