@@ -99,3 +99,18 @@ def test_python_cli_py_runs_the_checkout_beside_it(tmp_path):
     assert "Usage: clipbridge" in result.stdout and "EXIT 0" in result.stdout
     package = result.stdout.split("PACKAGE ")[1].strip()
     assert Path(package) == REPO / "__init__.py"
+
+
+def test_every_package_folder_is_installed():
+    """setup.cfg lists its packages explicitly (the root is the package): none may be forgotten."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    listed = {line.strip() for line in config["options"]["packages"].splitlines() if line.strip()}
+    found = {"clipbridge"} | {
+        "clipbridge." + ".".join(path.parent.relative_to(REPO).parts)
+        for path in REPO.rglob("__init__.py")
+        if path.parent != REPO and not any(part.startswith(".") or part in ("tests", "build", "src") for part in
+                                           path.relative_to(REPO).parts)}
+    assert listed == found, (sorted(found - listed), sorted(listed - found))
