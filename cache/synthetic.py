@@ -8,10 +8,17 @@ Generative model (all draws from one numpy Generator seeded with `seed`, so a se
   e_{c,p} = |e| * n(e_c + template_p + noise) (templates shared by all classes), projected e_{c,p} Wt.
 - Images of class c sit around n(a * T_c + b * u_c) where T_c is the class's zero-shot text prototype and
   u_c an image-only direction the text never sees (shared inside a super-class as well, which is what
-  makes zero-shot confuse neighbours); every image is shifted by one shared modality-gap vector g,
-  gets isotropic noise and is scaled to a raw norm around 10 (CLIP's encode_image is not normalised).
-  Views v > 0 are view 0 plus small noise (an "augmented" copy).
+  makes zero-shot confuse neighbours); every image is shifted by one shared modality-gap vector g
+  (‖g‖ = `gap`, a random direction), gets isotropic noise and is scaled to a raw norm around 10 (CLIP's
+  encode_image is not normalised). Views v > 0 are view 0 plus small noise (an "augmented" copy).
 So zero-shot is well above chance but imperfect, and a few labelled images per class help.
+
+The gap is known by construction: with m_c = n(a T_c + b u_c + ...) the noise-free image centre and
+ε ~ N(0, σ²/512 · I_D) the noise, an image's normalised embedding n(g + m_c + ε) ≈ (g + m_c + ε) / r_c with
+r_c = sqrt(‖g + m_c‖² + σ² D / 512) (‖g + m_c + ε‖² concentrates there, relative spread O(1/sqrt(D))),
+so the centroid of the normalised test images is mean_i (g + m_{y_i}) / r_{y_i} up to the noise's mean
+(O(σ / sqrt(N)) over N images). Its distance to the centroid of the class text prototypes T̄ (all prompts
+of both text sets) is recorded as attrs["synthetic"]["expected_centroid_gap"] (test split).
 """
 from __future__ import annotations
 
@@ -30,7 +37,8 @@ TEMPLATES = ("a photo of a {}.", "itap of a {}.", "a bad photo of the {}.", "a o
 # Strengths of the generative model's parts (see the module docstring).
 _TEXT_MEAN, _TEXT_SUPER, _TEXT_OWN, _TEXT_TEMPLATE, _TEXT_NOISE = 1.0, 0.9, 0.7, 0.35, 0.25
 _EOS_NORM, _IMAGE_NORM = 25.0, 10.0
-_IMAGE_TEXT, _IMAGE_OWN, _IMAGE_SUPER, _IMAGE_GAP, _IMAGE_NOISE, _VIEW_NOISE = 0.6, 0.3, 0.5, 2.0, 3.5, 0.15
+_IMAGE_TEXT, _IMAGE_OWN, _IMAGE_SUPER, _IMAGE_NOISE, _VIEW_NOISE = 0.6, 0.3, 0.5, 3.5, 0.15
+DEFAULT_GAP = 2.0   # ‖g‖, the length of the shared modality-gap vector
 _SUPER_CLASS_SIZE = 4
 # Image noise has the same size along any direction whatever D is (its total norm is _IMAGE_NOISE at D=512).
 _REFERENCE_DIM = 512
@@ -76,6 +84,17 @@ def _images(rng: np.random.Generator, centres: np.ndarray, gap: np.ndarray, labe
     return out.astype(np.float32)
 
 
+def expected_centroid_gap(centres: np.ndarray, gap: np.ndarray, labels: np.ndarray,
+                          prototypes: np.ndarray) -> float:
+    """‖mean_i (g + m_{y_i}) / r_{y_i} − mean_c T̄_c‖ with r_c = sqrt(‖g + m_c‖² + σ² D / 512): the centroid gap
+    the normalised images of `labels` [N] should show (module docstring); centres m [C, D], gap g [D],
+    prototypes T̄ [C, D]."""
+    shifted = gap + centres                                                             # [C, D]
+    radius = np.sqrt((shifted**2).sum(-1) + _IMAGE_NOISE**2 * centres.shape[1] / _REFERENCE_DIM)
+    image_centroid = (shifted / radius[:, None])[labels].mean(0)
+    return float(np.linalg.norm(image_centroid - prototypes.mean(0)))
+
+
 def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.ndarray:
     """`count` labels cycling through all classes, shuffled."""
     return rng.permutation(np.arange(count) % classes)
@@ -83,12 +102,15 @@ def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.n
 
 def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: int, dim: int, width: int,
                           val: int, test: int, views: int = 1, prompts: int = 3, seed: int = 0,
-                          dataset: str = "synthetic", overwrite: bool = False) -> Path:
+                          dataset: str = "synthetic", overwrite: bool = False, gap: float = DEFAULT_GAP) -> Path:
     """Write a valid synthetic cache (splits train [C*train_per_class], val [val], test [test]); its path.
 
     Train and val images have `views` views, test images one. Text sets: "ensemble" (`prompts` templates
-    per class) and "cupl" (`prompts` sentences per class).
+    per class) and "cupl" (`prompts` sentences per class). `gap` = ‖g‖, the modality-gap vector's length
+    (0: no shared shift); the centroid gap it should produce is recorded (module docstring).
     """
+    if not gap >= 0:
+        raise ClipBridgeError(f"synthetic cache {path}: gap must be at least 0, got {gap}")
     for name, value, low in (("classes", classes, 2), ("train_per_class", train_per_class, 1), ("dim", dim, 2),
                              ("width", width, 2), ("val", val, 1), ("test", test, 1), ("views", views, 1),
                              ("prompts", prompts, 1)):
@@ -102,7 +124,7 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
     super_dirs = _unit(rng.standard_normal((supers.max() + 1, dim)))
     own = _unit(rng.standard_normal((classes, dim)))
     centres = _unit(_IMAGE_TEXT * prototypes + _IMAGE_OWN * own + _IMAGE_SUPER * super_dirs[supers])
-    gap = _IMAGE_GAP * _unit(rng.standard_normal(dim))
+    gap_vector = float(gap) * _unit(rng.standard_normal(dim))
     labels = {
         "train": np.repeat(np.arange(classes), train_per_class),
         "val": _balanced_labels(rng, classes, val),
@@ -112,7 +134,9 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
     attrs = {"model": "synthetic", "pretrained": f"seed{seed}", "dataset": dataset, "image_size": 0,
              "precision": "fp32", "split_source": f"synthetic (seed {seed})",
              "synthetic": {"classes": classes, "train_per_class": train_per_class, "dim": dim, "width": width,
-                           "val": val, "test": test, "views": views, "prompts": prompts, "seed": seed}}
+                           "val": val, "test": test, "views": views, "prompts": prompts, "seed": seed,
+                           "gap": float(gap), "expected_centroid_gap":
+                               expected_centroid_gap(centres, gap_vector, labels["test"], prototypes)}}
     with CacheWriter(path, attrs=attrs, overwrite=overwrite, restart=True) as writer:
         writer.write_model(projection.astype(np.float32), 100.0)
         writer.write_classes(names, [n.replace(" ", "_") for n in names])
@@ -129,7 +153,7 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
             writer.ensure_split(split, split_labels, [f"{split}/{i:06d}" for i in range(split_labels.size)],
                                 split_views, dim, np.float32, {"views_recipe": "synthetic noise", "seed": seed})
             writer.write_rows(split, np.arange(split_labels.size),
-                              _images(rng, centres, gap, split_labels, split_views))
+                              _images(rng, centres, gap_vector, split_labels, split_views))
         return writer.finish()
 
 
@@ -146,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=1, help="views per train/val image")
     parser.add_argument("--prompts", type=int, default=3, help="prompts per class in each text set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gap", type=float, default=DEFAULT_GAP, help="length of the modality-gap vector g")
     parser.add_argument("--dataset", default="synthetic", help="dataset name recorded in the cache")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     parser.add_argument("--out", required=True, help="cache file to write (.h5)")
@@ -154,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_synthetic_cache(args.out, classes=args.classes, train_per_class=args.shots, dim=args.dim,
                                      width=args.width, val=args.val, test=args.test, views=args.views,
                                      prompts=args.prompts, seed=args.seed, dataset=args.dataset,
-                                     overwrite=args.overwrite)
+                                     overwrite=args.overwrite, gap=args.gap)
     except ClipBridgeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
