@@ -4,7 +4,7 @@ A table has one row per (dataset, method) and one column per shot count; dataset
 distribution are labelled `source->target`; `average` rows average the in-distribution datasets seed by
 seed (present only when every dataset has that seed). Everything is derived from the records' accuracies
 (never from timings) and sorted, with fixed float formatting, so the same records give byte-identical
-files.
+files. `fit_seconds_per_seed` gathers the timings apart, for the accuracy-versus-time plot.
 """
 from __future__ import annotations
 
@@ -123,6 +123,17 @@ def table_summary(table: Table) -> dict[str, Any]:
         summary.setdefault(dataset, {}).setdefault(method, {})[str(k)] = {
             "mean": round(cell.mean, 4), "std": round(cell.std, 4), "seeds": cell.seeds}
     return summary
+
+
+def fit_seconds_per_seed(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """{(method, shots): mean fit seconds per seed} over the in-distribution records of every dataset; a
+    record's seconds are its batched cell's `fit_seconds` divided by `seeds_batched` (1 when absent)."""
+    seconds: dict[tuple[str, int], list[float]] = {}
+    for record in records:
+        if dataset_label(record) == record["dataset"] and "fit_seconds" in record:
+            per_seed = float(record["fit_seconds"]) / max(1, int(record.get("seeds_batched") or 1))
+            seconds.setdefault((record["method"], int(record["shots"])), []).append(per_seed)
+    return {key: sum(values) / len(values) for key, values in sorted(seconds.items())}
 
 
 def _cell(values: list[float]) -> Cell:
