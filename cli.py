@@ -35,10 +35,11 @@ def group() -> None:
 
 def _add_commands() -> None:
     from clipbridge.cache.commands import fewshot, info
+    from clipbridge.evaluate.analysis.command import analyze
     from clipbridge.evaluate.commands import bench, demo, evaluate, fit
     from clipbridge.extract.commands import extract
 
-    for command in (extract, fewshot, fit, evaluate, bench, info, demo):
+    for command in (extract, fewshot, fit, evaluate, bench, analyze, info, demo):
         group.add_command(command)
 
 
