@@ -185,10 +185,10 @@ def sensitivity_figure(title: str, labels: Sequence[str], positions: Sequence[fl
                         color=shade(i / max(1, len(all_shots) - 1) * 0.85), label=f"{k}-shot")
         if log_x:
             ax.set_xscale("log")
-        if positions is None or len(xs) <= 8:
-            ax.set_xticks(xs)
-            ax.set_xticklabels(labels, rotation=30 if max(map(len, labels), default=0) > 6 else 0, ha="right"
-                               if max(map(len, labels), default=0) > 6 else "center")
+        if positions is None or len(xs) <= 8:                 # every value labelled, long names slanted
+            slanted = max(map(len, labels), default=0) > 6
+            ax.set_xticks(xs, labels, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+            ax.minorticks_off()
         ax.set_title(method, fontsize=11, color=method_colour(method) if method in curves else "black")
         ax.set_xlabel(title)
         ax.set_ylabel("top-1 accuracy (%)")

@@ -143,13 +143,15 @@ class Sensitivity:
 
 
 def sensitivity(sweep: Sweep, records: Sequence[dict[str, Any]]) -> Sensitivity:
-    """Aggregate a sweep's records: per value, evaluate.tables.build_table's average row (one dataset: its row)."""
+    """Aggregate a sweep's in-distribution records: per value, evaluate.tables.build_table's average row (one
+    dataset: its row); OOD scores stay in results.jsonl."""
     labels = [sweep.label(v) for v in sweep.values]
     cells: dict[tuple[str, str, int], Cell] = {}
     methods: set[str] = set()
     shots: set[int] = set()
     for value, label in zip(sweep.values, labels):
-        table = build_table([r for r in records if (r.get("sweep") or {}).get("value") == value])
+        table = build_table([r for r in records if (r.get("sweep") or {}).get("value") == value
+                             and r.get("eval_dataset", r["dataset"]) == r["dataset"]])
         row = AVERAGE if AVERAGE in table.datasets else next(iter(table.datasets), None)
         for (dataset, method, k), cell in table.cells.items():
             if dataset == row:

@@ -232,7 +232,8 @@ def _document(meta, spec, setting, total, analysed, gallery, pairs, reps, measur
     return {
         "dataset": meta["dataset"], "model": meta["model"], "pretrained": meta["pretrained"], "cache": meta["cache"],
         "cache_id": meta["cache_id"], "shots": meta["shots"], "seed": spec.seed, "views": meta["views"],
-        "prompt_sets": meta["prompt_sets"], "protocol": meta["protocol"], "dtype": setting["dtype"],
+        "prompt_sets": meta["prompt_sets"], "protocol": meta["protocol"], "val_is_test": meta["val_is_test"],
+        "dtype": setting["dtype"],
         "images": {"split": "test", "analysed": analysed, "total": total,
                    "sampling": f"uniform without replacement, seed {spec.seed}" if sampled else "all of them",
                    "max_images": spec.max_images},

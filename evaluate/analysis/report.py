@@ -56,6 +56,8 @@ def gap_markdown(document: dict[str, Any]) -> str:
              f"- Pairs: {pairs['intra']['used']:,} of {pairs['intra']['total']:,} same-class and "
              f"{pairs['inter']['used']:,} of {pairs['inter']['total']:,} different-class ({pairs['sampling']}).",
              f"- Text side: {d['text']}.",
+             *(["- **Validation = test** (protocol paper on a cache without val): the bridges were tuned on the "
+                "test split analysed here."] if d.get("val_is_test") else []),
              "", gap_table(d["representations"]).rstrip("\n"), ""]
     for row in d["representations"]:
         own = row["metrics"].get("own_text")
