@@ -142,3 +142,16 @@ def test_a_run_of_another_cache_or_without_the_seed_is_refused(tmp_path, caches)
         run_analysis(AnalysisSpec(runs=(run,), seed=2, device="cpu"), caches[0.5])
     with pytest.raises(ClipBridgeError, match="disagrees with the runs"):
         run_analysis(AnalysisSpec(runs=(run,), shots=4, device="cpu"), caches[0.5])
+
+
+@pytest.mark.slow
+def test_speed_script_prints_the_one_off_fits_and_the_analysis_phases(capsys):
+    from clipbridge.evaluate.analysis.speed import main
+
+    main(["--classes", "4", "--dim", "8", "--width", "8", "--shots", "2", "--test", "40", "--val", "8",
+          "--steps", "5", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "one-off fit  semobridge-t:" in out and "(5 training steps)" in out
+    for phase in ("load", "measure", "plots", "write", "total"):
+        assert f"{phase}:" in out
+    assert "process, start to exit" in out and "| semobridge-t |" in out

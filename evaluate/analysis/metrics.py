@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-# Rows of the [rows, N] similarity block cosine_scan builds at once: at most 2^24 floats (64 MiB fp32).
+# Rows of the [rows, N] similarity block cosine_scan and retrieval_at_k build at once: at most 2^24 floats
+# (64 MiB fp32).
 SCAN_ELEMENTS = 1 << 24
 
 
@@ -50,61 +52,55 @@ class Pairs(NamedTuple):
     inter_total: int
 
 
-def sample_pairs(labels: Tensor, max_per_class: int, generator: torch.Generator) -> Pairs:
+def sample_pairs(labels: Tensor, max_per_class: int, seed: int) -> Pairs:
     """Same-class and different-class pairs of the images with labels [N], class by class.
 
     Per class c with n_c images: its n_c(n_c−1)/2 same-class pairs, all of them when there are at most
     `max_per_class`, else `max_per_class` drawn uniformly without replacement; and its n_c·(N − n_c) ordered
     pairs (i in c, j not in c), likewise all or `max_per_class` of them. Enumerated in full, every
     unordered different-class pair appears twice (once from each class), which weights all pairs equally.
+    The draws come from numpy's Generator seeded with `seed` (index bookkeeping: many small steps, which
+    numpy does without torch's per-operation thread start-up).
     """
-    labels = labels.cpu()
-    order = torch.argsort(labels, stable=True)
-    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
-    n = labels.numel()
-    parts: dict[str, list[Tensor]] = {"ii": [], "ij": [], "xi": [], "xj": []}
+    rng = np.random.default_rng(seed)
+    values = labels.cpu().numpy()
+    order = np.argsort(values, kind="stable")
+    counts = np.unique(values, return_counts=True)[1]
+    n = values.size
+    parts: dict[str, list[np.ndarray]] = {"ii": [], "ij": [], "xi": [], "xj": []}
     intra_total = inter_total = 0
     start = 0
     for count in counts.tolist():
-        members, start = order[start:start + count], start + count
-        others = torch.cat([order[:start - count], order[start:]])
-        pairs = count * (count - 1) // 2
-        intra_total += pairs
+        members, others = order[start:start + count], np.concatenate([order[:start], order[start + count:]])
+        start += count
+        pairs, crossing = count * (count - 1) // 2, count * (n - count)
+        intra_total, inter_total = intra_total + pairs, inter_total + crossing
         if pairs:
-            k = _draw(pairs, max_per_class, generator)
-            row, col = _triangle_index(k, count)
+            row, col = _triangle_index(_draw(pairs, max_per_class, rng), count)
             parts["ii"].append(members[row])
             parts["ij"].append(members[col])
-        crossing = count * (n - count)
-        inter_total += crossing
         if crossing:
-            k = _draw(crossing, max_per_class, generator)
+            k = _draw(crossing, max_per_class, rng)
             parts["xi"].append(members[k // (n - count)])
             parts["xj"].append(others[k % (n - count)])
-    empty = torch.zeros(0, dtype=torch.long)
-    cat = {key: torch.cat(value) if value else empty for key, value in parts.items()}
-    return Pairs(cat["ii"], cat["ij"], cat["xi"], cat["xj"], intra_total, inter_total)
+    joined = {key: torch.from_numpy(np.concatenate(value) if value else np.zeros(0, dtype=np.int64)).long()
+              for key, value in parts.items()}
+    return Pairs(joined["ii"], joined["ij"], joined["xi"], joined["xj"], intra_total, inter_total)
 
 
-def _draw(total: int, limit: int, generator: torch.Generator) -> Tensor:
+def _draw(total: int, limit: int, rng: np.random.Generator) -> np.ndarray:
     """All of range(total) when total ≤ limit, else `limit` distinct values drawn uniformly (sorted)."""
     if total <= limit:
-        return torch.arange(total)
-    if total <= 4 * limit:
-        return torch.randperm(total, generator=generator)[:limit].sort().values
-    picked = torch.zeros(0, dtype=torch.long)
-    while picked.numel() < limit:          # rejection of repeats: total > 4·limit, one round almost always
-        fresh = torch.randint(total, (2 * limit,), generator=generator)
-        picked = torch.cat([picked, fresh]).unique()
-    return picked[torch.randperm(picked.numel(), generator=generator)[:limit]].sort().values
+        return np.arange(total)
+    return np.sort(rng.choice(total, size=limit, replace=False))
 
 
-def _triangle_index(k: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Row and column (row < col) of the k-th entry [P] of the strict upper triangle of an n × n matrix,
+def _triangle_index(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column (row < col) of the k-th entries [P] of the strict upper triangle of an n × n matrix,
     row by row."""
     before = lambda r: r * (2 * n - r - 1) // 2                   # noqa: E731  entries above row r
-    row = torch.floor((2 * n - 1 - torch.sqrt((2 * n - 1) ** 2 - 8 * k.double())) / 2).long()
-    row = row - (k < before(row)).long() + (k >= before(row + 1)).long()   # undo a rounding error
+    row = np.floor((2 * n - 1 - np.sqrt((2 * n - 1) ** 2 - 8 * k.astype(np.float64))) / 2).astype(np.int64)
+    row = row - (k < before(row)) + (k >= before(row + 1))       # undo a rounding error
     return row, k - before(row) + row + 1
 
 
