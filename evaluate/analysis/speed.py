@@ -5,11 +5,13 @@ bridges once on the spot (SeMoBridge-T with --steps training steps: the analysis
 it, the state has the same tensors), saves them as runs, then times the analysis from those saved runs:
 in-process (--repeats times; load = runs, task and support, measure = test images, representations,
 metrics and method accuracy, plots, write) and as one `clipbridge analyze --run ...` process (Python start
-and imports included). Prints every figure.
+and imports included). Prints every figure. With --workdir DIR the cache and runs are kept there and reused
+by the next call with the same settings (no refit).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=500, help="SeMoBridge-T training steps of the one-off fit")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workdir", default=None, help="keep (and reuse) the cache and runs here")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     from clipbridge.bridge.ops import flush_denormals
 
@@ -38,24 +42,32 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from clipbridge.cache.reader import open_cache
     from clipbridge.cache.synthetic import write_synthetic_cache
     from clipbridge.evaluate.analysis.analyze import DEFAULT_METHODS, AnalysisSpec, run_analysis
 
     print(f"cache: {args.classes} classes × {args.shots} shots, D={args.dim}, W={args.width}, {args.test} test "
           f"images; device {args.device}, torch threads {torch.get_num_threads()}")
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        path = write_synthetic_cache(root / "synthetic101.h5", classes=args.classes, train_per_class=args.shots,
-                                     dim=args.dim, width=args.width, val=args.val, test=args.test, seed=0)
-        cache = open_cache(path)
-        fitted = run_analysis(AnalysisSpec(methods=DEFAULT_METHODS, shots=args.shots, device=args.device,
-                                           hparams={"semobridge-t": {"steps": args.steps}},
-                                           save_runs=root / "runs"), cache)
-        runs = [Path(rep["source"]["run"]) for rep in fitted.document["representations"][1:]]
-        for rep in fitted.document["representations"][1:]:
-            print(f"one-off fit {rep['name']:>13}: {rep['source']['fit_seconds']:7.2f} s"
-                  + (f" ({args.steps} training steps)" if rep["name"] == "semobridge-t" else ""))
+    with tempfile.TemporaryDirectory() as scratch:
+        settings = f"c{args.classes}-k{args.shots}-d{args.dim}-w{args.width}-t{args.test}-v{args.val}-s{args.steps}"
+        root = Path(args.workdir or scratch) / settings
+        path = root / "synthetic101.h5"
+        if not path.is_file():
+            write_synthetic_cache(path, classes=args.classes, train_per_class=args.shots, dim=args.dim,
+                                  width=args.width, val=args.val, test=args.test, seed=0)
+        runs = sorted((root / "runs").glob("*/*/*"))
+        if len(runs) != len(DEFAULT_METHODS):
+            fitted = run_analysis(AnalysisSpec(methods=DEFAULT_METHODS, shots=args.shots, device=args.device,
+                                               hparams={"semobridge-t": {"steps": args.steps}},
+                                               save_runs=root / "runs"), open_cache(path))
+            runs = [Path(rep["source"]["run"]) for rep in fitted.document["representations"][1:]]
+            for rep in fitted.document["representations"][1:]:
+                print(f"one-off fit {rep['name']:>13}: {rep['source']['fit_seconds']:7.2f} s"
+                      + (f" ({args.steps} training steps)" if rep["name"] == "semobridge-t" else ""))
+        else:
+            print(f"runs reused from {root / 'runs'} (no refit)")
         spec = AnalysisSpec(runs=tuple(runs), device=args.device)
         phases: dict[str, list[float]] = {}
         for repeat in range(args.repeats):
@@ -71,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         command = [sys.executable, str(REPO / "cli.py"), "analyze", "--device", args.device, "--out",
                    str(root / "analysis"), "--name", "cli"] + [x for run in runs for x in ("--run", str(run))]
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
         if done.returncode:
             raise SystemExit(done.stderr)
