@@ -46,13 +46,15 @@ def _runs_tensors(argv: list[str]) -> bool:
 
 def _add_commands() -> None:
     from clipbridge.cache.commands import fewshot, info
+    from clipbridge.evaluate.analysis.command import analyze
     from clipbridge.evaluate.commands import bench, demo, evaluate, fit, predict
     from clipbridge.evaluate.methods_command import methods
     from clipbridge.evaluate.published import published
     from clipbridge.evaluate.recipes.command import recipe
     from clipbridge.extract.commands import extract
 
-    for command in (extract, fewshot, fit, evaluate, predict, bench, methods, recipe, published, info, demo):
+    for command in (extract, fewshot, fit, evaluate, predict, bench, analyze, methods, recipe, published, info,
+                    demo):
         group.add_command(command)
 
 

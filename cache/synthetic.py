@@ -10,11 +10,18 @@ Generative model (all draws from one numpy Generator seeded with `seed`, so a se
   e_{c,p} = |e| * n(e_c + template_p + noise) (templates shared by all classes), projected e_{c,p} Wt.
 - Images of class c sit around n(a * T_c + b * u_c) where T_c is the class's zero-shot text prototype and
   u_c an image-only direction the text never sees (shared inside a super-class as well, which is what
-  makes zero-shot confuse neighbours); every image is shifted by one shared modality-gap vector g,
-  gets isotropic noise and is scaled to a raw norm around 10 (CLIP's encode_image is not normalised).
-  The plain view of an image is that point; the copies of an augmented view family (train images only,
-  e.g. {"flip": 1, "tip": 10}) are the plain view plus small noise.
+  makes zero-shot confuse neighbours); every image is shifted by one shared modality-gap vector g
+  (‖g‖ = `gap`, a random direction), gets isotropic noise and is scaled to a raw norm around 10 (CLIP's
+  encode_image is not normalised). The plain view of an image is that point; the copies of an augmented
+  view family (train images only, e.g. {"flip": 1, "tip": 10}) are the plain view plus small noise.
 So zero-shot is well above chance but imperfect, and a few labelled images per class help.
+
+The gap is known by construction: with m_c = n(a T_c + b u_c + ...) the noise-free image centre and
+ε ~ N(0, σ²/512 · I_D) the noise, an image's normalised embedding n(g + m_c + ε) ≈ (g + m_c + ε) / r_c with
+r_c = sqrt(‖g + m_c‖² + σ² D / 512) (‖g + m_c + ε‖² concentrates there, relative spread O(1/sqrt(D))),
+so the centroid of the normalised test images is mean_i (g + m_{y_i}) / r_{y_i} up to the noise's mean
+(O(σ / sqrt(N)) over N images). Its distance to the centroid of the class text prototypes T̄ (all prompts
+of both text sets) is recorded as attrs["synthetic"]["expected_centroid_gap"] (test split).
 """
 from __future__ import annotations
 
@@ -34,7 +41,8 @@ TEMPLATES = ("a photo of a {}.", "itap of a {}.", "a bad photo of the {}.", "a o
 # Strengths of the generative model's parts (see the module docstring).
 _TEXT_MEAN, _TEXT_SUPER, _TEXT_OWN, _TEXT_TEMPLATE, _TEXT_NOISE = 1.0, 0.9, 0.7, 0.35, 0.25
 _EOS_NORM, _IMAGE_NORM = 25.0, 10.0
-_IMAGE_TEXT, _IMAGE_OWN, _IMAGE_SUPER, _IMAGE_GAP, _IMAGE_NOISE, _VIEW_NOISE = 0.6, 0.3, 0.5, 2.0, 3.5, 0.15
+_IMAGE_TEXT, _IMAGE_OWN, _IMAGE_SUPER, _IMAGE_NOISE, _VIEW_NOISE = 0.6, 0.3, 0.5, 3.5, 0.15
+DEFAULT_GAP = 2.0   # ‖g‖, the length of the shared modality-gap vector
 _SUPER_CLASS_SIZE = 4
 # Image noise has the same size along any direction whatever D is (its total norm is _IMAGE_NOISE at D=512).
 _REFERENCE_DIM = 512
@@ -83,6 +91,17 @@ def _augmented(rng: np.random.Generator, plain: np.ndarray, copies: int) -> np.n
     return (plain[:, None, :] + noise).astype(np.float32)
 
 
+def expected_centroid_gap(centres: np.ndarray, gap: np.ndarray, labels: np.ndarray,
+                          prototypes: np.ndarray) -> float:
+    """‖mean_i (g + m_{y_i}) / r_{y_i} − mean_c T̄_c‖ with r_c = sqrt(‖g + m_c‖² + σ² D / 512): the centroid gap
+    the normalised images of `labels` [N] should show (module docstring); centres m [C, D], gap g [D],
+    prototypes T̄ [C, D]."""
+    shifted = gap + centres                                                             # [C, D]
+    radius = np.sqrt((shifted**2).sum(-1) + _IMAGE_NOISE**2 * centres.shape[1] / _REFERENCE_DIM)
+    image_centroid = (shifted / radius[:, None])[labels].mean(0)
+    return float(np.linalg.norm(image_centroid - prototypes.mean(0)))
+
+
 def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.ndarray:
     """`count` labels cycling through all classes, shuffled."""
     return rng.permutation(np.arange(count) % classes)
@@ -91,15 +110,18 @@ def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.n
 def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: int, dim: int, width: int,
                           val: int, test: int, families: dict[str, int] | None = None, prompts: int = 3,
                           seed: int = 0, dataset: str = "synthetic", overwrite: bool = False,
-                          projection_bias: float = 0.0) -> Path:
+                          projection_bias: float = 0.0, gap: float = DEFAULT_GAP) -> Path:
     """Write a valid synthetic cache (splits train [C*train_per_class], val [val], test [test]); its path.
 
     Every image has the plain view; train images also have the augmented view `families` {name: copies}
     (e.g. {"flip": 1, "tip": 10}). Text sets: "coop" (one template per class, the first of "ensemble"),
     "ensemble" (`prompts` templates per class) and "cupl" (`prompts` sentences per class), as an extraction
     with --prompts coop,ensemble,cupl would store. Coverage: every image. projection_bias: the norm of the
-    bias b of an affine text projection (0: linear, no bias stored).
+    bias b of an affine text projection (0: linear, no bias stored). `gap` = ‖g‖, the modality-gap vector's
+    length (0: no shared shift); the centroid gap it should produce is recorded (module docstring).
     """
+    if not gap >= 0:
+        raise ClipBridgeError(f"synthetic cache {path}: gap must be at least 0, got {gap}")
     families = dict(families or {})
     for name, value, low in (("classes", classes, 2), ("train_per_class", train_per_class, 1), ("dim", dim, 2),
                              ("width", width, 2), ("val", val, 1), ("test", test, 1), ("prompts", prompts, 1),
@@ -123,7 +145,7 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
     super_dirs = _unit(rng.standard_normal((supers.max() + 1, dim)))
     own = _unit(rng.standard_normal((classes, dim)))
     centres = _unit(_IMAGE_TEXT * prototypes + _IMAGE_OWN * own + _IMAGE_SUPER * super_dirs[supers])
-    gap = _IMAGE_GAP * _unit(rng.standard_normal(dim))
+    gap_vector = float(gap) * _unit(rng.standard_normal(dim))
     labels = {
         "train": np.repeat(np.arange(classes), train_per_class),
         "val": _balanced_labels(rng, classes, val),
@@ -133,7 +155,9 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
     attrs = {"model": "synthetic", "pretrained": f"seed{seed}", "dataset": dataset, "image_size": 0,
              "precision": "fp32", "split_source": f"synthetic (seed {seed})",
              "synthetic": {"classes": classes, "train_per_class": train_per_class, "dim": dim, "width": width,
-                           "val": val, "test": test, "families": families, "prompts": prompts, "seed": seed}}
+                           "val": val, "test": test, "families": families, "prompts": prompts, "seed": seed,
+                           "gap": float(gap), "expected_centroid_gap":
+                               expected_centroid_gap(centres, gap_vector, labels["test"], prototypes)}}
     if bias is not None:
         attrs["synthetic"]["projection_bias"] = projection_bias
     with CacheWriter(path, attrs=attrs, overwrite=overwrite, restart=True) as writer:
@@ -153,7 +177,7 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
             paths = [f"{split}/{i:06d}" for i in range(n)]
             writer.write_list(split, split_labels, list_fingerprint(paths, split_labels))
             writer.ensure_split(split, source=np.arange(n), labels=split_labels, paths=paths)
-            plain = _images(rng, centres, gap, split_labels)
+            plain = _images(rng, centres, gap_vector, split_labels)
             writer.write_family(split, "plain", plain[:, None], recipe={"family": "plain", "synthetic": True})
             for family, copies in (families.items() if split == "train" else ()):
                 writer.write_family(split, family, _augmented(rng, plain, copies),
@@ -188,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                         "copies, e.g. flip:1,tip:10 (every image has the plain view)")
     parser.add_argument("--prompts", type=int, default=3, help="prompts per class in each text set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gap", type=float, default=DEFAULT_GAP, help="length of the modality-gap vector g")
     parser.add_argument("--dataset", default="synthetic", help="dataset name recorded in the cache")
     parser.add_argument("--projection-bias", type=float, default=0.0,
                         help="norm of the bias of an affine text projection, as SigLIP's (0: linear)")
@@ -199,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                                      width=args.width, val=args.val, test=args.test,
                                      families=_parse_families(args.families),
                                      prompts=args.prompts, seed=args.seed, dataset=args.dataset,
-                                     overwrite=args.overwrite, projection_bias=args.projection_bias)
+                                     overwrite=args.overwrite, projection_bias=args.projection_bias, gap=args.gap)
     except ClipBridgeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

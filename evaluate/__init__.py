@@ -2,5 +2,6 @@
 
 tasks (cache -> FewShotTask, test queries), scoring (fit, score, records), fitting (fit/evaluate
 commands' work), runs (saved fitted states), records (results.jsonl), tables and plots, bench (the grid,
-torchrun-aware through distributed), demo, speed, commands (click: fit, evaluate, bench, demo).
+torchrun-aware through distributed), sweep (bench over the values of one hyper-parameter or prompt choice),
+analysis/ (the modality gap: `analyze`), demo, speed, commands (click: fit, evaluate, bench, demo).
 """

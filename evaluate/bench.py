@@ -2,11 +2,13 @@
 
 Records go to <results>/results.jsonl; a record already there is not redone, so an interrupted bench
 resumes. Under torchrun the cells are dealt out across ranks (each appends its records under the file
-lock) and rank 0 builds <results>/<name>/{table.csv, table.md, accuracy_vs_shots.png, summary.json} from
-the records once every rank is done. Methods fitted on a source cache can also be scored on test-only
-distribution-shift caches (`ood`), restricted to the classes those share with the source. A method that
-needs an input a source cache lacks (SeMoBridge without EOS features: a CoCa or HF text tower) is skipped
-on that cache with a note in the table and the summary, and every other method runs.
+lock) and rank 0 builds <results>/<name>/{table.csv, table.md, accuracy_vs_shots.png, accuracy_vs_time.png,
+summary.json} from the records once every rank is done. Methods fitted on a source cache can also be scored
+on test-only distribution-shift caches (`ood`), restricted to the classes those share with the source. A
+method that needs an input a source cache lacks (SeMoBridge without EOS features: a CoCa or HF text tower)
+is skipped on that cache with a note in the table and the summary, and every other method runs. A bench can
+be one point of a sweep (evaluate/sweep.py): its records then carry `sweep` = {"name", "value"}, part of
+their key.
 """
 from __future__ import annotations
 
@@ -23,17 +25,18 @@ from clipbridge.bridge.registry import get_method, unmet_needs
 from clipbridge.bridge.task import EOS, OPTIONAL_INPUTS
 from clipbridge.cache.reader import open_cache
 from clipbridge.evaluate.distributed import rank_device, world
-from clipbridge.evaluate.plots import plot_accuracy_vs_shots
+from clipbridge.evaluate.plots import plot_accuracy_vs_shots, plot_accuracy_vs_time
 from clipbridge.evaluate.records import (append_records, latest_by_key, package_version, read_records, record_key,
                               results_path)
 from clipbridge.evaluate.scoring import align_classes, fit_method, score_queries, seed_records
-from clipbridge.evaluate.tables import build_table, table_summary, to_csv, to_markdown
+from clipbridge.evaluate.tables import build_table, fit_seconds_per_seed, table_summary, to_csv, to_markdown
 from clipbridge.evaluate.files import write_text_atomic
 from clipbridge.evaluate.plan import FitPlan, plan_fit
 from clipbridge.evaluate.tasks import (SplitLoader, build_fit_task, cache_identity, check_pairs, check_shots, load_test,
                                        resolve_device)
 
 TABLE_CSV, TABLE_MD, PLOT_PNG, SUMMARY_JSON = "table.csv", "table.md", "accuracy_vs_shots.png", "summary.json"
+TIME_PNG = "accuracy_vs_time.png"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class BenchSpec:
     model: str | None = None
     pretrained: str | None = None
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-method overrides of fit
+    sweep: dict[str, Any] | None = None   # {"name", "value"} when this bench is one point of a sweep
 
     def overrides(self, method: str) -> dict[str, Any]:
         """The hyper-parameters this bench passes to `method`'s fit on top of its recipe (recorded as
@@ -74,6 +78,7 @@ class BenchOutcome:
     markdown: str = ""
     val_is_test: list[str] = field(default_factory=list)
     skipped_methods: dict[str, dict[str, str]] = field(default_factory=dict)   # {dataset: {method: reason}}
+    keys: set[str] = field(default_factory=set)   # record keys of the whole grid (every rank's cells)
 
 
 @dataclass
@@ -124,14 +129,16 @@ def expected_keys(spec: BenchSpec, sources: list[_Source], targets: list[Any],
                 "dataset": identity["dataset"], "eval_dataset": target, "model": identity["model"],
                 "pretrained": identity["pretrained"], "method": method, "shots": k, "seed": seed,
                 "recipe": plan.recipe.name, "view_families": list(plan.families),
-                "prompt_sets": list(plan.prompt_sets), "protocol": spec.protocol, "overrides": plan.overrides})
+                "prompt_sets": list(plan.prompt_sets), "protocol": spec.protocol, "overrides": plan.overrides,
+                "sweep": spec.sweep})
                 for target in evals]
     return keys
 
 
 def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, progress: bool = True,
-              echo: Callable[[str], None] = print) -> BenchOutcome:
-    """Check the whole grid, run its missing cells, then (rank 0) write the tables and the plot."""
+              echo: Callable[[str], None] = print, write: bool = True) -> BenchOutcome:
+    """Check the whole grid, run its missing cells, then (rank 0, unless `write` is False) write the tables and
+    plots."""
     results_file = results_path(results_dir)
     outcome = BenchOutcome()
     device = resolve_device(spec.device)
@@ -185,11 +192,13 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
                 records += seed_records(state, meta, accuracy, overrides=plan.overrides,
                                         eval_dataset=str(target.attrs.get("dataset")),
                                         eval_cache_id=str(target.cache_id))
+            if spec.sweep is not None:
+                records = [{**record, "sweep": spec.sweep} for record in records]
             outcome.records_written += append_records(results_file, records)
             outcome.fitted_cells += 1
         current.barrier()
-        if current.is_main:
-            wanted = {key for group in keys.values() for key in group}
+        outcome.keys = wanted = {key for group in keys.values() for key in group}
+        if current.is_main and write:
             records = [r for key, r in latest_by_key(read_records(results_file)).items() if key in wanted]
             missing = len(wanted) - len(records)
             if missing:
@@ -201,13 +210,15 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
 
 def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, sources: list[_Source],
                   outcome: BenchOutcome) -> None:
-    """table.csv, table.md, accuracy_vs_shots.png and summary.json of the grid's records."""
+    """table.csv, table.md, accuracy_vs_shots.png, accuracy_vs_time.png and summary.json of the grid's records."""
     table = build_table(records)
     folder.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(table, outcome.skipped_methods)
     write_text_atomic(folder / TABLE_CSV, to_csv(table))
     write_text_atomic(folder / TABLE_MD, markdown)
     plot = plot_accuracy_vs_shots(table, folder / PLOT_PNG)
+    seconds_per_seed = fit_seconds_per_seed(records)
+    time_plot = plot_accuracy_vs_time(table, seconds_per_seed, folder / TIME_PNG)
     fit_seconds: dict[str, list[float]] = {}
     for record in records:
         if record["dataset"] == record.get("eval_dataset", record["dataset"]):
@@ -221,10 +232,11 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
         "records": len(records), "val_is_test": table.val_is_test, "table": table_summary(table),
         "skipped_methods": outcome.skipped_methods,
         "mean_fit_seconds": {m: sum(v) / len(v) for m, v in sorted(fit_seconds.items())},
+        "fit_seconds_per_seed": {f"{m}/{k}": s for (m, k), s in seconds_per_seed.items()},
         "package_version": package_version(),
     }
     write_text_atomic(folder / SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     outcome.outputs = {"csv": folder / TABLE_CSV, "markdown": folder / TABLE_MD, "plot": plot,
-                       "summary": folder / SUMMARY_JSON}
+                       "time plot": time_plot, "summary": folder / SUMMARY_JSON}
     outcome.markdown = markdown
     outcome.val_is_test = table.val_is_test

@@ -3,6 +3,7 @@
     python cli.py fit --dataset food101 --shots 16 [--trained] [--method cmm] [--seeds 1-3]
     python cli.py evaluate runs/food101/semobridge/shots16-seeds1-3-ab12cd34
     python cli.py bench --dataset food101,dtd --methods all --shots 1,2,4,8,16 --seeds 1-10
+    python cli.py bench --dataset food101 --sweep semobridge-t.steps=500,1000,5000
     python cli.py demo [--quick]
 """
 from __future__ import annotations
@@ -246,9 +247,12 @@ def predict(run, images, topk, out, seed, pretrained, device, batch_size) -> Non
 @click.option("--name", default=None, help="results/<name>/ for the tables (default: the dataset names).")
 @click.option("--hparam", "hparam_items", multiple=True, metavar="METHOD.KEY=VALUE",
               help="a hyper-parameter for one method's fit, e.g. semobridge-t.steps=1000 (repeatable).")
+@click.option("--sweep", "sweep_text", default=None, metavar="METHOD.KEY=V1,V2,...|prompts=SET,SET+SET,...",
+              help="run the grid at each value of one method's hyper-parameter (that method only) or of the "
+                   "prompt sets ('+' joins sets), then write a sensitivity table and plot.")
 @click.option("--no-progress", is_flag=True, help="no progress bar.")
-def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache_root, recipe_name, view_families, prompts, protocol,
-          device, dtype, results, ood, name, hparam_items, no_progress) -> None:
+def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache_root, recipe_name, view_families,
+          prompts, protocol, device, dtype, results, ood, name, hparam_items, sweep_text, no_progress) -> None:
     """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""
     from clipbridge.evaluate.bench import BenchSpec, run_bench
     from clipbridge.evaluate.distributed import launched_by_torchrun
@@ -273,6 +277,9 @@ def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache
                      device=device, dtype=dtype, ood=targets, model=model, pretrained=pretrained)
     if targets and protocol == "paper":
         click.echo("note: OOD test sets are only scored, never tuned on", err=True)
+    if sweep_text:
+        _bench_sweep(spec, sweep_text, results, name, no_progress)
+        return
     name = name or "_".join(Path(c).stem for c in caches)
     outcome = run_bench(spec, results, name, progress=not no_progress,
                         echo=lambda text: click.echo(text, err=True))
@@ -283,6 +290,22 @@ def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache
                f"records written: {outcome.records_written}")
     for dataset in outcome.val_is_test:
         click.echo(f"warning: VAL = TEST on {dataset} (protocol paper without a val split)", err=True)
+    click.echo(outcome.markdown, nl=False)
+    for kind, path in outcome.outputs.items():
+        click.echo(f"{kind}: {path}")
+
+
+def _bench_sweep(spec, sweep_text: str, results: str, name: str | None, no_progress: bool) -> None:
+    from clipbridge.evaluate.sweep import parse_sweep, run_sweep
+
+    sweep = parse_sweep(sweep_text, spec.methods)
+    name = name or "_".join(Path(c).stem for c in spec.caches) + f"-sweep-{sweep.name}"
+    outcome = run_sweep(spec, sweep, results, name, progress=not no_progress,
+                        echo=lambda text: click.echo(text, err=True))
+    if not outcome.outputs:  # a torchrun rank other than 0
+        return
+    click.echo(f"cells fitted: {outcome.fitted_cells}, already done: {outcome.skipped_cells}, "
+               f"records written: {outcome.records_written}")
     click.echo(outcome.markdown, nl=False)
     for kind, path in outcome.outputs.items():
         click.echo(f"{kind}: {path}")

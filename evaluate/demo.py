@@ -7,6 +7,8 @@
    the Tip-Adapter/GDA crops, the plain view), the text sets coop and ensemble.
 2. Bench zeroshot, tip-adapter, gda, semobridge, semobridge-t and cmm over shots 1, 4, 16 x seeds 1-3 with
    their paper recipes (clean protocol), then print the Markdown table and the plot's path.
+3. Measure the modality gap before and after each bridge (evaluate.analysis) at the largest shot count and
+   the first seed, the bridges fitted again on the spot, and print its table (outputs in <out>/analysis/).
 
 `quick` is the reduced demo of the end-to-end test: fewer images per class, shots 1 and 16, 2 seeds, and
 shorter SeMoBridge-T/CMM training.
@@ -56,8 +58,26 @@ def run_demo(out: Path, *, quick: bool = False, device: str = "auto",
     echo(outcome.markdown.rstrip("\n"))
     echo(f"plot: {outcome.outputs['plot']}")
     echo(f"table: {outcome.outputs['markdown']} and {outcome.outputs['csv']}")
+    print_gap_analysis(cache_path, out, plan, device=device, echo=echo)
     echo(f"demo done in {time.perf_counter() - started:.0f} s")
     return outcome
+
+
+def print_gap_analysis(cache_path: Path, out: Path, plan: DemoPlan, *, device: str,
+                       echo: Callable[[str], None]) -> None:
+    """`analyze` of the demo's bridges ({max shots}-shot, first seed, the plan's hyper-parameters) on the
+    shapes cache: prints the gap table; gap.json/md and the two plots go to <out>/analysis/<plan name>/."""
+    from clipbridge.cache.reader import open_cache
+    from clipbridge.evaluate.analysis.analyze import DEFAULT_METHODS, AnalysisSpec, run_analysis
+    from clipbridge.evaluate.analysis.report import gap_table
+
+    spec = AnalysisSpec(methods=DEFAULT_METHODS, shots=max(plan.shots), seed=plan.seeds[0], device=device,
+                        hparams={m: plan.hparams[m] for m in DEFAULT_METHODS if m in plan.hparams})
+    echo(f"modality gap: {', '.join(DEFAULT_METHODS)} at {spec.shots} shots, seed {spec.seed}")
+    analysis = run_analysis(spec, open_cache(cache_path), out / "analysis", plan.name)
+    echo(gap_table(analysis.document["representations"]).rstrip("\n"))
+    echo(f"gap analysis: {analysis.outputs['markdown']} (plots: {analysis.outputs['histograms'].name}, "
+         f"{analysis.outputs['map'].name})")
 
 
 def extract_shapes(path: Path, plan: DemoPlan, *, device: str, echo: Callable[[str], None]) -> Path:

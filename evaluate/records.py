@@ -24,8 +24,10 @@ from clipbridge.cache.errors import ClipBridgeError
 RESULTS_FILE = "results.jsonl"
 
 # Fields that identify a result: a record with the same key is the same work (bench skips it).
+# `sweep` ({"name", "value"} of a bench sweep's point, evaluate/sweep.py) is null outside sweeps, so records
+# written before the field existed keep their key.
 KEY_FIELDS = ("dataset", "eval_dataset", "model", "pretrained", "method", "shots", "seed", "recipe",
-              "view_families", "prompt_sets", "protocol", "overrides")
+              "view_families", "prompt_sets", "protocol", "overrides", "sweep")
 
 # Fields that vary between two runs of the same work (excluded when comparing runs).
 VOLATILE_FIELDS = ("fit_seconds", "search_seconds", "time", "device", "package_version", "seeds_batched")
@@ -60,6 +62,7 @@ def make_record(*, dataset: str, model: str, pretrained: str, method: str, hpara
         "protocol": protocol,
         "recipe": recipe,
         "overrides": dict(overrides or {}),
+        "sweep": None,                      # {"name", "value"} in a sweep's records (evaluate/bench.py)
         "hparams": _jsonable(hparams),
         "val_accuracy": float(val_accuracy),
         "test_accuracy": float(test_accuracy),

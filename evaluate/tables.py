@@ -7,6 +7,7 @@ averaged together: their labels then carry the model, and each model gets its ow
 matches a published accuracy (evaluate/published.py: same model, weights, method, dataset and shots) the
 table holds it and our difference. Everything is derived from the records' accuracies (never from
 timings) and sorted, with fixed float formatting, so the same records give byte-identical files.
+`fit_seconds_per_seed` gathers the timings apart, for the accuracy-versus-time plot.
 """
 from __future__ import annotations
 
@@ -198,6 +199,17 @@ def table_summary(table: Table) -> dict[str, Any]:
             entry.update(paper=paper.accuracy, paper_source=paper.source)
         summary.setdefault(dataset, {}).setdefault(method, {})[str(k)] = entry
     return summary
+
+
+def fit_seconds_per_seed(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """{(method, shots): mean fit seconds per seed} over the in-distribution records of every dataset; a
+    record's seconds are its batched cell's `fit_seconds` divided by `seeds_batched` (1 when absent)."""
+    seconds: dict[tuple[str, int], list[float]] = {}
+    for record in records:
+        if dataset_label(record) == record["dataset"] and "fit_seconds" in record:
+            per_seed = float(record["fit_seconds"]) / max(1, int(record.get("seeds_batched") or 1))
+            seconds.setdefault((record["method"], int(record["shots"])), []).append(per_seed)
+    return {key: sum(values) / len(values) for key, values in sorted(seconds.items())}
 
 
 def _cell(values: list[float]) -> Cell:

@@ -58,7 +58,7 @@ def test_bench_writes_records_tables_plot_and_summary(tmp_path, caches):
     records = read_records(tmp_path / "results.jsonl")
     assert len(records) == 2 * 2 * 2 * 2
     folder = tmp_path / "grid"
-    for name in ("table.csv", "table.md", "accuracy_vs_shots.png", "summary.json"):
+    for name in ("table.csv", "table.md", "accuracy_vs_shots.png", "accuracy_vs_time.png", "summary.json"):
         assert (folder / name).is_file()
     csv = (folder / "table.csv").read_text().splitlines()
     assert [line.split(",")[:2] for line in csv[1:]] == [[d, m] for d in ("alpha", "beta", "average")

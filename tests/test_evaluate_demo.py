@@ -24,6 +24,9 @@ def test_reduced_demo_zero_shot_beats_chance_and_few_shot_beats_zero_shot(tmp_pa
     assert result.exit_code == 0, result.output
     for method in DEMO_METHODS:
         assert f"| {method} |" in result.output
+    gap = json.loads((tmp_path / "analysis" / "demo-quick" / "gap.json").read_text())    # the gap table follows
+    assert [r["name"] for r in gap["representations"]] == ["raw", "cmm", "semobridge", "semobridge-t"]
+    assert result.output.index("| raw |") > result.output.index("| zeroshot |")
     folder = tmp_path / "results" / "demo-quick"
     assert (folder / "accuracy_vs_shots.png").stat().st_size > 10_000
     summary = json.loads((folder / "summary.json").read_text())

@@ -82,8 +82,9 @@ def test_uniform_recipe_is_one_shared_setting_with_default_hyper_parameters():
     assert uniform.prompt_sets(["coop", "ensemble"]) == ["coop", "ensemble"]
     chosen = resolve_recipe("gda", "dtd", 1, recipe="uniform", families=["plain", "flip"], prompts=["coop"])
     assert chosen.families == ("plain", "flip") and chosen.prompt_sets(["coop", "ensemble"]) == ["coop"]
-    with pytest.raises(ClipBridgeError, match="--view-family choose the inputs of --recipe uniform"):
-        resolve_recipe("gda", "dtd", 1, families=["plain"])
+    replaced = resolve_recipe("gda", "dtd", 1, prompts=["ensemble"])           # the paper recipe, other text
+    assert replaced.prompts == ("ensemble",) and replaced.families == ("tip",) and replaced.hparams
+    assert replaced.sources["prompts"].startswith("given explicitly")
 
 
 def test_a_required_text_set_the_cache_lacks_is_one_line_naming_how_to_add_it():

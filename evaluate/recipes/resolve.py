@@ -7,7 +7,9 @@ hyper-parameters a fit uses.
 `paper` merges the method's rows of evaluate/recipes/table.py: default <- dataset <- dataset@shots (later rows
 override earlier ones field by field; hyper-parameters key by key). `uniform` is one shared setting for a
 controlled comparison: the view families and prompt sets given (default: the plain view and every text set
-of the cache) and every method's own default hyper-parameters. In both, `--hparam` overrides come last.
+of the cache) and every method's own default hyper-parameters. In both, view families or prompt sets given
+explicitly replace the recipe's (a sweep over text sets does that; every result records what it used), and
+`--hparam` overrides come last.
 """
 from __future__ import annotations
 
@@ -76,19 +78,14 @@ def _rows(method: str, dataset: str, shots: int) -> list[tuple[str, dict]]:
 
 def resolve_recipe(method: str, dataset: str, shots: int, *, recipe: str = DEFAULT_RECIPE,
                    families: Sequence[str] | None = None, prompts: Sequence[str] | None = None) -> Recipe:
-    """The recipe of `method` on `dataset` at `shots` shots. `families` / `prompts` choose the uniform
-    recipe's inputs (refused with the paper recipe, which fixes them)."""
+    """The recipe of `method` on `dataset` at `shots` shots; `families` / `prompts`, when given, replace the
+    recipe's view families / prompt sets."""
     if recipe not in RECIPE_NAMES:
         raise ClipBridgeError(f"unknown recipe {recipe!r}; use {' or '.join(RECIPE_NAMES)}")
     if recipe == "uniform":
         return Recipe("uniform", method, dataset, int(shots), tuple(families or ("plain",)), tuple(prompts or ()),
                       sources={"all": "uniform recipe: the given view families and prompt sets, every method's "
                                       "default hyper-parameters"})
-    if families or prompts:
-        given = " and ".join(flag for flag, value in (("--view-family", families), ("--prompts", prompts)) if value)
-        raise ClipBridgeError(f"{given} choose the inputs of --recipe uniform; the paper recipe fixes them per "
-                              f"method and dataset (see `clipbridge recipe --method {method} --dataset {dataset} "
-                              f"--shots {shots}`)")
     merged: dict[str, Any] = {"families": None, "prompts": None, "hparams": {}}
     sources: dict[str, str] = {}
     rows = _rows(method, dataset, shots)
@@ -100,6 +97,10 @@ def resolve_recipe(method: str, dataset: str, shots: int, *, recipe: str = DEFAU
         for name, value in row.get("hparams", {}).items():
             merged["hparams"][name] = value
             sources[f"hparams.{name}"] = row.get("hparams_source", row["source"])
+    for name, given in (("families", families), ("prompts", prompts)):
+        if given:
+            merged[name] = tuple(given)
+            sources[name] = "given explicitly (replacing the paper recipe's)"
     return Recipe("paper", method, dataset, int(shots), merged["families"] or ("plain",), merged["prompts"] or (),
                   dict(merged["hparams"]), tuple(key for key, _ in rows), sources)
 
