@@ -72,7 +72,15 @@ def figure_labels(figure) -> dict[str, Any]:
              "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []}
             for ax in figure.axes if ax.axison]
     legends = [[t.get_text() for t in legend.get_texts()] for legend in figure.legends]
-    return {"axes": axes, "figure_legends": legends}
+    subtitle = figure.get_suptitle()
+    return {"title": subtitle, "axes": axes, "figure_legends": legends}
+
+
+def add_provenance(figure, line: str) -> None:
+    """The numbers' model, weights, recipe, protocol and seeds (tables.provenance) as the figure's title, so a
+    PNG can be traced."""
+    if line:
+        figure.suptitle(line, fontsize=9, color="0.3")
 
 
 def accuracy_vs_shots_figure(table: Table):
@@ -113,6 +121,7 @@ def accuracy_vs_shots_figure(table: Table):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     handles, labels = list(legend.values()), list(legend)
+    add_provenance(figure, table.provenance)
     figure.tight_layout()
     if handles:  # below the panels; savefig's tight bounding box makes room for every row of it
         figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
@@ -149,6 +158,7 @@ def accuracy_vs_time_figure(table: Table, seconds: dict[tuple[str, int], float])
     ax.set_xlabel("fit seconds per seed (log scale; a batched cell's time / its seeds)")
     ax.set_ylabel("top-1 accuracy (%), " + ("mean over datasets" if row == AVERAGE else str(row)))
     ax.set_title("accuracy against fit time")
+    add_provenance(figure, table.provenance)
     ax.grid(True, alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     for k in sorted(shots_seen):
@@ -167,10 +177,11 @@ def plot_accuracy_vs_time(table: Table, seconds: dict[tuple[str, int], float], p
 
 
 def sensitivity_figure(title: str, labels: Sequence[str], positions: Sequence[float] | None,
-                       curves: dict[str, dict[int, list[tuple[int, float, float]]]], log_x: bool = False):
+                       curves: dict[str, dict[int, list[tuple[int, float, float]]]], log_x: bool = False,
+                       subtitle: str = ""):
     """Accuracy against a swept value: one panel per method (`curves[method][shots]` = [(value index, mean,
     std)]), one line per shot count. `positions` are numeric x positions of the values (None: categorical,
-    evenly spaced, labelled by `labels`)."""
+    evenly spaced, labelled by `labels`). `subtitle`: the records' provenance line (tables.provenance)."""
     plt = pyplot()
     methods = list(curves) or ["(no results)"]
     columns = min(3, len(methods))
@@ -201,5 +212,6 @@ def sensitivity_figure(title: str, labels: Sequence[str], positions: Sequence[fl
             ax.legend(fontsize=8, title="shots", title_fontsize=8)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
+    add_provenance(figure, subtitle)
     figure.tight_layout()
     return figure

@@ -26,7 +26,7 @@ from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.evaluate.bench import BenchSpec, run_bench
 from clipbridge.evaluate.files import write_text_atomic
 from clipbridge.evaluate.records import latest_by_key, package_version, read_records, results_path
-from clipbridge.evaluate.tables import AVERAGE, Cell, build_table, order_methods
+from clipbridge.evaluate.tables import AVERAGE, Cell, build_table, order_methods, provenance
 
 PROMPTS = "prompts"
 SENSITIVITY_CSV, SENSITIVITY_MD, SENSITIVITY_PNG, SUMMARY_JSON = (
@@ -232,8 +232,8 @@ def write_sweep_outputs(folder: Path, sweep: Sweep, records: list[dict[str, Any]
     write_text_atomic(folder / SENSITIVITY_CSV, to_csv(table))
     write_text_atomic(folder / SENSITIVITY_MD, markdown)
     positions, log_x = value_positions(sweep.values)
-    plot = save_figure(sensitivity_figure(sweep.name, table.labels, positions, sensitivity_curves(table), log_x),
-                       folder / SENSITIVITY_PNG)
+    plot = save_figure(sensitivity_figure(sweep.name, table.labels, positions, sensitivity_curves(table), log_x,
+                                          subtitle=provenance(records)), folder / SENSITIVITY_PNG)
     summary = {"sweep": sweep.name, "values": list(sweep.values), "datasets": datasets, "methods": table.methods,
                "shots": list(spec.shots), "seeds": list(spec.seeds), "protocol": spec.protocol,
                "records": len(records), "package_version": package_version(),

@@ -45,6 +45,7 @@ class Table:
     val_is_test: list[str]                    # dataset labels with at least one val=test record
     published: dict[tuple[str, str, int], Published] = field(default_factory=dict)   # matching cells only
     caption: str = ""                         # model(s), weights, recipe(s), protocol(s), seeds
+    provenance: str = ""                      # the caption's short form, a figure's subtitle
 
 
 def order_methods(names: Iterable[str]) -> list[str]:
@@ -111,18 +112,32 @@ def build_table(records: Iterable[dict[str, Any]]) -> Table:
                     match = find_published(name, weights, method, AVERAGE, k) if covers_coop else None
                     if match:
                         published[(average, method, k)] = match
-    return Table(datasets, methods, shots, cells, sorted(flagged), published, _caption(records))
+    return Table(datasets, methods, shots, cells, sorted(flagged), published, _caption(records),
+                 provenance(records))
+
+
+def _listed(records: list[dict[str, Any]], key: str) -> str:
+    return ", ".join(sorted({str(r.get(key, "?")) for r in records})) or "?"
+
+
+def _seeds(records: list[dict[str, Any]]) -> str:
+    seeds = sorted({int(r["seed"]) for r in records})
+    return format_ranges(seeds) if seeds else "-"
 
 
 def _caption(records: list[dict[str, Any]]) -> str:
     """One line stating what the numbers are: models and weights, recipes, protocols, seeds."""
-    def listed(key: str) -> str:
-        return ", ".join(sorted({str(r.get(key, "?")) for r in records})) or "?"
+    return (f"Top-1 accuracy (%) on the test split, mean ± std over seeds {_seeds(records)}; "
+            f"model {', '.join(sorted({model_key(r) for r in records})) or '?'}; recipe {_listed(records, 'recipe')}; "
+            f"protocol {_listed(records, 'protocol')}.")
 
-    seeds = sorted({int(r["seed"]) for r in records})
-    return (f"Top-1 accuracy (%) on the test split, mean ± std over seeds {format_ranges(seeds) if seeds else '-'}; "
-            f"model {', '.join(sorted({model_key(r) for r in records})) or '?'}; recipe {listed('recipe')}; "
-            f"protocol {listed('protocol')}.")
+
+def provenance(records: list[dict[str, Any]]) -> str:
+    """'ViT-B-16/openai · recipe paper · protocol coop · seeds 1-3': the caption's short form."""
+    if not records:
+        return ""
+    return (f"{', '.join(sorted({model_key(r) for r in records}))} · recipe {_listed(records, 'recipe')} · "
+            f"protocol {_listed(records, 'protocol')} · seeds {_seeds(records)}")
 
 
 def to_csv(table: Table) -> str:

@@ -10,7 +10,7 @@ from clipbridge.evaluate.plots import (accuracy_vs_shots_figure, accuracy_vs_tim
                                        method_colour, sensitivity_figure)
 from clipbridge.evaluate.records import read_records, record_key
 from clipbridge.evaluate.sweep import Sweep, sensitivity, sensitivity_curves
-from clipbridge.evaluate.tables import build_table, fit_seconds_per_seed
+from clipbridge.evaluate.tables import build_table, fit_seconds_per_seed, provenance
 
 GRID = ["--shots", "1,2", "--seeds", "1-2", "--device", "cpu", "--no-progress"]
 
@@ -115,3 +115,18 @@ def test_sensitivity_plot_has_a_panel_per_method_and_a_line_per_shot_count():
     labels = figure_labels(sensitivity_figure(sweep.name, table.labels, [100.0, 1000.0], sensitivity_curves(table)))
     assert labels["axes"] == [{"title": "semobridge-t", "xlabel": "semobridge-t.steps", "ylabel": "top-1 accuracy (%)",
                                "legend": ["1-shot", "4-shot"]}]
+
+
+def test_every_result_figure_names_its_model_weights_recipe_protocol_and_seeds():
+    records = [{**r, "model": "ViT-B-16", "pretrained": "openai", "recipe": "paper", "protocol": "coop"}
+               for r in RECORDS]
+    table = build_table(records)
+    line = "ViT-B-16/openai · recipe paper · protocol coop · seeds 1-2"
+    assert table.provenance == line
+    assert figure_labels(accuracy_vs_shots_figure(table))["title"] == line
+    assert figure_labels(accuracy_vs_time_figure(table, fit_seconds_per_seed(records)))["title"] == line
+    sweep = Sweep("semobridge-t.steps", (100, 1000))
+    swept = sensitivity(sweep, [{**r, "sweep": {"name": sweep.name, "value": 100}} for r in records])
+    figure = sensitivity_figure(sweep.name, swept.labels, [100.0, 1000.0], sensitivity_curves(swept),
+                                subtitle=provenance(records))
+    assert figure_labels(figure)["title"] == line

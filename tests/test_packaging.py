@@ -3,6 +3,7 @@ without setuptools warnings, and `python cli.py` runs the checkout it sits in.""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -68,8 +69,14 @@ def test_wheel_and_editable_builds_hold_only_clipbridge_and_warn_nothing(tmp_pat
     (tmp_path / "build.py").write_text(script)
     build = tmp_path / "wheels"
     build.mkdir()
-    result = subprocess.run([sys.executable, str(tmp_path / "build.py"), str(build)], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    leftover = REPO / "build"                               # setuptools' work folder, removed if we made it
+    made_here = not leftover.exists()
+    try:
+        result = subprocess.run([sys.executable, str(tmp_path / "build.py"), str(build)], cwd=REPO,
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        if made_here:
+            shutil.rmtree(leftover, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert not [line for line in lines if line.startswith("WARNING")], lines
