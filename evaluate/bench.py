@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +31,7 @@ from clipbridge.evaluate.scoring import align_classes, fit_method, score_queries
 from clipbridge.evaluate.tables import build_table, fit_seconds_per_seed, table_summary, to_csv, to_markdown
 from clipbridge.evaluate.files import write_text_atomic
 from clipbridge.evaluate.plan import FitPlan, plan_fit
+from clipbridge.evaluate.progress import training_progress, wants_bars
 from clipbridge.evaluate.tasks import (SplitLoader, build_fit_task, cache_identity, check_pairs, check_shots, load_test,
                                        resolve_device)
 
@@ -167,8 +167,9 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
         outcome.skipped_cells = sum(1 for cell in mine if not pending_of[cell])
         todo = [cell for cell in mine if pending_of[cell]]       # the bar counts the cells that are fitted
         built: dict[tuple, Any] = {}
+        bars = progress and current.is_main
         for i, k, method in tqdm(todo, desc=f"bench rank {current.rank}" if current.size > 1 else "bench",
-                                 unit="cell", disable=not (progress and current.is_main and sys.stderr.isatty())):
+                                 unit="cell", disable=not wants_bars(bars)):
             pending = pending_of[(i, k, method)]
             source, plan = sources[i], plans[(i, k, method)]
             task_key = (i, k, pending, plan.families, plan.prompt_sets)
@@ -180,7 +181,8 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
                     protocol=spec.protocol, device=str(device), dtype=spec.dtype, loader=source.loader)
             task, meta = built[task_key]
             meta = {**meta, **plan.meta()}
-            state = fit_method(method, task, plan.hparams)
+            with training_progress(f"{method} {k}-shot", bars, position=1, leave=False):
+                state = fit_method(method, task, plan.hparams)
             queries, labels = load_test(source.cache, device=str(device), dtype=spec.dtype, loader=source.loader)
             records = seed_records(state, meta, score_queries(state, queries, labels), overrides=plan.overrides)
             for j, target in enumerate(targets):

@@ -148,8 +148,10 @@ def _with(options):
               help="semobridge-t: keep the last step's prototypes, as the authors' code does.")
 @click.option("--hparam", "hparam_items", multiple=True, metavar="KEY=VALUE", help="passed to fit (repeatable).")
 @click.option("--runs", "runs_root", default="runs", show_default=True, help="folder of saved runs.")
+@click.option("--no-progress", is_flag=True, help="no training progress bar (none is drawn off a terminal).")
 def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, recipe_name,
-        view_families, prompts, protocol, device, dtype, results, selection, parity, hparam_items, runs_root) -> None:
+        view_families, prompts, protocol, device, dtype, results, selection, parity, hparam_items, runs_root,
+        no_progress) -> None:
     """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
     from clipbridge.bridge.registry import check_hparams, get_method
     from clipbridge.cache.reader import open_cache
@@ -178,7 +180,7 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
     fit_and_report(cache, method=method, shots=shots, seeds=seed_list, recipe=recipe_name,
                    view_families=parse_names(view_families), prompts=parse_names(prompts), protocol=protocol,
                    device=device, dtype=dtype, overrides=overrides, runs_root=runs_root, results_dir=results,
-                   echo=click.echo, note=_echo_task_notes)
+                   echo=click.echo, note=_echo_task_notes, progress=not no_progress)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -250,7 +252,7 @@ def predict(run, images, topk, out, seed, pretrained, device, batch_size) -> Non
 @click.option("--sweep", "sweep_text", default=None, metavar="METHOD.KEY=V1,V2,...|prompts=SET,SET+SET,...",
               help="run the grid at each value of one method's hyper-parameter (that method only) or of the "
                    "prompt sets ('+' joins sets), then write a sensitivity table and plot.")
-@click.option("--no-progress", is_flag=True, help="no progress bar.")
+@click.option("--no-progress", is_flag=True, help="no progress bars (none are drawn off a terminal).")
 def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache_root, recipe_name, view_families,
           prompts, protocol, device, dtype, results, ood, name, hparam_items, sweep_text, no_progress) -> None:
     """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""

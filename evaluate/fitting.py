@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from clipbridge.evaluate import api
+from clipbridge.evaluate.progress import training_progress
 from clipbridge.evaluate.records import append_records, results_path
 from clipbridge.evaluate.tables import build_table, to_markdown
 from clipbridge.evaluate.tasks import resolve_device
@@ -21,11 +22,14 @@ def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], reci
                    view_families: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
                    protocol: str = "clean", device: str = "auto", dtype: str = "float32",
                    overrides: dict[str, Any] | None = None, runs_root: str = "runs", results_dir: str = "results",
-                   echo: Echo = print, note: Callable[[dict], None] = lambda meta: None) -> tuple[Path, list[dict]]:
-    """`clipbridge fit`: api.fit, then the test score, a per-seed report, the saved run and the appended
-    records; (run dir, records)."""
-    run = api.fit(cache, method, shots, seeds, recipe=recipe, protocol=protocol, hparams=overrides,
-                  view_families=view_families, prompts=prompts, device=device, dtype=dtype)
+                   echo: Echo = print, note: Callable[[dict], None] = lambda meta: None,
+                   progress: bool = True) -> tuple[Path, list[dict]]:
+    """`clipbridge fit`: api.fit (a training method draws its progress bar on a terminal unless `progress`
+    is False), then the test score, a per-seed report, the saved run and the appended records;
+    (run dir, records)."""
+    with training_progress(f"{method} {shots}-shot", progress):
+        run = api.fit(cache, method, shots, seeds, recipe=recipe, protocol=protocol, hparams=overrides,
+                      view_families=view_families, prompts=prompts, device=device, dtype=dtype)
     meta = run.meta
     note(meta)
     echo(f"fit {method} on {meta['dataset']} ({meta['model']}/{meta['pretrained']}): {shots} shots, "

@@ -36,6 +36,7 @@ from torch import Tensor
 from clipbridge.bridge.methods.semobridge import loss as sl
 from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.progress import progress
 from clipbridge.bridge.text import ClassText
 
 SELECTIONS = ("best-val", "last")
@@ -101,20 +102,22 @@ def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tenso
                                settings.selection_blend)
         best = _Best.start(bridge, bias)
 
-    for step in range(settings.steps + 1):
-        fwd = sl.loss_forward(problem, bridge, bias, work)
-        total = fwd.losses["total"]
-        if not bool(torch.isfinite(total).all()):
-            raise BridgeInputError(f"SeMoBridge-T loss became non-finite at step {step}")
-        if validate and step > 0:
-            best.update(selection.accuracy(bridge, fwd.prototypes), step, bridge, bias)
-        if step < settings.steps:
-            bridge.grad, grad_bias = sl.loss_backward(problem, fwd, bias, work)
-            if bias is not None:
-                bias.grad = grad_bias
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, settings)
-            optimizer.step()
+    with progress(settings.steps) as report:
+        for step in range(settings.steps + 1):
+            fwd = sl.loss_forward(problem, bridge, bias, work)
+            total = fwd.losses["total"]
+            if not bool(torch.isfinite(total).all()):
+                raise BridgeInputError(f"SeMoBridge-T loss became non-finite at step {step}")
+            if validate and step > 0:
+                best.update(selection.accuracy(bridge, fwd.prototypes), step, bridge, bias)
+            if step < settings.steps:
+                bridge.grad, grad_bias = sl.loss_backward(problem, fwd, bias, work)
+                if bias is not None:
+                    bias.grad = grad_bias
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, settings)
+                optimizer.step()
+                report.advance(1, best.accuracy if validate and step > 0 else None)
 
     bridge.grad = None
     if bias is not None:
