@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 AVERAGE = "average"
-METHOD_ORDER = ("zeroshot", "linear-probe", "tip-adapter", "tip-adapter-f", "gda", "cmm", "semobridge",
-                "semobridge-t")
+METHOD_ORDER = ("zeroshot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "ape", "ape-t", "gda",
+                "cmm", "semobridge", "semobridge-t")
 
 
 @dataclass(frozen=True)
