@@ -14,7 +14,7 @@ from clipbridge.bridge.features import shot_keys, validation
 from clipbridge.bridge.methods.ape.cache import CacheModel
 from clipbridge.bridge.methods.ape.channels import channel_count, channel_criterion, select_channels
 from clipbridge.bridge.methods.ape.search import AlphaMargins, grid_search, official_axes, official_axis
-from clipbridge.bridge.methods.ape.trained import adapted_cache
+from clipbridge.bridge.methods.ape.trained import adapted_cache, frozen_terms, training_logits
 from clipbridge.bridge.methods.ape.training_free import ape_cache
 from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.registry import METHODS
@@ -60,8 +60,7 @@ def test_channel_criterion_is_computed_in_float64_so_float32_keeps_the_same_chan
     task, _, _ = make_task(seeds=(1, 2), shots=4)
     text = class_text(task, torch.float32).projected
     keys = shot_keys(task, torch.float32)
-    wide = replace(task, support=task.support.double(), text_projected=task.text_projected.double(),
-                   text_eos=task.text_eos.double(), text_projection=task.text_projection.double(), val=task.val.double())
+    wide = task.to(dtype=F64)
     a = channel_criterion(text, keys.x, keys.mask, 0.5, 0.5)
     b = channel_criterion(class_text(wide, F64).projected, shot_keys(wide, F64).x, keys.mask, 0.5, 0.5)
     assert a.dtype == F64
@@ -178,7 +177,7 @@ def test_search_grid_records_the_grid_size_and_batched_search_its_candidates():
 # ---------------------------------------------------------------- APE-T
 
 
-def test_ape_t_residual_lives_on_the_kept_channels_of_the_text_and_of_every_key_of_its_class():
+def test_ape_t_residual_lives_on_the_kept_channels_of_text_and_keys_and_training_logits_equal_the_adapted_cache():
     task, _, _ = make_task(seeds=(1, 2), shots=3, dtype=F64)
     text, keys = class_text(task, F64).projected, shot_keys(task, F64)
     g = torch.Generator().manual_seed(0)
@@ -195,6 +194,11 @@ def test_ape_t_residual_lives_on_the_kept_channels_of_the_text_and_of_every_key_
             torch.testing.assert_close(model.keys[s, i, channels[s]], keys.x[s, i, channels[s]] + residual[s, i // 3])
             torch.testing.assert_close(model.keys[s, i, other], keys.x[s, i, other], rtol=0, atol=0)
     assert torch.equal(model.weight, v) and model.channels is None
+    x = unit(torch.randn(2, 7, task.dim, generator=g, dtype=F64))
+    beta, alpha, tau = torch.tensor([1.0, 2.5], dtype=F64), torch.tensor([3.0, 0.5], dtype=F64), model.logit_scale
+    terms = frozen_terms(x, text, keys.x, channels, beta, tau)
+    fast = training_logits(terms, residual, v, keys.mask.to(F64), beta, alpha, tau)
+    torch.testing.assert_close(fast, model.logits(x, beta, alpha, torch.zeros(2, dtype=F64)))
 
 
 def test_ape_t_with_zero_epochs_is_the_cache_of_every_channel_without_gamma():

@@ -6,7 +6,7 @@ the registered method "ape-t".
     R      = trainable per-class residual on the kept channels, init 0       [S, C, k]
     v      = trainable per-key value weights, init 1                         [S, C·K]
     T̃_c    = T̄_c + R_c on the kept channels;   K̃_i = key_i + R_{y_i} on the kept channels (no re-normalising)
-    logits = τ q̄ T̃ᵀ + α Σ_{i of class c} exp(−β(1 − q̄ · K̃_i)) v_i           (every channel; no γ term)
+    logits = τ q̄ T̃ᵀ + α Σ_{i of class c} exp(−β(1 − q̄ · K̃_i)) v_i        (every channel; no γ term)
 
 Training: cross-entropy on the support views at the initial (α, β) = (init_alpha, init_beta); AdamW (lr, eps,
 weight decay 0.1), cosine annealing stepped per iteration over epochs × iterations, mini-batches of 256 views,
@@ -36,6 +36,8 @@ The released APE-T does not run as shipped (RECIPES.md §2.3); what its code lea
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -46,6 +48,45 @@ from clipbridge.bridge.methods.ape.training_free import SEARCH_DEFAULTS, cache_s
 from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.registry import FittedState, register_method
 from clipbridge.bridge.training import train_and_select, view_cycle
+
+
+@dataclass(frozen=True)
+class FrozenTerms:
+    """What APE-T's training logits of queries x [S, N, D] (normalised) owe to the frozen cache at the training
+    β, computed once (no gradient):
+
+    zero_shot  τ x T̄ᵀ                                  [S, N, C]
+    key_terms  exp(β (x·key_i − 1)), class-major        [S, N, C, K]
+    kept       x on the kept channels                    [S, N, k]
+    """
+
+    zero_shot: Tensor
+    key_terms: Tensor
+    kept: Tensor
+
+
+def frozen_terms(x: Tensor, text: Tensor, keys: Tensor, channels: Tensor, beta: Tensor,
+                 logit_scale: Tensor) -> FrozenTerms:
+    """FrozenTerms of x [S, N, D] for T̄ [C, D], keys [S, C·K, D], the kept channels [S, k] and β [S]."""
+    with torch.no_grad():
+        c, b = text.shape[0], beta[:, None, None]
+        kept = x.gather(-1, channels.unsqueeze(1).expand(-1, x.shape[1], -1))
+        key_terms = torch.exp(b * (x @ keys.transpose(1, 2)) - b)
+        return FrozenTerms(logit_scale * x @ text.T, key_terms.reshape(*key_terms.shape[:2], c, -1), kept)
+
+
+def training_logits(terms: FrozenTerms, residual: Tensor, value_weights: Tensor, key_mask: Tensor,
+                    beta: Tensor, alpha: Tensor, logit_scale: Tensor) -> Tensor:
+    """APE-T's logits [S, N, C] with residual R [S, C, k] and value weights v [S, C·K] at the training (β, α)
+    [S] (the β of `terms`). They are the adapted cache's logits: with shift_c = x[kept]·R_c,
+        x·T̃_c = x·T̄_c + shift_c,     exp(β(x·K̃_i − 1)) = exp(β shift_{y_i}) · exp(β(x·key_i − 1)),
+    so only the k-channel product x[kept] Rᵀ and one weighted sum over each class's keys are recomputed (and
+    differentiated) per step."""
+    s, c = residual.shape[:2]
+    shift = terms.kept @ residual.transpose(1, 2)                                        # [S, N, C]
+    weights = (value_weights * key_mask).reshape(s, c, -1)                               # [S, C, K]
+    cache = torch.exp(beta[:, None, None] * shift) * torch.einsum("snck,sck->snc", terms.key_terms, weights)
+    return terms.zero_shot + logit_scale * shift + alpha[:, None, None] * cache
 
 
 def adapted_cache(text: Tensor, keys: Tensor, key_mask: Tensor, channels: Tensor, residual: Tensor,
@@ -81,21 +122,21 @@ class APET:
         cycle = view_cycle(task.seeds, task.support_mask, task.views, int(hp["epochs"]), int(hp["batch_size"]))
         beta0 = torch.full((s,), float(hp["init_beta"]), dtype=dtype, device=device)
         alpha0 = torch.full((s,), float(hp["init_alpha"]), dtype=dtype, device=device)
-        gamma0 = torch.zeros(s, dtype=dtype, device=device)
 
-        def model(params: dict[str, Tensor]) -> CacheModel:
-            return adapted_cache(text, keys.x, key_mask, channels, params["residual"], params["value_weights"], tau)
+        def logits(terms: FrozenTerms, params: dict[str, Tensor]) -> Tensor:
+            return training_logits(terms, params["residual"], params["value_weights"], key_mask, beta0, alpha0, tau)
 
         def loss(params: dict[str, Tensor], step: int) -> Tensor:
             idx = cycle.batch(step)                                                       # [S, B]
             x = views.x.gather(1, idx.unsqueeze(-1).expand(-1, -1, views.x.shape[-1]))
-            logp = torch.log_softmax(model(params).logits(x, beta0, alpha0, gamma0), -1)
+            logp = torch.log_softmax(logits(frozen_terms(x, text, keys.x, channels, beta0, tau), params), -1)
             return -logp.gather(-1, views.labels[idx].unsqueeze(-1)).squeeze(-1).mean(-1)
 
         val_q, val_y = validation(task, dtype)
+        val_terms = frozen_terms(val_q, text, keys.x, channels, beta0, tau)
 
         def val_accuracy(params: dict[str, Tensor]) -> Tensor:
-            return accuracy(model(params).logits(val_q, beta0, alpha0, gamma0), val_y)
+            return accuracy(logits(val_terms, params), val_y)
 
         init = {"residual": torch.zeros(s, c, k, dtype=dtype, device=device),
                 "value_weights": torch.ones(s, keys.x.shape[1], dtype=dtype, device=device)}
@@ -103,7 +144,9 @@ class APET:
                                    weight_decay=hp["weight_decay"], eval_every=cycle.steps_per_epoch,
                                    select=hp["select"], schedule="cosine")
         epochs = (trained.step // cycle.steps_per_epoch).tolist()
-        return cache_state(self.name, task, hp, model(trained.params), start, with_gamma=False,
+        kept = trained.params
+        model = adapted_cache(text, keys.x, key_mask, channels, kept["residual"], kept["value_weights"], tau)
+        return cache_state(self.name, task, hp, model, start, with_gamma=False,
                            extra_hparams=[{"epoch": e, "channels_kept": k} for e in epochs],
                            extra_info={"train_val_accuracy": trained.curve.transpose(0, 1).tolist()})
 
