@@ -7,4 +7,5 @@ Enhancing Few-shot CLIP with Adaptive Prior Refinement", ICCV 2023.
     training_free  the registered method "ape"
     trained        the registered method "ape-t"
     parity         recompute of the golden APE fixtures (python -m clipbridge.bridge.parity)
+    speed          fit time of APE (batched search, official grid) against Tip-Adapter's (a benchmark script)
 """
