@@ -1,10 +1,11 @@
-"""Parity of SeMoBridge / SeMoBridge-T with the authors' implementation on a golden fixture.
+"""Parity of SeMoBridge / SeMoBridge-T and of APE with the authors' implementations on a golden fixture.
 
     python -m clipbridge.bridge.parity FIXTURE.npz [--dtype float64|float32] [--tolerance T]
 
 Loads a fixture of the /work/shared/golden format (any C, K, P, W, D, N), recomputes every output key with
-the same functions the methods use (bridge.text, bridge.methods.semobridge.algebra), prints one line per key with its
-relative error and exits 1 if any key is off.
+the same functions the methods use (bridge.text, bridge.methods.semobridge.algebra; for a fixture whose key
+`method` is "ape": bridge.methods.ape, see bridge/methods/ape/parity.py), prints one line per key with its
+relative error and exits 1 if any key is off. APE's kept channels and chosen parameters must match exactly.
 
 Relative error of a key = max|ours − reference| / max|reference| over the whole tensor (a scale-aware
 measure: entries near zero, e.g. cosines or gradients that cross zero, are not blown up by tiny
@@ -24,6 +25,8 @@ from torch import Tensor
 from clipbridge.bridge.methods.semobridge import loss as sl
 from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.methods.ape.parity import EXACT_KEYS as APE_EXACT_KEYS
+from clipbridge.bridge.methods.ape.parity import recompute_ape
 from clipbridge.bridge.text import class_mean, class_text_tensors
 
 DEFAULT_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}
@@ -31,8 +34,9 @@ _NPY_DTYPES = {"f8": torch.float64, "f4": torch.float32, "i8": torch.int64, "i4"
                "b1": torch.bool}
 
 
-def load_npz(path: str | Path) -> dict[str, Tensor]:
-    """Read an uncompressed or compressed .npz of plain little-endian arrays into torch tensors (no numpy)."""
+def load_npz(path: str | Path) -> dict[str, Tensor | str]:
+    """Read an uncompressed or compressed .npz of plain little-endian arrays into torch tensors (no numpy);
+    a 0-d unicode array (such as the key `method`) becomes a Python str."""
     out = {}
     try:
         with zipfile.ZipFile(path) as archive:
@@ -44,7 +48,7 @@ def load_npz(path: str | Path) -> dict[str, Tensor]:
     return out
 
 
-def _parse_npy(data: bytes, where: str) -> Tensor:
+def _parse_npy(data: bytes, where: str) -> Tensor | str:
     if data[:6] != b"\x93NUMPY":
         raise BridgeInputError(f"{where} is not a .npy array")
     major = data[6]
@@ -53,6 +57,8 @@ def _parse_npy(data: bytes, where: str) -> Tensor:
     start = 8 + size_bytes
     header = ast.literal_eval(data[start:start + header_len].decode("latin1"))
     descr, shape = header["descr"], tuple(header["shape"])
+    if descr[:2] == "<U" and shape == ():
+        return data[start + header_len:].decode("utf-32-le").rstrip("\x00")
     if descr[0] not in "<|" or descr[1:] not in _NPY_DTYPES or header["fortran_order"]:
         raise BridgeInputError(f"{where}: unsupported array layout {descr!r}")
     body = bytearray(data[start + header_len:])
@@ -114,9 +120,22 @@ def relative_error(ours: Tensor, reference: Tensor) -> float:
     return float((ours - reference).abs().max()) / (scale or 1.0) if reference.numel() else 0.0
 
 
+def fixture_method(fx: dict) -> str:
+    """"ape" for an APE fixture (key `method`), "semobridge" for a fixture without that key."""
+    method = fx.get("method", "semobridge")
+    if method not in ("ape", "semobridge"):
+        raise BridgeInputError(f"unknown fixture method {method!r} (known: ape, semobridge)")
+    return method
+
+
+def exact_keys(fx: dict) -> tuple[str, ...]:
+    """Output keys that must match exactly (APE's kept channels and chosen parameters)."""
+    return APE_EXACT_KEYS if fixture_method(fx) == "ape" else ()
+
+
 def compare(fx: dict[str, Tensor], dtype: torch.dtype) -> dict[str, float]:
     """Relative error of every output key present in the fixture."""
-    ours = recompute(fx, dtype)
+    ours = recompute_ape(fx, dtype) if fixture_method(fx) == "ape" else recompute(fx, dtype)
     return {key: relative_error(value, fx[key]) for key, value in ours.items() if key in fx}
 
 
@@ -129,16 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[dtype]
     try:
-        errors = compare(load_npz(args.fixture), dtype)
+        fixture = load_npz(args.fixture)
+        errors, exact = compare(fixture, dtype), exact_keys(fixture)
     except (BridgeInputError, KeyError) as err:
         print(f"error: {args.fixture}: {err}", file=sys.stderr)
         return 2
     failed = 0
     for key, err in errors.items():
-        ok = err <= tolerance
+        ok = err == 0.0 if key in exact else err <= tolerance
         failed += not ok
-        print(f"{key:28s} {err:.3e}  {'ok' if ok else 'OFF'}")
-    print(f"{len(errors) - failed}/{len(errors)} keys within {tolerance:g} ({args.dtype})")
+        print(f"{key:28s} {err:.3e}  {'ok' if ok else 'OFF'}{' (exact)' if key in exact else ''}")
+    exactly = f", {', '.join(k for k in exact if k in errors)} exactly" if exact else ""
+    print(f"{len(errors) - failed}/{len(errors)} keys within {tolerance:g} ({args.dtype}){exactly}")
     return 1 if failed else 0
 
 

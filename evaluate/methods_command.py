@@ -7,8 +7,8 @@ import json
 import click
 
 #: The registered methods, for help texts that must not import torch (kept equal to the registry by a test).
-METHOD_NAMES = ("zeroshot", "linear-probe", "tip-adapter", "tip-adapter-f", "gda", "cmm", "semobridge",
-                "semobridge-t")
+METHOD_NAMES = ("zeroshot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "ape", "ape-t", "gda",
+                "cmm", "semobridge", "semobridge-t")
 
 
 @click.command("methods")

@@ -22,10 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--shots", default="1,2,4,8,16")
+    parser.add_argument("--val", type=int, default=4, help="validation images in the synthetic cache")
     parser.add_argument("--seeds", default="1-10")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hparam", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                        help="passed to that method's fit, as bench --hparam (repeatable)")
+                        help="override a method's hyper-parameter (repeatable), e.g. ape.search=grid")
     args = parser.parse_args(argv)
     from clipbridge.bridge.ops import flush_denormals
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder) / "synthetic101.h5"
         write_synthetic_cache(cache, classes=args.classes, train_per_class=max(shots), dim=args.dim,
-                              width=args.width, val=4, test=30, prompts=3, seed=0)
+                              width=args.width, val=args.val, test=30, prompts=3, seed=0)
         spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
                          device=args.device, hparams=hparams)
         start = time.perf_counter()
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         for method in methods:
             mine = [r for r in records if r["method"] == method]
             fit = sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine)
+            per_cell = [sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine if r["shots"] == k)
+                        for k in shots]
+            cells = " / ".join(f"{x:.2f}" for x in per_cell)
             print(f"{method:>14}: {len(mine)} records, fit {fit:7.2f} s = {len(mine) / max(fit, 1e-9):9.2f} "
                   f"records/s (fit only)")
             cells = {k: sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine if r["shots"] == k)

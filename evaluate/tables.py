@@ -21,8 +21,8 @@ from clipbridge.cache.coverage import format_ranges
 from clipbridge.evaluate.published import COOP_DATASETS, Published, find_published
 
 AVERAGE = "average"
-METHOD_ORDER = ("zeroshot", "linear-probe", "tip-adapter", "tip-adapter-f", "gda", "cmm", "semobridge",
-                "semobridge-t")
+METHOD_ORDER = ("zeroshot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "ape", "ape-t", "gda",
+                "cmm", "semobridge", "semobridge-t")
 PUBLISHED_NOTE = ("paper = the published accuracy (RECIPES.md §3, the authors' protocol: full val split, ImageNet "
                   "val = test); Δ = ours − paper")
 

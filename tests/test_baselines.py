@@ -247,3 +247,18 @@ def test_cmm_alpha_is_searched_on_validation_within_zero_to_five():
     state = METHODS["cmm"].fit(task, steps=30)
     assert all(0.0 <= h["alpha"] <= 5.0 for h in state.hparams)
     assert state.info["search_evaluated"] == 51 + 2 * 16
+
+
+def test_tip_adapter_f_cycle_trains_epoch_e_on_view_e_mod_v_of_every_shot():
+    task, _, _ = make_task(seeds=(1, 2), shots=4, views=3)
+    s, c, kv, d = task.support.shape
+    swapped = task.support.reshape(s, c, kv // 3, 3, d)[..., [0, 2, 1], :].reshape(s, c, kv, d)   # views 1 <-> 2
+    other = replace(task, support=swapped)                       # same keys (the mean), other views 1 and 2
+    hp = {"train_views": "cycle", "batch_size": 8, "lr": 1e-2, "init_alpha": 20.0, "select": "last"}
+    tipf = METHODS["tip-adapter-f"]
+    one = [tipf.fit(t, **hp, epochs=1).tensors["keys"] for t in (task, other)]
+    torch.testing.assert_close(one[0], one[1])                   # epoch 0 trains on view 0 only
+    two = [tipf.fit(t, **hp, epochs=2).tensors["keys"] for t in (task, other)]
+    assert not torch.allclose(two[0], two[1])                    # epoch 1 on view 1, which differs
+    every = [tipf.fit(t, **{**hp, "train_views": "all"}, epochs=1).tensors["keys"] for t in (task, other)]
+    assert not torch.allclose(every[0], every[1])                # "all" sees the views in another batch order

@@ -22,7 +22,7 @@ import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from synthetic_tasks import make_task, seed_slice
 
 BASELINE_METHODS = {"zeroshot", "semobridge", "semobridge-t", "cmm", "tip-adapter", "tip-adapter-f", "gda",
-                    "linear-probe"}
+                    "linear-probe", "ape", "ape-t", "clip-adapter"}
 # Speed knobs, applied to the methods that have them (contract checks, not accuracy).
 FAST = {"steps": 12, "warmup": 4, "epochs": 3, "search_rounds": 2, "search_per_round": 16}
 

@@ -112,3 +112,46 @@ def test_parity_reports_an_unreadable_fixture(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     assert main([str(bad)]) == 2
+
+
+# ---------------------------------------------------------------- APE (key method = "ape")
+
+APE_FIXTURES = ("ape_small.npz", "ape_wide.npz")
+
+
+@pytest.mark.parametrize("name", APE_FIXTURES)
+def test_parity_reproduces_the_official_ape_fixture_with_exact_channels_and_parameters(shared_dir, name, capsys):
+    assert main([str(shared_dir / "golden" / name)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "7/7 keys within 1e-06 (float64), indices, best_params exactly"
+    assert {line.split()[0] for line in lines[:-1]} == {"indices", "cache_div", "test_logits_init", "best_params",
+                                                        "best_val_acc", "test_logits_best", "test_acc_best"}
+
+
+def _swap_first_two(a):
+    a = a.copy()
+    a[[0, 1]] = a[[1, 0]]
+    return a
+
+
+@pytest.mark.parametrize("key, corrupt", [
+    ("indices", _swap_first_two),                                   # same channels, another order
+    ("best_params", lambda a: a + np.array([0.0, 0.0, 1e-12])),     # off by far less than the tolerance
+    ("cache_div", lambda a: a * (1 + 1e-5)),
+    ("test_logits_best", lambda a: a * (1 + 1e-5)),
+], ids=["indices", "best_params", "cache_div", "test_logits_best"])
+def test_parity_fails_a_corrupted_ape_fixture_naming_the_key(shared_dir, tmp_path, key, corrupt, capsys):
+    arrays = dict(np.load(shared_dir / "golden" / "ape_small.npz"))
+    arrays[key] = corrupt(arrays[key])
+    path = tmp_path / "corrupt.npz"
+    np.savez(path, **arrays)
+    assert main([str(path)]) == 1
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines() if "OFF" in line] == [key]
+
+
+def test_parity_refuses_a_fixture_of_an_unknown_method(shared_dir, tmp_path, capsys):
+    arrays = dict(np.load(shared_dir / "golden" / "ape_small.npz"))
+    arrays["method"] = np.array("tip")
+    np.savez(tmp_path / "other.npz", **arrays)
+    assert main([str(tmp_path / "other.npz")]) == 2
+    assert "unknown fixture method 'tip'" in capsys.readouterr().err

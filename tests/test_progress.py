@@ -90,3 +90,22 @@ def test_bench_draws_training_bars_below_its_own_bar(tmp_path, cache, monkeypatc
     assert "bench" in stderr and "semobridge-t 1-shot" in stderr and "semobridge-t 2-shot" in stderr
     assert "2/2 " in stderr                                   # the bench bar counts its two cells
     assert _run(bench, [*args, "--results", tmp_path / "quiet", "--no-progress"], monkeypatch, True) == ""
+
+
+@pytest.mark.parametrize("method, hparams, steps", [
+    ("tip-adapter-f", {"epochs": 4, "batch_size": 4}, 4 * 4),                 # 15 shots -> ceil(15 / 4) per epoch
+    ("cmm", {"steps": 12, "eval_every": 5}, 12),
+    ("clip-adapter", {"epochs": 3, "batch_size": 8}, 3 * 2),
+    ("ape-t", {"epochs": 2, "batch_size": 0}, 2),
+])
+def test_trained_baselines_report_their_steps_and_best_validation_accuracy(task, method, hparams, steps):
+    recorder = Recorder()
+    with listening(recorder):
+        state = get_method(method).fit(task, **hparams)
+    begin, *advances, end = recorder.events
+    assert begin == ("begin", steps, "step") and end == ("end",)
+    assert sum(n for _, n, _ in advances) == steps
+    bests = [best for _, _, best in advances]
+    assert None not in bests and bests == sorted(bests)
+    curves = torch.tensor(state.info["train_val_accuracy"])                       # [S, evaluations]
+    assert bests[-1] == pytest.approx(float(curves.max(1).values.mean()), abs=1e-4)   # the kept step's accuracy

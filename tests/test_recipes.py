@@ -99,7 +99,23 @@ def test_a_required_text_set_the_cache_lacks_is_one_line_naming_how_to_add_it():
 def test_recipe_families_are_what_extract_encodes_for_a_dataset():
     assert recipe_families("dtd", [1, 16], methods=["semobridge", "tip-adapter"]) == ["plain", "semo-r0.5-j",
                                                                                     "semo-r0.8-j", "tip"]
-    assert set(recipe_families("food101", [1, 2, 4, 8, 16])) == {"plain", "tip"}
+    assert set(recipe_families("food101", [1, 2, 4, 8, 16])) == {"plain", "tip", "coop-rrc"}   # coop-rrc: CLIP-Adapter
+    assert set(recipe_families("food101", [16], methods=["ape", "ape-t"])) == {"tip"}
+
+
+def test_ape_rows_carry_the_official_config_with_k_as_a_fraction_of_the_width():
+    free = resolve_recipe("ape", "eurosat", 16).hparams
+    assert (free["beta_scale"], free["alpha_scale"], free["gamma_scale"]) == (30.0, 5.0, 1.5)
+    assert free["k_fraction"] == 700 / 1024 and (free["w0"], free["w1"]) == (0.9, 0.1)
+    trained = resolve_recipe("ape-t", "eurosat", 16).hparams
+    assert trained["k_fraction"] == 900 / 1024 and trained["epochs"] == 200 and (trained["w0"], trained["w1"]) == (0.2, 0.8)
+    assert resolve_recipe("ape", "imagenet", 4).hparams["gamma_steps"] == 5
+    assert resolve_recipe("ape", "imagenet", 4).prompts == ("ensemble", "cupl?")
+
+
+def test_tip_adapter_f_recipe_trains_on_one_cached_view_per_shot_per_epoch():
+    hparams = resolve_recipe("tip-adapter-f", "eurosat", 16).hparams
+    assert hparams["train_views"] == "cycle" and hparams["batch_size"] == 256 and hparams["epochs"] == 100
 
 
 def test_recipe_command_prints_the_resolved_recipe_with_sources():

@@ -8,3 +8,5 @@ from clipbridge.bridge.methods import (  # noqa: F401
     zeroshot,
 )
 from clipbridge.bridge.methods.semobridge import closed_form, trained  # noqa: F401
+from clipbridge.bridge.methods.ape import training_free as ape, trained as ape_t  # noqa: F401
+from clipbridge.bridge.methods import clip_adapter  # noqa: F401

@@ -4,14 +4,18 @@ Keys start as Tip-Adapter's (n(mean of a shot's views)) and are trained, as in t
 re-normalisation, on every real support view n(f) with cross-entropy on
     τ n(f) T̄ᵀ + init_alpha · exp(−init_beta (1 − n(f) keysᵀ)) Y
 using AdamW (lr 1e-3, eps 1e-4, cosine schedule as in the paper's code) for `epochs` epochs, full-batch
-(batch_size 0, one step per epoch) or mini-batch (batch_size B, shuffled per seed from task.seeds). The
-keys of the epoch with the best validation accuracy (epoch 0 = the training-free keys; earliest on ties)
+(batch_size 0, one step per epoch) or mini-batch (batch_size B, shuffled per seed from task.seeds).
+What an epoch trains on (`train_views`):
+    "all"    every cached view of every shot, each epoch (the default; with one view per shot, the plain
+             images)
+    "cycle"  one view per shot per epoch, view e mod V in epoch e (bridge.training.view_cycle): the cache's
+             stand-in for the official trainer's fresh random crop of every image each epoch, so an epoch
+             is C·K images and, at batch 256, ceil(C·K / 256) steps (the paper recipe)
+The keys of the epoch with the best validation accuracy (epoch 0 = the training-free keys; earliest on ties)
 are kept — test data is never seen — and (α, β) are then searched on validation with the learned keys
 exactly as for Tip-Adapter (bridge.methods.tip_adapter.search_alpha_beta).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -22,7 +26,7 @@ from clipbridge.bridge.methods.tip_adapter import SEARCH_DEFAULTS, cache_logits,
 from clipbridge.bridge.methods.zeroshot import zeroshot_logits
 from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.registry import FittedState, register_method
-from clipbridge.bridge.training import seed_permutations, train_and_select
+from clipbridge.bridge.training import ViewCycle, seed_permutations, train_and_select, view_cycle
 
 
 @register_method
@@ -30,29 +34,26 @@ class TipAdapterF:
     name = "tip-adapter-f"
     summary = "Tip-Adapter with the cache keys fine-tuned (epoch chosen on validation), then (alpha, beta) re-searched"
     defaults = {"epochs": 20, "lr": 1e-3, "weight_decay": 0.01, "eps": 1e-4, "batch_size": 0,
-                "schedule": "cosine", "init_alpha": 1.0, "init_beta": 1.0, "select": "best", **SEARCH_DEFAULTS}
+                "schedule": "cosine", "init_alpha": 1.0, "init_beta": 1.0, "select": "best", "train_views": "all",
+                **SEARCH_DEFAULTS}
+    rules = {"train_views": ("all", "cycle")}
 
     def fit(self, task, **hparams) -> FittedState:
         hp, start, dtype, text = begin_fit(self, task, hparams)
         keys = shot_keys(task, dtype)
         key_mask = keys.mask.reshape(task.num_classes, -1)
         views = support_views(task, dtype)
-        s, n = task.num_seeds, int(views.mask.sum())
-        batch = int(hp["batch_size"]) or n
-        if batch < 1:
-            raise BridgeInputError(f"tip-adapter-f: batch_size must be >= 0, got {hp['batch_size']}")
-        per_epoch = math.ceil(n / batch)
+        s = task.num_seeds
         epochs = int(hp["epochs"])
-        order = (views.mask.nonzero().squeeze(-1).expand(s, 1, -1) if batch >= n
-                 else seed_permutations(task.seeds, views.mask, epochs))                # [S, E|1, n]
+        cycle = training_batches(task, views.mask, epochs, int(hp["batch_size"]), hp["train_views"])
+        per_epoch = cycle.steps_per_epoch
         y = views.labels
         base = zeroshot_logits(views.x, text, task.logit_scale)                          # [S, C·K', C]
         alpha0 = hp["init_alpha"]
         beta0 = torch.full((s, 1), float(hp["init_beta"]), dtype=dtype, device=text.device)
 
         def loss(params: dict[str, Tensor], step: int) -> Tensor:
-            epoch, part = divmod(step, per_epoch)
-            idx = order[:, min(epoch, order.shape[1] - 1), part * batch:(part + 1) * batch]   # [S, B]
+            idx = cycle.batch(step)                                                       # [S, B]
             x = views.x.gather(1, idx.unsqueeze(-1).expand(-1, -1, views.x.shape[-1]))
             logits = base.gather(1, idx.unsqueeze(-1).expand(-1, -1, base.shape[-1])) \
                 + alpha0 * cache_logits(x, params["keys"], key_mask, beta0).squeeze(1)
@@ -77,3 +78,20 @@ class TipAdapterF:
 
     def logits(self, state: FittedState, queries: Tensor) -> Tensor:
         return tip_logits(state, queries)
+
+
+def training_batches(task, view_mask: Tensor, epochs: int, batch_size: int, train_views: str) -> ViewCycle:
+    """The mini-batches of `epochs` epochs: every real view each epoch ("all"; in index order when one batch
+    holds them all, else reshuffled per epoch from the seed) or one view per shot per epoch ("cycle").
+
+    view_mask  [C·K'] True for real support views
+    """
+    if batch_size < 0:
+        raise BridgeInputError(f"tip-adapter-f: batch_size must be >= 0, got {batch_size}")
+    if train_views == "cycle":
+        return view_cycle(task.seeds, task.support_mask, task.views, epochs, batch_size)
+    n = int(view_mask.sum())
+    if batch_size == 0 or batch_size >= n:
+        order = view_mask.nonzero().squeeze(-1).expand(task.num_seeds, max(epochs, 1), -1)   # [S, E, n]
+        return ViewCycle(order=order, batch_size=max(n, 1))
+    return ViewCycle(order=seed_permutations(task.seeds, view_mask, epochs), batch_size=batch_size)

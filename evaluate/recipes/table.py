@@ -94,6 +94,46 @@ def _tip(finetune: bool) -> dict[str, dict]:
     return rows
 
 
+# APE's per-dataset configs (RECIPES.md §2.3, yangyangyang127/APE configs/<ds>.yaml, all RN50, D = 1024):
+# scale [beta, alpha, gamma], init alpha, k free, k train, w_free, APE-T lr, eps, epochs. k becomes the same
+# fraction of any width (k / 1024, bridge/methods/ape/channels.py).
+APE_CONFIGS = {
+    "caltech101": ((7, 7, 1), 1.0, 800, 900, (0.5, 0.5), 1e-3, 1e-3, 30),
+    "dtd": ((7, 7, 1), 3.0, 400, 700, (0.5, 0.5), 1e-3, 1e-3, 20),
+    "eurosat": ((30, 5, 1.5), 1.0, 700, 900, (0.9, 0.1), 1e-3, 1e-3, 200),
+    "fgvc_aircraft": ((20, 10, 1), 5.0, 800, 900, (0.1, 0.9), 1e-3, 1e-3, 30),
+    "food101": ((7, 7, 1), 0.8, 700, 900, (0.3, 0.7), 1e-4, 1e-3, 30),
+    "imagenet": ((7, 7, 0.5), 2.0, 500, 500, (0.7, 0.3), 1e-4, 1e-3, 20),
+    "oxford_flowers": ((7, 7, 1), 3.0, 700, 800, (0.4, 0.6), 1e-3, 1e-3, 60),
+    "oxford_pets": ((7, 7, 1), 2.0, 800, 800, (0.7, 0.3), 1e-4, 2e-3, 30),
+    "stanford_cars": ((10, 7, 1), 1.0, 500, 800, (0.6, 0.4), 1e-3, 5e-3, 30),
+    "sun397": ((10, 7, 1), 1.0, 800, 800, (0.7, 0.3), 1e-4, 1e-3, 30),
+    "ucf101": ((10, 7, 1.5), 2.0, 700, 800, (0.3, 0.7), 1e-3, 2e-3, 30),
+}
+APE_TEXT = ("RECIPES.md §1 (APE: the CoOp template, ImageNet the 7, + CuPL sentences; the cache's `cupl` set when "
+            "it has one, which should be APE's gpt3_prompts/CuPL_prompts_<ds>.json for exact text)")
+
+
+def _ape(trained: bool) -> dict[str, dict]:
+    """APE's (trained: APE-T's) rows: Tip-Adapter's views, CoOp + CuPL text, the official config per dataset;
+    the defaults of bridge/methods/ape (the configs' medians) elsewhere."""
+    rows = {"default": {"families": ["tip"], "prompts": ["coop", "cupl?"], "prompts_source": APE_TEXT,
+                        "source": "ours for datasets outside the 11: the medians of the official configs "
+                                  "(bridge/methods/ape defaults); views as RECIPES.md §2.3"}}
+    for name, (scale, init_alpha, k_free, k_train, w_free, lr, eps, epochs) in APE_CONFIGS.items():
+        beta, alpha, gamma = scale
+        hparams = {"beta_scale": float(beta), "alpha_scale": float(alpha)}
+        if trained:
+            hparams.update({"k_fraction": k_train / 1024, "w0": 0.2, "w1": 0.8, "init_alpha": init_alpha,
+                            "init_beta": 1.0, "lr": lr, "eps": eps, "epochs": epochs})
+        else:
+            hparams.update({"k_fraction": k_free / 1024, "w0": w_free[0], "w1": w_free[1],
+                            "gamma_scale": float(gamma), "gamma_steps": 5 if name == "imagenet" else 20})
+        rows[name] = {"hparams": hparams, "source": f"RECIPES.md §2.3 (yangyangyang127/APE configs/{name}.yaml)"}
+    rows["imagenet"].update(prompts=["ensemble", "cupl?"], prompts_source=APE_TEXT)
+    return rows
+
+
 RECIPES: dict[str, dict[str, dict]] = {
     "zeroshot": {
         "default": {"families": PLAIN, "prompts": ["coop"], "source": COOP_TEXT},
@@ -101,6 +141,14 @@ RECIPES: dict[str, dict[str, dict]] = {
     },
     "tip-adapter": _tip(finetune=False),
     "tip-adapter-f": _tip(finetune=True),
+    "ape": _ape(trained=False),
+    "ape-t": _ape(trained=True),
+    "clip-adapter": {
+        "default": {"families": ["coop-rrc"], "prompts": ["coop"],
+                    "source": "RECIPES.md §2.5 (SeMoBridge's CLIP-Adapter vit_b16 config: Dassl random resized crop "
+                              "0.08-1 + flip, CoOp template; SGD lr 0.002, batch 32, 200 epochs, 1 warm-up epoch, "
+                              "cosine = bridge/methods/clip_adapter.py defaults)"},
+    },
     "gda": {
         "default": {"families": ["tip"], "prompts": ["coop"],
                     "hparams": {"alpha_low": 1e-4, "alpha_high": 100.0, "alpha_points": 7},
