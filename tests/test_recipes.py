@@ -113,9 +113,36 @@ def test_ape_rows_carry_the_official_config_with_k_as_a_fraction_of_the_width():
     assert resolve_recipe("ape", "imagenet", 4).prompts == ("ensemble", "cupl?")
 
 
-def test_tip_adapter_f_recipe_trains_on_one_cached_view_per_shot_per_epoch():
-    hparams = resolve_recipe("tip-adapter-f", "eurosat", 16).hparams
+class StepCounter:
+    """A bridge.progress listener that sums the optimisation steps a fit reports."""
+
+    steps = 0
+
+    def begin(self, total, unit):
+        pass
+
+    def advance(self, steps, best):
+        self.steps += steps
+
+    def end(self):
+        pass
+
+
+@pytest.mark.parametrize("classes, shots, steps_per_epoch", [(10, 16, 1), (20, 16, 2), (100, 4, 2), (101, 16, 7)])
+def test_tip_adapter_f_recipe_takes_epochs_times_ceil_shots_over_256_steps(classes, shots, steps_per_epoch):
+    from synthetic_tasks import make_task
+
+    from clipbridge.bridge.progress import listening
+
+    hparams = resolve_recipe("tip-adapter-f", "eurosat", shots).hparams
     assert hparams["train_views"] == "cycle" and hparams["batch_size"] == 256 and hparams["epochs"] == 100
+    # support size C·K; V = 3 cached views per shot: an epoch is still one view of each of the C·K images
+    task = make_task(seeds=(1,), classes=classes, shots=shots, views=3, dim=8, width=8, val_per_class=1,
+                     test_per_class=1)[0]
+    counter = StepCounter()
+    with listening(counter):
+        METHODS["tip-adapter-f"].fit(task, **{**hparams, "epochs": 3, "grid_beta": 4, "grid_alpha": 4})
+    assert counter.steps == 3 * steps_per_epoch == 3 * -(-classes * shots // 256)
 
 
 def test_recipe_command_prints_the_resolved_recipe_with_sources():
