@@ -86,8 +86,10 @@ def _tip(finetune: bool) -> dict[str, dict]:
         return {"hparams": hparams, "source": source}
 
     rows = {"default": {"families": ["tip"], "prompts": ["coop"],
+                        "families_source": "RECIPES.md §2.2 (10 passes of crop (0.5-1) + flip, augment_epoch 10)",
+                        "prompts_source": COOP_TEXT,
                         **row(TIP_DEFAULT, "ours for datasets outside the 11: box [0.1, 10]^2, init alpha 1.17, "
-                                           "20 epochs; views and text as RECIPES.md §2.2 and §1")}}
+                                           "20 epochs")}}
     for name, config in TIP_CONFIGS.items():
         rows[name] = row(config, f"RECIPES.md §2.2 (gaopengcuhk/Tip-Adapter configs/{name}.yaml)")
     rows["imagenet"].update(prompts=["ensemble"], prompts_source=COOP_TEXT)
@@ -118,8 +120,10 @@ def _ape(trained: bool) -> dict[str, dict]:
     """APE's (trained: APE-T's) rows: Tip-Adapter's views, CoOp + CuPL text, the official config per dataset;
     the defaults of bridge/methods/ape (the configs' medians) elsewhere."""
     rows = {"default": {"families": ["tip"], "prompts": ["coop", "cupl?"], "prompts_source": APE_TEXT,
+                        "families_source": "RECIPES.md §2.3 (the cache exactly as Tip-Adapter's: 10 crop + flip "
+                                           "passes)",
                         "source": "ours for datasets outside the 11: the medians of the official configs "
-                                  "(bridge/methods/ape defaults); views as RECIPES.md §2.3"}}
+                                  "(bridge/methods/ape defaults)"}}
     for name, (scale, init_alpha, k_free, k_train, w_free, lr, eps, epochs) in APE_CONFIGS.items():
         beta, alpha, gamma = scale
         hparams = {"beta_scale": float(beta), "alpha_scale": float(alpha)}
