@@ -53,3 +53,11 @@ def flush_denormals() -> bool:
     (cli.py, bridge.speed, evaluate.speed) call it; bridge.parity does not.
     """
     return bool(torch.set_flush_denormal(True))
+
+
+def benchmark_process(threads: int | None) -> None:
+    """Set up a benchmark script's process as the CLI runs: subnormals flushed (flush_denormals) and, when
+    `threads` is given (not 0/None), that many torch threads."""
+    flush_denormals()
+    if threads:
+        torch.set_num_threads(threads)

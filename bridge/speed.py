@@ -269,11 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     for p in (ps, pt, pa):
         p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
-    from clipbridge.bridge.ops import flush_denormals
+    from clipbridge.bridge.ops import benchmark_process
 
-    flush_denormals()  # as the CLI does: subnormal softmax tails slow CPU products
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    benchmark_process(args.threads)  # as the CLI does: subnormal softmax tails slow CPU products
     {"search": bench_search, "train": bench_train, "affine": bench_affine}[args.what](args)
 
 

@@ -2,7 +2,10 @@
 
 Grid: every registered method (or --methods) × shots 1, 2, 4, 8, 16 × 10 seeds, seeds batched per cell,
 on this machine's CPU (or --device). Prints the methods used, the seconds per method and per cell, and
-records/s. `--hparam METHOD.KEY=VALUE` (repeatable) overrides a method's hyper-parameter, as in `bench`.
+records/s. `--recipe paper` (default) runs each method's default recipe row (the synthetic dataset is not
+one of the 11 CoOp ones), the cache holding every view family those rows use (e.g. Tip-Adapter's 10 crops);
+`--recipe uniform` runs every method on the plain view with its default hyper-parameters.
+`--hparam METHOD.KEY=VALUE` (repeatable) overrides a method's hyper-parameter, as in `bench`.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hparam", action="append", default=[], metavar="METHOD.KEY=VALUE",
                         help="override a method's hyper-parameter (repeatable), e.g. ape.search=grid")
+    parser.add_argument("--recipe", choices=("paper", "uniform"), default="paper")
     args = parser.parse_args(argv)
     from clipbridge.bridge.ops import flush_denormals
 
@@ -34,11 +38,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from clipbridge.cache.synthetic import write_synthetic_cache
-    from clipbridge.evaluate.commands import method_hparams, method_names, parse_int_list
-
     from clipbridge.bridge.errors import BridgeInputError
     from clipbridge.cache.errors import ClipBridgeError
+    from clipbridge.cache.synthetic import write_synthetic_cache
+    from clipbridge.evaluate.commands import method_hparams, method_names, parse_int_list
+    from clipbridge.evaluate.recipes import recipe_families
+    from clipbridge.extract.views import get_family
 
     try:
         methods = method_names(args.methods)
@@ -46,17 +51,20 @@ def main(argv: list[str] | None = None) -> None:
         hparams = method_hparams(args.hparam, methods)
     except (ClipBridgeError, BridgeInputError) as error:
         parser.error(str(error))
+    families = {} if args.recipe == "uniform" else {
+        name: get_family(name).copies for name in recipe_families("synthetic", shots, methods) if name != "plain"}
     print(f"methods ({len(methods)} registered/selected): {', '.join(methods)}")
     if hparams:
         print(f"hyper-parameters: {hparams}")
     print(f"grid: {args.classes} classes, D={args.dim}, W={args.width}, shots {shots}, {len(seeds)} seeds; "
-          f"device {args.device}, torch threads {torch.get_num_threads()}")
+          f"recipe {args.recipe} (support views: plain" + "".join(f" + {n} {f}" for f, n in families.items())
+          + f"); device {args.device}, torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder) / "synthetic101.h5"
         write_synthetic_cache(cache, classes=args.classes, train_per_class=max(shots), dim=args.dim,
-                              width=args.width, val=args.val, test=30, prompts=3, seed=0)
+                              width=args.width, val=args.val, test=30, families=families, prompts=3, seed=0)
         spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
-                         device=args.device, hparams=hparams)
+                         device=args.device, hparams=hparams, recipe=args.recipe)
         start = time.perf_counter()
         run_bench(spec, Path(folder) / "results", "speed", progress=False, echo=lambda text: None)
         seconds = time.perf_counter() - start
@@ -64,9 +72,6 @@ def main(argv: list[str] | None = None) -> None:
         for method in methods:
             mine = [r for r in records if r["method"] == method]
             fit = sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine)
-            per_cell = [sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine if r["shots"] == k)
-                        for k in shots]
-            cells = " / ".join(f"{x:.2f}" for x in per_cell)
             print(f"{method:>14}: {len(mine)} records, fit {fit:7.2f} s = {len(mine) / max(fit, 1e-9):9.2f} "
                   f"records/s (fit only)")
             cells = {k: sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in mine if r["shots"] == k)
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
                   + " / ".join(f"{k}: {v:.3g}" for k, v in cells.items()))
         print(f"{'whole grid':>14}: {len(records)} records in {seconds:.2f} s (task building, fitting, test "
               f"scoring, records, tables, plot) = {len(records) / seconds:.2f} records/s")
+
 
 if __name__ == "__main__":
     main()

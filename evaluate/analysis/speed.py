@@ -36,14 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="keep (and reuse) the cache and runs here")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
-    from clipbridge.bridge.ops import flush_denormals
-
-    flush_denormals()
-
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from clipbridge.bridge.ops import benchmark_process
+
+    benchmark_process(args.threads)
     from clipbridge.cache.reader import open_cache
     from clipbridge.cache.synthetic import write_synthetic_cache
     from clipbridge.evaluate.analysis.analyze import DEFAULT_METHODS, AnalysisSpec, run_analysis

@@ -17,7 +17,7 @@ import time
 import torch
 
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
-from clipbridge.bridge.ops import flush_denormals
+from clipbridge.bridge.ops import benchmark_process
 from clipbridge.bridge.registry import METHODS
 from clipbridge.bridge.speed import synthetic_task
 
@@ -35,9 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    flush_denormals()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    benchmark_process(args.threads)
     print(f"{args.classes} classes, D = W = 512, {args.seeds} seeds, min of {args.repeats} interleaved fits, "
           f"torch threads {torch.get_num_threads()}")
     print("| val queries | shots | " + " | ".join(f"{name} s" for name, _, _ in CONTENDERS) + " | ape batched / tip "
