@@ -15,6 +15,7 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -145,13 +146,16 @@ def invocation() -> str:
 
 def extract_hint(extract_args: dict[str, Any] | None, *, shots: Iterable[int] | None = None,
                  seeds: Iterable[int] | None = None, families: Iterable[str] | None = None,
-                 protocols: str | None = None) -> str:
-    """The extract command that adds (shots, seeds) / view families to the cache it was recorded for."""
+                 protocols: str | None = None, path: str | Path | None = None) -> str:
+    """The extract command that adds (shots, seeds) / view families to the cache it was recorded for
+    (`path`: that cache file, named with --out so the command extends it wherever it lies)."""
     args = dict(extract_args or {})
     words = [invocation(), "extract"]
     for option in ("dataset", "root", "split_file", "name", "model", "pretrained", "precision"):
         if args.get(option):
             words += [f"--{option.replace('_', '-')}", shlex.quote(str(args[option]))]
+    if path is not None:
+        words += ["--out", shlex.quote(str(path))]
     if shots is not None:
         words += ["--shots", format_ranges(sorted(set(shots)))]
     if seeds is not None:

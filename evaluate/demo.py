@@ -100,6 +100,9 @@ def extract_shapes(path: Path, plan: DemoPlan, *, device: str, echo: Callable[[s
     echo(f"cache: extracting shapes with {TINY_MODEL} (shapes: {WEIGHTS.name}) into {path}, view families "
          f"{', '.join(families)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    summary = run_extraction(spec, loaded, prompt_sets, path, ExtractOptions(families=families, progress=False))
+    # the full demo's images are `extract --dataset shapes`'s, so hints that extend its cache can name that command
+    args = {} if plan.sizes else {"dataset": "shapes", "model": TINY_MODEL, "pretrained": "shapes"}
+    summary = run_extraction(spec, loaded, prompt_sets, path,
+                             ExtractOptions(families=families, progress=False, extract_args=args))
     echo("\n".join(summary.lines()))
     return path

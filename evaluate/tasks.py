@@ -162,13 +162,13 @@ def check_pairs(cache, shots: Sequence[int], seeds: Sequence[int], protocol: str
         shown = ", ".join(f"{k}-shot seed {s}" for k, s in missing[:4]) + (" ..." if len(missing) > 4 else "")
         raise ClipBridgeError(
             f"cache {cache.path} holds the images of {coverage.describe()}, not {shown}; add them with: "
-            + extract_hint(cache.extract_args, shots=sorted({k for k, _ in missing}),
+            + extract_hint(cache.extract_args, path=cache.path, shots=sorted({k for k, _ in missing}),
                            seeds=sorted({s for _, s in missing}), families=_augmented_families(cache)))
     if protocol == "paper" and "val" in cache.splits and not coverage.whole_val:
         raise ClipBridgeError(
             f"protocol paper validates on the whole val split, but cache {cache.path} holds only the sampled "
             "val images (extracted for protocol clean); add the rest with: "
-            + extract_hint(cache.extract_args, shots=sorted({k for k, _ in coverage.pairs}),
+            + extract_hint(cache.extract_args, path=cache.path, shots=sorted({k for k, _ in coverage.pairs}),
                            seeds=sorted({s for _, s in coverage.pairs}), protocols="clean,paper"))
 
 
@@ -183,7 +183,7 @@ def check_families(cache, families: Sequence[str]) -> None:
         raise ClipBridgeError(
             f"cache {cache.path} has no view family {', '.join(map(repr, absent))} (it has "
             f"{', '.join(stored)}); add it with: "
-            + extract_hint(cache.extract_args, shots=None if pairs is None else sorted({k for k, _ in pairs}),
+            + extract_hint(cache.extract_args, path=cache.path, shots=None if pairs is None else sorted({k for k, _ in pairs}),
                            seeds=None if pairs is None else sorted({s for _, s in pairs}),
                            families=sorted(set(absent) | set(_augmented_families(cache)))))
 

@@ -2,6 +2,8 @@
 fitting never reads test."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -70,10 +72,11 @@ def test_class_with_fewer_images_than_shots_is_masked_and_reported(caches):
 
 
 def test_a_family_the_cache_lacks_is_refused_with_the_command_that_adds_it(caches):
+    path = caches["even"]
     with pytest.raises(ClipBridgeError, match=r"no view family 'semo-r0.8' \(it has plain, flip, tip\); add it "
-                                              r"with: clipbridge extract --dataset fake --view-families "
-                                              r"flip,semo-r0.8,tip"):
-        build_fit_task(open_cache(caches["even"]), shots=2, seeds=[1], families=("plain", "semo-r0.8"))
+                                              r"with: clipbridge extract --dataset fake --out " + re.escape(str(path))
+                                              + r" --view-families flip,semo-r0.8,tip"):
+        build_fit_task(open_cache(path), shots=2, seeds=[1], families=("plain", "semo-r0.8"))
 
 
 @pytest.mark.parametrize("shots", [0, 7])
@@ -165,7 +168,8 @@ def test_an_uncovered_pair_is_refused_in_one_line_naming_the_command_that_adds_i
     assert "\n" not in message
     assert ("holds the images of sampled train images of 2-shot seed 1, 2-shot seed 2, 4-shot seed 1 (3 pairs), "
             "sampled val images only, not 4-shot seed 2, 4-shot seed 3; add them with: clipbridge extract "
-            "--dataset fake --root /data --model m --pretrained p --shots 4 --seeds 2-3 --view-families tip") in message
+            f"--dataset fake --root /data --model m --pretrained p --out {caches['sampled']} --shots 4 --seeds 2-3 "
+            "--view-families tip") in message
 
 
 def test_protocol_paper_on_a_cache_without_the_whole_val_split_is_refused(caches):
