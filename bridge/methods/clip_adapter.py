@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
-from clipbridge.bridge.features import begin_fit, normalize_rows, support_views
+from clipbridge.bridge.features import begin_fit, prepare_queries, support_views, validation
 from clipbridge.bridge.methods.zeroshot import zeroshot_logits
-from clipbridge.bridge.ops import accuracy, as_seed_batch
+from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.registry import FittedState, register_method
 from clipbridge.bridge.training import seed_generators, train_and_select, view_cycle, warmup_cosine_per_epoch
 
@@ -67,13 +67,12 @@ class CLIPAdapter:
 
     def fit(self, task, **hparams) -> FittedState:
         hp, start, dtype, text = begin_fit(self, task, hparams)
-        s, d = task.num_seeds, task.dim
+        d = task.dim
         hidden = d // int(hp["reduction"]) if int(hp["reduction"]) > 0 else 0
         if hidden < 1:
             raise BridgeInputError(f"{self.name}: reduction must be in [1, {d}], got {hp['reduction']}")
         ratio, tau = float(hp["ratio"]), task.logit_scale
-        views = support_views(task, dtype)                                    # checks zero views; labels, mask
-        raw = task.support.to(dtype).reshape(s, -1, d) * views.mask.to(dtype).unsqueeze(-1)
+        views = support_views(task, dtype, normalize=False)              # raw f; checks zero views, zeroes padding
         epochs = int(hp["epochs"])
         cycle = view_cycle(task.seeds, task.support_mask, task.views, epochs, int(hp["batch_size"]))
         schedule = warmup_cosine_per_epoch(hp["lr"], epochs, cycle.steps_per_epoch, int(hp["warmup_epochs"]),
@@ -81,14 +80,12 @@ class CLIPAdapter:
 
         def loss(params: dict[str, Tensor], step: int) -> Tensor:
             idx = cycle.batch(step)                                                       # [S, B]
-            f = raw.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
+            f = views.x.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
             logits = zeroshot_logits(adapter_features(f, params["w1"], params["w2"], ratio), text, tau)
             logp = torch.log_softmax(logits, -1)
             return -logp.gather(-1, views.labels[idx].unsqueeze(-1)).squeeze(-1).mean(-1)
 
-        val_y = task.val_labels.expand(s, -1)
-        val = task.val.to(dtype).expand(s, -1, -1)
-        normalize_rows(val, val_y >= 0, "val")                                 # refuses zero validation rows
+        val, val_y = validation(task, dtype, normalize=False)                 # raw; refuses zero validation rows
 
         def val_accuracy(params: dict[str, Tensor]) -> Tensor:
             return accuracy(zeroshot_logits(adapter_features(val, params["w1"], params["w2"], ratio), text, tau),
@@ -107,10 +104,6 @@ class CLIPAdapter:
 
     def logits(self, state: FittedState, queries: Tensor) -> Tensor:
         t = state.tensors
-        q = as_seed_batch(queries, len(state.hparams)).to(device=t["text"].device, dtype=t["text"].dtype)
-        if q.shape[-1] != t["text"].shape[-1]:
-            raise BridgeInputError(f"queries have dimension {q.shape[-1]}, the fitted method expects "
-                                   f"{t['text'].shape[-1]}")
-        normalize_rows(q, torch.ones((), dtype=torch.bool, device=q.device), "queries")   # refuses zero queries
+        q = prepare_queries(queries, len(state.hparams), t["text"], normalize=False)   # raw; refuses zero rows
         return zeroshot_logits(adapter_features(q, t["w1"], t["w2"], float(t["ratio"])), t["text"],
                                t["logit_scale"])
