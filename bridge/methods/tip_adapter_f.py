@@ -4,7 +4,8 @@ Keys start as Tip-Adapter's (n(mean of a shot's views)) and are trained, as in t
 re-normalisation, on every real support view n(f) with cross-entropy on
     τ n(f) T̄ᵀ + init_alpha · exp(−init_beta (1 − n(f) keysᵀ)) Y
 using AdamW (lr 1e-3, eps 1e-4, cosine schedule as in the paper's code) for `epochs` epochs, full-batch
-(batch_size 0, one step per epoch) or mini-batch (batch_size B, shuffled per seed from task.seeds).
+(batch_size 0, one step per epoch) or mini-batch (batch_size B), in an order reshuffled every epoch from
+each seed's own generator (bridge.training.view_cycle).
 What an epoch trains on (`train_views`):
     "all"    every cached view of every shot, each epoch (the default; with one view per shot, the plain
              images)
@@ -20,13 +21,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import begin_fit, shot_keys, support_views, validation
 from clipbridge.bridge.methods.tip_adapter import SEARCH_DEFAULTS, cache_logits, tip_logits, tip_state
 from clipbridge.bridge.methods.zeroshot import zeroshot_logits
 from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.registry import FittedState, register_method
-from clipbridge.bridge.training import ViewCycle, seed_permutations, train_and_select, view_cycle
+from clipbridge.bridge.training import train_and_select, view_cycle
 
 
 @register_method
@@ -45,7 +45,9 @@ class TipAdapterF:
         views = support_views(task, dtype)
         s = task.num_seeds
         epochs = int(hp["epochs"])
-        cycle = training_batches(task, views.mask, epochs, int(hp["batch_size"]), hp["train_views"])
+        # "all": each cached view is an item of its own (V = 1); "cycle": a shot's V views take turns by epoch
+        cycle = view_cycle(task.seeds, task.support_mask, task.views if hp["train_views"] == "cycle" else 1,
+                           epochs, int(hp["batch_size"]))
         per_epoch = cycle.steps_per_epoch
         y = views.labels
         base = zeroshot_logits(views.x, text, task.logit_scale)                          # [S, C·K', C]
@@ -67,7 +69,7 @@ class TipAdapterF:
             cache = cache_logits(val_q, params["keys"], key_mask, beta0).squeeze(1)
             return accuracy(val_base + alpha0 * cache, val_y)
 
-        trained = train_and_select({"keys": keys.x}, loss, val_accuracy, steps=epochs * per_epoch, lr=hp["lr"],
+        trained = train_and_select({"keys": keys.x}, loss, val_accuracy, steps=cycle.steps, lr=hp["lr"],
                                    weight_decay=hp["weight_decay"], eps=hp["eps"], eval_every=per_epoch,
                                    select=hp["select"], schedule=hp["schedule"])
         epoch_chosen = (trained.step // per_epoch).tolist()
@@ -78,20 +80,3 @@ class TipAdapterF:
 
     def logits(self, state: FittedState, queries: Tensor) -> Tensor:
         return tip_logits(state, queries)
-
-
-def training_batches(task, view_mask: Tensor, epochs: int, batch_size: int, train_views: str) -> ViewCycle:
-    """The mini-batches of `epochs` epochs: every real view each epoch ("all"; in index order when one batch
-    holds them all, else reshuffled per epoch from the seed) or one view per shot per epoch ("cycle").
-
-    view_mask  [C·K'] True for real support views
-    """
-    if batch_size < 0:
-        raise BridgeInputError(f"tip-adapter-f: batch_size must be >= 0, got {batch_size}")
-    if train_views == "cycle":
-        return view_cycle(task.seeds, task.support_mask, task.views, epochs, batch_size)
-    n = int(view_mask.sum())
-    if batch_size == 0 or batch_size >= n:
-        order = view_mask.nonzero().squeeze(-1).expand(task.num_seeds, max(epochs, 1), -1)   # [S, E, n]
-        return ViewCycle(order=order, batch_size=max(n, 1))
-    return ViewCycle(order=seed_permutations(task.seeds, view_mask, epochs), batch_size=batch_size)
