@@ -33,6 +33,12 @@ class FusionChoice:
     evaluated: int
     seconds: float
 
+    def fit_info(self, start: float, **extra) -> dict:
+        """FittedState.info of a fit begun at `start` (time.perf_counter) whose last step was this search:
+        val_accuracy, fit_seconds, search_seconds, search_evaluated, then `extra`."""
+        return {"val_accuracy": self.val_accuracy.tolist(), "fit_seconds": time.perf_counter() - start,
+                "search_seconds": self.seconds, "search_evaluated": self.evaluated, **extra}
+
 
 def validation_scores(logits: Tensor, labels: Tensor) -> Tensor:
     """[2, S, M]: top-1 accuracy (percent) and mean log-probability of the true class of logits

@@ -18,8 +18,6 @@ OUR choices, not the paper's; all are exposed as hyper-parameters.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import Tensor
 
@@ -101,9 +99,8 @@ class CMM:
         tensors = {"text": text, "delta": delta, "protos": protos, "alpha": alpha,
                    "logit_scale": torch.tensor(tau, dtype=dtype, device=text.device)}
         chosen = [{**hp, "alpha": float(a), "step": int(st)} for a, st in zip(alpha.tolist(), trained.step.tolist())]
-        info = {"val_accuracy": choice.val_accuracy.tolist(), "fit_seconds": time.perf_counter() - start,
-                "search_seconds": choice.seconds, "search_evaluated": choice.evaluated,
-                "train_val_accuracy": trained.curve.transpose(0, 1).tolist(), "train_steps": trained.curve_steps}
+        info = choice.fit_info(start, train_val_accuracy=trained.curve.transpose(0, 1).tolist(),
+                               train_steps=trained.curve_steps)
         return FittedState(self.name, tensors, chosen, info)
 
     def logits(self, state: FittedState, queries: Tensor) -> Tensor:

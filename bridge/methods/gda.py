@@ -15,7 +15,6 @@ real view (or all views of a class coincide) Σ = 0, Pr = 0 and GDA reduces to z
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import Tensor
@@ -70,8 +69,7 @@ class GDA:
         tensors = {"text": text, "weight": w, "bias": b, "alpha": alpha,
                    "logit_scale": torch.tensor(task.logit_scale, dtype=dtype, device=text.device)}
         chosen = [{**hp, "alpha": float(a)} for a in alpha.tolist()]
-        info = {"val_accuracy": choice.val_accuracy.tolist(), "fit_seconds": time.perf_counter() - start,
-                "search_seconds": choice.seconds, "search_evaluated": choice.evaluated}
+        info = choice.fit_info(start)
         return FittedState(self.name, tensors, chosen, info)
 
     def logits(self, state: FittedState, queries: Tensor) -> Tensor:

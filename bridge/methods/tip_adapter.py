@@ -20,8 +20,6 @@ cache terms. Accuracy ties are broken by the mean true-class log-probability.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import Tensor
 
@@ -72,9 +70,7 @@ def tip_state(name: str, task, hp: dict, text: Tensor, keys: Tensor, key_mask: T
     extra_hparams = extra_hparams or [{} for _ in task.seeds]
     chosen = [{**hp, **more, "alpha": float(a), "beta": float(b)}
               for a, b, more in zip(alpha.tolist(), beta.tolist(), extra_hparams)]
-    info = {"val_accuracy": choice.val_accuracy.tolist(), "fit_seconds": time.perf_counter() - start,
-            "search_seconds": choice.seconds, "search_evaluated": choice.evaluated, **(extra_info or {})}
-    return FittedState(name, tensors, chosen, info)
+    return FittedState(name, tensors, chosen, choice.fit_info(start, **(extra_info or {})))
 
 
 def tip_logits(state: FittedState, queries: Tensor) -> Tensor:

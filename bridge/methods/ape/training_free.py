@@ -12,8 +12,6 @@ grid). Defaults are the median of the 11 official RN50 configs (yangyangyang127/
 """
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import Tensor
 
@@ -56,9 +54,7 @@ def cache_state(name: str, task, hp: dict, model: CacheModel, start: float, with
     for s, more in enumerate(extra_hparams):
         picked = {"beta": float(beta[s]), "alpha": float(alpha[s])}
         chosen.append({**hp, **more, **picked, **({"gamma": float(gamma[s])} if with_gamma else {})})
-    info = {"val_accuracy": choice.val_accuracy.tolist(), "fit_seconds": time.perf_counter() - start,
-            "search_seconds": choice.seconds, "search_evaluated": choice.evaluated, **(extra_info or {})}
-    return FittedState(name, tensors, chosen, info)
+    return FittedState(name, tensors, chosen, choice.fit_info(start, **(extra_info or {})))
 
 
 @register_method
