@@ -50,7 +50,7 @@ def flush_denormals() -> bool:
     Softmax tails such as exp(-90) are subnormal in float32, and CPU matrix products over them run several
     times slower (SeMoBridge-T, 10 seeds at 1 shot, 101 classes: 113 -> 50 ms per step). Flushing changes
     values by less than 1.2e-38 (float32) or 2.3e-308 (float64) absolute. The command-line entry points
-    (cli.py, bridge.speed, evaluate.speed) call it; bridge.parity does not.
+    (cli.py, and the benchmark scripts through benchmark_process) call it; bridge.parity does not.
     """
     return bool(torch.set_flush_denormal(True))
 

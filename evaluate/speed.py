@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="override a method's hyper-parameter (repeatable), e.g. ape.search=grid")
     parser.add_argument("--recipe", choices=("paper", "uniform"), default="paper")
     args = parser.parse_args(argv)
-    from clipbridge.bridge.ops import flush_denormals
+    from clipbridge.bridge.ops import benchmark_process
 
-    flush_denormals()  # as the CLI does: subnormal softmax tails slow CPU products
+    benchmark_process(None)  # as the CLI does: subnormal softmax tails slow CPU products
 
     import torch
 
