@@ -4,7 +4,7 @@ The installed package is this repository's root: `clipbridge.extract` (stage 1: 
 `clipbridge.cache` (the HDF5 format), `clipbridge.bridge` (stage 2: pure-tensor methods),
 `clipbridge.evaluate` (stage 3: scoring, records, tables, plots) and `clipbridge.cli` (the command line).
 
-The Python API (evaluate/api.py), imported on first use so that `import clipbridge` stays instant:
+The Python API (evaluate/fitting/api.py), imported on first use so that `import clipbridge` stays instant:
 
     import clipbridge as cb
     cache = cb.open_cache("cache/ViT-B-16--openai/dtd.h5")
@@ -22,11 +22,11 @@ __all__ = ["open_cache", "fit", "load_run", "Run", "Prediction", "METHODS"]
 
 _LAZY = {
     "open_cache": ("clipbridge.cache.reader", "open_cache"),
-    "fit": ("clipbridge.evaluate.api", "fit"),
-    "load_run": ("clipbridge.evaluate.api", "load_run"),
-    "Run": ("clipbridge.evaluate.api", "Run"),
-    "Prediction": ("clipbridge.evaluate.predict", "Prediction"),
-    "METHODS": ("clipbridge.evaluate.methods_command", "METHOD_NAMES"),
+    "fit": ("clipbridge.evaluate.fitting.api", "fit"),
+    "load_run": ("clipbridge.evaluate.fitting.api", "load_run"),
+    "Run": ("clipbridge.evaluate.fitting.api", "Run"),
+    "Prediction": ("clipbridge.evaluate.fitting.predict", "Prediction"),
+    "METHODS": ("clipbridge.evaluate.commands.methods", "METHOD_NAMES"),
 }
 
 

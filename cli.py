@@ -1,28 +1,27 @@
 """clipbridge command line: `python cli.py COMMAND` or the `clipbridge` console script.
 
 Each stage owns its commands; this file only gathers them and turns the project's error types into
-one clear line on stderr and a non-zero exit. Installed, it is `clipbridge.cli`; run as a script from a
-checkout, it first makes that checkout the `clipbridge` package (so `python cli.py` always runs the code
-beside it, installed or not).
+one clear line on stderr and a non-zero exit. It is the module `clipbridge.cli`; `python cli.py` in a
+checkout runs the installed package (`make` or `pip install -e .` installs the checkout itself, editable).
 """
 from __future__ import annotations
 
 import sys
 
-if __name__ == "__main__" and "clipbridge" not in sys.modules:  # `python cli.py` in a checkout
-    import importlib.util
+if __name__ == "__main__":  # `python cli.py`: the checkout's folders are not top-level modules
     from pathlib import Path
 
-    _root = Path(__file__).resolve().parent
-    _spec = importlib.util.spec_from_file_location("clipbridge", _root / "__init__.py",
-                                                   submodule_search_locations=[str(_root)])
-    sys.modules["clipbridge"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["clipbridge"])
+    if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+        del sys.path[0]
+    try:
+        import clipbridge  # noqa: F401
+    except ImportError:
+        sys.exit("error: the clipbridge package is not installed; run `make` (or `pip install -e .`) here first")
 
 import click  # noqa: E402
 
 from clipbridge.bridge.errors import BridgeInputError  # noqa: E402
-from clipbridge.cache.errors import ClipBridgeError  # noqa: E402
+from clipbridge.errors import ClipBridgeError  # noqa: E402
 
 USER_ERRORS = (ClipBridgeError, BridgeInputError)
 
@@ -46,11 +45,11 @@ def _runs_tensors(argv: list[str]) -> bool:
 
 def _add_commands() -> None:
     from clipbridge.cache.commands import fewshot, info
-    from clipbridge.evaluate.analysis.command import analyze
-    from clipbridge.evaluate.commands import bench, demo, evaluate, fit, predict
-    from clipbridge.evaluate.methods_command import methods
-    from clipbridge.evaluate.published import published
-    from clipbridge.evaluate.recipes.command import recipe
+    from clipbridge.evaluate.commands.analyze import analyze
+    from clipbridge.evaluate.commands.main import bench, demo, evaluate, fit, predict
+    from clipbridge.evaluate.commands.methods import methods
+    from clipbridge.evaluate.reporting.published import published
+    from clipbridge.evaluate.commands.recipe import recipe
     from clipbridge.extract.commands import extract
 
     for command in (extract, fewshot, fit, evaluate, predict, bench, analyze, methods, recipe, published, info,

@@ -1,7 +1,8 @@
 """Errors raised by the pure-tensor core.
 
-`bridge/` imports nothing but torch, so it cannot use `cache.errors.ClipBridgeError`; the command line
-catches `BridgeInputError` the same way and prints its one-line message.
+The methods raise `BridgeInputError` (a ValueError: bad tensors or hyper-parameters); input the user
+names by hand (a recipe, a file) is a `clipbridge.errors.ClipBridgeError`. The command line catches both
+the same way and prints the one-line message.
 """
 
 

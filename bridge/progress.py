@@ -3,7 +3,7 @@
 A training loop opens `progress(total, unit)` and calls `advance(n, best=...)` as it goes; `best` is the
 [S] tensor of best validation accuracies so far (percent) where the loop selects on validation, shown as its
 mean over the seeds trained together (read only when someone listens: no device sync otherwise). Nobody
-listens by default, so the loops cost nothing extra; `evaluate.progress` installs a terminal bar for the
+listens by default, so the loops cost nothing extra; `evaluate.fitting.progress` installs a terminal bar for the
 `fit`/`bench` commands with `listening(...)`. The listener is a context variable, so a thread or task that
 did not install one stays quiet.
 """

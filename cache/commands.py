@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from clipbridge.cache.coverage import Coverage
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.fewshot import check_shot_count, coop_fewshot_indices, read_split_file
 from clipbridge.cache.schema import FAMILY_MANAGED_ATTRS, FORMAT, open_hdf5, read_attrs, text_head_attrs, tmp_path
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.fewshot import draw_fewshot
 
 TRAIN, VAL, TEST = "train", "val", "test"

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 
 #: CoOp draws at most this many validation shots per class.
 MAX_VAL_SHOTS = 4

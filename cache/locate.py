@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipbridge.cache.coverage import invocation
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.weights import safe_component, weights_of
 
 

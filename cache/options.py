@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 
 
 def parse_int_list(text: str, what: str) -> list[int]:

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from clipbridge.cache.coverage import Coverage
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.weights import check_weights
 from clipbridge.cache.schema import (FAMILY_MANAGED_ATTRS, FORMAT, READABLE_VERSIONS, family_group, list_group,
                                      open_hdf5, read_attrs, split_group, text_group,

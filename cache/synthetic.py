@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.schema import list_fingerprint
 from clipbridge.cache.writer import CacheWriter
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.schema import (
     EMBEDDING_DTYPES,
     FORMAT,

@@ -1,7 +1,10 @@
-"""Stage 3: from a cache and a method to scores, records, tables and plots.
+"""Stage 3: from a cache and a method to scores, records, tables and plots. Four rooms and the analysis:
 
-tasks (cache -> FewShotTask, test queries), scoring (fit, score, records), fitting (fit/evaluate
-commands' work), runs (saved fitted states), records (results.jsonl), tables and plots, bench (the grid,
-torchrun-aware through distributed), sweep (bench over the values of one hyper-parameter or prompt choice),
-analysis/ (the modality gap: `analyze`), demo, speed, commands (click: fit, evaluate, bench, demo).
+    fitting/    one fit: plan (recipe -> what to fit), tasks (the cache -> FewShotTask adapter), scoring
+                (fit, score, records), api (`clipbridge.fit`, Run), runs (saved states), predict, runner
+                (the fit/evaluate commands' work), progress (terminal bars)
+    reporting/  results.jsonl (records), tables, plots, the published accuracies, atomic files
+    bench/      many fits: grid (the bench, torchrun-aware through distributed), sweep, demo, speed
+    commands/   the click commands: main (fit, evaluate, predict, bench, demo), methods, recipe, analyze
+    analysis/   the modality-gap analysis (`analyze`)
 """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.schema import default_cache_path, tmp_path
 
 DEFAULT_SHOTS, DEFAULT_SEEDS = "1,2,4,8,16", "1-3"
@@ -49,7 +49,7 @@ def _families(text: str | None, dataset: str, coverage) -> tuple[str, ...]:
     """--view-families as a tuple of known family names ('recipes' expanded for the dataset and shots; the
     recipe table lives with stage 3, which this command reads as data, never the other way round)."""
     from clipbridge.cache.options import parse_names
-    from clipbridge.evaluate.recipes import recipe_families
+    from clipbridge.bridge.recipes import recipe_families
     from clipbridge.extract.views import get_family
 
     names = parse_names(text) or (["plain"] if coverage.is_everything else ["recipes"])

@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 import torch
 import torch.distributed as dist
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ import time
 import open_clip
 import torch
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract.models import (PROBE_PROMPTS, check_model_name, checked_text_head, encode_text_with_eos,
                                        identity_error, load_tokenizer, logit_bias, quiet_weight_download,
                                        text_head)

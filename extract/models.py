@@ -29,7 +29,7 @@ import open_clip
 import torch
 from torch import nn
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.weights import CHECKPOINT_SUFFIXES, file_sha256, is_checkpoint_path  # noqa: F401
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from clipbridge.cache.coverage import Coverage, plan_rows
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.schema import IDENTITY_ATTRS, list_fingerprint
 from clipbridge.extract.datasets.registry import DatasetSpec
 from clipbridge.extract.prompts import PromptSet

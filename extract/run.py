@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from clipbridge.cache.coverage import Coverage
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.schema import tmp_path
 from clipbridge.cache.writer import CacheWriter
 from clipbridge.extract.datasets.registry import DatasetSpec

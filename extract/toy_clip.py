@@ -27,7 +27,7 @@ import click
 import numpy as np
 import torch
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract import shapes
 
 MODEL_NAME = "clipbridge-tiny"

@@ -44,7 +44,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 
 DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 JITTER = (0.4, 0.4, 0.4, 0.1)

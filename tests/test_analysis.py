@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from clipbridge.cache.reader import open_cache
 from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.evaluate.analysis.analyze import AnalysisSpec, run_analysis
-from clipbridge.evaluate.analysis.command import analyze
+from clipbridge.evaluate.commands.analyze import analyze
 from clipbridge.evaluate.analysis.plots import cosine_hist_figure, embedding_map_figure
-from clipbridge.evaluate.plots import figure_labels
+from clipbridge.evaluate.reporting.plots import figure_labels
 
 SIZE = {"classes": 20, "train_per_class": 8, "dim": 64, "width": 48, "val": 60, "test": 1000}
 # The synthetic cache's expected centroid gap is a first-order expansion (cache/synthetic.py); with 1,000
@@ -132,7 +132,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, caches, capsys
 
 
 def test_a_run_of_another_cache_or_without_the_seed_is_refused(tmp_path, caches):
-    from clipbridge.cache.errors import ClipBridgeError
+    from clipbridge.errors import ClipBridgeError
 
     run_analysis(AnalysisSpec(methods=("semobridge",), shots=2, device="cpu", save_runs=tmp_path), caches[0.5])
     run = next(tmp_path.glob("*/*/*"))

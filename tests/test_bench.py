@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from clipbridge.bridge.errors import BridgeInputError
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.synthetic import write_synthetic_cache
-from clipbridge.evaluate.commands import bench
-from clipbridge.evaluate.records import VOLATILE_FIELDS, read_records, record_key
+from clipbridge.evaluate.commands.main import bench
+from clipbridge.evaluate.reporting.records import VOLATILE_FIELDS, read_records, record_key
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--methods", "zeroshot,tip-adapter", "--shots", "1,2", "--seeds", "1-2", "--device", "cpu",
@@ -110,7 +110,7 @@ def test_ood_caches_are_scored_with_the_source_fit_and_labelled(tmp_path, caches
 def test_torchrun_two_cpu_processes_write_the_same_records_as_one(tmp_path, caches):
     _bench(tmp_path / "single", caches)
     runner = tmp_path / "bench_entry.py"
-    runner.write_text("import sys\nsys.path.insert(0, %r)\nfrom evaluate.commands import bench\n"
+    runner.write_text("import sys\nsys.path.insert(0, %r)\nfrom clipbridge.evaluate.commands.main import bench\n"
                       "bench.main(standalone_mode=True)\n" % str(REPO))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(runner), "--dataset", f"{caches['alpha']},{caches['beta']}",
@@ -126,7 +126,7 @@ def test_torchrun_two_cpu_processes_write_the_same_records_as_one(tmp_path, cach
 
 @pytest.mark.slow
 def test_speed_script_prints_records_per_second_for_the_grid(capsys):
-    from clipbridge.evaluate.speed import main
+    from clipbridge.evaluate.bench.speed import main
 
     main(["--methods", "zeroshot", "--classes", "4", "--dim", "8", "--width", "8", "--shots", "1,2",
           "--seeds", "1-2"])
@@ -142,7 +142,7 @@ class _Named:
 
 
 def test_ood_classes_align_to_the_source_by_name_for_a_subset_in_any_order():
-    from clipbridge.evaluate.scoring import align_classes
+    from clipbridge.evaluate.fitting.scoring import align_classes
 
     source = _Named(["tench", "goldfish", "great white shark"], ["n01", "n02", "n03"])
     subset = _Named(["great white shark", "tench"], ["n03", "n01"])
@@ -152,8 +152,8 @@ def test_ood_classes_align_to_the_source_by_name_for_a_subset_in_any_order():
 
 
 def test_ood_alignment_rejects_unknown_classes_and_other_models():
-    from clipbridge.cache.errors import ClipBridgeError
-    from clipbridge.evaluate.scoring import align_classes
+    from clipbridge.errors import ClipBridgeError
+    from clipbridge.evaluate.fitting.scoring import align_classes
 
     source = _Named(["tench", "goldfish"])
     with pytest.raises(ClipBridgeError, match="'axolotl' of y.h5 is not a class"):

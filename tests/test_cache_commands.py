@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from clipbridge.cache.commands import fewshot, info
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.cache.writer import CacheWriter
 
@@ -24,7 +24,7 @@ SPLIT = {"train": [[f"c{label}/{i}.jpg", label, f"class {label}"] for label in (
          "val": [[f"c{label}/v{i}.jpg", label, f"class {label}"] for label in (0, 1) for i in range(5)],
          "test": [["c0/t.jpg", 0, "class 0"]]}
 CLI_STAGES_PRESENT = all(importlib.util.find_spec(name) is not None
-                         for name in ("clipbridge.extract.commands", "clipbridge.evaluate.commands", "clipbridge.bridge.errors"))
+                         for name in ("clipbridge.extract.commands", "clipbridge.evaluate.commands.main", "clipbridge.bridge.errors"))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_fewshot_refuses_fewer_than_one_shot_and_a_missing_split_file(split_file
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "cli.py", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ})
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.reader import open_cache
 from clipbridge.cache.synthetic import write_synthetic_cache
 

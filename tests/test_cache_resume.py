@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.reader import open_cache
 from clipbridge.cache.schema import tmp_path as unfinished_path
 from clipbridge.cache.writer import CacheWriter
@@ -79,7 +79,7 @@ def writer_module(tmp_path_factory):
 
 def _kill_after(script: Path, path: Path, rows_written: int) -> None:
     """Run the extraction in a child process and SIGKILL it once it reports `rows_written` rows done."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ}
     child = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         for line in child.stdout:
@@ -196,7 +196,7 @@ def test_a_tmp_another_process_is_writing_is_not_touched(tmp_path):
     code = ("import sys, time\nfrom clipbridge.cache.writer import CacheWriter\n"
             f"w = CacheWriter({str(path)!r}, attrs={ATTRS!r})\nprint('open', flush=True)\ntime.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+                             env={**os.environ})
     try:
         assert child.stdout.readline().strip() == "open"
         with pytest.raises(ClipBridgeError, match=r"c\.h5\.tmp is open in another process"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.reader import open_cache
 from clipbridge.cache.schema import FORMAT, VERSION, default_cache_path, list_fingerprint
 from clipbridge.cache.schema import tmp_path as unfinished_path

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.cache.commands import cache_summary, info
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.reader import open_cache
 from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.cache.writer import CacheWriter
-from clipbridge.evaluate.commands import bench, fit
-from clipbridge.evaluate.tasks import build_fit_task
+from clipbridge.evaluate.commands.main import bench, fit
+from clipbridge.evaluate.fitting.tasks import build_fit_task
 
 SMALL = {"classes": 5, "train_per_class": 4, "dim": 16, "width": 12, "val": 20, "test": 40, "families": {"tip": 3}}
 

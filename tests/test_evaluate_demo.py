@@ -11,8 +11,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from clipbridge.evaluate.commands import demo
-from clipbridge.evaluate.demo import DEMO_METHODS
+from clipbridge.evaluate.commands.main import demo
+from clipbridge.evaluate.bench.demo import DEMO_METHODS
 from clipbridge.extract.shapes import CLASSES
 
 

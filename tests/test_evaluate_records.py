@@ -1,4 +1,4 @@
-"""evaluate.records: whole-line locked appends, concurrent writers, malformed lines skipped with a warning."""
+"""evaluate.reporting.records: whole-line locked appends, concurrent writers, malformed lines skipped with a warning."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import multiprocessing
 
 import pytest
 
-from clipbridge.evaluate.records import (KEY_FIELDS, append_records, latest_by_key, make_record, read_records,
+from clipbridge.evaluate.reporting.records import (KEY_FIELDS, append_records, latest_by_key, make_record, read_records,
                               record_key)
 
 

@@ -1,12 +1,12 @@
-"""evaluate.runs: a saved run round-trips, is replaced atomically, and leaves no temporary folder."""
+"""evaluate.fitting.runs: a saved run round-trips, is replaced atomically, and leaves no temporary folder."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from clipbridge.bridge.registry import FittedState
-from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.evaluate.runs import format_seeds, load_run, run_dir_name, save_run
+from clipbridge.errors import ClipBridgeError
+from clipbridge.evaluate.fitting.runs import format_seeds, load_run, run_dir_name, save_run
 
 META = {"dataset": "d", "model": "m", "pretrained": "p", "cache": "c.h5", "cache_id": "id1", "shots": 4,
         "seeds": [1, 2, 3], "views": 1, "prompt_sets": ["ensemble"], "protocol": "clean", "device": "cpu",

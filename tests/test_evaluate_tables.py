@@ -1,12 +1,12 @@
-"""evaluate.tables / plots: mean ± std over seeds, per-seed dataset average, deterministic CSV, the PNG."""
+"""evaluate.reporting.tables / plots: mean ± std over seeds, per-seed dataset average, deterministic CSV, the PNG."""
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from clipbridge.evaluate.plots import plot_accuracy_vs_shots
-from clipbridge.evaluate.tables import AVERAGE, build_table, order_methods, to_csv, to_markdown
+from clipbridge.evaluate.reporting.plots import plot_accuracy_vs_shots
+from clipbridge.evaluate.reporting.tables import AVERAGE, build_table, order_methods, to_csv, to_markdown
 
 
 def _r(dataset, method, shots, seed, acc, eval_dataset=None, val_is_test=False):
@@ -72,7 +72,7 @@ def test_plot_writes_a_png_with_a_panel_per_dataset(tmp_path):
 
 def _published_records(model="ViT-B-16", pretrained="openai"):
     """semobridge-t and zeroshot on the 11 CoOp datasets, 16 shots, two seeds."""
-    from clipbridge.evaluate.published import COOP_DATASETS
+    from clipbridge.evaluate.reporting.published import COOP_DATASETS
 
     out = []
     for i, dataset in enumerate(COOP_DATASETS):

@@ -1,4 +1,4 @@
-"""evaluate.tasks: CoOp support layout, masks, view families, validation protocols, coverage, and that
+"""evaluate.fitting.tasks: CoOp support layout, masks, view families, validation protocols, coverage, and that
 fitting never reads test."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from cache_factory import expected_view, interleaved_labels, write_cache
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.fewshot import coop_fewshot_indices, draw_fewshot
 from clipbridge.cache.reader import open_cache
-from clipbridge.evaluate.tasks import build_fit_task, build_task, load_test
+from clipbridge.evaluate.fitting.tasks import build_fit_task, build_task, load_test
 
 
 class Watched:

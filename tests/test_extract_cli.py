@@ -31,7 +31,7 @@ TINY = ["--model", "clipbridge-tiny"]
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run_cli(*args: str, launcher: list[str] | None = None, timeout: int = 240) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from clipbridge.cache.commands import fewshot
 from clipbridge.cache.coverage import Coverage, plan_rows
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.fewshot import read_split_file
 
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers17"
@@ -83,7 +83,7 @@ def flowers(shared_dir) -> list[str]:
 @pytest.mark.slow
 def test_sampled_extraction_stores_coops_images_and_extends_with_only_the_new_ones(flowers, tmp_path, capsys):
     from clipbridge.cache.reader import open_cache
-    from clipbridge.evaluate.tasks import build_fit_task
+    from clipbridge.evaluate.fitting.tasks import build_fit_task
 
     out = tmp_path / "flowers.h5"
     split_file = FLOWERS / "split_zhou_Flowers17.json"

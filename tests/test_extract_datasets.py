@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract.datasets import DatasetSpec, get_dataset, list_datasets, register_dataset
 from clipbridge.extract.datasets.splitting import seeded_split
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torchvision.datasets as tvd
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract.datasets import get_dataset
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract import models
 from clipbridge.extract.models import (encode_text_with_eos, file_sha256, load_model, logit_scale,
                             text_projection_matrix)

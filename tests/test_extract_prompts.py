@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract.prompts import SELECT_TEMPLATES, build_prompt_sets, ensemble_templates
 
 

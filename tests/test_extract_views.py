@@ -7,7 +7,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import transforms
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract.views import (BUILTIN_FAMILIES, ViewMaker, crop_box, describe_families, get_family,
                                       view_seed)
 

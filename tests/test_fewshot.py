@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.fewshot import coop_fewshot_indices, fewshot_grid, read_split_file
 
 DATASETS = ("EuroSAT", "DescribableTextures")

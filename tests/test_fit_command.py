@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from cache_factory import write_cache
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.registry import get_method
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.reader import Cache
 from clipbridge.cache.synthetic import write_synthetic_cache
-from clipbridge.evaluate.commands import evaluate, fit, parse_hparams, parse_int_list
-from clipbridge.evaluate.records import read_records
-from clipbridge.evaluate.runs import format_seeds, load_run
+from clipbridge.evaluate.commands.main import evaluate, fit, parse_hparams, parse_int_list
+from clipbridge.evaluate.reporting.records import read_records
+from clipbridge.evaluate.fitting.runs import format_seeds, load_run
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_unwritable_results_or_runs_folder_is_one_error_before_any_fitting(tmp_p
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     fitted = []
-    monkeypatch.setattr("clipbridge.evaluate.fitting.fit_and_report", lambda *a, **k: fitted.append(1))
+    monkeypatch.setattr("clipbridge.evaluate.fitting.runner.fit_and_report", lambda *a, **k: fitted.append(1))
     for flag in ("--results", "--runs"):
         args = ["--cache", caches["plain"], "--runs", tmp_path / "runs", "--results", tmp_path / "results"]
         args[args.index(flag) + 1] = blocker / "sub"

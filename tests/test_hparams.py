@@ -8,7 +8,7 @@ import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.hparams import rules_of
 from clipbridge.bridge.registry import METHODS, check_hparams
-from clipbridge.evaluate.commands import parse_hparams
+from clipbridge.evaluate.commands.main import parse_hparams
 
 
 @pytest.mark.parametrize("item,message", [
@@ -62,7 +62,7 @@ def test_fit_with_a_bad_value_stops_with_one_error_line_before_any_work(tmp_path
 def test_methods_command_lists_every_method_its_summary_and_hyper_parameters():
     import json
 
-    from clipbridge.evaluate.methods_command import METHOD_NAMES, methods
+    from clipbridge.evaluate.commands.methods import METHOD_NAMES, methods
 
     assert set(METHOD_NAMES) == set(METHODS)
     listing = json.loads(CliRunner().invoke(methods, ["--json"]).output)

@@ -254,7 +254,7 @@ def test_bad_probe_hyper_parameters_are_input_errors(bad, match):
 
 
 def test_speed_script_refuses_a_malformed_hparam(capsys):
-    from clipbridge.evaluate.speed import main
+    from clipbridge.evaluate.bench.speed import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--methods", "linear-probe", "--hparam", "linear-probe.no_such_knob=1"])
@@ -263,7 +263,7 @@ def test_speed_script_refuses_a_malformed_hparam(capsys):
 
 @pytest.mark.slow
 def test_speed_script_passes_hparams_to_the_method(capsys):
-    from clipbridge.evaluate.speed import main
+    from clipbridge.evaluate.bench.speed import main
 
     main(["--methods", "linear-probe", "--classes", "4", "--dim", "8", "--width", "8", "--shots", "1,2",
           "--seeds", "1-2", "--hparam", "linear-probe.search=lpclip", "--hparam", "linear-probe.features=raw"])

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from cache_factory import write_cache
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.locate import find_cache
-from clipbridge.evaluate.commands import fit
+from clipbridge.evaluate.commands.main import fit
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import clipbridge as cb
-from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.evaluate.commands import predict
+from clipbridge.errors import ClipBridgeError
+from clipbridge.evaluate.commands.main import predict
 
 
 def _imagefolder(root: Path, classes: int = 4, per_class: int = 10) -> Path:

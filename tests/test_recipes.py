@@ -10,10 +10,11 @@ import torch
 from click.testing import CliRunner
 
 from clipbridge.bridge.registry import METHODS, check_hparams
-from clipbridge.cache.errors import ClipBridgeError
-from clipbridge.evaluate.recipes import recipe_families, resolve_recipe
-from clipbridge.evaluate.recipes.command import recipe as recipe_command
-from clipbridge.evaluate.recipes.table import RECIPES, TIP_CONFIGS
+from clipbridge.errors import ClipBridgeError
+from clipbridge.bridge.recipes import recipe_families, resolve_recipe
+from clipbridge.evaluate.commands.recipe import recipe as recipe_command
+from clipbridge.bridge.recipes.table import RECIPES
+from clipbridge.bridge.recipes.tip_adapter import TIP_CONFIGS
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 
 COOP = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
@@ -31,7 +32,8 @@ def test_tip_adapter_rows_are_recipes_md_tip_configs(shared_dir):
     assert len(rows) == 11
     for name, beta, alpha, init_alpha, epochs in rows:
         dataset = RECIPES_MD_NAMES[name]
-        assert TIP_CONFIGS[dataset] == (int(beta), int(alpha), float(init_alpha), int(epochs)), name
+        assert TIP_CONFIGS[dataset] == {"beta_scale": int(beta), "alpha_scale": int(alpha),
+                                      "init_alpha": float(init_alpha), "epochs": int(epochs)}, name
         tipf = resolve_recipe("tip-adapter-f", dataset, 4).hparams
         assert (tipf["beta_high"], tipf["alpha_high"], tipf["init_alpha"], tipf["epochs"]) == \
             (float(beta), float(alpha), float(init_alpha), int(epochs))
@@ -171,9 +173,9 @@ def test_gda_on_the_tip_family_differs_from_zero_shot_at_one_shot():
 def test_imagenet_under_protocol_paper_keeps_the_last_semobridge_t_step(tmp_path):
     from clipbridge.cache.reader import open_cache
     from clipbridge.cache.synthetic import write_synthetic_cache
-    from clipbridge.evaluate.plan import plan_fit
-    from clipbridge.evaluate.scoring import fit_method
-    from clipbridge.evaluate.tasks import build_fit_task
+    from clipbridge.evaluate.fitting.plan import plan_fit
+    from clipbridge.evaluate.fitting.scoring import fit_method
+    from clipbridge.evaluate.fitting.tasks import build_fit_task
 
     path = write_synthetic_cache(tmp_path / "imagenet.h5", classes=5, train_per_class=4, dim=16, width=12, val=10,
                                  test=20, families={"flip": 1}, dataset="imagenet")

@@ -147,8 +147,8 @@ def test_semobridge_t_selection_scores_states_as_the_fitted_affine_state_does():
 def test_semobridge_and_semobridge_t_beat_zero_shot_on_a_synthetic_affine_cache(tmp_path):
     from clipbridge.cache.reader import open_cache
     from clipbridge.cache.synthetic import write_synthetic_cache
-    from clipbridge.evaluate.scoring import fit_method, score_queries
-    from clipbridge.evaluate.tasks import build_fit_task, load_test
+    from clipbridge.evaluate.fitting.scoring import fit_method, score_queries
+    from clipbridge.evaluate.fitting.tasks import build_fit_task, load_test
 
     path = write_synthetic_cache(tmp_path / "affine.h5", classes=10, train_per_class=4, dim=32, width=24, val=40,
                                  test=200, seed=0, projection_bias=5.0)

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract import shapes
 
 

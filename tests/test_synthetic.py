@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.reader import open_cache
 from clipbridge.cache.synthetic import write_synthetic_cache
 
@@ -91,7 +91,7 @@ def test_module_command_writes_a_valid_cache(tmp_path):
     command = [sys.executable, "-m", "clipbridge.cache.synthetic", "--classes", "5", "--shots", "4", "--dim", "16",
                "--width", "12", "--val", "10", "--test", "20", "--families", "flip:1,tip:2", "--prompts", "2", "--seed", "7",
                "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr
     cache = open_cache(out)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract import models
 from clipbridge.extract.models import checked_text_head, encode_text_with_eos, load_model, logit_bias, text_head
 

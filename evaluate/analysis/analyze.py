@@ -17,22 +17,23 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from clipbridge.bridge.recipes import PAPER
 from clipbridge.bridge.registry import FittedState
 from clipbridge.bridge.text import class_text
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.analysis import DEFAULT_MAX_IMAGES, DEFAULT_MAX_PAIRS, DEFAULT_METHODS
 from clipbridge.evaluate.analysis.measure import Measurement, measure
 from clipbridge.evaluate.analysis.metrics import sample_pairs
 from clipbridge.evaluate.analysis.plots import cosine_hist_figure, embedding_map_figure
 from clipbridge.evaluate.analysis.report import DEFINITIONS, gap_markdown
 from clipbridge.evaluate.analysis.representations import IMAGE_MAPS, Representation, image_map, representations
-from clipbridge.evaluate.files import write_text_atomic
-from clipbridge.evaluate.plots import save_figure
-from clipbridge.evaluate.records import package_version
-from clipbridge.evaluate.runs import load_run, save_run
-from clipbridge.evaluate.scoring import fit_method, score_queries
-from clipbridge.evaluate.tables import order_methods
-from clipbridge.evaluate.tasks import SplitLoader, build_fit_task, load_test, resolve_device
+from clipbridge.evaluate.reporting.files import write_text_atomic
+from clipbridge.evaluate.reporting.plots import save_figure
+from clipbridge.evaluate.reporting.records import package_version
+from clipbridge.evaluate.fitting.runs import load_run, save_run
+from clipbridge.evaluate.fitting.scoring import fit_method, score_queries
+from clipbridge.evaluate.reporting.tables import order_methods
+from clipbridge.evaluate.fitting.tasks import SplitLoader, build_fit_task, load_test, resolve_device
 
 GAP_JSON, GAP_MD, HIST_PNG, MAP_PNG = "gap.json", "gap.md", "cosine_hist.png", "embedding_map.png"
 FIGURE_DPI = 90   # four panels a row: 1,500 px wide
@@ -48,7 +49,7 @@ class AnalysisSpec:
     runs: tuple[Path, ...] = ()
     shots: int | None = None
     seed: int = 1
-    recipe: str = "paper"
+    recipe: str = PAPER
     view_families: tuple[str, ...] | None = None
     prompt_sets: tuple[str, ...] | None = None
     protocol: str | None = None
@@ -88,15 +89,15 @@ class _Bridge:
 def analysis_task(cache, *, shots: int, seed: int, view_families: Sequence[str], prompt_sets: Sequence[str] | None,
                   protocol: str, device: str, dtype: str, loader: SplitLoader):
     """The FewShotTask (one seed) the bridges are, or were, fitted on, and its meta: the only call of
-    evaluate.tasks.build_fit_task here."""
+    evaluate.fitting.tasks.build_fit_task here."""
     return build_fit_task(cache, shots=shots, seeds=[seed], families=view_families, prompt_sets=prompt_sets,
                           protocol=protocol, device=device, dtype=dtype, loader=loader)
 
 
 def fit_plans(spec: AnalysisSpec, cache, shots: int) -> dict:
-    """{method: evaluate.plan.FitPlan} of the bridges fitted on the spot; they must share view families and
+    """{method: evaluate.fitting.plan.FitPlan} of the bridges fitted on the spot; they must share view families and
     prompt sets (the analysis measures them on one task), as the paper recipes of the three bridges do."""
-    from clipbridge.evaluate.plan import plan_fit
+    from clipbridge.evaluate.fitting.plan import plan_fit
 
     plans = {m: plan_fit(cache, m, shots, recipe=spec.recipe, families=spec.view_families, prompts=spec.prompt_sets,
                          overrides=spec.hparams.get(m, {})) for m in spec.methods}

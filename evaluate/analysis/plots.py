@@ -1,4 +1,4 @@
-"""The gap analysis' figures (matplotlib, Agg; saved atomically by evaluate.plots.save_figure).
+"""The gap analysis' figures (matplotlib, Agg; saved atomically by evaluate.reporting.plots.save_figure).
 
 - cosine_hist_figure: per representation, histograms (densities) of the cosines of same-class and of
   different-class test-image pairs, as the SeMoBridge paper's Fig. 7; their means dashed, ROC-AUC in the title.
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from clipbridge.evaluate.analysis.measure import Measurement
 from clipbridge.evaluate.analysis.representations import RAW, Representation
-from clipbridge.evaluate.plots import pyplot
+from clipbridge.evaluate.reporting.plots import pyplot
 
 MAP_CLASSES = 8          # classes shown in the embedding map (evenly spaced over the class indices)
 MAP_IMAGES_PER_CLASS = 40

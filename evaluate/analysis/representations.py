@@ -27,7 +27,7 @@ from torch import Tensor
 from clipbridge.bridge.methods.cmm import mapped
 from clipbridge.bridge.methods.semobridge.algebra import affine_head, bridge_views
 from clipbridge.bridge.registry import FittedState
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 
 RAW = "raw"
 

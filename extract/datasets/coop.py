@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract.datasets.registry import DatasetSpec, clean_classname, register_dataset, require_path
 from clipbridge.extract.datasets.splitfiles import check_images_exist, read_classnames_txt, spec_from_split_file
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract.datasets.registry import DatasetSpec, clean_classname
 from clipbridge.extract.datasets.splitfiles import spec_from_split_file
 from clipbridge.extract.datasets.splitting import carve_val, seeded_split

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 from clipbridge.extract.datasets.coop import list_images
 from clipbridge.extract.datasets.registry import (DatasetSpec, clean_classname, folder_dataset_name, register_dataset,
                                                   require_path)

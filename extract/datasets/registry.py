@@ -15,7 +15,7 @@ from typing import Any, Callable, Hashable
 
 from PIL import Image
 
-from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.errors import ClipBridgeError
 
 Item = Hashable  # a file path (str) for datasets on disk, or any id a spec's load_image understands
 Reader = Callable[..., "DatasetSpec"]

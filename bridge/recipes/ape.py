@@ -1,0 +1,66 @@
+"""APE's recipe: Tip-Adapter's views, CoOp + CuPL text, the official config per dataset.
+
+APE_CONFIGS holds the official per-dataset configs (RECIPES.md §2.3, yangyangyang127/APE configs/<ds>.yaml,
+all RN50, D = 1024), also read by APE-T's rows: the search scales of beta, alpha and gamma; init_alpha, lr, eps
+and epochs of APE-T; k_free / k_train, the refined channels of APE / APE-T (k becomes the same fraction of
+any width, k / 1024, bridge/methods/ape/channels.py); w_free, the [w0, w1] of APE's criterion. Outside the 11
+datasets the defaults of bridge/methods/ape (the configs' medians) apply.
+"""
+from __future__ import annotations
+
+APE_WIDTH = 1024          # the configs' feature width (RN50)
+
+
+def _config(beta_scale, alpha_scale, gamma_scale, init_alpha, k_free, k_train, w_free, lr, eps, epochs) -> dict:
+    return {"beta_scale": beta_scale, "alpha_scale": alpha_scale, "gamma_scale": gamma_scale,
+            "init_alpha": init_alpha, "k_free": k_free, "k_train": k_train, "w_free": w_free, "lr": lr, "eps": eps,
+            "epochs": epochs}
+
+
+APE_CONFIGS = {
+    "caltech101": _config(beta_scale=7, alpha_scale=7, gamma_scale=1, init_alpha=1.0, k_free=800, k_train=900,
+                          w_free=(0.5, 0.5), lr=1e-3, eps=1e-3, epochs=30),
+    "dtd": _config(beta_scale=7, alpha_scale=7, gamma_scale=1, init_alpha=3.0, k_free=400, k_train=700,
+                   w_free=(0.5, 0.5), lr=1e-3, eps=1e-3, epochs=20),
+    "eurosat": _config(beta_scale=30, alpha_scale=5, gamma_scale=1.5, init_alpha=1.0, k_free=700, k_train=900,
+                       w_free=(0.9, 0.1), lr=1e-3, eps=1e-3, epochs=200),
+    "fgvc_aircraft": _config(beta_scale=20, alpha_scale=10, gamma_scale=1, init_alpha=5.0, k_free=800, k_train=900,
+                             w_free=(0.1, 0.9), lr=1e-3, eps=1e-3, epochs=30),
+    "food101": _config(beta_scale=7, alpha_scale=7, gamma_scale=1, init_alpha=0.8, k_free=700, k_train=900,
+                       w_free=(0.3, 0.7), lr=1e-4, eps=1e-3, epochs=30),
+    "imagenet": _config(beta_scale=7, alpha_scale=7, gamma_scale=0.5, init_alpha=2.0, k_free=500, k_train=500,
+                        w_free=(0.7, 0.3), lr=1e-4, eps=1e-3, epochs=20),
+    "oxford_flowers": _config(beta_scale=7, alpha_scale=7, gamma_scale=1, init_alpha=3.0, k_free=700, k_train=800,
+                              w_free=(0.4, 0.6), lr=1e-3, eps=1e-3, epochs=60),
+    "oxford_pets": _config(beta_scale=7, alpha_scale=7, gamma_scale=1, init_alpha=2.0, k_free=800, k_train=800,
+                           w_free=(0.7, 0.3), lr=1e-4, eps=2e-3, epochs=30),
+    "stanford_cars": _config(beta_scale=10, alpha_scale=7, gamma_scale=1, init_alpha=1.0, k_free=500, k_train=800,
+                             w_free=(0.6, 0.4), lr=1e-3, eps=5e-3, epochs=30),
+    "sun397": _config(beta_scale=10, alpha_scale=7, gamma_scale=1, init_alpha=1.0, k_free=800, k_train=800,
+                      w_free=(0.7, 0.3), lr=1e-4, eps=1e-3, epochs=30),
+    "ucf101": _config(beta_scale=10, alpha_scale=7, gamma_scale=1.5, init_alpha=2.0, k_free=700, k_train=800,
+                      w_free=(0.3, 0.7), lr=1e-3, eps=2e-3, epochs=30),
+}
+APE_TEXT = ("RECIPES.md §1 (APE: the CoOp template, ImageNet the 7, + CuPL sentences; the cache's `cupl` set when "
+            "it has one, which should be APE's gpt3_prompts/CuPL_prompts_<ds>.json for exact text)")
+
+
+def ape_rows(hparams_of) -> dict[str, dict]:
+    """APE's (or APE-T's) rows: `hparams_of(dataset, config)` turns an APE_CONFIGS entry into the fit's
+    hyper-parameters."""
+    rows = {"default": {"families": ["tip"], "prompts": ["coop", "cupl?"], "prompts_source": APE_TEXT,
+                        "families_source": "RECIPES.md §2.3 (the cache exactly as Tip-Adapter's: 10 crop + flip "
+                                           "passes)",
+                        "source": "ours for datasets outside the 11: the medians of the official configs "
+                                  "(bridge/methods/ape defaults)"}}
+    for name, config in APE_CONFIGS.items():
+        rows[name] = {"hparams": {"beta_scale": float(config["beta_scale"]),
+                                  "alpha_scale": float(config["alpha_scale"]), **hparams_of(name, config)},
+                      "source": f"RECIPES.md §2.3 (yangyangyang127/APE configs/{name}.yaml)"}
+    rows["imagenet"].update(prompts=["ensemble", "cupl?"], prompts_source=APE_TEXT)
+    return rows
+
+
+ROWS = ape_rows(lambda name, config: {
+    "k_fraction": config["k_free"] / APE_WIDTH, "w0": config["w_free"][0], "w1": config["w_free"][1],
+    "gamma_scale": float(config["gamma_scale"]), "gamma_steps": 5 if name == "imagenet" else 20})

@@ -1,0 +1,122 @@
+"""Resolve the recipe of a (method, dataset, shot count): which view families, prompt sets and
+hyper-parameters a fit uses.
+
+    recipe = resolve_recipe("semobridge-t", "dtd", 16)                  # the paper recipe (default)
+    recipe = resolve_recipe("tip-adapter", "dtd", 16, recipe="uniform", families=["plain"])
+
+`paper` merges the method's rows of bridge/recipes/table.py: default <- dataset <- dataset@shots (later rows
+override earlier ones field by field; hyper-parameters key by key). `uniform` is one shared setting for a
+controlled comparison: the view families and prompt sets given (default: the plain view and every text set
+of the cache) and every method's own default hyper-parameters. In both, view families or prompt sets given
+explicitly replace the recipe's (a sweep over text sets does that; every result records what it used), and
+`--hparam` overrides come last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from clipbridge.errors import ClipBridgeError
+from clipbridge.bridge.recipes.table import RECIPES
+
+PAPER, UNIFORM = "paper", "uniform"
+RECIPE_NAMES = (PAPER, UNIFORM)
+DEFAULT_RECIPE = PAPER
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A resolved recipe. families: view-family specs ("name" or "name:n"); prompts: text-set specs (a
+    trailing "?" = optional); hparams: for the method's fit; rows: the table rows merged (paper);
+    sources: field -> where its value comes from."""
+
+    name: str
+    method: str
+    dataset: str
+    shots: int
+    families: tuple[str, ...]
+    prompts: tuple[str, ...]
+    hparams: dict[str, Any] = field(default_factory=dict)
+    rows: tuple[str, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def prompt_sets(self, available: Sequence[str], where: str = "the cache") -> list[str]:
+        """The text sets to fit with, given those `available` in the cache (optional ones dropped when absent);
+        a required set that is missing is a ClipBridgeError naming how to add it."""
+        if self.name == UNIFORM and not self.prompts:
+            return list(available)
+        chosen, missing = [], []
+        for spec in self.prompts:
+            name, optional = spec.rstrip("?"), spec.endswith("?")
+            if name in available:
+                chosen.append(name)
+            elif not optional:
+                missing.append(name)
+        if missing:
+            hint = ("extract with --prompts " + ",".join(dict.fromkeys([*available, *missing]))
+                    + (" --cupl FILE" if "cupl" in missing else ""))
+            raise ClipBridgeError(
+                f"the {self.name} recipe of {self.method} on {self.dataset} uses text set(s) "
+                f"{', '.join(missing)}, which {where} lacks (it has {', '.join(available)}); {hint}, or fit with "
+                "--recipe uniform")
+        return chosen
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able form (the `recipe` command, run metadata)."""
+        return {"recipe": self.name, "method": self.method, "dataset": self.dataset, "shots": self.shots,
+                "view_families": list(self.families), "prompt_sets": list(self.prompts), "hparams": self.hparams,
+                "rows": list(self.rows), "sources": self.sources}
+
+
+def _rows(method: str, dataset: str, shots: int) -> list[tuple[str, dict]]:
+    table = RECIPES.get(method)
+    if table is None:
+        raise ClipBridgeError(f"no paper recipe for method {method!r}; known: {', '.join(sorted(RECIPES))} "
+                              "(use --recipe uniform)")
+    keys = ["default", dataset, f"{dataset}@{shots}"]
+    return [(key, table[key]) for key in keys if key in table]
+
+
+def resolve_recipe(method: str, dataset: str, shots: int, *, recipe: str = DEFAULT_RECIPE,
+                   families: Sequence[str] | None = None, prompts: Sequence[str] | None = None) -> Recipe:
+    """The recipe of `method` on `dataset` at `shots` shots; `families` / `prompts`, when given, replace the
+    recipe's view families / prompt sets."""
+    if recipe not in RECIPE_NAMES:
+        raise ClipBridgeError(f"unknown recipe {recipe!r}; use {' or '.join(RECIPE_NAMES)}")
+    if recipe == UNIFORM:
+        return Recipe(UNIFORM, method, dataset, int(shots), tuple(families or ("plain",)), tuple(prompts or ()),
+                      sources={"all": "uniform recipe: the given view families and prompt sets, every method's "
+                                      "default hyper-parameters"})
+    merged: dict[str, Any] = {"families": None, "prompts": None, "hparams": {}}
+    sources: dict[str, str] = {}
+    rows = _rows(method, dataset, shots)
+    for key, row in rows:
+        for name in ("families", "prompts"):
+            if row.get(name) is not None:
+                merged[name] = tuple(row[name])
+                sources[name] = row.get(f"{name}_source", row["source"])
+        for name, value in row.get("hparams", {}).items():
+            merged["hparams"][name] = value
+            sources[f"hparams.{name}"] = row.get("hparams_source", row["source"])
+    for name, given in (("families", families), ("prompts", prompts)):
+        if given:
+            merged[name] = tuple(given)
+            sources[name] = "given explicitly (replacing the paper recipe's)"
+    return Recipe(PAPER, method, dataset, int(shots), merged["families"] or ("plain",), merged["prompts"] or (),
+                  dict(merged["hparams"]), tuple(key for key, _ in rows), sources)
+
+
+def family_name(spec: str) -> str:
+    """'semo-r0.8-j:5' -> 'semo-r0.8-j'."""
+    return spec.split(":", 1)[0]
+
+
+def recipe_families(dataset: str, shots: Iterable[int], methods: Iterable[str] | None = None) -> list[str]:
+    """Every view family the paper recipes of `methods` (default: all with a recipe) use on `dataset` at
+    these shot counts, in a stable order (what `extract --view-families recipes` encodes)."""
+    names: dict[str, None] = {}
+    for method in (methods if methods is not None else RECIPES):
+        for k in shots:
+            for spec in resolve_recipe(method, dataset, k).families:
+                names.setdefault(family_name(spec))
+    return list(names)

@@ -1,0 +1,329 @@
+"""Commands `fit`, `evaluate`, `bench` and `demo` (click), thin wrappers over evaluate/*.
+
+    python cli.py fit --dataset food101 --shots 16 [--trained] [--method cmm] [--seeds 1-3]
+    python cli.py evaluate runs/food101/semobridge/shots16-seeds1-3-ab12cd34
+    python cli.py bench --dataset food101,dtd --methods all --shots 1,2,4,8,16 --seeds 1-10
+    python cli.py bench --dataset food101 --sweep semobridge-t.steps=500,1000,5000
+    python cli.py demo [--quick]
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from clipbridge.bridge.recipes import DEFAULT_RECIPE, RECIPE_NAMES
+from clipbridge.errors import ClipBridgeError
+from clipbridge.cache.locate import find_cache
+from clipbridge.cache.schema import default_cache_path
+from clipbridge.cache.options import parse_int_list, parse_names  # noqa: F401  (re-exported)
+from clipbridge.evaluate.commands.methods import METHOD_NAMES
+from clipbridge.evaluate.reporting.records import writable_dir
+
+
+
+# ----------------------------------------------------------------------------- option parsing
+
+def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
+    """['k=v', ...] -> {k: JSON value of v, or v as a string when it is not JSON}."""
+    hparams: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ClipBridgeError(f"--hparam {item!r} must look like key=value")
+        try:
+            hparams[key.strip()] = json.loads(value)
+        except ValueError:
+            hparams[key.strip()] = value
+    return hparams
+
+
+def method_hparams(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """['semobridge-t.steps=1000', ...] -> {'semobridge-t': {'steps': 1000}}, each checked against the method."""
+    from clipbridge.bridge.registry import check_hparams, get_method
+
+    per_method: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, dot, rest = item.partition(".")
+        if not dot or target not in methods:
+            raise ClipBridgeError(f"--hparam {item!r} must look like METHOD.KEY=VALUE with METHOD one of "
+                                  f"{', '.join(methods)}")
+        per_method.setdefault(target, {}).update(parse_hparams([rest]))
+    for method, values in per_method.items():
+        check_hparams(get_method(method), values)
+    return per_method
+
+
+def resolve_cache(entry: str | None, model: str | None, pretrained: str | None, root: str) -> Path:
+    """A cache file path, or the cache of a dataset name (None: any) under root with the model and weights
+    given; without them, the only model/weights holding that dataset (cache.locate.find_cache)."""
+    if entry and (entry.endswith(".h5") or Path(entry).is_file()):
+        return Path(entry)
+    if entry and model and pretrained:
+        path = default_cache_path(model, pretrained, entry, root=root)
+        if path.is_file() or Path(str(path) + ".tmp").exists():
+            return path
+    return find_cache(root, dataset=entry, model=model, pretrained=pretrained)
+
+
+def method_names(text: str) -> list[str]:
+    """'all' -> every registered method (canonical order); else the listed names, each checked."""
+    from clipbridge.bridge.registry import METHODS, get_method
+    from clipbridge.evaluate.reporting.tables import order_methods
+
+    import clipbridge.bridge.methods  # noqa: F401  (registers every method)
+
+    if text.strip() == "all":
+        return order_methods(METHODS)
+    names = parse_names(text) or []
+    for name in names:
+        get_method(name)
+    if not names:
+        raise ClipBridgeError("--methods is empty")
+    return names
+
+
+def _echo_task_notes(meta: dict[str, Any]) -> None:
+    short = meta.get("short_classes") or {}
+    if short:
+        listed = ", ".join(f"{name} ({n})" for name, n in list(short.items())[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        click.echo(f"note: {len(short)} class(es) have fewer than {meta['shots']} train images; CoOp keeps all "
+                   f"they have: {listed}{more}", err=True)
+    if meta.get("val_is_test"):
+        click.echo(f"warning: VAL = TEST: {meta['cache']} has no val split, so protocol 'paper' validates on "
+                   "the test set (the paper's test leak); these results are flagged val_is_test", err=True)
+
+
+_cache_options = [
+    click.option("--model", default=None, help="CLIP model of the cache (default: the only one with the dataset)."),
+    click.option("--pretrained", default=None,
+                 help="pretrained tag or checkpoint file (default: the only weights with the dataset); a file "
+                      "must be the one the cache was extracted with (its SHA-256)."),
+    click.option("--cache-root", default="cache", show_default=True, help="folder of the caches."),
+]
+_fit_options = [
+    click.option("--recipe", "recipe_name", type=click.Choice(RECIPE_NAMES), default=DEFAULT_RECIPE,
+                 show_default=True, help="paper: each method run as its paper ran it, per dataset and shot count "
+                 "(`clipbridge recipe`); uniform: the same view families and prompts for every method, default "
+                 "hyper-parameters."),
+    click.option("--view-family", "view_families", default=None,
+                 help="--recipe uniform: view families of the support images, comma-separated (default plain; "
+                      "see `extract --list-view-families`)."),
+    click.option("--prompts", default=None,
+                 help="--recipe uniform: text sets, comma-separated (default: every set in the cache)."),
+    click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),
+    click.option("--results", default="results", show_default=True, help="folder of results.jsonl."),
+]
+
+
+def _with(options):
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
+# ----------------------------------------------------------------------------- fit
+
+@click.command()
+@click.option("--dataset", default=None, help="dataset name (its cache under --cache-root).")
+@click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False), help="a cache file.")
+@_with(_cache_options)
+@click.option("--method", default=None, help="method (default semobridge): " + ", ".join(METHOD_NAMES)
+              + "; `clipbridge methods` lists their hyper-parameters.")
+@click.option("--trained", is_flag=True, help="SeMoBridge-T (= --method semobridge-t).")
+@click.option("--shots", default=16, show_default=True, type=int)
+@click.option("--seed", default=None, type=int, help="one seed (default 1).")
+@click.option("--seeds", default=None, help="seeds: a list or ranges, e.g. 1-10 or 1-3,5.")
+@_with(_fit_options)
+@click.option("--selection", type=click.Choice(["best-val", "last"]), default=None,
+              help="semobridge-t: the training step kept.")
+@click.option("--parity", is_flag=True,
+              help="semobridge-t: keep the last step's prototypes, as the authors' code does.")
+@click.option("--hparam", "hparam_items", multiple=True, metavar="KEY=VALUE", help="passed to fit (repeatable).")
+@click.option("--runs", "runs_root", default="runs", show_default=True, help="folder of saved runs.")
+@click.option("--no-progress", is_flag=True, help="no training progress bar (none is drawn off a terminal).")
+def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, recipe_name,
+        view_families, prompts, protocol, device, dtype, results, selection, parity, hparam_items, runs_root,
+        no_progress) -> None:
+    """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
+    from clipbridge.bridge.registry import check_hparams, get_method
+    from clipbridge.cache.reader import open_cache
+    from clipbridge.evaluate.fitting.runner import fit_and_report
+
+    if dataset is not None and cache_path is not None:
+        raise ClipBridgeError("give --dataset NAME or --cache PATH, not both")
+    if trained and method not in (None, "semobridge-t"):
+        raise ClipBridgeError(f"--trained means --method semobridge-t, not {method!r}")
+    method = "semobridge-t" if trained else (method or "semobridge")
+    if seed is not None and seeds is not None:
+        raise ClipBridgeError("give --seed or --seeds, not both")
+    seed_list = parse_int_list(seeds, "--seeds") if seeds else [seed if seed is not None else 1]
+    overrides = parse_hparams(hparam_items)
+    trained_only = (("--selection", "selection", selection), ("--parity", "parity_stale_prototypes", parity or None))
+    for flag, key, value in trained_only:
+        if value is not None:
+            if method != "semobridge-t":
+                raise ClipBridgeError(f"{flag} applies to semobridge-t only (method is {method!r})")
+            overrides[key] = value
+    check_hparams(get_method(method), overrides)           # before any work: one line for a bad value
+    writable_dir(results, "--results")
+    writable_dir(runs_root, "--runs")
+    path = Path(cache_path) if cache_path else resolve_cache(dataset, model, pretrained, cache_root)
+    cache = open_cache(path, model=model, pretrained=pretrained)
+    fit_and_report(cache, method=method, shots=shots, seeds=seed_list, recipe=recipe_name,
+                   view_families=parse_names(view_families), prompts=parse_names(prompts), protocol=protocol,
+                   device=device, dtype=dtype, overrides=overrides, runs_root=runs_root, results_dir=results,
+                   echo=click.echo, note=_echo_task_notes, progress=not no_progress)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False),
+              help="the run's cache, if it moved (its cache id must match).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--results", default="results", show_default=True, help="folder of results.jsonl.")
+def evaluate(run, cache_path, device, results) -> None:
+    """Score a saved run on the test split of its cache; append one record per seed."""
+    from clipbridge.evaluate.fitting.runner import evaluate_run
+
+    writable_dir(results, "--results")
+    evaluate_run(Path(run), cache_path=cache_path, device=device, results_dir=results, echo=click.echo,
+                 note=_echo_task_notes)
+
+
+# ----------------------------------------------------------------------------- predict
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1, required=True)
+@click.option("--topk", default=5, show_default=True, type=click.IntRange(1, None), help="classes per image.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="write the predictions to a .csv or .jsonl file (default: print them).")
+@click.option("--seed", default=None, type=int, help="which seed's fit to use (default: the run's first).")
+@click.option("--pretrained", default=None,
+              help="the weights file, when it is no longer where the run's cache was extracted from (its "
+                   "SHA-256 must be the cache's).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, None))
+def predict(run, images, topk, out, seed, pretrained, device, batch_size) -> None:
+    """Classify IMAGES (files or folders) with the fitted RUN: its model and weights encode them, its method
+    scores them; prints (or writes to --out) the top-k classes and probabilities per image."""
+    from clipbridge.evaluate.fitting.api import load_run
+    from clipbridge.evaluate.fitting.predict import image_files, write_predictions
+
+    if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
+        raise ClipBridgeError(f"--out {out}: use a .csv or .jsonl file")
+    image_files(images)                         # every path exists, before the model is loaded
+    fitted = load_run(run)
+    predictions = fitted.predict(images, topk=topk, seed=seed, pretrained=pretrained, device=device,
+                                 batch_size=batch_size)
+    if out is not None:
+        click.echo(f"predictions of {len(predictions)} image(s): {write_predictions(predictions, Path(out))}")
+        return
+    for p in predictions:
+        click.echo(f"{p.path}\t" + "\t".join(f"{c} {q:.4f}" for c, q in zip(p.classes, p.probabilities)))
+
+
+# ----------------------------------------------------------------------------- bench
+
+@click.command()
+@click.option("--dataset", "datasets", default=None, help="datasets (names or cache files), comma-separated "
+              "(default: the only cache under --cache-root, of the --model/--pretrained given).")
+@click.option("--cache", "cache_paths", default=None, help="cache files, comma-separated (instead of --dataset).")
+@click.option("--methods", default="all", show_default=True,
+              help="'all' or a comma-separated list of: " + ", ".join(METHOD_NAMES) + ".")
+@click.option("--shots", default="1,2,4,8,16", show_default=True)
+@click.option("--seeds", default="1-10", show_default=True)
+@_with(_cache_options)
+@_with(_fit_options)
+@click.option("--ood", default=None, help="distribution-shift datasets (test-only caches) to score on.")
+@click.option("--name", default=None, help="results/<name>/ for the tables (default: the dataset names).")
+@click.option("--hparam", "hparam_items", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="a hyper-parameter for one method's fit, e.g. semobridge-t.steps=1000 (repeatable).")
+@click.option("--sweep", "sweep_text", default=None, metavar="METHOD.KEY=V1,V2,...|prompts=SET,SET+SET,...",
+              help="run the grid at each value of one method's hyper-parameter (that method only) or of the "
+                   "prompt sets ('+' joins sets), then write a sensitivity table and plot.")
+@click.option("--no-progress", is_flag=True, help="no progress bars (none are drawn off a terminal).")
+def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache_root, recipe_name, view_families,
+          prompts, protocol, device, dtype, results, ood, name, hparam_items, sweep_text, no_progress) -> None:
+    """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""
+    from clipbridge.evaluate.bench.grid import BenchSpec, run_bench
+    from clipbridge.evaluate.bench.distributed import launched_by_torchrun
+
+    method_list = method_names(methods)
+    per_method = method_hparams(hparam_items, method_list)
+    writable_dir(results, "--results")
+    if datasets and cache_paths:
+        raise ClipBridgeError("give --dataset NAMES or --cache PATHS, not both")
+    if cache_paths:
+        caches = tuple(Path(p) for p in parse_names(cache_paths) or [])
+    elif datasets:
+        caches = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(datasets) or [])
+    else:
+        caches = (resolve_cache(None, model, pretrained, cache_root),)
+    targets = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(ood) or [])
+    spec = BenchSpec(caches=caches, methods=tuple(method_list), hparams=per_method,
+                     shots=tuple(parse_int_list(shots, "--shots")), seeds=tuple(parse_int_list(seeds, "--seeds")),
+                     protocol=protocol, recipe=recipe_name,
+                     view_families=tuple(parse_names(view_families) or ()) or None,
+                     prompt_sets=tuple(parse_names(prompts) or ()) or None,
+                     device=device, dtype=dtype, ood=targets, model=model, pretrained=pretrained)
+    if targets and protocol == "paper":
+        click.echo("note: OOD test sets are only scored, never tuned on", err=True)
+    if sweep_text:
+        _bench_sweep(spec, sweep_text, results, name, no_progress)
+        return
+    name = name or "_".join(Path(c).stem for c in caches)
+    outcome = run_bench(spec, results, name, progress=not no_progress,
+                        echo=lambda text: click.echo(text, err=True))
+    if launched_by_torchrun() and not outcome.outputs:
+        return
+    where = f" (rank 0 of {outcome.world_size})" if outcome.world_size > 1 else ""
+    click.echo(f"cells fitted{where}: {outcome.fitted_cells}, already done: {outcome.skipped_cells}, "
+               f"records written: {outcome.records_written}")
+    for dataset in outcome.val_is_test:
+        click.echo(f"warning: VAL = TEST on {dataset} (protocol paper without a val split)", err=True)
+    click.echo(outcome.markdown, nl=False)
+    for kind, path in outcome.outputs.items():
+        click.echo(f"{kind}: {path}")
+
+
+def _bench_sweep(spec, sweep_text: str, results: str, name: str | None, no_progress: bool) -> None:
+    from clipbridge.evaluate.bench.sweep import parse_sweep, run_sweep
+
+    sweep = parse_sweep(sweep_text, spec.methods)
+    name = name or "_".join(Path(c).stem for c in spec.caches) + f"-sweep-{sweep.name}"
+    outcome = run_sweep(spec, sweep, results, name, progress=not no_progress,
+                        echo=lambda text: click.echo(text, err=True))
+    if not outcome.outputs:  # a torchrun rank other than 0
+        return
+    click.echo(f"cells fitted: {outcome.fitted_cells}, already done: {outcome.skipped_cells}, "
+               f"records written: {outcome.records_written}")
+    click.echo(outcome.markdown, nl=False)
+    for kind, path in outcome.outputs.items():
+        click.echo(f"{kind}: {path}")
+
+
+# ----------------------------------------------------------------------------- demo
+
+@click.command()
+@click.option("--quick", is_flag=True, help="the reduced demo of the end-to-end test: fewer images, shots 1,16 x 2 seeds, shorter training.")
+@click.option("--out", default="demo", show_default=True, help="folder for the demo's cache, runs and results.")
+@click.option("--device", default="auto", show_default=True)
+def demo(quick, out, device) -> None:
+    """Everything end to end, offline: a cache of the embedded default, then a small benchmark."""
+    from clipbridge.evaluate.bench.demo import run_demo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        run_demo(Path(out), quick=quick, device=device, echo=click.echo)

@@ -1,0 +1,52 @@
+"""`clipbridge methods`: every method with its one-line description, its needs, and its hyper-parameters with
+their defaults and allowed values (what `--hparam KEY=VALUE` accepts)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+#: The registered methods, for help texts that must not import torch (kept equal to the registry by a test).
+METHOD_NAMES = ("zeroshot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "ape", "ape-t", "gda",
+                "cmm", "semobridge", "semobridge-t")
+
+
+@click.command("methods")
+@click.option("--json", "as_json", is_flag=True, help="print the methods as JSON.")
+def methods(as_json: bool) -> None:
+    """List every method: what it does, what a cache must hold for it, and its hyper-parameters."""
+    from clipbridge.bridge.hparams import rules_of
+    from clipbridge.bridge.registry import METHODS, method_summary
+    from clipbridge.evaluate.reporting.tables import order_methods
+
+    import clipbridge.bridge.methods  # noqa: F401  (registers every method)
+
+    listing = []
+    for name in order_methods(METHODS):
+        method = METHODS[name]
+        rules = rules_of(method)
+        hparams = {key: {"default": value, "allowed": _allowed(rules.get(key), value)}
+                   for key, value in sorted(method.defaults.items())}
+        listing.append({"name": name, "summary": method_summary(method),
+                        "needs": sorted(getattr(method, "needs", ())), "hparams": hparams})
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for entry in listing:
+        needs = f"  [needs: {', '.join(entry['needs'])}]" if entry["needs"] else ""
+        click.echo(f"{entry['name']}: {entry['summary']}{needs}")
+        for key, spec in entry["hparams"].items():
+            allowed = f"  ({spec['allowed']})" if spec["allowed"] else ""
+            click.echo(f"    {key} = {json.dumps(spec['default'])}{allowed}")
+
+
+def _allowed(rule, default) -> str:
+    from clipbridge.bridge.hparams import NON_NEGATIVE
+
+    if isinstance(rule, tuple):
+        return "one of " + ", ".join(rule)
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, (int, float, list)):
+        return (rule or NON_NEGATIVE).describe() + (" each" if isinstance(default, list) else "")
+    return ""

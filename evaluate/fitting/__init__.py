@@ -1,0 +1,2 @@
+"""One fit, from a cache to scores: plan -> tasks (cache -> FewShotTask) -> scoring (fit, score, records);
+api (the Python API), runs (saved fitted states), predict (new images), runner (the fit/evaluate commands)."""

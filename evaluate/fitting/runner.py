@@ -1,0 +1,80 @@
+"""What the `fit` and `evaluate` commands do around the Python API (evaluate/fitting/api.py): report, save, record.
+
+The order is the protocol's guarantee: the task is built and the method fitted before the test split is
+read (except `paper` on a cache without val, where val is the test split and the output says so).
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from clipbridge.bridge.recipes import DEFAULT_RECIPE
+from clipbridge.evaluate.fitting import api
+from clipbridge.evaluate.fitting.progress import training_progress
+from clipbridge.evaluate.reporting.records import append_records, results_path
+from clipbridge.evaluate.reporting.tables import build_table, to_markdown
+from clipbridge.evaluate.fitting.tasks import resolve_device
+
+Echo = Callable[[str], None]
+
+
+def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], recipe: str = DEFAULT_RECIPE,
+                   view_families: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
+                   protocol: str = "clean", device: str = "auto", dtype: str = "float32",
+                   overrides: dict[str, Any] | None = None, runs_root: str = "runs", results_dir: str = "results",
+                   echo: Echo = print, note: Callable[[dict], None] = lambda meta: None,
+                   progress: bool = True) -> tuple[Path, list[dict]]:
+    """`clipbridge fit`: api.fit (a training method draws its progress bar on a terminal unless `progress`
+    is False), then the test score, a per-seed report, the saved run and the appended records;
+    (run dir, records)."""
+    with training_progress(f"{method} {shots}-shot", progress):
+        run = api.fit(cache, method, shots, seeds, recipe=recipe, protocol=protocol, hparams=overrides,
+                      view_families=view_families, prompts=prompts, device=device, dtype=dtype)
+    meta = run.meta
+    note(meta)
+    echo(f"fit {method} on {meta['dataset']} ({meta['model']}/{meta['pretrained']}): {shots} shots, "
+         f"{len(meta['seeds'])} seed(s), {meta['recipe']} recipe (views {'+'.join(meta['view_families'])}, text "
+         f"{'+'.join(meta['prompt_sets'])}), protocol {protocol}, {meta['device']} {dtype}")
+    records = run.evaluate(cache, device=meta["device"])
+    report(records, echo)
+    echo(f"fit {run.state.info['fit_seconds']:.2f} s (search {run.state.info['search_seconds']:.2f} s) for "
+         f"{len(meta['seeds'])} seed(s) batched")
+    run_dir = run.save(runs_root)
+    echo(f"run saved: {run_dir}")
+    append_records(results_path(results_dir), records)
+    echo(f"records appended: {results_path(results_dir)} ({len(records)})")
+    return run_dir, records
+
+
+def evaluate_run(run_dir: Path, *, cache_path: str | None = None, device: str = "auto",
+                 results_dir: str = "results", echo: Echo = print,
+                 note: Callable[[dict], None] = lambda meta: None) -> list[dict[str, Any]]:
+    """`clipbridge evaluate`: score a saved run on its cache's test split (the cache id must match); append
+    and print records."""
+    target = str(resolve_device(device))
+    run = api.load_run(run_dir, device=target)
+    cache = run.open_cache(cache_path)
+    note({key: value for key, value in run.meta.items() if key != "short_classes"})
+    records = run.evaluate(cache, device=target)
+    echo(f"evaluate {run.method} on {run.meta['dataset']} ({run_dir}): {run.meta['shots']} shots")
+    report(records, echo)
+    append_records(results_path(results_dir), records)
+    echo(f"records appended: {results_path(results_dir)} ({len(records)})")
+    echo(to_markdown(build_table(records)).rstrip("\n"))
+    return records
+
+
+def report(records: list[dict[str, Any]], echo: Echo) -> None:
+    """Per-seed val/test accuracy, then mean ± std over seeds."""
+    echo(f"{'seed':>6}  {'val':>7}  {'test':>7}")
+    for r in records:
+        echo(f"{r['seed']:>6}  {r['val_accuracy']:7.2f}  {r['test_accuracy']:7.2f}")
+    echo(f"{'mean':>6}  val {_mean_std([r['val_accuracy'] for r in records])}  "
+         f"test {_mean_std([r['test_accuracy'] for r in records])}"
+         + ("  [val = test]" if any(r["val_is_test"] for r in records) else ""))
+
+
+def _mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {std:.2f}"

@@ -1,0 +1,108 @@
+"""Fit a method on a task, score a fitted state on test queries, turn results into records.
+
+Shared by `fit`, `evaluate` and `bench`. Scoring on another dataset (distribution shift) restricts the
+source logits to the target's classes, matched by name.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from clipbridge.bridge.recipes import UNIFORM
+from clipbridge.bridge.ops import accuracy
+from clipbridge.bridge.registry import FittedState, check_hparams, get_method
+from clipbridge.bridge.task import FewShotTask
+from clipbridge.errors import ClipBridgeError
+from clipbridge.evaluate.reporting.records import make_record
+
+QUERY_CHUNK = 4096
+
+
+def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = None) -> FittedState:
+    """METHODS[name].fit(task, **overrides); fills fit_seconds/search_seconds if the method did not."""
+    method = get_method(name)
+    hparams = check_hparams(method, dict(overrides or {}))
+    start = time.perf_counter()
+    state = method.fit(task, **hparams)
+    elapsed = time.perf_counter() - start
+    state.info.setdefault("fit_seconds", elapsed)
+    state.info.setdefault("search_seconds", 0.0)
+    state.info.setdefault("val_accuracy", [float("nan")] * task.num_seeds)
+    return state
+
+
+def score_queries(state: FittedState, queries: Tensor, labels: Tensor,
+                  class_map: Tensor | None = None) -> list[float]:
+    """Top-1 accuracy (%) per seed of `state` on queries [N, D] with labels [N].
+
+    class_map [C'] (optional): source class index of each target class; logits are restricted to those
+    columns so labels index the target's classes. Queries are scored in chunks to bound memory.
+    """
+    method = get_method(state.method)
+    hits, total = None, 0
+    for start in range(0, queries.shape[0], QUERY_CHUNK):
+        chunk = queries[start:start + QUERY_CHUNK]
+        target = labels[start:start + QUERY_CHUNK]
+        logits = method.logits(state, chunk)                     # [S, n, C]
+        if class_map is not None:
+            logits = logits[..., class_map.to(logits.device)]
+        correct = accuracy(logits, target.to(logits.device)).double() * target.shape[0] / 100.0
+        hits = correct if hits is None else hits + correct
+        total += target.shape[0]
+    if hits is None:
+        raise ClipBridgeError("the test split is empty")
+    return (100.0 * hits / total).tolist()
+
+
+def _name_key(name: str) -> str:
+    return re.sub(r"[\s_]+", " ", str(name)).strip().lower()
+
+
+def align_classes(source, target) -> Tensor:
+    """[C_target] int64: the source class index of each target class, matched by (original) class name.
+
+    Raises ClipBridgeError naming the first target class the source does not have, or when the two
+    caches come from different models.
+    """
+    for attr in ("model", "pretrained"):
+        if str(source.attrs.get(attr)) != str(target.attrs.get(attr)):
+            raise ClipBridgeError(f"cache {target.path} has {attr} {target.attrs.get(attr)!r}, but the "
+                                  f"source cache {source.path} has {source.attrs.get(attr)!r}")
+    lookup: dict[str, int] = {}
+    for names in (source.original_classnames, source.classnames):
+        for index, name in enumerate(names):
+            lookup.setdefault(_name_key(name), index)
+    mapping = []
+    for name, original in zip(target.classnames, target.original_classnames):
+        index = lookup.get(_name_key(original), lookup.get(_name_key(name)))
+        if index is None:
+            raise ClipBridgeError(f"class {name!r} of {target.path} is not a class of {source.path}")
+        mapping.append(index)
+    return torch.tensor(mapping, dtype=torch.long)
+
+
+def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[float], *,
+                 overrides: dict[str, Any] | None = None, eval_dataset: str | None = None,
+                 eval_cache_id: str | None = None) -> list[dict[str, Any]]:
+    """One record per seed of a fitted state (meta from evaluate.fitting.tasks.build_fit_task)."""
+    info = state.info
+    records = []
+    for s, seed in enumerate(meta["seeds"]):
+        record = make_record(
+            dataset=meta["dataset"], model=meta["model"], pretrained=meta["pretrained"], method=state.method,
+            hparams=state.hparams[s] if s < len(state.hparams) else {}, shots=meta["shots"], seed=seed,
+            views=meta["views"], view_families=meta["view_families"], prompt_sets=meta["prompt_sets"],
+            protocol=meta["protocol"],
+            val_accuracy=info["val_accuracy"][s], test_accuracy=test_acc[s],
+            fit_seconds=info["fit_seconds"], search_seconds=info["search_seconds"], device=meta["device"],
+            cache_id=meta["cache_id"], val_is_test=meta["val_is_test"], eval_dataset=eval_dataset,
+            overrides=overrides, dtype=meta["dtype"], recipe=meta.get("recipe", UNIFORM))
+        record["seeds_batched"] = len(meta["seeds"])
+        if eval_cache_id:
+            record["eval_cache_id"] = eval_cache_id
+        records.append(record)
+    return records

@@ -1,0 +1,186 @@
+"""Result records: one JSON object per line in results/results.jsonl, safe for concurrent writers.
+
+A record is one (dataset, eval_dataset, model, method, shots, seed, ...) result. Appends take an
+exclusive `fcntl.flock` on the results file itself (no lock file is left beside it), write whole lines,
+flush and fsync, so several processes (bench ranks, parallel fits) can share one file. Reading skips a malformed line with a warning naming
+`file:line` and keeps every other record.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from clipbridge.bridge.recipes import UNIFORM
+from clipbridge.errors import ClipBridgeError
+
+RESULTS_FILE = "results.jsonl"
+
+# Fields that identify a result: a record with the same key is the same work (bench skips it).
+# `sweep` ({"name", "value"} of a bench sweep's point, evaluate/bench/sweep.py) is null outside sweeps, so records
+# written before the field existed keep their key.
+KEY_FIELDS = ("dataset", "eval_dataset", "model", "pretrained", "method", "shots", "seed", "recipe",
+              "view_families", "prompt_sets", "protocol", "overrides", "sweep")
+
+# Fields that vary between two runs of the same work (excluded when comparing runs).
+VOLATILE_FIELDS = ("fit_seconds", "search_seconds", "time", "device", "package_version", "seeds_batched")
+
+
+def package_version() -> str:
+    """The installed clipbridge version ("unknown" when run from a tree that is not installed)."""
+    try:
+        return metadata.version("clipbridge")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def make_record(*, dataset: str, model: str, pretrained: str, method: str, hparams: dict[str, Any],
+                shots: int, seed: int, views: int, view_families: list[str], prompt_sets: list[str], protocol: str,
+                val_accuracy: float, test_accuracy: float, fit_seconds: float, search_seconds: float,
+                device: str, cache_id: str, val_is_test: bool, eval_dataset: str | None = None,
+                overrides: dict[str, Any] | None = None, dtype: str = "float32",
+                recipe: str = UNIFORM) -> dict[str, Any]:
+    """One result as a JSON-able dict (accuracies in percent, seconds as floats)."""
+    return {
+        "dataset": dataset,
+        "eval_dataset": eval_dataset or dataset,
+        "model": model,
+        "pretrained": pretrained,
+        "method": method,
+        "shots": int(shots),
+        "seed": int(seed),
+        "views": int(views),
+        "view_families": list(view_families),
+        "prompt_sets": list(prompt_sets),
+        "protocol": protocol,
+        "recipe": recipe,
+        "overrides": dict(overrides or {}),
+        "sweep": None,                      # {"name", "value"} in a sweep's records (evaluate/bench/grid.py)
+        "hparams": _jsonable(hparams),
+        "val_accuracy": float(val_accuracy),
+        "test_accuracy": float(test_accuracy),
+        "val_is_test": bool(val_is_test),
+        "fit_seconds": float(fit_seconds),
+        "search_seconds": float(search_seconds),
+        "device": device,
+        "dtype": dtype,
+        "cache_id": cache_id,
+        "package_version": package_version(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def record_key(record: dict[str, Any]) -> str:
+    """A canonical string for the work a record stands for (missing key fields count as null)."""
+    return json.dumps([record.get(name) for name in KEY_FIELDS], sort_keys=True, separators=(",", ":"))
+
+
+def results_path(results_dir: str | os.PathLike) -> Path:
+    return Path(results_dir) / RESULTS_FILE
+
+
+def writable_dir(folder: str | os.PathLike, what: str) -> Path:
+    """Check, before any long work starts, that files can be written in `folder` (creating it if needed);
+    a ClipBridgeError naming `what` and the folder otherwise. Folders this check creates are removed
+    again, so a run that fails later leaves nothing behind."""
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ClipBridgeError(f"{what} folder {folder} is not writable ({error.strerror or error})") from None
+    finally:
+        for created in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                created.rmdir()
+    return folder
+
+
+@contextmanager
+def locked(handle, *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory flock on an open file: exclusive to write, shared to read."""
+    fcntl.flock(handle.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def append_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
+    """Append records as whole lines under the lock; returns how many were written.
+
+    A previous writer killed mid-line leaves a line without a newline: a newline is added first so the
+    new records stay readable (the broken line is then skipped by `read_records`).
+    """
+    path = Path(path)
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    if not lines:
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle, locked(handle):
+        if handle.tell() > 0 and _last_byte(path) != b"\n":
+            lines = "\n" + lines
+        handle.write(lines.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return lines.count("\n") - lines.startswith("\n")
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every well-formed record of the file (none if it is absent); malformed lines warn and are skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    with open(path, "rb") as handle, locked(handle, shared=True):   # no half-appended line from a writer
+        lines = handle.read().splitlines()
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            record = json.loads(text.decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as error:
+            warnings.warn(f"{path}:{number}: malformed result record skipped ({error})", stacklevel=2)
+            continue
+        records.append(record)
+    return records
+
+
+def latest_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last record of each key (a re-run of the same work replaces the earlier result)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        latest[record_key(record)] = record
+    return latest
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: tensors/numpy scalars to Python numbers, tuples to lists."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return value
