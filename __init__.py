@@ -26,7 +26,7 @@ _LAZY = {
     "load_run": ("clipbridge.evaluate.fitting.api", "load_run"),
     "Run": ("clipbridge.evaluate.fitting.api", "Run"),
     "Prediction": ("clipbridge.evaluate.fitting.predict", "Prediction"),
-    "METHODS": ("clipbridge.evaluate.commands.methods", "METHOD_NAMES"),
+    "METHODS": ("clipbridge.bridge.recipes", "METHOD_NAMES"),
 }
 
 

@@ -1,7 +1,7 @@
 """One registry of methods, one signature (in the spirit of timm's `register_model`).
 
-    state  = METHODS[name].fit(task, **hparams)   # task: bridge.task.FewShotTask, S seeds at once
-    logits = METHODS[name].logits(state, queries) # queries [N, D] or [S, N, D] raw -> [S, N, C]
+    state  = REGISTRY[name].fit(task, **hparams)   # task: bridge.task.FewShotTask, S seeds at once
+    logits = REGISTRY[name].logits(state, queries) # queries [N, D] or [S, N, D] raw -> [S, N, C]
 
 No method reads files, prints, or knows about HDF5. A method that needs an optional input of the task
 (bridge.task.OPTIONAL_INPUTS, e.g. "eos": the EOS features and Wt, which a cache of a CoCa-style or HF
@@ -46,15 +46,15 @@ class Method(Protocol):
     def logits(self, state: FittedState, queries: Tensor) -> Tensor: ...
 
 
-METHODS: dict[str, Method] = {}
+REGISTRY: dict[str, Method] = {}
 
 
 def register_method(cls):
     """Class decorator: instantiate and register under `cls.name`."""
     instance = cls()
-    if instance.name in METHODS:
+    if instance.name in REGISTRY:
         raise RuntimeError(f"method {instance.name!r} registered twice")
-    METHODS[instance.name] = instance
+    REGISTRY[instance.name] = instance
     return cls
 
 
@@ -62,9 +62,9 @@ def get_method(name: str) -> Method:
     import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 
     try:
-        return METHODS[name]
+        return REGISTRY[name]
     except KeyError:
-        raise BridgeInputError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}") from None
+        raise BridgeInputError(f"unknown method {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
 def method_summary(method: Method) -> str:
@@ -87,7 +87,7 @@ def methods_needing(input_name: str) -> list[str]:
     """The registered methods whose `needs` include the optional input `input_name`, sorted."""
     import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 
-    return sorted(name for name, method in METHODS.items() if input_name in getattr(method, "needs", ()))
+    return sorted(name for name, method in REGISTRY.items() if input_name in getattr(method, "needs", ()))
 
 
 def require_inputs(method: Method, task) -> None:

@@ -17,7 +17,7 @@ from clipbridge.bridge.methods.ape.search import AlphaMargins, grid_search, offi
 from clipbridge.bridge.methods.ape.trained import adapted_cache, frozen_terms, training_logits
 from clipbridge.bridge.methods.ape.training_free import ape_cache
 from clipbridge.bridge.ops import accuracy
-from clipbridge.bridge.registry import METHODS
+from clipbridge.bridge.registry import REGISTRY
 from clipbridge.bridge.text import class_text
 from synthetic_tasks import make_task
 
@@ -80,7 +80,7 @@ def test_k_is_the_same_fraction_of_any_width_and_an_explicit_k_overrides_it():
 
 def test_key_divergence_and_logits_match_a_direct_computation_with_padded_shots_and_views():
     task, test_x, _ = make_task(seeds=(1, 2), shots=3, views=2, missing={2: 1}, dtype=F64)
-    state = METHODS["ape"].fit(task, k=9)
+    state = REGISTRY["ape"].fit(task, k=9)
     text = class_text(task, F64).projected
     q = unit(test_x)
     for s in range(2):
@@ -98,7 +98,7 @@ def test_key_divergence_and_logits_match_a_direct_computation_with_padded_shots_
                 torch.testing.assert_close(state.tensors["divergence"][s, c * 3 + j], d)
                 logits[:, c] += hp["alpha"] * torch.exp(-hp["beta"] * (1 - refined_q @ key)) \
                     * torch.exp(hp["gamma"] * d)
-        torch.testing.assert_close(METHODS["ape"].logits(state, test_x)[s], logits, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(REGISTRY["ape"].logits(state, test_x)[s], logits, rtol=1e-10, atol=1e-10)
     assert state.tensors["divergence"][:, 2 * 3 + 1:2 * 3 + 3].abs().max() == 0     # padded keys: no weight
 
 
@@ -142,35 +142,35 @@ def test_official_axes_are_the_published_lists_bit_for_bit():
 
 def test_ape_on_every_channel_with_gamma_zero_is_tip_adapter_at_the_same_alpha_beta():
     task, test_x, _ = make_task(seeds=(1, 2), shots=4, views=2, dtype=F64)
-    state = METHODS["ape"].fit(task, k_fraction=1.0, search="grid", gamma_steps=1, beta_steps=10, alpha_steps=10)
+    state = REGISTRY["ape"].fit(task, k_fraction=1.0, search="grid", gamma_steps=1, beta_steps=10, alpha_steps=10)
     assert [h["gamma"] for h in state.hparams] == [0.0, 0.0]
     keys = shot_keys(task, F64).x
     q = unit(test_x)
     text = class_text(task, F64).projected
     for s, hp in enumerate(state.hparams):
         cache = torch.exp(-hp["beta"] * (1 - q @ keys[s].T)).reshape(len(q), task.num_classes, 4).sum(-1)
-        torch.testing.assert_close(METHODS["ape"].logits(state, test_x)[s], 100 * q @ text.T + hp["alpha"] * cache)
+        torch.testing.assert_close(REGISTRY["ape"].logits(state, test_x)[s], 100 * q @ text.T + hp["alpha"] * cache)
 
 
 def test_batched_search_stays_in_the_official_box_and_grid_search_on_its_points():
     task, _, _ = make_task(seeds=(1, 2, 3), shots=4)
     hp = {"beta_scale": 5.0, "alpha_scale": 3.0, "gamma_scale": 0.5}
-    batched = METHODS["ape"].fit(task, **hp)
+    batched = REGISTRY["ape"].fit(task, **hp)
     for h in batched.hparams:
         assert 0.1 <= h["beta"] <= 5.0 and 0.1 <= h["alpha"] <= 3.0 and 0.0 <= h["gamma"] <= 0.5
-    grid = METHODS["ape"].fit(task, search="grid", beta_steps=20, alpha_steps=10, gamma_steps=5, **hp)
+    grid = REGISTRY["ape"].fit(task, search="grid", beta_steps=20, alpha_steps=10, gamma_steps=5, **hp)
     axes = official_axes({**grid.hparams[0], **hp}, with_gamma=True)
     for h in grid.hparams:
         assert min(abs(h["beta"] - b) for b in axes[0]) < 1e-6 and min(abs(h["gamma"] - g) for g in axes[2]) < 1e-6
     with pytest.raises(BridgeInputError, match="search must be one of"):
-        METHODS["ape"].fit(task, search="tpe")
+        REGISTRY["ape"].fit(task, search="tpe")
 
 
 def test_search_grid_records_the_grid_size_and_batched_search_its_candidates():
     task, _, _ = make_task(seeds=(1,), shots=2)
-    grid = METHODS["ape"].fit(task, search="grid", beta_steps=4, alpha_steps=3, gamma_steps=2)
+    grid = REGISTRY["ape"].fit(task, search="grid", beta_steps=4, alpha_steps=3, gamma_steps=2)
     assert grid.info["search_evaluated"] == 24
-    batched = METHODS["ape"].fit(task, grid_points=3, search_rounds=2, search_per_round=16)
+    batched = REGISTRY["ape"].fit(task, grid_points=3, search_rounds=2, search_per_round=16)
     assert batched.info["search_evaluated"] == 27 + 2 * 16
 
 
@@ -203,18 +203,18 @@ def test_ape_t_residual_lives_on_the_kept_channels_of_text_and_keys_and_training
 
 def test_ape_t_with_zero_epochs_is_the_cache_of_every_channel_without_gamma():
     task, test_x, _ = make_task(seeds=(1, 2), shots=4, dtype=F64)
-    state = METHODS["ape-t"].fit(task, epochs=0)
+    state = REGISTRY["ape-t"].fit(task, epochs=0)
     keys, text, q = shot_keys(task, F64).x, class_text(task, F64).projected, unit(test_x)
     assert [h["epoch"] for h in state.hparams] == [0, 0] and "gamma" not in state.hparams[0]
     for s, hp in enumerate(state.hparams):
         cache = torch.exp(-hp["beta"] * (1 - q @ keys[s].T)).reshape(len(q), task.num_classes, 4).sum(-1)
-        torch.testing.assert_close(METHODS["ape-t"].logits(state, test_x)[s], 100 * q @ text.T + hp["alpha"] * cache)
+        torch.testing.assert_close(REGISTRY["ape-t"].logits(state, test_x)[s], 100 * q @ text.T + hp["alpha"] * cache)
 
 
 def test_ape_t_keeps_the_epoch_with_best_validation_accuracy_recomputed_from_the_kept_parameters():
     task, _, _ = make_task(seeds=(1, 2), shots=4, views=3)
     hp = {"epochs": 12, "lr": 1e-2, "batch_size": 16, "init_alpha": 5.0}
-    state = METHODS["ape-t"].fit(task, **hp)
+    state = REGISTRY["ape-t"].fit(task, **hp)
     curves = torch.tensor(state.info["train_val_accuracy"])                             # [S, epochs + 1]
     chosen = [h["epoch"] for h in state.hparams]
     assert chosen == [int(torch.argmax(c)) for c in curves]                              # first maximum
@@ -224,7 +224,7 @@ def test_ape_t_keeps_the_epoch_with_best_validation_accuracy_recomputed_from_the
     init = torch.full((2,), 5.0), torch.full((2,), 1.0)
     recomputed = accuracy(kept.logits(val_q, init[1], init[0], torch.zeros(2)), val_y)
     torch.testing.assert_close(recomputed, curves[torch.arange(2), torch.tensor(chosen)])
-    last = METHODS["ape-t"].fit(task, **hp, select="last")
+    last = REGISTRY["ape-t"].fit(task, **hp, select="last")
     assert [h["epoch"] for h in last.hparams] == [12, 12]
     torch.testing.assert_close(torch.tensor(last.info["train_val_accuracy"]), curves)
 
@@ -232,7 +232,7 @@ def test_ape_t_keeps_the_epoch_with_best_validation_accuracy_recomputed_from_the
 def test_ape_t_with_validation_that_training_hurts_keeps_the_untrained_cache():
     task, _, _ = make_task(seeds=(1, 2), shots=4)
     misleading = replace(task, val_labels=(task.val_labels + 1) % task.num_classes)
-    state = METHODS["ape-t"].fit(misleading, epochs=8, lr=1e-2, init_alpha=5.0)
+    state = REGISTRY["ape-t"].fit(misleading, epochs=8, lr=1e-2, init_alpha=5.0)
     curves = torch.tensor(state.info["train_val_accuracy"])
     assert (curves[:, -1] < curves[:, 0]).any()
     assert [h["epoch"] for h in state.hparams] == [0, 0]
@@ -251,8 +251,8 @@ def structured():
 @pytest.mark.parametrize("name", ["ape", "ape-t", "clip-adapter"])
 def test_beats_zero_shot_by_ten_points_at_sixteen_shots_on_a_task_with_class_structure(name, structured):
     task, test_x, test_y = structured
-    zs = METHODS["zeroshot"]
+    zs = REGISTRY["zeroshot"]
     zero = accuracy(zs.logits(zs.fit(task), test_x), test_y)
-    m = METHODS[name]
+    m = REGISTRY[name]
     acc = accuracy(m.logits(m.fit(task), test_x), test_y)
     assert (acc >= zero + 10).all(), f"{name} {acc.tolist()} vs zero-shot {zero.tolist()}"

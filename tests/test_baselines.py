@@ -10,7 +10,7 @@ import torch
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import shot_keys
-from clipbridge.bridge.registry import METHODS
+from clipbridge.bridge.registry import REGISTRY
 from clipbridge.bridge.text import class_text
 from synthetic_tasks import make_task, seed_slice
 
@@ -35,8 +35,8 @@ def separable():
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_beats_or_matches_zero_shot_on_a_separable_task(name, separable):
     task, test_x, test_y = separable
-    zs = test_acc(METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x), test_y)
-    m = METHODS[name]
+    zs = test_acc(REGISTRY["zeroshot"].logits(REGISTRY["zeroshot"].fit(task), test_x), test_y)
+    m = REGISTRY[name]
     acc = test_acc(m.logits(m.fit(task, **QUICK.get(name, {})), test_x), test_y)
     assert acc >= zs, f"{name} {acc:.1f}% < zero-shot {zs:.1f}%"
 
@@ -45,7 +45,7 @@ def test_zeroshot_is_tau_times_cosine_to_the_class_prototypes():
     task, test_x, _ = make_task(seeds=(1, 2), dtype=torch.float64)
     text = class_text(task).projected
     q = test_x / test_x.norm(dim=-1, keepdim=True)
-    logits = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
+    logits = REGISTRY["zeroshot"].logits(REGISTRY["zeroshot"].fit(task), test_x)
     torch.testing.assert_close(logits, (task.logit_scale * q @ text.T).expand(2, -1, -1))
 
 
@@ -54,15 +54,15 @@ def test_zeroshot_is_tau_times_cosine_to_the_class_prototypes():
 
 def test_tip_adapter_with_alpha_zero_equals_zero_shot():
     task, test_x, _ = make_task(seeds=(1, 2))
-    zs = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
-    state = METHODS["tip-adapter"].fit(task, alpha_low=0.0, alpha_high=0.0)
+    zs = REGISTRY["zeroshot"].logits(REGISTRY["zeroshot"].fit(task), test_x)
+    state = REGISTRY["tip-adapter"].fit(task, alpha_low=0.0, alpha_high=0.0)
     assert [h["alpha"] for h in state.hparams] == [0.0, 0.0]
-    torch.testing.assert_close(METHODS["tip-adapter"].logits(state, test_x), zs)
+    torch.testing.assert_close(REGISTRY["tip-adapter"].logits(state, test_x), zs)
 
 
 def test_tip_adapter_logits_match_a_direct_computation_with_mean_view_keys():
     task, test_x, _ = make_task(seeds=(2,), shots=3, views=2, missing={1: 2}, dtype=torch.float64)
-    state = METHODS["tip-adapter"].fit(task)
+    state = REGISTRY["tip-adapter"].fit(task)
     alpha, beta = state.hparams[0]["alpha"], state.hparams[0]["beta"]
     text = class_text(task).projected
     q = test_x / test_x.norm(dim=-1, keepdim=True)
@@ -74,13 +74,13 @@ def test_tip_adapter_logits_match_a_direct_computation_with_mean_view_keys():
                 continue
             key = views.mean(0) / views.mean(0).norm()
             expected[:, c] += alpha * torch.exp(-beta * (1 - q @ key))
-    torch.testing.assert_close(METHODS["tip-adapter"].logits(state, test_x)[0], expected)
+    torch.testing.assert_close(REGISTRY["tip-adapter"].logits(state, test_x)[0], expected)
 
 
 def test_tip_adapter_search_finds_at_least_the_validation_accuracy_of_its_grid():
     task, _, _ = make_task(seeds=(1, 2, 3))
-    state = METHODS["tip-adapter"].fit(task)
-    grid_only = METHODS["tip-adapter"].fit(task, search_rounds=1, search_per_round=8)
+    state = REGISTRY["tip-adapter"].fit(task)
+    grid_only = REGISTRY["tip-adapter"].fit(task, search_rounds=1, search_per_round=8)
     assert all(a >= b for a, b in zip(state.info["val_accuracy"], grid_only.info["val_accuracy"]))
     assert state.info["search_evaluated"] == 11 * 11 + 4 * 64
 
@@ -91,7 +91,7 @@ def test_tip_adapter_with_the_official_grid_reaches_at_least_the_official_loops_
     task, _, _ = make_task(seeds=(1, 2), classes=6, shots=4, dtype=torch.float64)
     box = {"alpha_low": 0.1, "alpha_high": 5.0, "beta_low": 0.1, "beta_high": 12.0, "grid_alpha": 20,
            "grid_beta": 200, "grid_endpoint": False}
-    state = METHODS["tip-adapter"].fit(task, **box)
+    state = REGISTRY["tip-adapter"].fit(task, **box)
     text = class_text(task).projected
     keys = task.support / task.support.norm(dim=-1, keepdim=True)        # one view per shot: key = the shot
     val = task.val / task.val.norm(dim=-1, keepdim=True)
@@ -114,28 +114,28 @@ def test_tip_adapter_with_the_official_grid_reaches_at_least_the_official_loops_
 
 def test_tip_adapter_f_zero_epochs_equals_tip_adapter():
     task, test_x, _ = make_task(seeds=(1, 2))
-    tip = METHODS["tip-adapter"].fit(task)
-    tipf = METHODS["tip-adapter-f"].fit(task, epochs=0)
-    torch.testing.assert_close(METHODS["tip-adapter-f"].logits(tipf, test_x), METHODS["tip-adapter"].logits(tip, test_x))
+    tip = REGISTRY["tip-adapter"].fit(task)
+    tipf = REGISTRY["tip-adapter-f"].fit(task, epochs=0)
+    torch.testing.assert_close(REGISTRY["tip-adapter-f"].logits(tipf, test_x), REGISTRY["tip-adapter"].logits(tip, test_x))
 
 
 def test_tip_adapter_f_keeps_the_epoch_with_best_validation_accuracy_not_the_last():
     task, _, _ = make_task(seeds=(1, 2), shots=4)
     hp = {"epochs": 10, "init_alpha": 20.0, "lr": 1e-2, "schedule": "constant"}
-    state = METHODS["tip-adapter-f"].fit(task, **hp)
+    state = REGISTRY["tip-adapter-f"].fit(task, **hp)
     curves = torch.tensor(state.info["train_val_accuracy"])                       # [S, epochs + 1]
     chosen = [h["epoch"] for h in state.hparams]
     assert chosen == [int(torch.argmax(c)) for c in curves]  # first maximum
     assert any(e != 10 and curves[s, e] > curves[s, -1] for s, e in enumerate(chosen))
     for s, e in enumerate(chosen):                           # the kept keys are those after epoch e
-        again = METHODS["tip-adapter-f"].fit(seed_slice(task, s), **{**hp, "epochs": e, "select": "last"})
+        again = REGISTRY["tip-adapter-f"].fit(seed_slice(task, s), **{**hp, "epochs": e, "select": "last"})
         torch.testing.assert_close(again.tensors["keys"][0], state.tensors["keys"][s])
 
 
 def test_tip_adapter_f_with_validation_that_training_hurts_keeps_the_initial_keys():
     task, _, _ = make_task(seeds=(1, 2), shots=4)
     misleading = replace(task, val_labels=(task.val_labels + 1) % task.num_classes)
-    state = METHODS["tip-adapter-f"].fit(misleading, epochs=10, init_alpha=20.0, lr=1e-2)
+    state = REGISTRY["tip-adapter-f"].fit(misleading, epochs=10, init_alpha=20.0, lr=1e-2)
     curves = torch.tensor(state.info["train_val_accuracy"])
     assert (curves[:, -1] < curves[:, 0]).any()
     assert [h["epoch"] for h in state.hparams] == [0, 0]
@@ -144,8 +144,8 @@ def test_tip_adapter_f_with_validation_that_training_hurts_keeps_the_initial_key
 
 def test_tip_adapter_f_mini_batches_depend_on_the_seed_only():
     task, _, _ = make_task(seeds=(1, 2))
-    a = METHODS["tip-adapter-f"].fit(task, epochs=2, batch_size=7, lr=1e-2, select="last")
-    b = METHODS["tip-adapter-f"].fit(replace(task, seeds=(1, 5)), epochs=2, batch_size=7, lr=1e-2, select="last")
+    a = REGISTRY["tip-adapter-f"].fit(task, epochs=2, batch_size=7, lr=1e-2, select="last")
+    b = REGISTRY["tip-adapter-f"].fit(replace(task, seeds=(1, 5)), epochs=2, batch_size=7, lr=1e-2, select="last")
     torch.testing.assert_close(a.tensors["keys"][0], b.tensors["keys"][0])
     assert not torch.allclose(a.tensors["keys"][1], b.tensors["keys"][1])
 
@@ -155,7 +155,7 @@ def test_tip_adapter_f_mini_batches_depend_on_the_seed_only():
 
 def test_gda_matches_a_direct_float64_computation_of_its_formula():
     task, test_x, _ = make_task(seeds=(1, 2), shots=5, views=2, missing={0: 3}, dtype=torch.float64)
-    state = METHODS["gda"].fit(task)
+    state = REGISTRY["gda"].fit(task)
     text = class_text(task).projected
     q = test_x / test_x.norm(dim=-1, keepdim=True)
     c, d = task.num_classes, task.dim
@@ -171,20 +171,20 @@ def test_gda_matches_a_direct_float64_computation_of_its_formula():
         b = math.log(1 / c) - 0.5 * torch.einsum("cd,de,ce->c", mu, precision, mu)
         alpha = state.hparams[s]["alpha"]
         expected = task.logit_scale * q @ text.T + alpha * (q @ w.T + b)
-        torch.testing.assert_close(METHODS["gda"].logits(state, test_x)[s], expected)
+        torch.testing.assert_close(REGISTRY["gda"].logits(state, test_x)[s], expected)
 
 
 def test_gda_alpha_is_chosen_from_the_log_grid_or_the_search_points_within_range():
     task, _, _ = make_task(seeds=(1, 2, 3))
-    state = METHODS["gda"].fit(task)
+    state = REGISTRY["gda"].fit(task)
     assert all(1e-4 * (1 - 1e-6) <= h["alpha"] <= 100 * (1 + 1e-6) for h in state.hparams)
     assert state.info["search_evaluated"] == 7 + 8
 
 
 def test_gda_with_one_view_per_class_reduces_to_zero_shot():
     task, test_x, _ = make_task(seeds=(1,), shots=1)
-    zs = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
-    gda = METHODS["gda"].logits(METHODS["gda"].fit(task), test_x)
+    zs = REGISTRY["zeroshot"].logits(REGISTRY["zeroshot"].fit(task), test_x)
+    gda = REGISTRY["gda"].logits(REGISTRY["gda"].fit(task), test_x)
     torch.testing.assert_close(gda - gda.mean(-1, keepdim=True), zs - zs.mean(-1, keepdim=True))
 
 
@@ -193,16 +193,16 @@ def test_gda_with_one_view_per_class_reduces_to_zero_shot():
 
 def test_linear_probe_text_init_with_huge_lambda_is_zero_shot_plus_a_class_bias():
     task, test_x, _ = make_task(seeds=(1,), dtype=torch.float64)
-    zs = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
-    state = METHODS["linear-probe"].fit(task, init="text", lambda_low=1e6, lambda_high=1e6, lambda_points=1)
-    lp = METHODS["linear-probe"].logits(state, test_x)
+    zs = REGISTRY["zeroshot"].logits(REGISTRY["zeroshot"].fit(task), test_x)
+    state = REGISTRY["linear-probe"].fit(task, init="text", lambda_low=1e6, lambda_high=1e6, lambda_points=1)
+    lp = REGISTRY["linear-probe"].logits(state, test_x)
     shift = lp - zs                                          # [1, N, C]: the same row for every query
     torch.testing.assert_close(shift, shift[:, :1].expand_as(shift), atol=1e-3, rtol=0)
 
 
 def test_linear_probe_picks_lambda_with_best_validation_accuracy():
     task, _, _ = make_task(seeds=(1, 2, 3))
-    state = METHODS["linear-probe"].fit(task)
+    state = REGISTRY["linear-probe"].fit(task)
     per_lambda = torch.tensor(state.info["val_accuracy_per_lambda"])
     assert torch.equal(torch.tensor(state.info["val_accuracy"]), per_lambda.max(-1).values)
     assert all(h["lambda"] in state.info["lambdas"] for h in state.hparams)
@@ -211,7 +211,7 @@ def test_linear_probe_picks_lambda_with_best_validation_accuracy():
 def test_linear_probe_rejects_an_unknown_init():
     task, _, _ = make_task(seeds=(1,))
     with pytest.raises(BridgeInputError, match="init"):
-        METHODS["linear-probe"].fit(task, init="random")
+        REGISTRY["linear-probe"].fit(task, init="random")
 
 
 # ---------------------------------------------------------------- CMM
@@ -219,32 +219,32 @@ def test_linear_probe_rejects_an_unknown_init():
 
 def test_cmm_with_identity_map_and_text_prototypes_is_zero_shot_times_one_plus_alpha():
     task, test_x, _ = make_task(seeds=(1, 2))
-    zs = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
-    state = METHODS["cmm"].fit(task, steps=0)
+    zs = REGISTRY["zeroshot"].logits(REGISTRY["zeroshot"].fit(task), test_x)
+    state = REGISTRY["cmm"].fit(task, steps=0)
     assert torch.equal(state.tensors["delta"], torch.zeros_like(state.tensors["delta"]))
     alpha = state.tensors["alpha"]
-    torch.testing.assert_close(METHODS["cmm"].logits(state, test_x), zs * (1 + alpha)[:, None, None])
+    torch.testing.assert_close(REGISTRY["cmm"].logits(state, test_x), zs * (1 + alpha)[:, None, None])
 
 
 def test_cmm_keeps_the_step_with_best_validation_accuracy_not_the_last():
     task, _, _ = make_task(seeds=(1, 2), shots=4)
     misleading = replace(task, val_labels=(task.val_labels + 1) % task.num_classes)
     hp = {"steps": 60, "eval_every": 10}
-    state = METHODS["cmm"].fit(misleading, **hp)
+    state = REGISTRY["cmm"].fit(misleading, **hp)
     curves = torch.tensor(state.info["train_val_accuracy"])
     steps = state.info["train_steps"]
     chosen = [h["step"] for h in state.hparams]
     assert chosen == [steps[int(torch.argmax(c))] for c in curves]
     assert any(st != 60 and curves[s, steps.index(st)] > curves[s, -1] for s, st in enumerate(chosen))
     for s, st in enumerate(chosen):
-        again = METHODS["cmm"].fit(seed_slice(misleading, s), **{**hp, "steps": st, "select": "last"})
+        again = REGISTRY["cmm"].fit(seed_slice(misleading, s), **{**hp, "steps": st, "select": "last"})
         torch.testing.assert_close(again.tensors["delta"][0], state.tensors["delta"][s])
         torch.testing.assert_close(again.tensors["protos"][0], state.tensors["protos"][s])
 
 
 def test_cmm_alpha_is_searched_on_validation_within_zero_to_five():
     task, _, _ = make_task(seeds=(1, 2, 3))
-    state = METHODS["cmm"].fit(task, steps=30)
+    state = REGISTRY["cmm"].fit(task, steps=30)
     assert all(0.0 <= h["alpha"] <= 5.0 for h in state.hparams)
     assert state.info["search_evaluated"] == 51 + 2 * 16
 
@@ -255,7 +255,7 @@ def test_tip_adapter_f_cycle_trains_epoch_e_on_view_e_mod_v_of_every_shot():
     swapped = task.support.reshape(s, c, kv // 3, 3, d)[..., [0, 2, 1], :].reshape(s, c, kv, d)   # views 1 <-> 2
     other = replace(task, support=swapped)                       # same keys (the mean), other views 1 and 2
     hp = {"train_views": "cycle", "batch_size": 8, "lr": 1e-2, "init_alpha": 20.0, "select": "last"}
-    tipf = METHODS["tip-adapter-f"]
+    tipf = REGISTRY["tip-adapter-f"]
     one = [tipf.fit(t, **hp, epochs=1).tensors["keys"] for t in (task, other)]
     torch.testing.assert_close(one[0], one[1])                   # epoch 0 trains on view 0 only
     two = [tipf.fit(t, **hp, epochs=2).tensors["keys"] for t in (task, other)]

@@ -7,7 +7,7 @@ import torch
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.methods.clip_adapter import adapter_features, initial_adapter
 from clipbridge.bridge.ops import accuracy
-from clipbridge.bridge.registry import METHODS
+from clipbridge.bridge.registry import REGISTRY
 from clipbridge.bridge.text import class_text
 from clipbridge.bridge.training import warmup_cosine_per_epoch
 from synthetic_tasks import make_task
@@ -37,9 +37,9 @@ def test_initial_weights_follow_torch_linear_default_range_and_depend_on_the_see
 
 def test_width_and_hidden_size_come_from_the_task():
     task, test_x, _ = make_task(seeds=(1,), dim=24, width=30)
-    state = METHODS["clip-adapter"].fit(task, epochs=1, reduction=3)
+    state = REGISTRY["clip-adapter"].fit(task, epochs=1, reduction=3)
     assert state.tensors["w1"].shape == (1, 24, 8) and state.tensors["w2"].shape == (1, 8, 24)
-    assert METHODS["clip-adapter"].logits(state, test_x).shape == (1, len(test_x), task.num_classes)
+    assert REGISTRY["clip-adapter"].logits(state, test_x).shape == (1, len(test_x), task.num_classes)
 
 
 def test_schedule_is_one_constant_warm_up_epoch_then_dassl_cosine_stepped_per_epoch():
@@ -56,20 +56,20 @@ def test_schedule_is_one_constant_warm_up_epoch_then_dassl_cosine_stepped_per_ep
 
 def test_sgd_with_dassl_defaults_trains_and_keeps_the_best_validation_epoch_or_the_last():
     task, test_x, test_y = make_task(seeds=(1, 2), shots=8, views=2, val_per_class=4)
-    best = METHODS["clip-adapter"].fit(task, epochs=15, lr=0.05)
+    best = REGISTRY["clip-adapter"].fit(task, epochs=15, lr=0.05)
     curves = torch.tensor(best.info["train_val_accuracy"])                              # [S, epochs + 1]
     assert [h["epoch"] for h in best.hparams] == [int(torch.argmax(c)) for c in curves]
     assert best.info["val_accuracy"] == curves.max(1).values.tolist()
-    last = METHODS["clip-adapter"].fit(task, epochs=15, lr=0.05, select="last")
+    last = REGISTRY["clip-adapter"].fit(task, epochs=15, lr=0.05, select="last")
     assert [h["epoch"] for h in last.hparams] == [15, 15]
     torch.testing.assert_close(torch.tensor(last.info["train_val_accuracy"]), curves)
-    untrained = METHODS["clip-adapter"].fit(task, epochs=0)
+    untrained = REGISTRY["clip-adapter"].fit(task, epochs=0)
     assert not torch.equal(last.tensors["w1"], untrained.tensors["w1"])
 
 
 def test_validation_is_all_that_selects_the_epoch():
     task, _, _ = make_task(seeds=(1,), shots=8, val_per_class=4)
-    m = METHODS["clip-adapter"]
+    m = REGISTRY["clip-adapter"]
     state = m.fit(task, epochs=6, lr=0.05)
     text = class_text(task).projected
     val = task.val.expand(1, -1, -1)

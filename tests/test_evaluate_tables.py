@@ -6,7 +6,8 @@ import random
 import pytest
 
 from clipbridge.evaluate.reporting.plots import plot_accuracy_vs_shots
-from clipbridge.evaluate.reporting.tables import AVERAGE, build_table, order_methods, to_csv, to_markdown
+from clipbridge.bridge.recipes import order_methods
+from clipbridge.evaluate.reporting.tables import AVERAGE, build_table, to_csv, to_markdown
 
 
 def _r(dataset, method, shots, seed, acc, eval_dataset=None, val_is_test=False):

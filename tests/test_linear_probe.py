@@ -16,7 +16,7 @@ from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import support_views
 from clipbridge.bridge.log_bisection import grid_then_bisect
 from clipbridge.bridge.logistic import fit_logistic
-from clipbridge.bridge.registry import METHODS
+from clipbridge.bridge.registry import REGISTRY
 from synthetic_tasks import make_task, seed_slice
 
 COOP_GRID = [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6]
@@ -103,7 +103,7 @@ def coop_reference_choice(fit_accuracy, grid=COOP_GRID, steps=8):
 
 def test_lpclip_search_chooses_the_c_of_coop_s_loop_over_scikit_learn(sklearn):
     task, _, _ = overlapping_task()
-    state = METHODS["linear-probe"].fit(task, **LPCLIP, tol=1e-8)
+    state = REGISTRY["linear-probe"].fit(task, **LPCLIP, tol=1e-8)
     assert state.info["lbfgs_capped_fits"] == [0, 0, 0]
     for s in range(task.num_seeds):
         x = task.support[s].reshape(-1, task.dim).numpy()
@@ -172,7 +172,7 @@ def test_ties_keep_the_first_grid_maximum_and_the_smaller_end():
 
 def test_lpclip_seed_batch_equals_single_seed_runs_in_float64():
     task, test_x, _ = make_task(seeds=(3, 5, 8), dtype=torch.float64)
-    m = METHODS["linear-probe"]
+    m = REGISTRY["linear-probe"]
     batched = m.fit(task, **LPCLIP, bisection_steps=3)
     logits = m.logits(batched, test_x)
     for s in range(3):
@@ -183,7 +183,7 @@ def test_lpclip_seed_batch_equals_single_seed_runs_in_float64():
 
 def test_raw_features_probe_scores_raw_queries():
     task, test_x, _ = make_task(seeds=(1, 2), dtype=torch.float64)
-    m = METHODS["linear-probe"]
+    m = REGISTRY["linear-probe"]
     state = m.fit(task, **LPCLIP, bisection_steps=2)
     expected = test_x @ state.tensors["weight"] + state.tensors["bias"].unsqueeze(1)
     torch.testing.assert_close(m.logits(state, test_x), expected)
@@ -232,10 +232,10 @@ def test_seeds_solved_in_memory_bounded_chunks_give_the_same_fits(monkeypatch):
 
 def test_fits_stopped_by_the_iteration_cap_are_reported():
     task, _, _ = make_task(seeds=(1, 2))
-    state = METHODS["linear-probe"].fit(task, max_iter=2, tol=0.0)
+    state = REGISTRY["linear-probe"].fit(task, max_iter=2, tol=0.0)
     assert state.info["lbfgs_status"] == ["cap", "cap"] and state.info["lbfgs_iterations"] == [2, 2]
     assert state.info["lbfgs_capped_fits"] == [6, 6]             # every λ of the default grid
-    done = METHODS["linear-probe"].fit(task, **LPCLIP, bisection_steps=1)
+    done = REGISTRY["linear-probe"].fit(task, **LPCLIP, bisection_steps=1)
     assert all(status in ("gradient", "decrease") for status in done.info["lbfgs_status"])
 
 
@@ -247,7 +247,7 @@ def test_fits_stopped_by_the_iteration_cap_are_reported():
 def test_bad_probe_hyper_parameters_are_input_errors(bad, match):
     task, _, _ = make_task(seeds=(1,))
     with pytest.raises(BridgeInputError, match=match):
-        METHODS["linear-probe"].fit(task, **bad)
+        REGISTRY["linear-probe"].fit(task, **bad)
 
 
 # ---------------------------------------------------------------- the speed script passes hyper-parameters

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from clipbridge.bridge.errors import BridgeInputError
-from clipbridge.bridge.registry import METHODS, unmet_needs
+from clipbridge.bridge.registry import REGISTRY, unmet_needs
 from clipbridge.bridge.task import EOS, FewShotTask
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from synthetic_tasks import make_task, seed_slice
@@ -29,18 +29,18 @@ FAST = {"steps": 12, "warmup": 4, "epochs": 3, "search_rounds": 2, "search_per_r
 
 def method(name: str):
     """The registered method `name`."""
-    return METHODS[name]
+    return REGISTRY[name]
 
 
 def fit(m, task):
     return m.fit(task, **{k: v for k, v in FAST.items() if k in m.defaults})
 
 
-ALL = pytest.mark.parametrize("name", sorted(METHODS))
+ALL = pytest.mark.parametrize("name", sorted(REGISTRY))
 
 
 def test_every_method_of_the_comparison_is_registered_by_importing_bridge_methods():
-    assert BASELINE_METHODS <= set(METHODS), sorted(BASELINE_METHODS - set(METHODS))
+    assert BASELINE_METHODS <= set(REGISTRY), sorted(BASELINE_METHODS - set(REGISTRY))
 
 
 @ALL
@@ -186,9 +186,9 @@ def test_a_task_without_eos_features_is_refused_in_one_line_only_by_the_methods_
 
 
 def test_semobridge_and_semobridge_t_are_the_methods_needing_eos_features():
-    assert {name for name, m in METHODS.items() if EOS in getattr(m, "needs", ())} >= {"semobridge", "semobridge-t"}
-    assert not unmet_needs(METHODS["semobridge"], {EOS}) and unmet_needs(METHODS["semobridge"], ()) == [EOS]
-    assert unmet_needs(METHODS["zeroshot"], ()) == []
+    assert {name for name, m in REGISTRY.items() if EOS in getattr(m, "needs", ())} >= {"semobridge", "semobridge-t"}
+    assert not unmet_needs(REGISTRY["semobridge"], {EOS}) and unmet_needs(REGISTRY["semobridge"], ()) == [EOS]
+    assert unmet_needs(REGISTRY["zeroshot"], ()) == []
 
 
 @ALL

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from clipbridge.bridge.registry import METHODS, check_hparams
+from clipbridge.bridge.registry import REGISTRY, check_hparams
 from clipbridge.errors import ClipBridgeError
 from clipbridge.bridge.recipes import recipe_families, resolve_recipe
 from clipbridge.evaluate.commands.recipe import recipe as recipe_command
@@ -74,7 +74,7 @@ def test_every_recipe_row_is_valid_for_its_method():
         for dataset in (*COOP, "shapes"):
             for shots in (1, 2, 4, 8, 16):
                 resolved = resolve_recipe(method, dataset, shots)
-                check_hparams(METHODS[method], resolved.hparams)
+                check_hparams(REGISTRY[method], resolved.hparams)
                 assert resolved.families and all(resolved.sources.get(k) for k in ("families", "prompts"))
 
 
@@ -143,7 +143,7 @@ def test_tip_adapter_f_recipe_takes_epochs_times_ceil_shots_over_256_steps(class
                      test_per_class=1)[0]
     counter = StepCounter()
     with listening(counter):
-        METHODS["tip-adapter-f"].fit(task, **{**hparams, "epochs": 3, "grid_beta": 4, "grid_alpha": 4})
+        REGISTRY["tip-adapter-f"].fit(task, **{**hparams, "epochs": 3, "grid_beta": 4, "grid_alpha": 4})
     assert counter.steps == 3 * steps_per_epoch == 3 * -(-classes * shots // 256)
 
 
@@ -163,9 +163,9 @@ def test_gda_on_the_tip_family_differs_from_zero_shot_at_one_shot():
     from synthetic_tasks import make_task
 
     task, test_x, _ = make_task(seeds=(1, 2), classes=6, shots=1, views=10)
-    gda = METHODS["gda"]
+    gda = REGISTRY["gda"]
     state = gda.fit(task, **resolve_recipe("gda", "dtd", 1).hparams)
-    zero = METHODS["zeroshot"].logits(METHODS["zeroshot"].fit(task), test_x)
+    zero = REGISTRY["zeroshot"].logits(REGISTRY["zeroshot"].fit(task), test_x)
     assert not torch.allclose(gda.logits(state, test_x), zero)
     assert float(state.tensors["weight"].abs().max()) > 0
 
@@ -186,3 +186,14 @@ def test_imagenet_under_protocol_paper_keeps_the_last_semobridge_t_step(tmp_path
                                 protocol="paper")
     state = fit_method("semobridge-t", task, plan.hparams)
     assert state.info["selected_step"] == [30, 30] and state.info["selection_val_accuracy"] == [None, None]
+
+
+def test_the_registry_and_the_recipe_table_list_the_same_methods():
+    """One list of methods: every registered method has recipe rows and every recipe belongs to a method; the
+    recipe table's order is the display order clipbridge.METHODS gives users."""
+    import clipbridge
+    from clipbridge.bridge.recipes import METHOD_NAMES, order_methods
+
+    assert set(REGISTRY) == set(RECIPES) == set(METHOD_NAMES)
+    assert clipbridge.METHODS == METHOD_NAMES == tuple(RECIPES)
+    assert order_methods(REGISTRY) == list(METHOD_NAMES)

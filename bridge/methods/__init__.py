@@ -1,12 +1,11 @@
-"""Importing this package registers every method in bridge.registry.METHODS."""
-from clipbridge.bridge.methods import (  # noqa: F401
-    cmm,
-    gda,
-    linear_probe,
-    tip_adapter,
-    tip_adapter_f,
-    zeroshot,
-)
-from clipbridge.bridge.methods.semobridge import closed_form, trained  # noqa: F401
-from clipbridge.bridge.methods.ape import training_free as ape, trained as ape_t  # noqa: F401
-from clipbridge.bridge.methods import clip_adapter  # noqa: F401
+"""Every method, registered in bridge.registry.REGISTRY on import of this package.
+
+Each module or sub-package directly in this folder is one method (or, for semobridge/ and ape/, the pair a
+sub-package's __init__ imports); importing this package imports them all, so a new method is its module
+here plus its recipe rows in bridge/recipes/ (tests/test_recipes.py checks the two lists agree).
+"""
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from clipbridge.bridge.recipes import PAPER
+from clipbridge.bridge.recipes import PAPER, order_methods
 from clipbridge.bridge.registry import FittedState
 from clipbridge.bridge.text import class_text
 from clipbridge.errors import ClipBridgeError
@@ -32,7 +32,6 @@ from clipbridge.evaluate.reporting.plots import save_figure
 from clipbridge.evaluate.reporting.records import package_version
 from clipbridge.evaluate.fitting.runs import load_run, save_run
 from clipbridge.evaluate.fitting.scoring import fit_method, score_queries
-from clipbridge.evaluate.reporting.tables import order_methods
 from clipbridge.evaluate.fitting.tasks import SplitLoader, build_fit_task, load_test, resolve_device
 
 GAP_JSON, GAP_MD, HIST_PNG, MAP_PNG = "gap.json", "gap.md", "cosine_hist.png", "embedding_map.png"

@@ -26,7 +26,8 @@ from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.bench.grid import BenchSpec, run_bench
 from clipbridge.evaluate.reporting.files import write_text_atomic
 from clipbridge.evaluate.reporting.records import latest_by_key, package_version, read_records, results_path
-from clipbridge.evaluate.reporting.tables import AVERAGE, Cell, build_table, order_methods, provenance
+from clipbridge.bridge.recipes import order_methods
+from clipbridge.evaluate.reporting.tables import AVERAGE, Cell, build_table, provenance
 
 PROMPTS = "prompts"
 SENSITIVITY_CSV, SENSITIVITY_MD, SENSITIVITY_PNG, SUMMARY_JSON = (

@@ -15,12 +15,11 @@ from typing import Any, Sequence
 
 import click
 
-from clipbridge.bridge.recipes import DEFAULT_RECIPE, RECIPE_NAMES
+from clipbridge.bridge.recipes import DEFAULT_RECIPE, METHOD_NAMES, RECIPE_NAMES, order_methods
 from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.locate import find_cache
 from clipbridge.cache.schema import default_cache_path
 from clipbridge.cache.options import parse_int_list, parse_names  # noqa: F401  (re-exported)
-from clipbridge.evaluate.commands.methods import METHOD_NAMES
 from clipbridge.evaluate.reporting.records import writable_dir
 
 
@@ -71,13 +70,12 @@ def resolve_cache(entry: str | None, model: str | None, pretrained: str | None, 
 
 def method_names(text: str) -> list[str]:
     """'all' -> every registered method (canonical order); else the listed names, each checked."""
-    from clipbridge.bridge.registry import METHODS, get_method
-    from clipbridge.evaluate.reporting.tables import order_methods
+    from clipbridge.bridge.registry import REGISTRY, get_method
 
     import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 
     if text.strip() == "all":
-        return order_methods(METHODS)
+        return order_methods(REGISTRY)
     names = parse_names(text) or []
     for name in names:
         get_method(name)

@@ -6,9 +6,6 @@ import json
 
 import click
 
-#: The registered methods, for help texts that must not import torch (kept equal to the registry by a test).
-METHOD_NAMES = ("zeroshot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "ape", "ape-t", "gda",
-                "cmm", "semobridge", "semobridge-t")
 
 
 @click.command("methods")
@@ -16,14 +13,14 @@ METHOD_NAMES = ("zeroshot", "linear-probe", "clip-adapter", "tip-adapter", "tip-
 def methods(as_json: bool) -> None:
     """List every method: what it does, what a cache must hold for it, and its hyper-parameters."""
     from clipbridge.bridge.hparams import rules_of
-    from clipbridge.bridge.registry import METHODS, method_summary
-    from clipbridge.evaluate.reporting.tables import order_methods
+    from clipbridge.bridge.registry import REGISTRY, method_summary
+    from clipbridge.bridge.recipes import order_methods
 
     import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 
     listing = []
-    for name in order_methods(METHODS):
-        method = METHODS[name]
+    for name in order_methods(REGISTRY):
+        method = REGISTRY[name]
         rules = rules_of(method)
         hparams = {key: {"default": value, "allowed": _allowed(rules.get(key), value)}
                    for key, value in sorted(method.defaults.items())}

@@ -23,7 +23,7 @@ QUERY_CHUNK = 4096
 
 
 def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = None) -> FittedState:
-    """METHODS[name].fit(task, **overrides); fills fit_seconds/search_seconds if the method did not."""
+    """REGISTRY[name].fit(task, **overrides); fills fit_seconds/search_seconds if the method did not."""
     method = get_method(name)
     hparams = check_hparams(method, dict(overrides or {}))
     start = time.perf_counter()

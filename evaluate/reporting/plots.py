@@ -18,7 +18,8 @@ import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
-from clipbridge.evaluate.reporting.tables import AVERAGE, METHOD_ORDER, Table
+from clipbridge.bridge.recipes import METHOD_NAMES
+from clipbridge.evaluate.reporting.tables import AVERAGE, Table
 
 SHOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
@@ -33,12 +34,12 @@ def pyplot():
 
 
 def method_colour(method: str) -> tuple[float, float, float, float]:
-    """The method's colour in every plot: METHOD_ORDER's methods take tab10's first colours in that order;
+    """The method's colour in every plot: METHOD_NAMES's methods take tab10's first colours in that order;
     any other method a fixed colour of tab20's light half (chosen by a hash of its name, the same in every
     process)."""
     plt = pyplot()
-    if method in METHOD_ORDER:
-        return plt.get_cmap("tab10")(METHOD_ORDER.index(method))
+    if method in METHOD_NAMES:
+        return plt.get_cmap("tab10")(METHOD_NAMES.index(method))
     return plt.get_cmap("tab20")(1 + 2 * (zlib.crc32(method.encode()) % 10))
 
 

@@ -17,12 +17,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from clipbridge.bridge.recipes import order_methods
 from clipbridge.cache.coverage import format_ranges
 from clipbridge.evaluate.reporting.published import COOP_DATASETS, Published, find_published
 
 AVERAGE = "average"
-METHOD_ORDER = ("zeroshot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "ape", "ape-t", "gda",
-                "cmm", "semobridge", "semobridge-t")
 PUBLISHED_NOTE = ("paper = the published accuracy (RECIPES.md §3, the authors' protocol: full val split, ImageNet "
                   "val = test); Δ = ours − paper")
 
@@ -46,13 +45,6 @@ class Table:
     published: dict[tuple[str, str, int], Published] = field(default_factory=dict)   # matching cells only
     caption: str = ""                         # model(s), weights, recipe(s), protocol(s), seeds
     provenance: str = ""                      # the caption's short form, a figure's subtitle
-
-
-def order_methods(names: Iterable[str]) -> list[str]:
-    """Known methods in METHOD_ORDER, then any others alphabetically."""
-    names = set(names)
-    known = [m for m in METHOD_ORDER if m in names]
-    return known + sorted(names - set(known))
 
 
 def model_key(record: dict[str, Any]) -> str:

@@ -9,3 +9,4 @@ Enhancing Few-shot CLIP with Adaptive Prior Refinement", ICCV 2023.
     parity         recompute of the golden APE fixtures (python -m clipbridge.bridge.parity)
     speed          fit time of APE (batched search, official grid) against Tip-Adapter's (a benchmark script)
 """
+from clipbridge.bridge.methods.ape import trained, training_free  # noqa: F401  (register ape-t, ape)

@@ -18,7 +18,7 @@ import torch
 
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.ops import benchmark_process
-from clipbridge.bridge.registry import METHODS
+from clipbridge.bridge.registry import REGISTRY
 from clipbridge.bridge.speed import synthetic_task
 
 CONTENDERS = (("tip-adapter", "tip-adapter", {}), ("ape batched", "ape", {"search": "batched"}),
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.repeats):
                 for name, method, hp in CONTENDERS:
                     start = time.perf_counter()
-                    METHODS[method].fit(task, **hp)
+                    REGISTRY[method].fit(task, **hp)
                     best[name] = min(best[name], time.perf_counter() - start)
             tip = best["tip-adapter"]
             cells = " | ".join(f"{best[name]:.3f}" for name, _, _ in CONTENDERS)

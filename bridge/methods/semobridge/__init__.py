@@ -7,3 +7,4 @@
     closed_form  the registered method "semobridge"
     trained      the registered method "semobridge-t"
 """
+from clipbridge.bridge.methods.semobridge import closed_form, trained  # noqa: F401  (register them)
