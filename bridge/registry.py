@@ -34,6 +34,12 @@ class FittedState:
     hparams: list[dict[str, Any]]
     info: dict[str, Any] = field(default_factory=dict)
 
+    def on(self, device: str) -> "FittedState":
+        """This state with its tensors on `device` (itself when they are all there already)."""
+        if all(str(t.device) == device or (device == "cpu" and t.device.type == "cpu") for t in self.tensors.values()):
+            return self
+        return FittedState(self.method, {k: t.to(device) for k, t in self.tensors.items()}, self.hparams, self.info)
+
 
 class Method(Protocol):
     name: str

@@ -1,7 +1,10 @@
-"""Parsing of the options every stage's commands share: integer lists with ranges, comma-separated names."""
+"""Parsing of the options every stage's commands share: integer lists with ranges, comma-separated names,
+--hparam key=value items."""
 from __future__ import annotations
 
+import json
 import re
+from typing import Any, Sequence
 
 from clipbridge.errors import ClipBridgeError
 
@@ -22,3 +25,17 @@ def parse_names(text: str | None) -> list[str] | None:
     """'a, b' -> ['a', 'b']; None or '' -> None."""
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
     return names or None
+
+
+def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
+    """['k=v', ...] -> {k: JSON value of v, or v as a string when it is not JSON}."""
+    hparams: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ClipBridgeError(f"--hparam {item!r} must look like key=value")
+        try:
+            hparams[key.strip()] = json.loads(value)
+        except ValueError:
+            hparams[key.strip()] = value
+    return hparams

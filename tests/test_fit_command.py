@@ -14,7 +14,8 @@ from clipbridge.bridge.registry import get_method
 from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.reader import Cache
 from clipbridge.cache.synthetic import write_synthetic_cache
-from clipbridge.evaluate.commands.main import evaluate, fit, parse_hparams, parse_int_list
+from clipbridge.cache.options import parse_hparams, parse_int_list
+from clipbridge.evaluate.commands.main import evaluate, fit
 from clipbridge.evaluate.reporting.records import read_records
 from clipbridge.evaluate.fitting.runs import format_seeds, load_run
 

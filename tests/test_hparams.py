@@ -8,7 +8,7 @@ import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.hparams import rules_of
 from clipbridge.bridge.registry import REGISTRY, check_hparams
-from clipbridge.evaluate.commands.main import parse_hparams
+from clipbridge.cache.options import parse_hparams
 
 
 @pytest.mark.parametrize("item,message", [

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     from clipbridge.bridge.errors import BridgeInputError
     from clipbridge.errors import ClipBridgeError
     from clipbridge.cache.synthetic import write_synthetic_cache
-    from clipbridge.evaluate.commands.main import method_hparams, method_names, parse_int_list
+    from clipbridge.cache.options import parse_int_list
+    from clipbridge.evaluate.commands.options import method_hparams, method_names
     from clipbridge.bridge.recipes import recipe_families
     from clipbridge.extract.views import get_family
 

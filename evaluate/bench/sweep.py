@@ -64,7 +64,7 @@ def parse_sweep(text: str, methods: Sequence[str]) -> Sweep:
     """'METHOD.KEY=v1,v2' (values parsed as JSON where they are JSON) or 'prompts=a,b,a+b' -> Sweep; the
     method must be one of `methods` and know KEY. A ClipBridgeError says what is wrong."""
     from clipbridge.bridge.registry import check_hparams, get_method
-    from clipbridge.evaluate.commands.main import parse_hparams
+    from clipbridge.cache.options import parse_hparams
 
     name, sep, listed = text.partition("=")
     name = name.strip()

@@ -12,7 +12,8 @@ import click
 
 from clipbridge.bridge.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 from clipbridge.errors import ClipBridgeError
-from clipbridge.evaluate.commands.main import method_hparams, method_names, parse_names, resolve_cache
+from clipbridge.cache.options import parse_names
+from clipbridge.evaluate.commands.options import method_hparams, method_names, resolve_cache
 from clipbridge.evaluate.analysis import DEFAULT_MAX_IMAGES, DEFAULT_MAX_PAIRS, DEFAULT_METHODS
 from clipbridge.evaluate.reporting.records import writable_dir
 

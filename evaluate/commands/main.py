@@ -1,4 +1,4 @@
-"""Commands `fit`, `evaluate`, `bench` and `demo` (click), thin wrappers over evaluate/*.
+"""Commands `fit`, `evaluate`, `predict`, `bench` and `demo` (click), thin wrappers over evaluate/*.
 
     python cli.py fit --dataset food101 --shots 16 [--trained] [--method cmm] [--seeds 1-3]
     python cli.py evaluate runs/food101/semobridge/shots16-seeds1-3-ab12cd34
@@ -8,81 +8,20 @@
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 
-from clipbridge.bridge.recipes import DEFAULT_RECIPE, METHOD_NAMES, RECIPE_NAMES, order_methods
+from clipbridge.bridge.recipes import DEFAULT_RECIPE, METHOD_NAMES, RECIPE_NAMES
+from clipbridge.cache.options import parse_hparams, parse_int_list, parse_names
 from clipbridge.errors import ClipBridgeError
-from clipbridge.cache.locate import find_cache
-from clipbridge.cache.schema import default_cache_path
-from clipbridge.cache.options import parse_int_list, parse_names  # noqa: F401  (re-exported)
+from clipbridge.evaluate.commands.options import method_hparams, method_names, resolve_cache
 from clipbridge.evaluate.reporting.records import writable_dir
 
 
-
-# ----------------------------------------------------------------------------- option parsing
-
-def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
-    """['k=v', ...] -> {k: JSON value of v, or v as a string when it is not JSON}."""
-    hparams: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ClipBridgeError(f"--hparam {item!r} must look like key=value")
-        try:
-            hparams[key.strip()] = json.loads(value)
-        except ValueError:
-            hparams[key.strip()] = value
-    return hparams
-
-
-def method_hparams(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """['semobridge-t.steps=1000', ...] -> {'semobridge-t': {'steps': 1000}}, each checked against the method."""
-    from clipbridge.bridge.registry import check_hparams, get_method
-
-    per_method: dict[str, dict[str, Any]] = {}
-    for item in items:
-        target, dot, rest = item.partition(".")
-        if not dot or target not in methods:
-            raise ClipBridgeError(f"--hparam {item!r} must look like METHOD.KEY=VALUE with METHOD one of "
-                                  f"{', '.join(methods)}")
-        per_method.setdefault(target, {}).update(parse_hparams([rest]))
-    for method, values in per_method.items():
-        check_hparams(get_method(method), values)
-    return per_method
-
-
-def resolve_cache(entry: str | None, model: str | None, pretrained: str | None, root: str) -> Path:
-    """A cache file path, or the cache of a dataset name (None: any) under root with the model and weights
-    given; without them, the only model/weights holding that dataset (cache.locate.find_cache)."""
-    if entry and (entry.endswith(".h5") or Path(entry).is_file()):
-        return Path(entry)
-    if entry and model and pretrained:
-        path = default_cache_path(model, pretrained, entry, root=root)
-        if path.is_file() or Path(str(path) + ".tmp").exists():
-            return path
-    return find_cache(root, dataset=entry, model=model, pretrained=pretrained)
-
-
-def method_names(text: str) -> list[str]:
-    """'all' -> every registered method (canonical order); else the listed names, each checked."""
-    from clipbridge.bridge.registry import REGISTRY, get_method
-
-    import clipbridge.bridge.methods  # noqa: F401  (registers every method)
-
-    if text.strip() == "all":
-        return order_methods(REGISTRY)
-    names = parse_names(text) or []
-    for name in names:
-        get_method(name)
-    if not names:
-        raise ClipBridgeError("--methods is empty")
-    return names
-
+# ----------------------------------------------------------------------------- option helpers
 
 def _echo_task_notes(meta: dict[str, Any]) -> None:
     short = meta.get("short_classes") or {}

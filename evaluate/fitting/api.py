@@ -62,7 +62,7 @@ class Run:
         cache = cache if cache is not None else self.open_cache()
         target = str(resolve_device(device))
         queries, labels = load_test(cache, device=target, dtype=self.meta["dtype"])
-        state = _state_on(self.state, target)
+        state = self.state.on(target)
         return seed_records(state, {**self.meta, "device": target}, score_queries(state, queries, labels),
                             overrides=self.overrides)
 
@@ -118,12 +118,3 @@ def _weights(cache) -> dict[str, str]:
             "sha256": str(cache.attrs.get("pretrained_sha256", "") or ""),
             "source": str(cache.extract_args.get("pretrained") or cache.attrs.get("pretrained", "")),
             "precision": str(cache.attrs.get("precision", "") or "fp32")}
-
-
-def _state_on(state, device: str):
-    """The state with its tensors on `device` (a copy when they are elsewhere)."""
-    from clipbridge.bridge.registry import FittedState
-
-    if all(str(t.device) == device or (device == "cpu" and t.device.type == "cpu") for t in state.tensors.values()):
-        return state
-    return FittedState(state.method, {k: t.to(device) for k, t in state.tensors.items()}, state.hparams, state.info)

@@ -85,7 +85,6 @@ def predict_images(run, images, *, topk: int = 5, seed: int | None = None, pretr
     import torch
 
     from clipbridge.bridge.registry import get_method
-    from clipbridge.evaluate.fitting.api import _state_on
     from clipbridge.extract.datasets.registry import load_rgb
     from clipbridge.extract.models import load_model
     from clipbridge.extract.run import READ_ERRORS, encode_images
@@ -100,7 +99,7 @@ def predict_images(run, images, *, topk: int = 5, seed: int | None = None, pretr
     source = run_weights(run, pretrained)
     weights = run.meta["weights"]
     loaded = load_model(weights["model"], source, device=device, precision=weights.get("precision") or "fp32")
-    state = _state_on(run.state, str(loaded.device))
+    state = run.state.on(str(loaded.device))
     method = get_method(run.method)
     names, k = run.classnames, min(topk, len(run.classnames))
     out: list[Prediction] = []

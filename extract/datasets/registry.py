@@ -20,7 +20,7 @@ from clipbridge.errors import ClipBridgeError
 Item = Hashable  # a file path (str) for datasets on disk, or any id a spec's load_image understands
 Reader = Callable[..., "DatasetSpec"]
 
-_READERS: dict[str, Reader] = {}
+READERS: dict[str, Reader] = {}
 
 
 def load_rgb(item: Item) -> Image.Image:
@@ -82,30 +82,12 @@ def register_dataset(name: str) -> Callable[[Reader], Reader]:
     """Decorator: register `reader(root, *, split_file=None, download=False) -> DatasetSpec` under name."""
 
     def add(reader: Reader) -> Reader:
-        if name in _READERS and _READERS[name] is not reader:
+        if name in READERS and READERS[name] is not reader:
             raise ValueError(f"dataset reader '{name}' registered twice")
-        _READERS[name] = reader
+        READERS[name] = reader
         return reader
 
     return add
-
-
-def list_datasets() -> list[str]:
-    """Names of all registered dataset readers, sorted."""
-    from clipbridge.extract import datasets  # noqa: F401  (imports every reader module)
-
-    return sorted(_READERS)
-
-
-def get_dataset(name: str, root: str | Path = "data", *, split_file: str | Path | None = None,
-                download: bool = False) -> DatasetSpec:
-    """Read dataset `name` under `root` into a DatasetSpec (errors name the missing path)."""
-    names = list_datasets()
-    if name not in _READERS:
-        raise ClipBridgeError(f"unknown dataset '{name}' (known: {', '.join(names)})")
-    spec = _READERS[name](Path(root).expanduser(), split_file=Path(split_file) if split_file else None,
-                          download=download)
-    return spec if isinstance(spec, DatasetSpec) else as_dataset_spec(spec)
 
 
 def as_dataset_spec(spec: Any) -> DatasetSpec:
