@@ -15,14 +15,6 @@ def normalize(x: Tensor, eps: float = 0.0) -> Tensor:
     return x / norm.clamp_min(eps) if eps else x / norm
 
 
-def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
-    """Mean of x over `dim`, counting only entries where `mask` (broadcast to x without its last dim) is True."""
-    weight = mask.to(x.dtype).unsqueeze(-1)
-    while weight.ndim < x.ndim:
-        weight = weight.unsqueeze(0)
-    return (x * weight).sum(dim) / weight.sum(dim).clamp_min(1)
-
-
 def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     """Top-1 accuracy in percent. logits [..., N, C], labels [..., N] (-1 = ignore) -> [...]."""
     labels = labels.expand(logits.shape[:-1])

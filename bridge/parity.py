@@ -77,7 +77,7 @@ def recompute(fx: dict[str, Tensor], dtype: torch.dtype = torch.float64, logit_s
     classes = torch.arange(c).repeat_interleave(p)
     text = class_text_tensors(eos @ wt, eos, classes, c)
     support = f["fewshot"].unsqueeze(0)                                          # [1, C, K, D]
-    views = sm.support_views(support, torch.ones(support.shape[1:3], dtype=torch.bool))
+    views = sm.weighted_views(support, torch.ones(support.shape[1:3], dtype=torch.bool))
     b0 = sm.initial_bridge(wt)
     out = {
         "text_projected_normed": text.projected,

@@ -68,7 +68,7 @@ def synthetic_task(*, classes: int, shots: int, dim: int = 512, width: int = 512
 # ------------------------------------------------------------------------------------------------ search
 def _val_problem(task: FewShotTask):
     text = class_text(task)
-    views = sm.support_views(task.support, task.support_mask)
+    views = sm.weighted_views(task.support, task.support_mask)
     wt = task.text_projection
     b0 = sm.initial_bridge(wt)
     f_bar = sm.image_prototypes(views, task.num_classes)
@@ -125,7 +125,7 @@ def bench_search(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- train
-def paper_training(views: sm.SupportViews, text: ClassText, wt: Tensor, val: Tensor, val_labels: Tensor,
+def paper_training(views: sm.WeightedViews, text: ClassText, wt: Tensor, val: Tensor, val_labels: Tensor,
                    settings: TrainSettings, logit_scale: float = 100.0) -> tuple[Tensor, int, Tensor]:
     """The paper's procedure written plainly (one seed, no fast paths): autograd through x̂ of every view,
     AdamW, then validation from scratch (bridged prototypes, S1, S2, S3, w, blend) after every step.
@@ -170,7 +170,7 @@ def paper_training(views: sm.SupportViews, text: ClassText, wt: Tensor, val: Ten
 
 def _train_inputs(task: FewShotTask):
     text = class_text(task)
-    views = sm.support_views(task.support, task.support_mask)
+    views = sm.weighted_views(task.support, task.support_mask)
     s = task.num_seeds
     return views, text, task.text_projection, task.val.expand(s, -1, -1), task.val_labels.expand(s, -1)
 

@@ -29,6 +29,7 @@ import open_clip
 import torch
 from torch import nn
 
+from clipbridge.bridge.devices import resolve_device
 from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.weights import CHECKPOINT_SUFFIXES, file_sha256, is_checkpoint_path  # noqa: F401
 
@@ -77,18 +78,6 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         """The floating dtype the model's weights and inputs use."""
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ClipBridgeError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ClipBridgeError(f"unknown --device '{device}' (use auto, cpu or cuda)") from error
 
 
 def check_model_name(name: str) -> None:
@@ -376,15 +365,6 @@ def _projection_head(pooling: str, projection: object, width: int) -> TextHead:
         return TextHead(pooling, "matrix", projection.detach())
     what = type(projection).__name__
     return TextHead(pooling, what, note=f"the text projection is {what}, not a linear or affine map")
-
-
-def text_projection_matrix(model: nn.Module) -> torch.Tensor:
-    """Wt [W, D] with `eos @ Wt (+ b) == encode_text`; refuses a model whose text tower has no linear or
-    affine projection after pooling (TextHead.note says why)."""
-    head = text_head(model)
-    if not head.has_eos:
-        raise ClipBridgeError(f"model has no linear or affine text projection after pooling: {head.note}")
-    return head.weight
 
 
 @contextlib.contextmanager

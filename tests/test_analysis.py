@@ -13,7 +13,7 @@ from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.evaluate.analysis.analyze import AnalysisSpec, run_analysis
 from clipbridge.evaluate.commands.analyze import analyze
 from clipbridge.evaluate.analysis.plots import cosine_hist_figure, embedding_map_figure
-from clipbridge.evaluate.reporting.plots import figure_labels
+from figures import figure_labels
 
 SIZE = {"classes": 20, "train_per_class": 8, "dim": 64, "width": 48, "val": 60, "test": 1000}
 # The synthetic cache's expected centroid gap is a first-order expansion (cache/synthetic.py); with 1,000

@@ -6,11 +6,12 @@ from click.testing import CliRunner
 
 from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.evaluate.commands.main import bench
-from clipbridge.evaluate.reporting.plots import (accuracy_vs_shots_figure, accuracy_vs_time_figure, figure_labels,
-                                       method_colour, sensitivity_figure)
+from clipbridge.evaluate.reporting.plots import (accuracy_vs_shots_figure, accuracy_vs_time_figure, method_colour,
+                                                 sensitivity_figure)
 from clipbridge.evaluate.reporting.records import read_records, record_key
 from clipbridge.evaluate.bench.sweep import Sweep, sensitivity, sensitivity_curves
 from clipbridge.evaluate.reporting.tables import build_table, fit_seconds_per_seed, provenance
+from figures import figure_labels
 
 GRID = ["--shots", "1,2", "--seeds", "1-2", "--device", "cpu", "--no-progress"]
 

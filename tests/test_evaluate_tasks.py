@@ -12,7 +12,7 @@ from cache_factory import expected_view, interleaved_labels, write_cache
 from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.fewshot import coop_fewshot_indices, draw_fewshot
 from clipbridge.cache.reader import open_cache
-from clipbridge.evaluate.fitting.tasks import build_fit_task, build_task, load_test
+from clipbridge.evaluate.fitting.tasks import build_fit_task, load_test
 
 
 class Watched:
@@ -138,9 +138,10 @@ def test_paper_protocol_without_val_uses_test_and_flags_it(caches):
     assert torch.equal(task.val[0], expected)
 
 
-def test_build_task_returns_plain_test_queries_and_casts_dtype(caches):
+def test_fit_task_and_test_queries_are_plain_and_cast_to_the_dtype(caches):
     cache = open_cache(caches["even"])
-    task, queries, labels, meta = build_task(cache, shots=1, seeds=[1], dtype="float64")
+    task, _ = build_fit_task(cache, shots=1, seeds=[1], dtype="float64")
+    queries, labels = load_test(cache, dtype="float64")
     assert task.support.dtype == torch.float64 and queries.dtype == torch.float64
     expected = np.stack([expected_view("test", i, "plain", 0) for i in range(12)])
     assert torch.equal(queries.float(), torch.from_numpy(expected)) and labels.dtype == torch.int64

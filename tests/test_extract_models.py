@@ -8,8 +8,7 @@ from torch import nn
 
 from clipbridge.errors import ClipBridgeError
 from clipbridge.extract import models
-from clipbridge.extract.models import (encode_text_with_eos, file_sha256, load_model, logit_scale,
-                            text_projection_matrix)
+from clipbridge.extract.models import encode_text_with_eos, file_sha256, load_model, logit_scale, text_head
 
 TINY = "clipbridge-tiny"
 
@@ -31,7 +30,7 @@ def test_eos_times_text_projection_equals_encode_text(tiny):
     assert eos.shape == (3, width)
     with torch.no_grad():
         expected = tiny.model.encode_text(tokens)
-        torch.testing.assert_close(eos @ text_projection_matrix(tiny.model), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(eos @ text_head(tiny.model).weight, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(projected, expected, rtol=0, atol=0)
 
 
@@ -54,7 +53,7 @@ def test_eos_identity_holds_for_a_linear_projection_without_bias():
     tokens = open_clip.tokenize(["a photo of a cat.", "dog"], context_length=16)
     projected, eos = encode_text_with_eos(model, tokens)
     with torch.no_grad():
-        torch.testing.assert_close(eos @ text_projection_matrix(model), model.encode_text(tokens),
+        torch.testing.assert_close(eos @ text_head(model).weight, model.encode_text(tokens),
                                    rtol=1e-5, atol=1e-6)
     assert eos.shape == (2, 32) and projected.shape == (2, 24)
 

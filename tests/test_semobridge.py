@@ -50,7 +50,7 @@ def test_initial_bridge_drops_singular_values_below_the_absolute_cut(w, d):
 def test_fast_bridge_identities_match_the_literal_definitions_with_masks(w, d):
     task, _, _ = make_task(seeds=(1, 2), classes=4, shots=3, dim=d, width=w, missing={1: 1}, dtype=torch.float64)
     wt, text = task.text_projection, class_text(task)
-    views = sm.support_views(task.support, task.support_mask)
+    views = sm.weighted_views(task.support, task.support_mask)
     bridge = sm.initial_bridge(wt).expand(2, d, w) + 0.01 * torch.randn(2, d, w, dtype=torch.float64)
     bias = 0.1 * torch.randn(2, 4, w, dtype=torch.float64)
     xh, _ = sm.bridge_views(task.support, bridge, text.eos_length, wt, bias[:, :, None])

@@ -52,7 +52,7 @@ def test_homogeneous_identities_equal_the_literal_definitions_with_masks(w, d):
     task, _, _ = affine_task(seeds=(1, 2), classes=4, shots=3, dim=d, width=w, missing={1: 1}, dtype=torch.float64)
     wt, text = task.text_projection, class_text(task)
     affine = task_affine(task, text)
-    views = sm.support_views(task.support, task.support_mask)
+    views = sm.weighted_views(task.support, task.support_mask)
     bridge = sm.initial_bridge(wt).expand(2, d, w) + 0.01 * torch.randn(2, d, w, dtype=torch.float64)
     bias = 0.1 * torch.randn(2, 4, w, dtype=torch.float64)
     xh, _ = sm.bridge_views(task.support, bridge, text.eos_length, wt, bias[:, :, None], affine)
@@ -98,7 +98,7 @@ def test_the_hand_derived_gradient_with_a_projection_bias_equals_autograd():
     g = torch.Generator().manual_seed(3)
     start = sm.initial_bridge(wt).expand(2, 12, 16) + 0.05 * torch.randn(2, 12, 16, generator=g, dtype=torch.float64)
     start_bias = 0.2 * torch.randn(2, 5, 16, generator=g, dtype=torch.float64)
-    views = sm.support_views(task.support, task.support_mask)
+    views = sm.weighted_views(task.support, task.support_mask)
 
     hand_b, hand_c = start.clone().requires_grad_(True), start_bias.clone().requires_grad_(True)
     hand = sl.trained_losses(views, hand_b, hand_c, text.projected, text.eos, wt, wt @ wt.T, 100.0,

@@ -26,7 +26,7 @@ def task():
 
 def initial_loss(task) -> torch.Tensor:
     text, wt = class_text(task), task.text_projection
-    views = sm.support_views(task.support, task.support_mask)
+    views = sm.weighted_views(task.support, task.support_mask)
     b0 = sm.initial_bridge(wt).expand(task.num_seeds, *wt.T.shape)
     bias = torch.zeros(task.num_seeds, task.num_classes, task.width, dtype=wt.dtype)
     return sl.trained_losses(views, b0, bias, text.projected, text.eos, wt, wt @ wt.T, 100.0).losses["total"]

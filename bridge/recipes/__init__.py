@@ -9,5 +9,5 @@
 The `recipe` command is evaluate/commands/recipe.py.
 """
 from clipbridge.bridge.recipes.resolve import (DEFAULT_RECIPE, PAPER, RECIPE_NAMES, UNIFORM, Recipe,  # noqa: F401
-                                               family_name, recipe_families, resolve_recipe)
+                                               family_name, parse_family, recipe_families, resolve_recipe)
 from clipbridge.bridge.recipes.table import METHOD_NAMES, RECIPES, order_methods  # noqa: F401

@@ -106,9 +106,19 @@ def resolve_recipe(method: str, dataset: str, shots: int, *, recipe: str = DEFAU
                   dict(merged["hparams"]), tuple(key for key, _ in rows), sources)
 
 
+def parse_family(spec: str) -> tuple[str, int | None]:
+    """'semo-r0.8-j:5' -> ('semo-r0.8-j', 5): the first 5 copies of a family; 'flip' -> ('flip', None)."""
+    name, sep, count = spec.partition(":")
+    if not sep:
+        return name, None
+    if not count.isdigit() or int(count) < 1:
+        raise ClipBridgeError(f"view family {spec!r}: expected NAME or NAME:COPIES with COPIES >= 1")
+    return name, int(count)
+
+
 def family_name(spec: str) -> str:
     """'semo-r0.8-j:5' -> 'semo-r0.8-j'."""
-    return spec.split(":", 1)[0]
+    return parse_family(spec)[0]
 
 
 def recipe_families(dataset: str, shots: Iterable[int], methods: Iterable[str] | None = None) -> list[str]:

@@ -32,7 +32,8 @@ from clipbridge.evaluate.reporting.plots import save_figure
 from clipbridge.evaluate.reporting.records import package_version
 from clipbridge.evaluate.fitting.runs import load_run, save_run
 from clipbridge.evaluate.fitting.scoring import fit_method, score_queries
-from clipbridge.evaluate.fitting.tasks import SplitLoader, build_fit_task, load_test, resolve_device
+from clipbridge.bridge.devices import resolve_device
+from clipbridge.evaluate.fitting.tasks import SplitLoader, build_fit_task, load_test
 
 GAP_JSON, GAP_MD, HIST_PNG, MAP_PNG = "gap.json", "gap.md", "cosine_hist.png", "embedding_map.png"
 FIGURE_DPI = 90   # four panels a row: 1,500 px wide

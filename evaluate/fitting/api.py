@@ -57,7 +57,8 @@ class Run:
     def evaluate(self, cache=None, *, device: str = "auto") -> list[dict[str, Any]]:
         """Score every seed on the cache's test split: one result record per seed (evaluate/reporting/records.py)."""
         from clipbridge.evaluate.fitting.scoring import score_queries, seed_records
-        from clipbridge.evaluate.fitting.tasks import load_test, resolve_device
+        from clipbridge.bridge.devices import resolve_device
+        from clipbridge.evaluate.fitting.tasks import load_test
 
         cache = cache if cache is not None else self.open_cache()
         target = str(resolve_device(device))
@@ -92,7 +93,8 @@ def fit(cache, method: str = "semobridge", shots: int = 16, seeds: Sequence[int]
     split is not read (Run.evaluate does that)."""
     from clipbridge.evaluate.fitting.plan import plan_fit
     from clipbridge.evaluate.fitting.scoring import fit_method
-    from clipbridge.evaluate.fitting.tasks import build_fit_task, resolve_device
+    from clipbridge.bridge.devices import resolve_device
+    from clipbridge.evaluate.fitting.tasks import build_fit_task
 
     plan = plan_fit(cache, method, shots, recipe=recipe, families=view_families, prompts=prompts, overrides=hparams)
     task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=plan.families,

@@ -14,7 +14,7 @@ from clipbridge.evaluate.fitting import api
 from clipbridge.evaluate.fitting.progress import training_progress
 from clipbridge.evaluate.reporting.records import append_records, results_path
 from clipbridge.evaluate.reporting.tables import build_table, to_markdown
-from clipbridge.evaluate.fitting.tasks import resolve_device
+from clipbridge.bridge.devices import resolve_device
 
 Echo = Callable[[str], None]
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clipbridge.bridge.devices import resolve_device
+from clipbridge.bridge.recipes import parse_family
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.cache.coverage import extract_hint
 from clipbridge.errors import ClipBridgeError
@@ -32,16 +34,6 @@ from clipbridge.cache.reader import sorted_positions
 PROTOCOLS = ("clean", "paper")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_FAMILIES = ("plain",)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cpu' / 'cuda' / 'cuda:N' as given (cuda must exist)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ClipBridgeError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
-    return device
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -203,21 +195,6 @@ def load_test(cache, *, device: str = "cpu", dtype: str = "float32",
     return queries, labels.long().to(queries.device)
 
 
-def build_task(cache, *, shots: int, seeds: Sequence[int], families: Sequence[str] = DEFAULT_FAMILIES,
-               prompt_sets: Sequence[str] | None = None, protocol: str = "clean", device: str = "cpu",
-               dtype: str = "float32") -> tuple[FewShotTask, Tensor, Tensor, dict]:
-    """The contract's one-call form: (task, test queries [N, D], test labels [N], meta).
-
-    Commands use `build_fit_task` then `load_test` after fitting, so the test split is not even read
-    before the final score; this form is for callers that want everything at once.
-    """
-    loader = SplitLoader(cache)
-    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=families, prompt_sets=prompt_sets,
-                                protocol=protocol, device=device, dtype=dtype, loader=loader)
-    queries, labels = load_test(cache, device=device, dtype=dtype, loader=loader)
-    return task, queries, labels, meta
-
-
 def check_shots(cache, shots: int, loader: SplitLoader | None = None) -> dict[str, int]:
     """Refuse a shot count outside 1 .. the largest train class of the cache; {classname: images} of the
     classes with fewer than `shots` images."""
@@ -258,16 +235,6 @@ def _gather_support(cache, loader: SplitLoader, draws: list[FewShotDraw], train_
     support = torch.cat(parts, 1).reshape(len(draws), num_classes, shots * views, -1)
     mask = torch.from_numpy(grids[0][1]).repeat_interleave(views, dim=1)
     return support, mask, views
-
-
-def parse_family(spec: str) -> tuple[str, int | None]:
-    """'semo-r0.8-j:5' -> ('semo-r0.8-j', 5): the first 5 copies of a family; 'flip' -> ('flip', None)."""
-    name, sep, count = spec.partition(":")
-    if not sep:
-        return name, None
-    if not count.isdigit() or int(count) < 1:
-        raise ClipBridgeError(f"view family {spec!r}: expected NAME or NAME:COPIES with COPIES >= 1")
-    return name, int(count)
 
 
 def _family_views(cache, spec: str, rows: np.ndarray) -> Tensor:

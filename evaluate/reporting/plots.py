@@ -16,7 +16,7 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from clipbridge.bridge.recipes import METHOD_NAMES
 from clipbridge.evaluate.reporting.tables import AVERAGE, Table
@@ -64,17 +64,6 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
-
-
-def figure_labels(figure) -> dict[str, Any]:
-    """What a reader sees besides the data: per axes its title and x/y labels, and every legend's entries
-    (the axes' own legends and the figure's)."""
-    axes = [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
-             "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []}
-            for ax in figure.axes if ax.axison]
-    legends = [[t.get_text() for t in legend.get_texts()] for legend in figure.legends]
-    subtitle = figure.get_suptitle()
-    return {"title": subtitle, "axes": axes, "figure_legends": legends}
 
 
 def add_provenance(figure, line: str) -> None:

@@ -32,7 +32,7 @@ def key_divergence(keys: Tensor, text: Tensor, labels: Tensor) -> Tensor:
     return torch.log2((1 + 1e-6) / (own + 1e-6))
 
 
-def cache_logits(affinity: Tensor, key_scale: Tensor, beta: Tensor, num_classes: int) -> Tensor:
+def scaled_cache_logits(affinity: Tensor, key_scale: Tensor, beta: Tensor, num_classes: int) -> Tensor:
     """Σ_{i of class c} exp(β·a_i − β) · key_scale_i for affinity [S, N, C·K] (class-major keys), per-candidate
     key scales [S, B, C·K] (weight · exp(γ·d)) and beta [S, B] -> [S, B, N, C]."""
     b = beta[:, :, None, None]
@@ -92,7 +92,7 @@ class CacheModel:
     def logits(self, queries: Tensor, beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
         """Logits [S, N, C] of normalised queries [S, N, D] with per-seed β, α, γ [S]."""
         scales = key_scales(self.weight, self.divergence, gamma.unsqueeze(1))
-        cache = cache_logits(self.affinity(queries), scales, beta.unsqueeze(1), self.num_classes).squeeze(1)
+        cache = scaled_cache_logits(self.affinity(queries), scales, beta.unsqueeze(1), self.num_classes).squeeze(1)
         return self.zero_shot(queries) + alpha[:, None, None] * cache
 
 

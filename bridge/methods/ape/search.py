@@ -28,7 +28,7 @@ from torch import Tensor
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import chunked
 from clipbridge.bridge.fusion import FusionChoice, box_grid, scorer, search_fusion
-from clipbridge.bridge.methods.ape.cache import CacheModel, cache_logits, key_scales
+from clipbridge.bridge.methods.ape.cache import CacheModel, key_scales, scaled_cache_logits
 
 SEARCH_MODES = ("batched", "grid")
 
@@ -114,7 +114,7 @@ def batched_parameter_search(model: CacheModel, val_q: Tensor, val_y: Tensor, hp
     def candidate_logits(candidates: Tensor) -> Tensor:                                  # [S, m, p] -> [S, m, Nv, C]
         beta, alpha = candidates[..., 0], candidates[..., 1]
         gamma = candidates[..., 2] if with_gamma else torch.zeros_like(beta)
-        cache = cache_logits(affinity, key_scales(model.weight, model.divergence, gamma), beta, c)
+        cache = scaled_cache_logits(affinity, key_scales(model.weight, model.divergence, gamma), beta, c)
         return base.unsqueeze(1) + alpha[..., None, None] * cache
 
     low = [0.1, 0.1] + ([0.0] if with_gamma else [])

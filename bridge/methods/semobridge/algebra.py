@@ -124,8 +124,9 @@ def bridge_input(x: Tensor, affine: AffineHead | None, mask: Tensor | None = Non
 
 
 # ------------------------------------------------------------------------------------------- prototypes
-class SupportViews(NamedTuple):
-    """Support views flattened class-major, padded views zeroed.
+class WeightedViews(NamedTuple):
+    """Support views flattened class-major, padded views zeroed, weighted for class means (SeMoBridge's form;
+    bridge.features.SupportViews is the other methods' plainer one).
 
     raw [S, C·K', D], unit [S, C·K', D] = n(raw), labels [C·K'], mask [C·K'] bool,
     weight [C·K'] = mask / (real views of the view's class): a masked class mean is a weighted sum.
@@ -138,8 +139,8 @@ class SupportViews(NamedTuple):
     weight: Tensor
 
 
-def support_views(support: Tensor, support_mask: Tensor) -> SupportViews:
-    """SupportViews of support [S, C, K', D] with support_mask [C, K']."""
+def weighted_views(support: Tensor, support_mask: Tensor) -> WeightedViews:
+    """WeightedViews of support [S, C, K', D] with support_mask [C, K']."""
     s, c, k, d = support.shape
     mask = support_mask.reshape(c * k)
     raw = torch.where(mask[:, None], support.reshape(s, c * k, d), torch.zeros((), dtype=support.dtype,
@@ -151,7 +152,7 @@ def support_views(support: Tensor, support_mask: Tensor) -> SupportViews:
     counts = support_mask.sum(1).clamp_min(1).to(support.dtype)
     weight = (support_mask.to(support.dtype) / counts[:, None]).reshape(c * k)
     labels = torch.arange(c, device=support.device).repeat_interleave(k)
-    return SupportViews(raw, unit, labels, mask, weight)
+    return WeightedViews(raw, unit, labels, mask, weight)
 
 
 def class_sum(x: Tensor, weight: Tensor, num_classes: int) -> Tensor:
@@ -161,12 +162,12 @@ def class_sum(x: Tensor, weight: Tensor, num_classes: int) -> Tensor:
     return weighted.reshape(s, num_classes, -1, x.shape[-1]).sum(2)
 
 
-def image_prototypes(views: SupportViews, num_classes: int) -> Tensor:
+def image_prototypes(views: WeightedViews, num_classes: int) -> Tensor:
     """F̄ [S, C, D] = n(mean of a class's raw views)."""
     return _normalize(class_sum(views.raw, views.weight, num_classes))
 
 
-def bridged_prototypes(views: SupportViews, num_classes: int, bridge: Tensor, text_projection: Tensor,
+def bridged_prototypes(views: WeightedViews, num_classes: int, bridge: Tensor, text_projection: Tensor,
                        bias: Tensor | None = None, affine: AffineHead | None = None) -> Tensor:
     """P [S, C, D] = n(mean_k x̂(F[c,k]; b_c)) = n(mean_k n(u_k) Wt); bias [S, C, W] or None.
     With an affine projection: n(ẽ W̃t) = n(ℓ ē Wt + b), u from the support minus b."""

@@ -38,14 +38,14 @@ SEARCH_FINAL_RADIUS = 0.01   # last rounds refine within ±1% of each range
 BLEND_GRID = (sm.FIXED_BLEND, (0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0), (0.0, 1.0, 1.0, 1.0, 0.0, 0.5, 0.5))
 
 
-def bridge_inputs(method, task, views_used: int) -> tuple[torch.dtype, ClassText, sm.SupportViews]:
+def bridge_inputs(method, task, views_used: int) -> tuple[torch.dtype, ClassText, sm.WeightedViews]:
     """What both SeMoBridge variants start from: the working dtype, the class text (T̄ [C, D], Ē [C, W]) and
-    the support views (bridge.methods.semobridge.algebra.SupportViews) of the first `views_used` views of each
+    the support views (bridge.methods.semobridge.algebra.WeightedViews) of the first `views_used` views of each
     shot; refuses (one line) a task without the EOS features `method` needs."""
     require_inputs(method, task)
     dtype = work_dtype(task)
     support, mask = select_views(task, views_used)
-    return dtype, class_text(task, dtype), sm.support_views(support.to(dtype), mask)
+    return dtype, class_text(task, dtype), sm.weighted_views(support.to(dtype), mask)
 
 
 def select_views(task, views_used: int) -> tuple[Tensor, Tensor]:
@@ -77,7 +77,7 @@ def validation_maps(task, text: ClassText, image_protos: Tensor, bridged_protos:
     return maps, task.val_labels.expand(s, -1)
 
 
-def fit_blend(task, text: ClassText, views: sm.SupportViews, bridge: Tensor, bias: Tensor | None,
+def fit_blend(task, text: ClassText, views: sm.WeightedViews, bridge: Tensor, bias: Tensor | None,
               hp: dict[str, Any], method: str, started: float, info: dict[str, Any] | None = None,
               prototype_source: tuple[Tensor, Tensor | None] | None = None) -> FittedState:
     """Prototypes of `bridge` [D, W] | [S, D, W] (+ class bias [S, C, W]), blend search on validation,

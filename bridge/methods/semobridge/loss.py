@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from clipbridge.bridge.methods.semobridge.algebra import (AffineHead, SupportViews, Workspace, bridge_input,
+from clipbridge.bridge.methods.semobridge.algebra import (AffineHead, WeightedViews, Workspace, bridge_input,
                                                           homogeneous, rowdot, safe_norm)
 
 LOSS_WEIGHTS = {"img": 0.5, "txtp": 0.25, "txte": 0.25, "cons": 0.1, "bias": 0.1}
@@ -62,7 +62,7 @@ class LossProblem(NamedTuple):
     affine: AffineHead | None = None
 
 
-def loss_problem(views: SupportViews, text_prototypes: Tensor, text_eos: Tensor, text_projection: Tensor,
+def loss_problem(views: WeightedViews, text_prototypes: Tensor, text_eos: Tensor, text_projection: Tensor,
                  logit_scale: float, gram: Tensor | None = None, affine: AffineHead | None = None) -> LossProblem:
     """LossProblem of support views, T̄ [C, D], Ē [C, W], Wt [W, D], τ and G = Wt Wtᵀ (formed if None),
     and the AffineHead of an affine projection (None: linear). Costs one [S·N, D]×[D, W] product."""
@@ -204,7 +204,7 @@ class TrainedForward(NamedTuple):
     prototypes: Tensor
 
 
-def trained_losses(views: SupportViews, bridge: Tensor, bias: Tensor | None, text_prototypes: Tensor,
+def trained_losses(views: WeightedViews, bridge: Tensor, bias: Tensor | None, text_prototypes: Tensor,
                    text_eos: Tensor, text_projection: Tensor, gram: Tensor, logit_scale: float,
                    affine: AffineHead | None = None) -> TrainedForward:
     """SeMoBridge-T's five losses (METHOD.md §3) for bridge [S, D, W] and class bias [S, C, W] (or None).

@@ -76,12 +76,12 @@ def learning_rate(step: int, settings: TrainSettings) -> float:
     return settings.lr
 
 
-def train_bridge(views: sm.SupportViews, text: ClassText, text_projection: Tensor, initial: Tensor,
+def train_bridge(views: sm.WeightedViews, text: ClassText, text_projection: Tensor, initial: Tensor,
                  logit_scale: float, settings: TrainSettings, val: Tensor | None = None,
                  val_labels: Tensor | None = None, affine: sm.AffineHead | None = None) -> TrainOutcome:
     """Train B (init `initial` [D, W]) and, with settings.csb, b (init 0) on every support view.
 
-    views        support views (bridge.methods.semobridge.algebra.support_views) of S seeds
+    views        support views (bridge.methods.semobridge.algebra.weighted_views) of S seeds
     val          [S, Nv, D] raw validation queries, val_labels [S, Nv] (-1 = padding): needed for
                  selection "best-val", unused for "last"
     affine       the AffineHead of an affine text projection (None: linear; see algebra's docstring)
@@ -145,7 +145,7 @@ class _Selection:
     multiplied once for all seeds (bridge.methods.semobridge.algebra.selection_maps). With an affine
     projection S3 comes from the raw queries minus b (algebra.affine_query_cosines) and S2 = q̄ Pᵀ."""
 
-    def __init__(self, views: sm.SupportViews, text: ClassText, text_projection: Tensor, gram: Tensor,
+    def __init__(self, views: sm.WeightedViews, text: ClassText, text_projection: Tensor, gram: Tensor,
                  val: Tensor, val_labels: Tensor, work: sm.Workspace, affine: sm.AffineHead | None = None,
                  blend=sm.FIXED_BLEND):
         image_protos = sm.image_prototypes(views, text.projected.shape[0])
