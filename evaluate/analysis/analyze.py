@@ -31,7 +31,7 @@ from clipbridge.evaluate.reporting.files import write_text_atomic
 from clipbridge.evaluate.reporting.plots import save_figure
 from clipbridge.evaluate.reporting.records import package_version
 from clipbridge.evaluate.fitting.runs import load_run, save_run
-from clipbridge.evaluate.fitting.scoring import fit_method, score_queries
+from clipbridge.evaluate.fitting.scoring import score_queries
 from clipbridge.bridge.devices import resolve_device
 from clipbridge.evaluate.fitting.tasks import SplitLoader, build_fit_task, load_test
 
@@ -200,7 +200,7 @@ def run_analysis(spec: AnalysisSpec, cache, out: Path | None = None, name: str |
     for method in fitted:
         echo(f"fit {method} on {meta['dataset']}: {meta['shots']} shots, seed {spec.seed}, {spec.recipe} recipe")
         overrides = spec.hparams.get(method, {})
-        state = fit_method(method, task, plans[method].hparams)
+        state = plans[method].fit(task)
         source = {"fitted": True, "overrides": overrides, "fit_seconds": state.info["fit_seconds"]}
         if spec.save_runs is not None:
             source["run"] = str(save_run(spec.save_runs, state, {**meta, **plans[method].meta()}, overrides))

@@ -20,21 +20,21 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from clipbridge.bridge.devices import resolve_device
 from clipbridge.bridge.recipes import DEFAULT_RECIPE
 from clipbridge.bridge.registry import get_method, unmet_needs
 from clipbridge.bridge.task import EOS, OPTIONAL_INPUTS
 from clipbridge.cache.reader import open_cache
 from clipbridge.evaluate.bench.distributed import rank_device, world
-from clipbridge.evaluate.reporting.plots import plot_accuracy_vs_shots, plot_accuracy_vs_time
-from clipbridge.evaluate.reporting.records import (append_records, latest_by_key, package_version, read_records, record_key,
-                              results_path)
-from clipbridge.evaluate.fitting.scoring import align_classes, fit_method, score_queries, seed_records
-from clipbridge.evaluate.reporting.tables import build_table, fit_seconds_per_seed, table_summary, to_csv, to_markdown
-from clipbridge.evaluate.reporting.files import write_text_atomic
 from clipbridge.evaluate.fitting.plan import FitPlan, plan_fit
 from clipbridge.evaluate.fitting.progress import training_progress, wants_bars
-from clipbridge.evaluate.fitting.tasks import (SplitLoader, build_fit_task, cache_identity, check_pairs, check_shots, load_test,
-                                       resolve_device)
+from clipbridge.evaluate.fitting.scoring import align_classes, score_queries, seed_records
+from clipbridge.evaluate.fitting.tasks import SplitLoader, cache_identity, check_pairs, check_shots, load_test
+from clipbridge.evaluate.reporting.files import write_text_atomic
+from clipbridge.evaluate.reporting.plots import plot_accuracy_vs_shots, plot_accuracy_vs_time
+from clipbridge.evaluate.reporting.records import (append_records, latest_by_key, package_version, read_records,
+                                                   record_key, results_path)
+from clipbridge.evaluate.reporting.tables import build_table, fit_seconds_per_seed, table_summary, to_csv, to_markdown
 
 TABLE_CSV, TABLE_MD, PLOT_PNG, SUMMARY_JSON = "table.csv", "table.md", "accuracy_vs_shots.png", "summary.json"
 TIME_PNG = "accuracy_vs_time.png"
@@ -177,13 +177,12 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
             if task_key not in built:
                 if any(key[:3] != task_key[:3] for key in built):
                     built.clear()
-                built[task_key] = build_fit_task(
-                    source.cache, shots=k, seeds=pending, families=plan.families, prompt_sets=plan.prompt_sets,
-                    protocol=spec.protocol, device=str(device), dtype=spec.dtype, loader=source.loader)
+                built[task_key] = plan.task(source.cache, pending, protocol=spec.protocol, device=str(device),
+                                            dtype=spec.dtype, loader=source.loader)
             task, meta = built[task_key]
-            meta = {**meta, **plan.meta()}
+            meta = {**meta, **plan.meta()}                   # the task may be another method's: its recipe
             with training_progress(f"{method} {k}-shot", bars, position=1, leave=False):
-                state = fit_method(method, task, plan.hparams)
+                state = plan.fit(task)
             queries, labels = load_test(source.cache, device=str(device), dtype=spec.dtype, loader=source.loader)
             records = seed_records(state, meta, score_queries(state, queries, labels), overrides=plan.overrides)
             for j, target in enumerate(targets):

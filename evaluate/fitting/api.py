@@ -91,18 +91,13 @@ def fit(cache, method: str = "semobridge", shots: int = 16, seeds: Sequence[int]
     """Fit `method` on CoOp's few-shot samples of `cache` for all `seeds` at once, as `recipe` says
     (evaluate/recipes; view_families / prompts choose the uniform recipe's inputs), hparams on top. The test
     split is not read (Run.evaluate does that)."""
-    from clipbridge.evaluate.fitting.plan import plan_fit
-    from clipbridge.evaluate.fitting.scoring import fit_method
     from clipbridge.bridge.devices import resolve_device
-    from clipbridge.evaluate.fitting.tasks import build_fit_task
+    from clipbridge.evaluate.fitting.plan import plan_fit
 
     plan = plan_fit(cache, method, shots, recipe=recipe, families=view_families, prompts=prompts, overrides=hparams)
-    task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=plan.families,
-                                prompt_sets=plan.prompt_sets, protocol=protocol, device=str(resolve_device(device)),
-                                dtype=dtype)
-    meta.update(plan.meta())
+    task, meta = plan.task(cache, seeds, protocol=protocol, device=str(resolve_device(device)), dtype=dtype)
     meta.update(classnames=list(cache.classnames), weights=_weights(cache))
-    return Run(fit_method(method, task, plan.hparams), meta, dict(plan.overrides))
+    return Run(plan.fit(task), meta, dict(plan.overrides))
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:

@@ -1,11 +1,13 @@
-"""What one fit of a method on a cache uses, decided before any work: the recipe's view families and
-prompt sets, the hyper-parameters (recipe values, then the user's --hparam overrides), all checked against
-the cache and the method.
+"""The one fit pipeline, plan -> task -> fit -> score, as the API, `fit`, `bench` (and so sweeps) and `analyze`
+run it. The plan is decided before any work: the recipe's view families and prompt sets and the
+hyper-parameters (recipe values, then the user's overrides), all checked against the cache and the method
+here, once, with the same one-line errors for every caller (the commands also check their --hparam values
+before opening a cache, through the same check).
 
-    plan = plan_fit(cache, "semobridge-t", shots=16, recipe="paper", overrides={"steps": 1000})
-    task, meta = build_fit_task(cache, shots=16, seeds=[1, 2, 3], families=plan.families,
-                                prompt_sets=plan.prompt_sets, ...)
-    state = fit_method(plan.method, task, plan.hparams)
+    plan = plan_fit(cache, "semobridge-t", shots=16, recipe=PAPER, overrides={"steps": 1000})
+    task, meta = plan.task(cache, seeds=[1, 2, 3])           # the cache -> FewShotTask adapter (tasks.py)
+    state = plan.fit(task)                                   # the registered method, timed (scoring.py)
+    accuracy = score_queries(state, *load_test(cache))       # [S] test accuracy per seed (scoring.py)
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ from clipbridge.bridge.recipes import DEFAULT_RECIPE, Recipe, resolve_recipe
 
 @dataclass(frozen=True)
 class FitPlan:
-    """method; recipe (the resolved bridge.recipes.Recipe); families and prompt_sets the task is built
+    """method; shots; recipe (the resolved bridge.recipes.Recipe); families and prompt_sets the task is built
     from; hparams passed to the method's fit (recipe values + overrides); overrides the user's --hparam."""
 
     method: str
+    shots: int
     recipe: Recipe
     families: tuple[str, ...]
     prompt_sets: tuple[str, ...]
@@ -31,6 +34,23 @@ class FitPlan:
         """What records and saved runs state about the recipe."""
         return {"recipe": self.recipe.name, "recipe_rows": list(self.recipe.rows),
                 "recipe_hparams": dict(self.recipe.hparams)}
+
+    def task(self, cache, seeds: Sequence[int], *, protocol: str = "clean", device: str = "cpu",
+             dtype: str = "float32", loader=None):
+        """(FewShotTask of the plan's shots, view families and prompt sets for `seeds`, its meta with the
+        recipe's): evaluate.fitting.tasks.build_fit_task, the cache -> task adapter."""
+        from clipbridge.evaluate.fitting.tasks import build_fit_task
+
+        task, meta = build_fit_task(cache, shots=self.shots, seeds=seeds, families=self.families,
+                                    prompt_sets=self.prompt_sets, protocol=protocol, device=device, dtype=dtype,
+                                    loader=loader)
+        return task, {**meta, **self.meta()}
+
+    def fit(self, task):
+        """The method fitted on `task` with the plan's hyper-parameters (a FittedState, S seeds)."""
+        from clipbridge.evaluate.fitting.scoring import fit_method
+
+        return fit_method(self.method, task, self.hparams)
 
 
 def plan_fit(cache, method: str, shots: int, *, recipe: str = DEFAULT_RECIPE, families: Sequence[str] | None = None,
@@ -47,4 +67,4 @@ def plan_fit(cache, method: str, shots: int, *, recipe: str = DEFAULT_RECIPE, fa
     hparams = {**resolved.hparams, **overrides}
     check_hparams(get_method(method), hparams)
     check_families(cache, resolved.families)
-    return FitPlan(method, resolved, resolved.families, prompt_sets, hparams, overrides)
+    return FitPlan(method, int(shots), resolved, resolved.families, prompt_sets, hparams, overrides)
