@@ -8,6 +8,10 @@ from typing import Any, Sequence
 
 from clipbridge.errors import ClipBridgeError
 
+#: --protocol(s): "clean" validates on CoOp's few-shot draw of the val split; "paper" as the papers' code does
+#: (the whole val split, or the test split when a dataset has no val: flagged val_is_test).
+PROTOCOLS = ("clean", "paper")
+
 
 def parse_int_list(text: str, what: str) -> list[int]:
     """'1-3,5' -> [1, 2, 3, 5] (order kept, duplicates dropped); a malformed list is a ClipBridgeError."""

@@ -10,7 +10,6 @@ from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.schema import default_cache_path, tmp_path
 
 DEFAULT_SHOTS, DEFAULT_SEEDS = "1,2,4,8,16", "1-3"
-PROTOCOLS = ("clean", "paper")
 
 
 def default_workers(most: int = 8) -> int:
@@ -48,7 +47,6 @@ def _prompt_set_names(prompts: str | None, cupl: Path | None, templates: Path | 
 def _families(text: str | None, dataset: str, coverage) -> tuple[str, ...]:
     """--view-families as a tuple of known family names ('recipes' expanded for the dataset and shots; the
     recipe table lives with stage 3, which this command reads as data, never the other way round)."""
-    from clipbridge.cache.options import parse_names
     from clipbridge.bridge.recipes import recipe_families
     from clipbridge.extract.views import get_family
 
@@ -65,7 +63,7 @@ def _families(text: str | None, dataset: str, coverage) -> tuple[str, ...]:
 def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
     """--shots/--seeds/--protocols -> cache.coverage.Coverage (every image when neither is given)."""
     from clipbridge.cache.coverage import Coverage
-    from clipbridge.cache.options import parse_int_list, parse_names
+    from clipbridge.cache.options import PROTOCOLS, parse_int_list, parse_names
 
     wanted = parse_names(protocols) or []
     unknown = [p for p in wanted if p not in PROTOCOLS]
@@ -150,14 +148,13 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
 
         click.echo("\n".join(describe_models()))
         return
-    from clipbridge.extract.views import describe_families, get_family
+    from clipbridge.extract.views import describe_families
 
     if list_view_families:
         click.echo("\n".join(describe_families()))
         return
     if not dataset:
         raise ClipBridgeError("extract needs --dataset NAME (see --list-datasets)")
-    from clipbridge.cache.options import parse_names
     from clipbridge.extract.prompts import build_prompt_sets
 
     coverage = coverage_from_options(shots, seeds, protocols)

@@ -12,7 +12,7 @@ import click
 
 from clipbridge.bridge.recipes import DEFAULT_RECIPE, RECIPE_NAMES
 from clipbridge.errors import ClipBridgeError
-from clipbridge.cache.options import parse_names
+from clipbridge.cache.options import PROTOCOLS, parse_names
 from clipbridge.evaluate.commands.options import method_hparams, method_names, resolve_cache
 from clipbridge.evaluate.analysis import DEFAULT_MAX_IMAGES, DEFAULT_MAX_PAIRS, DEFAULT_METHODS
 from clipbridge.evaluate.reporting.records import writable_dir
@@ -36,7 +36,7 @@ from clipbridge.evaluate.reporting.records import writable_dir
 @click.option("--view-family", "view_families", default=None,
               help="view families of the support images, comma-separated (default: the recipe's).")
 @click.option("--prompts", default=None, help="text sets, comma-separated (default: the recipe's).")
-@click.option("--protocol", type=click.Choice(["clean", "paper"]), default=None, help="validation (default clean).")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None, help="validation (default clean).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="default float32.")
 @click.option("--hparam", "hparam_items", multiple=True, metavar="METHOD.KEY=VALUE",
               help="a hyper-parameter for a bridge fitted on the spot, e.g. semobridge-t.steps=1000 (repeatable).")

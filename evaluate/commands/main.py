@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from clipbridge.bridge.recipes import DEFAULT_RECIPE, METHOD_NAMES, RECIPE_NAMES
-from clipbridge.cache.options import parse_hparams, parse_int_list, parse_names
+from clipbridge.cache.options import PROTOCOLS, parse_hparams, parse_int_list, parse_names
 from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.commands.options import method_hparams, method_names, resolve_cache
 from clipbridge.evaluate.reporting.records import writable_dir
@@ -52,7 +52,7 @@ _fit_options = [
                       "see `extract --list-view-families`)."),
     click.option("--prompts", default=None,
                  help="--recipe uniform: text sets, comma-separated (default: every set in the cache)."),
-    click.option("--protocol", type=click.Choice(["clean", "paper"]), default="clean", show_default=True),
+    click.option("--protocol", type=click.Choice(PROTOCOLS), default="clean", show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),
     click.option("--results", default="results", show_default=True, help="folder of results.jsonl."),

@@ -28,10 +28,10 @@ from clipbridge.bridge.recipes import parse_family
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.cache.coverage import extract_hint
 from clipbridge.errors import ClipBridgeError
+from clipbridge.cache.options import PROTOCOLS
 from clipbridge.cache.fewshot import FewShotDraw, check_shot_count, draw_fewshot, fewshot_grid
 from clipbridge.cache.reader import sorted_positions
 
-PROTOCOLS = ("clean", "paper")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_FAMILIES = ("plain",)
 
