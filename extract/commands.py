@@ -45,9 +45,10 @@ def _prompt_set_names(prompts: str | None, cupl: Path | None, templates: Path | 
 
 
 def _families(text: str | None, dataset: str, coverage) -> tuple[str, ...]:
-    """--view-families as a tuple of known family names ('recipes' expanded for the dataset and shots; the
-    recipe table lives with stage 3, which this command reads as data, never the other way round)."""
+    """--view-families as a tuple of known family names ('recipes' expanded for the dataset and shots from
+    the recipe table, bridge/recipes, a stage below this one)."""
     from clipbridge.bridge.recipes import recipe_families
+    from clipbridge.cache.options import parse_names
     from clipbridge.extract.views import get_family
 
     names = parse_names(text) or (["plain"] if coverage.is_everything else ["recipes"])
