@@ -20,7 +20,7 @@ def _modules() -> dict[str, Path]:
         parts = path.relative_to(REPO).with_suffix("").parts
         if any(part.startswith(".") for part in parts) or parts[0] in ("tests", "build", "docs", "setup"):
             continue
-        if parts[-1] == "__init__" and len(parts) > 1:
+        if parts[-1] == "__init__":
             parts = parts[:-1]
         found[".".join(("clipbridge",) + parts)] = path
     return found
@@ -39,14 +39,28 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     return {name for name in names if name.split(".")[0] == "clipbridge"}
 
 
-def _stage(module: str) -> int:
+def _top(module: str) -> str:
+    """'clipbridge.evaluate.fitting.api' -> 'evaluate'; the package itself -> '__init__'."""
     parts = module.split(".")
-    return STAGES[parts[1] if len(parts) > 1 else "__init__"]
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _stage(module: str) -> int:
+    return STAGES[_top(module)]
 
 
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: {m for m in _imports(path, modules) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_every_clipbridge_import_resolves_to_a_module_of_the_tree():
+    """What a static import-graph tool sees from the checkout: each `clipbridge.*` module named in an import
+    is a file or package of this tree (the package is the repository root)."""
+    modules = _modules()
+    unresolved = sorted(f"{name} -> {target}" for name, path in modules.items()
+                        for target in _imports(path, modules) if target not in modules)
+    assert not unresolved
 
 
 def test_no_module_imports_from_a_stage_above_its_own():
@@ -58,7 +72,7 @@ def test_no_module_imports_from_a_stage_above_its_own():
 def test_cache_and_bridge_do_not_import_each_other():
     graph = _graph()
     across = sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
-                    if {name.split(".")[1], target.split(".")[1]} == {"cache", "bridge"})
+                    if {_top(name), _top(target)} == {"cache", "bridge"})
     assert not across
 
 
