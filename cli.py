@@ -48,7 +48,7 @@ def _add_commands() -> None:
     from clipbridge.evaluate.commands.analyze import analyze
     from clipbridge.evaluate.commands.main import bench, demo, evaluate, fit, predict
     from clipbridge.evaluate.commands.methods import methods
-    from clipbridge.evaluate.reporting.published import published
+    from clipbridge.evaluate.commands.published import published
     from clipbridge.evaluate.commands.recipe import recipe
     from clipbridge.extract.commands import extract
 

@@ -5,6 +5,7 @@
                 (the fit/evaluate commands' work), progress (terminal bars)
     reporting/  results.jsonl (records), tables, plots, the published accuracies, atomic files
     bench/      many fits: grid (the bench, torchrun-aware through distributed), sweep, demo, speed
-    commands/   the click commands: main (fit, evaluate, predict, bench, demo), methods, recipe, analyze
+    commands/   the click commands: main (fit, evaluate, predict, bench, demo), methods, recipe, published,
+                analyze, and their option parsing (options)
     analysis/   the modality-gap analysis (`analyze`)
 """

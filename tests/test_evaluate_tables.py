@@ -73,7 +73,7 @@ def test_plot_writes_a_png_with_a_panel_per_dataset(tmp_path):
 
 def _published_records(model="ViT-B-16", pretrained="openai"):
     """semobridge-t and zeroshot on the 11 CoOp datasets, 16 shots, two seeds."""
-    from clipbridge.evaluate.reporting.published import COOP_DATASETS
+    from clipbridge.bridge.recipes.common import COOP_DATASETS
 
     out = []
     for i, dataset in enumerate(COOP_DATASETS):

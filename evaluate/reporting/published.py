@@ -5,7 +5,7 @@ A published row matches a result of ours when model, weights, method, dataset an
 matches only an average over exactly those 11 datasets). They come from the authors' protocol (the full
 val split; ImageNet's val is its test set), so a difference can be the protocol as well as the method.
 
-    clipbridge published --model ViT-B-16 --method semobridge-t --shots 16
+The `published` command (evaluate/commands/published.py) prints them.
 """
 from __future__ import annotations
 
@@ -14,11 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import click
-
 DATA = Path(__file__).resolve().parent / "published.csv"
-COOP_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 AVERAGE = "average"
 
 
@@ -52,22 +48,3 @@ def find_published(model: str, pretrained: str, method: str, dataset: str, shots
                                                                                 wanted):
             return row
     return None
-
-
-@click.command("published")
-@click.option("--model", default=None, help="e.g. ViT-B-16 or RN50.")
-@click.option("--method", default=None, help="e.g. semobridge-t (clipbridge's method names).")
-@click.option("--dataset", default=None, help="a CoOp dataset name, or average.")
-@click.option("--shots", default=None, type=int)
-def published(model, method, dataset, shots) -> None:
-    """Print the published accuracies (RECIPES.md §3) matching the filters, with their sources."""
-    rows = [r for r in published_rows()
-            if (model is None or r.model == model) and (method is None or r.method == method)
-            and (dataset is None or r.dataset == dataset)
-            and (shots is None or r.shots == shots or (r.method == "zeroshot" and r.shots == 0))]
-    if not rows:
-        click.echo("no published row matches")
-        return
-    click.echo(f"{'model':<9} {'method':<14} {'dataset':<15} {'shots':>5} {'top-1':>6}  source")
-    for r in rows:
-        click.echo(f"{r.model:<9} {r.method:<14} {r.dataset:<15} {r.shots:>5} {r.accuracy:>6.2f}  {r.source}")

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from clipbridge.bridge.recipes import order_methods
+from clipbridge.bridge.recipes.common import COOP_DATASETS
 from clipbridge.cache.coverage import format_ranges
-from clipbridge.evaluate.reporting.published import COOP_DATASETS, Published, find_published
+from clipbridge.evaluate.reporting.published import Published, find_published
 
 AVERAGE = "average"
 PUBLISHED_NOTE = ("paper = the published accuracy (RECIPES.md §3, the authors' protocol: full val split, ImageNet "
