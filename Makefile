@@ -6,7 +6,7 @@ STAMP := $(VENV)/.clipbridge-installed
 
 .PHONY: demo test test-fast bench-deps clean
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
