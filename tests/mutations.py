@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="clipbridge-mutations-") as tmp:
         root = copy_tree(Path(tmp))
         env = {**os.environ, "PYTHONPATH": tmp, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-        where = subprocess.run([sys.executable, "-c", "import clipbridge, os; print(os.path.realpath(clipbridge.__file__))"],
-                               env=env, capture_output=True, text=True)
+        probe = "import clipbridge, os; print(os.path.realpath(clipbridge.__file__))"
+        where = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
         if not where.stdout.strip().startswith(os.path.realpath(tmp)):
             print(f"error: clipbridge is not imported from the copy ({where.stdout.strip() or where.stderr.strip()})")
             return 2

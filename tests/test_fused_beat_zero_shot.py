@@ -47,7 +47,8 @@ def swapped_task(text_weight: float = 0.1):
     mu = torch.nn.functional.normalize(torch.stack([test_x[test_y == c].mean(0) for c in range(6)]), dim=-1)
     shared = torch.nn.functional.normalize(torch.randn(16, generator=g, dtype=torch.float64), dim=0)
     cls = SWAP[task.text_class]
-    own = torch.nn.functional.normalize(mu[cls] + 0.1 * torch.randn(len(cls), 16, generator=g, dtype=torch.float64), dim=-1)
+    noise = 0.1 * torch.randn(len(cls), 16, generator=g, dtype=torch.float64)
+    own = torch.nn.functional.normalize(mu[cls] + noise, dim=-1)
     projected = torch.nn.functional.normalize(text_weight * own + shared, dim=-1)
     eos = projected @ torch.linalg.pinv(task.text_projection)
     task = replace(task, text_projected=eos @ task.text_projection, text_eos=eos)

@@ -8,7 +8,6 @@ Sources: RECIPES.md = ../shared/docs/RECIPES.md (the authors' code), METHOD.md =
 from __future__ import annotations
 
 import pytest
-import torch
 
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.registry import METHODS
