@@ -48,6 +48,26 @@ def test_selection_keeps_the_first_evaluated_step_with_best_validation_accuracy_
     torch.testing.assert_close(last.params["p"][0], result.params["p"][0])
 
 
+def test_selection_keeps_the_earliest_of_tied_best_evaluations():
+    """Validation accuracy on a plateau (100 once p[0] passes a threshold, per seed): of the tied evaluations,
+    the earliest is kept, with its parameters."""
+    targets = torch.tensor([[4.0, 0.0, 0.0], [4.0, 0.0, 0.0]], dtype=torch.float64)
+    threshold = torch.tensor([0.5, 2.0], dtype=torch.float64)
+
+    def plateau(threshold):
+        return lambda params: torch.where(params["p"][:, 0] >= threshold, 100.0, 50.0).to(torch.float64)
+
+    result = train_and_select({"p": torch.zeros(2, 3, dtype=torch.float64)}, quadratic(targets), plateau(threshold),
+                              steps=60, lr=0.1, eval_every=5)
+    curve = result.curve.T
+    for s in range(2):
+        tied = [step for step, acc in zip(result.curve_steps, curve[s].tolist()) if acc == 100.0]
+        assert len(tied) > 2 and result.step[s] == tied[0] < 60
+        again = train_and_select({"p": torch.zeros(1, 3, dtype=torch.float64)}, quadratic(targets[s:s + 1]),
+                                 plateau(threshold[s:s + 1]), steps=tied[0], lr=0.1, select="last")
+        torch.testing.assert_close(again.params["p"][0], result.params["p"][s])
+
+
 def test_one_sgd_over_seed_batched_parameters_equals_independent_runs():
     targets = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]], dtype=torch.float64)
     init = {"p": torch.zeros(2, 3, dtype=torch.float64)}

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cache_factory import expected_view, interleaved_labels, write_cache
+from coop_reference import coop_draw
 from clipbridge.errors import ClipBridgeError
-from clipbridge.cache.fewshot import coop_fewshot_indices, draw_fewshot
 from clipbridge.cache.reader import open_cache
 from clipbridge.evaluate.fitting.tasks import build_fit_task, load_test
 
@@ -52,7 +52,7 @@ def test_support_is_class_major_shot_major_then_families_in_order(caches):
     assert tuple(task.support.shape) == (2, 3, 3 * 4, 8) and task.views == 4
     train = interleaved_labels((6, 6, 6))
     for s, seed in enumerate([1, 2]):
-        rows = coop_fewshot_indices(train.tolist(), (np.arange(12) % 3).tolist(), 3, seed)["train"]
+        rows = coop_draw(train.tolist(), (np.arange(12) % 3).tolist(), 3, seed)[0]
         per_class = {c: [r for r in rows if train[r] == c] for c in range(3)}
         for c in range(3):
             for k, row in enumerate(per_class[c]):
@@ -98,7 +98,7 @@ def test_clean_validation_is_min_k_4_val_shots_per_class_of_the_same_seed(caches
     val_labels = (np.arange(12) % 3).tolist()
     assert meta["val_source"] == "val" and not meta["val_is_test"]
     for s, seed in enumerate([1, 3]):
-        rows = coop_fewshot_indices(interleaved_labels((6, 6, 6)).tolist(), val_labels, 2, seed)["val"]
+        rows = coop_draw(interleaved_labels((6, 6, 6)).tolist(), val_labels, 2, seed)[1]
         expected = torch.from_numpy(np.stack([expected_view("val", r, "plain", 0) for r in rows]))
         assert torch.equal(task.val[s], expected)
         assert task.val_labels[s].tolist() == [val_labels[r] for r in rows]
@@ -112,10 +112,11 @@ def test_clean_without_val_split_draws_validation_from_train_images_outside_the_
     assert torch.equal(task.val, again.val)                                   # deterministic
     train = interleaved_labels((8, 8, 8)).tolist()
     for s, seed in enumerate([1, 2]):
-        draw = draw_fewshot(train, None, 2, seed)
-        assert draw.val_split == "train" and not set(draw.val) & set(draw.support) and len(draw.val) == 6
-        expected = torch.from_numpy(np.stack([expected_view("train", r, "plain", 0) for r in draw.val]))
+        support, heldout = coop_draw(train, None, 2, seed)          # independent of cache.fewshot
+        assert not set(heldout) & set(support) and len(heldout) == 6
+        expected = torch.from_numpy(np.stack([expected_view("train", r, "plain", 0) for r in heldout]))
         assert torch.equal(task.val[s], expected)
+        assert task.val_labels[s].tolist() == [train[r] for r in heldout]
 
 
 @pytest.mark.parametrize("name", ["even", "noval", "sampled"])
@@ -153,7 +154,7 @@ def test_a_sampled_cache_serves_the_pairs_it_covers_with_coops_images(caches):
     train = interleaved_labels((9, 9, 9)).tolist()
     assert cache.rows("train").source.size < len(train)              # only the sampled images are stored
     task, _ = build_fit_task(cache, shots=4, seeds=[1], families=("plain", "tip"))
-    rows = coop_fewshot_indices(train, (np.arange(12) % 3).tolist(), 4, 1)["train"]
+    rows = coop_draw(train, (np.arange(12) % 3).tolist(), 4, 1)[0]
     for c in range(3):
         for k, row in enumerate(r for r in rows if train[r] == c):
             for v, (family, copy) in enumerate((("plain", 0), ("tip", 0), ("tip", 1))):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from clipbridge.errors import ClipBridgeError
-from clipbridge.cache.fewshot import coop_fewshot_indices, fewshot_grid, read_split_file
+from clipbridge.cache.fewshot import coop_fewshot_indices, draw_fewshot, fewshot_grid, read_split_file
+from coop_reference import coop_draw
 
 DATASETS = ("EuroSAT", "DescribableTextures")
 
@@ -83,3 +84,51 @@ def test_malformed_split_files_are_refused_naming_the_file(tmp_path, content, pa
         path.write_text(content)
     with pytest.raises(ClipBridgeError, match=pattern):
         read_split_file(path)
+
+
+# ---------------------------------------------------------------- every draw against tests/coop_reference.py
+
+
+def _lists(seed: int, classes: int = 5, with_val: bool = True):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(2, 12, classes)                             # some classes smaller than K
+    train = rng.permutation(np.repeat(np.arange(classes), counts)).tolist()
+    val = rng.permutation(np.repeat(np.arange(classes), rng.integers(1, 9, classes))).tolist() if with_val else None
+    return train, val
+
+
+@pytest.mark.parametrize("shots", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_draw_with_a_val_split_is_coops_stream_for_support_and_validation(shots, seed):
+    train, val = _lists(10 * shots + seed)
+    support, validation = coop_draw(train, val, shots, seed)
+    draw = draw_fewshot(train, val, shots, seed)
+    assert draw.val_split == "val"
+    assert draw.support == support and draw.val == validation
+
+
+@pytest.mark.parametrize("shots", [1, 2, 4, 8])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_draw_without_a_val_split_continues_coops_stream_on_the_images_the_support_left(shots, seed):
+    train, _ = _lists(100 * shots + seed, with_val=False)
+    support, validation = coop_draw(train, None, shots, seed)
+    draw = draw_fewshot(train, None, shots, seed)
+    assert draw.val_split == "train"
+    assert draw.support == support and draw.val == validation
+    assert not set(draw.val) & set(draw.support)
+
+
+def test_draws_reproduce_coops_files_with_and_without_the_val_split(shared_dir):
+    folder = shared_dir / "data" / "coop"
+    splits = read_split_file(folder / "split_zhou_EuroSAT.json")
+    expected = json.loads((folder / "fewshot_indices_EuroSAT.json").read_text())
+    train = [label for _, label, _ in splits["train"]]
+    val = [label for _, label, _ in splits["val"]]
+    for key in ("shot_1-seed_1", "shot_4-seed_2", "shot_16-seed_3"):
+        shots, seed = (int(part.split("_")[1]) for part in key.split("-"))
+        draw = draw_fewshot(train, val, shots, seed)
+        assert (draw.support, draw.val) == (expected[key]["train"], expected[key]["val"])
+        assert (draw.support, draw.val) == coop_draw(train, val, shots, seed)
+        heldout = draw_fewshot(train, None, shots, seed)
+        assert heldout.support == expected[key]["train"]
+        assert (heldout.support, heldout.val) == coop_draw(train, None, shots, seed)

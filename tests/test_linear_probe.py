@@ -123,6 +123,85 @@ def test_lpclip_search_chooses_the_c_of_coop_s_loop_over_scikit_learn(sklearn):
     assert len({h["C"] for h in state.hparams}) == 3          # three different choices: the test can fail
 
 
+# ---------------------------------------------------------------- lpclip without scikit-learn
+
+
+def independent_fit(x, y, c):
+    """argmin_{W, b} Σ_i CE(x_i W + b, y_i) + ‖W‖²/(2C) (scikit-learn's objective with C), by torch.optim.LBFGS
+    with a strong-Wolfe line search from zero: a solver that shares nothing with bridge.logistic."""
+    w = torch.zeros(x.shape[1], int(y.max()) + 1, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(int(y.max()) + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=5000, tolerance_grad=1e-11, tolerance_change=1e-14,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = torch.nn.functional.cross_entropy(x @ w + b, y, reduction="sum") + (w ** 2).sum() / (2 * c)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+@pytest.mark.parametrize("c", [1e-2, 1.0])
+def test_lpclip_fit_at_c_is_the_optimum_of_the_objective_scaled_by_c_times_n(c):
+    """λ = 1/(C·n): the fit at C must zero the gradient of Σ CE + ‖W‖²/(2C) (scikit-learn's objective),
+    computed here by autograd, and not that of the objective at C/n (what λ = 1/C would solve)."""
+    task, _, _ = overlapping_task()
+    state = REGISTRY["linear-probe"].fit(task, **LPCLIP, c_grid=[c], bisection_steps=0)
+    for s in range(task.num_seeds):
+        x, y = task.support[s].reshape(-1, task.dim), task.support_labels
+        w, b = state.tensors["weight"][s], state.tensors["bias"][s]
+        assert state.hparams[s]["C"] == c
+        assert summed_objective_gradient(x, y, c, w, b) <= 1e-4 * (1 + 1e-6)     # tol 1e-4 on the summed form
+        assert summed_objective_gradient(x, y, c / x.shape[0], w, b) > 1.0
+
+
+@pytest.mark.slow
+def test_lpclip_search_chooses_the_c_of_coop_s_loop_with_an_independent_solver():
+    """The scikit-learn comparison above, without scikit-learn (about 20 s: weakly regularised fits)."""
+    task, _, _ = overlapping_task()
+    task = seed_slice(task, 1)
+    state = REGISTRY["linear-probe"].fit(task, **LPCLIP, tol=1e-8, bisection_steps=3)
+    x, y = task.support[0].reshape(-1, task.dim), task.support_labels
+
+    @functools.lru_cache(maxsize=None)
+    def fit_accuracy(c):
+        w, b = independent_fit(x, y, c)
+        return 100.0 * float(((task.val[0] @ w + b).argmax(-1) == task.val_labels[0]).double().mean())
+
+    chosen, ends = coop_reference_choice(fit_accuracy, steps=3)
+    assert state.hparams[0]["C"] == pytest.approx(chosen, rel=1e-12)
+    assert state.info["val_accuracy_per_c"][0] == [fit_accuracy(c) for c in COOP_GRID]
+    assert sum(state.info["bisection_ends"][0], []) == pytest.approx(sum(map(list, ends), []), rel=1e-12)
+
+
+def test_grid_search_breaks_accuracy_ties_by_the_true_class_log_probability_then_the_larger_lambda():
+    """Every λ of the grid fitted on its own (one-point grids), scored here: among the λ of best validation
+    accuracy, the one of highest mean log-probability of the true class is chosen."""
+    task, _, _ = make_task(seeds=(1, 2), classes=3, shots=6, dim=6, width=8, val_per_class=4, image_noise=0.5,
+                           dtype=torch.float64, generator_seed=2)
+    lambdas = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    m = REGISTRY["linear-probe"]
+    state = m.fit(task)
+    val = torch.nn.functional.normalize(task.val, dim=-1)
+    ties_decided = 0
+    for s in range(2):
+        scores = []
+        for lam in lambdas:
+            single = m.fit(task, lambda_low=lam, lambda_high=lam, lambda_points=1)
+            logits = val[s] @ single.tensors["weight"][s] + single.tensors["bias"][s]
+            acc = float((logits.argmax(-1) == task.val_labels[s]).double().mean())
+            logp = float(torch.log_softmax(logits, -1).gather(-1, task.val_labels[s].unsqueeze(-1)).mean())
+            scores.append((acc, logp, lam))
+        best = max(scores)                                        # accuracy, then log-probability, then λ
+        assert state.hparams[s]["lambda"] == pytest.approx(best[2], rel=1e-9)
+        tied = [lam for acc, _, lam in scores if acc == best[0]]
+        ties_decided += len(tied) > 1 and best[2] != max(tied)
+    assert ties_decided                                           # the log-probability decided a tie
+
+
 # ---------------------------------------------------------------- the bisection rule, with scorers we control
 
 

@@ -19,8 +19,16 @@ def _api_example() -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
+def test_the_readme_api_example_runs_and_prints_the_right_values(tmp_path, monkeypatch, capsys):
+    """The example's printed accuracies and prediction equal what the fitted state gives on the cache's test
+    embeddings, computed here from the state's logits (not from the records the API builds)."""
+    import ast
+
+    import torch
+
     from clipbridge import cli
+    from clipbridge.bridge.registry import get_method
+    from clipbridge.cache.reader import open_cache
     from clipbridge.extract.shapes import item_name, load_image
 
     shell, code = _api_example()
@@ -28,8 +36,23 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     assert cli.main(shell.split()[1:] + ["--no-progress", "--workers", "0"]) == 0
     load_image(item_name("test", 3, 0)).save(tmp_path / "my_shape.png")
     capsys.readouterr()
-    exec(compile(code, "README.md", "exec"), {})
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in printed[:2]] == ["1", "2"]             # one test accuracy per seed
-    assert printed[2].startswith("[") and len(eval(printed[2].split("] [")[0] + "]")) == 3
+    run = namespace["run"]                                                  # the reloaded run
+    cache = open_cache(next((tmp_path / "cache").rglob("shapes.h5")))
+    queries, labels, paths = cache.plain("test")
+    method = get_method(run.method)
+    logits = method.logits(run.state, queries)                               # [S, N, C]
+    for line, seed, seed_logits in zip(printed[:2], run.seeds, logits):
+        expected = 100.0 * float((seed_logits.argmax(-1) == labels).double().mean())
+        printed_seed, printed_accuracy = line.split()
+        assert int(printed_seed) == seed and abs(float(printed_accuracy) - round(expected, 2)) <= 0.005 + 1e-9
+    assert run.seeds == [1, 2] and 0 < float(printed[0].split()[1]) <= 100
+    classes_text, probabilities_text = printed[2].split("] [")
+    classes, probabilities = ast.literal_eval(classes_text + "]"), ast.literal_eval("[" + probabilities_text)
+    row = paths.index(item_name("test", 3, 0))                              # the same image, in the cache
+    top = torch.softmax(logits[0, row].double(), -1).topk(3)
+    assert classes == [run.classnames[i] for i in top.indices.tolist()]
+    assert probabilities == pytest.approx(top.values.tolist(), abs=1e-3)
     assert list((tmp_path / "runs" / "shapes" / "semobridge").iterdir())

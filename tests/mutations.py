@@ -1,0 +1,233 @@
+"""Mutation testing: plant known bugs in bridge/ and cache/, one at a time, and check the fast tests catch each.
+
+    python tests/mutations.py                 # every mutation; exit 1 if one survives or its text is gone
+    python tests/mutations.py -k cmm --list   # the mutations whose name contains "cmm", without running them
+    python -m tests.mutations -k lambda -v    # show pytest's output of each run
+
+Each mutation is an exact text replacement in one file. The repository is copied once to a temporary folder
+(the working tree is never touched); for each mutation the file is changed there, the mutation's own test
+files run with `pytest -m "not slow" -x` against that copy (`clipbridge` imported from it), and the file is
+restored. A mutation is "caught" when pytest fails, "SURVIVED" when it passes. A `find` text that is no
+longer in its file exactly once is a "LIST ERROR" (the code moved on: update the list), never a survivor.
+Before the mutations, the unmutated copy runs all the mapped test files once: they must pass.
+
+When you fix a bug that a test should have caught, add its mutation here (and the test that catches it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str            # category: what the bug is
+    path: str            # file, relative to the repository root
+    find: str            # exact text, present exactly once in the file
+    replace: str
+    tests: tuple[str, ...]
+
+
+DEFAULTS = "tests/test_published_defaults.py"
+LOSSES = "tests/test_training_losses.py"
+FUSED = "tests/test_fused_beat_zero_shot.py"
+FEWSHOT = "tests/test_fewshot.py"
+PROBE = "tests/test_linear_probe.py"
+FAMILIES = "tests/test_cache_families.py"
+
+MUTATIONS = [
+    # ------------------------------------------------------------ defaults differ from the published recipe
+    Mutation("default: semobridge-t lr x10", "bridge/methods/semobridge/trained.py",
+             '"lr": 1.5e-4', '"lr": 1.5e-3', (DEFAULTS,)),
+    Mutation("default: semobridge-t training settings lr x10", "bridge/methods/semobridge/training.py",
+             "lr: float = 1.5e-4", "lr: float = 1.5e-3", (DEFAULTS,)),
+    Mutation("default: semobridge-t warm-up start lr", "bridge/methods/semobridge/training.py",
+             "warmup_start_lr: float = 1e-5", "warmup_start_lr: float = 1e-4", (DEFAULTS,)),
+    Mutation("default: semobridge fixed blend s 0.01 -> 0.1", "bridge/methods/semobridge/algebra.py",
+             "FIXED_BLEND = (0.01,", "FIXED_BLEND = (0.1,", (DEFAULTS,)),
+    Mutation("default: semobridge pinv atol 0.3 -> 0.1", "bridge/methods/semobridge/algebra.py",
+             "PINV_ATOL = 0.3", "PINV_ATOL = 0.1", (DEFAULTS,)),
+    Mutation("default: semobridge-t loss weight txtp 0.25 -> 0.5", "bridge/methods/semobridge/loss.py",
+             '"txtp": 0.25', '"txtp": 0.5', (DEFAULTS,)),
+    Mutation("default: semobridge-t stale prototypes on", "bridge/methods/semobridge/trained.py",
+             '"parity_stale_prototypes": False', '"parity_stale_prototypes": True', (DEFAULTS,)),
+    Mutation("default: cmm margin 0.2 -> 0.5", "bridge/methods/cmm.py",
+             '"margin": 0.2', '"margin": 0.5', (DEFAULTS, LOSSES)),
+    Mutation("default: cmm steps 300 -> 100", "bridge/methods/cmm.py",
+             '"steps": 300', '"steps": 100', (DEFAULTS,)),
+    Mutation("default: tip-adapter-f eps 1e-4 -> 1e-8", "bridge/methods/tip_adapter_f.py",
+             '"eps": 1e-4', '"eps": 1e-8', (DEFAULTS,)),
+    Mutation("default: tip-adapter-f epochs 20 -> 10", "bridge/methods/tip_adapter_f.py",
+             '"epochs": 20', '"epochs": 10', (DEFAULTS,)),
+    Mutation("default: ape k 700/1024 -> 800/1024", "bridge/methods/ape/training_free.py",
+             '"k_fraction": 700 / 1024', '"k_fraction": 800 / 1024', (DEFAULTS,)),
+    Mutation("default: ape-t weight decay 0.1 -> 0.01", "bridge/methods/ape/trained.py",
+             '"weight_decay": 0.1', '"weight_decay": 0.01', (DEFAULTS,)),
+    Mutation("default: clip-adapter ratio 0.2 -> 0.5", "bridge/methods/clip_adapter.py",
+             '"ratio": 0.2', '"ratio": 0.5', (DEFAULTS, LOSSES)),
+    Mutation("default: gda alpha list of 7 -> 5", "bridge/methods/gda.py",
+             '"alpha_points": 7', '"alpha_points": 5', (DEFAULTS,)),
+    Mutation("default: lpclip C grid without its ends", "bridge/methods/linear_probe.py",
+             '"c_grid": [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6]', '"c_grid": [1e4, 1e2, 1.0, 1e-2, 1e-4]',
+             (DEFAULTS,)),
+    # ------------------------------------------------------------ losses: sign flips and dropped terms
+    Mutation("loss: cmm triplet hinge sign flipped", "bridge/methods/cmm.py",
+             "torch.relu(margin + pos - neg)", "torch.relu(margin - pos + neg)", (LOSSES,)),
+    Mutation("loss: cmm triplet term dropped", "bridge/methods/cmm.py",
+             '(ce + hp["triplet_weight"] * tri)', "(ce + 0 * tri)", (LOSSES,)),
+    Mutation("loss: tip-adapter-f cache term sign flipped", "bridge/methods/tip_adapter_f.py",
+             "+ alpha0 * cache_logits(x,", "- alpha0 * cache_logits(x,", (LOSSES,)),
+    Mutation("loss: ape-t residual sign flipped on the text", "bridge/methods/ape/trained.py",
+             "terms.zero_shot + logit_scale * shift", "terms.zero_shot - logit_scale * shift", (LOSSES,)),
+    Mutation("loss: clip-adapter inner ReLU dropped", "bridge/methods/clip_adapter.py",
+             "torch.relu(torch.relu(f @ w1) @ w2)", "torch.relu((f @ w1) @ w2)", (LOSSES,)),
+    Mutation("logits: tip-adapter affinity sign flipped", "bridge/methods/tip_adapter.py",
+             "(1 - affinity.unsqueeze(1))", "(1 + affinity.unsqueeze(1))", (FUSED,)),
+    Mutation("logits: gda precision without the D factor", "bridge/methods/gda.py",
+             "precision = d * torch.linalg.pinv(", "precision = torch.linalg.pinv(", ("tests/test_baselines.py",)),
+    # ------------------------------------------------------------ the few-shot term switched off (alpha = 0)
+    Mutation("alpha 0: cmm", "bridge/methods/cmm.py",
+             "alpha = choice.best[:, 0]", "alpha = choice.best[:, 0] * 0", (FUSED,)),
+    Mutation("alpha 0: tip-adapter", "bridge/methods/tip_adapter.py",
+             "alpha, beta = choice.best[:, 0], choice.best[:, 1]",
+             "alpha, beta = choice.best[:, 0] * 0, choice.best[:, 1]", (FUSED,)),
+    Mutation("alpha 0: gda", "bridge/methods/gda.py",
+             "alpha = choice.best[:, 0]", "alpha = choice.best[:, 0] * 0", (FUSED,)),
+    Mutation("alpha 0: ape and ape-t", "bridge/methods/ape/training_free.py",
+             "beta, alpha = choice.best[:, 0], choice.best[:, 1]",
+             "beta, alpha = choice.best[:, 0], choice.best[:, 1] * 0", (FUSED,)),
+    Mutation("alpha 0: semobridge few-shot maps (lambda2 = lambda3 = 0)", "bridge/methods/semobridge/closed_form.py",
+             '"blend": result.best,', '"blend": result.best * torch.tensor([1, 1, 1, 1, 1, 0, 0], dtype=dtype),',
+             (FUSED,)),
+    # ------------------------------------------------------------ validation draws
+    Mutation("val draw: no val split, fresh random stream", "cache/fewshot.py",
+             "picked = coop_fewshot_indices(train_labels, [train_labels[i] for i in remaining], shots, seed)",
+             "picked = {'train': first, 'val': coop_fewshot_indices([train_labels[i] for i in remaining], [], "
+             "min(shots, MAX_VAL_SHOTS), seed)['train']}", (FEWSHOT,)),
+    Mutation("val draw: val split, fresh random stream", "cache/fewshot.py",
+             "val = _sample_per_class(rng, list(val_labels),",
+             "val = _sample_per_class(random.Random(int(seed)), list(val_labels),", (FEWSHOT,)),
+    Mutation("val draw: at most 2 shots instead of 4", "cache/fewshot.py",
+             "MAX_VAL_SHOTS = 4", "MAX_VAL_SHOTS = 2", (FEWSHOT,)),
+    # ------------------------------------------------------------ the linear probe
+    Mutation("lambda scaling: 1/C instead of 1/(C n)", "bridge/methods/linear_probe.py",
+             "solve(1.0 / (c * count))", "solve(1.0 / c)", (PROBE,)),
+    Mutation("tie rule: probe grid ignores the log-probability", "bridge/methods/linear_probe.py",
+             "ranking = torch.where(acc == best_acc, logp,", "ranking = torch.where(acc == best_acc, 0 * logp,",
+             (PROBE,)),
+    Mutation("tie rule: bisection keeps the right end on a tie", "bridge/log_bisection.py",
+             "right_wins = acc_left < acc_right", "right_wins = acc_left <= acc_right", (PROBE,)),
+    # ------------------------------------------------------------ other tie rules
+    Mutation("tie rule: searches prefer the LOWER log-probability", "bridge/fusion.py",
+             "return torch.stack([accuracy(logits, labels), mean_logp])",
+             "return torch.stack([accuracy(logits, labels), -mean_logp])", ("tests/test_baselines.py",)),
+    Mutation("tie rule: trained baselines keep the latest best epoch", "bridge/training.py",
+             "better = acc > best_acc if", "better = acc >= best_acc if", ("tests/test_baselines_training.py",)),
+    Mutation("tie rule: batched search pool ranks the secondary score backwards", "bridge/search.py",
+             "order = torch.sort(-b, dim=1, stable=True).indices", "order = torch.sort(b, dim=1, stable=True).indices",
+             ("tests/test_search.py",)),
+    # ------------------------------------------------------------ cache readers: a family read as another
+    Mutation("family: format-2 flip read as plain", "cache/reader.py",
+             'return _read_rows(handle[family_group(split, family)]["embedding"], positions)',
+             'return _read_rows(handle[family_group(split, "plain" if family == "flip" else family)]["embedding"], '
+             'positions)', (FAMILIES,)),
+    Mutation("family: format-2 crops read as another crop family", "cache/reader.py",
+             'return _read_rows(handle[family_group(split, family)]["embedding"], positions)',
+             'return _read_rows(handle[family_group(split, "tip" if family.startswith("semo") else family)]'
+             '["embedding"], positions)', (FAMILIES,)),
+    Mutation("family: format-1 flip read as plain", "cache/reader.py",
+             '("flip", 1, 2)', '("flip", 0, 1)', (FAMILIES,)),
+]
+
+
+def copy_tree(target: Path) -> Path:
+    """The repository's files (no .git, virtual environment or build output) under target/clipbridge, and
+    target/shared -> ../shared when the checkout has one (tests that need it skip otherwise)."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", ".pytest_cache", "*.egg-info", "build",
+                                    "dist", "*.h5", "runs")
+    root = target / "clipbridge"
+    shutil.copytree(REPO, root, symlinks=True, ignore=ignore)
+    if (REPO.parent / "shared").is_dir():
+        (target / "shared").symlink_to(REPO.parent / "shared")
+    return root
+
+
+def run_pytest(root: Path, tests: list[str], env: dict, verbose: bool) -> tuple[int, float, str]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider",
+                           *tests], cwd=root, env=env, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    if verbose:
+        print(output)
+    return done.returncode, time.perf_counter() - start, output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", dest="pattern", default="", help="only mutations whose name contains this text")
+    parser.add_argument("--list", action="store_true", help="list the mutations and check their find texts only")
+    parser.add_argument("--tests", nargs="+", help="run these test files for every mutation instead of its own")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print pytest's output of every run")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if args.pattern in m.name]
+    print(f"{len(chosen)} of {len(MUTATIONS)} mutations")
+    with tempfile.TemporaryDirectory(prefix="clipbridge-mutations-") as tmp:
+        root = copy_tree(Path(tmp))
+        env = {**os.environ, "PYTHONPATH": tmp, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        probe = "import clipbridge, os; print(os.path.realpath(clipbridge.__file__))"
+        where = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+        if not where.stdout.strip().startswith(os.path.realpath(tmp)):
+            print(f"error: clipbridge is not imported from the copy ({where.stdout.strip() or where.stderr.strip()})")
+            return 2
+        errors = []
+        for m in chosen:
+            text = (root / m.path).read_text() if (root / m.path).is_file() else None
+            count = 0 if text is None else text.count(m.find)
+            if count != 1:
+                errors.append(m)
+                why = "file is gone" if text is None else f"find text occurs {count} times (expected once)"
+                print(f"LIST ERROR   {m.name}: {m.path}: {why}: {m.find!r}")
+        if args.list:
+            for m in chosen:
+                print(f"{m.name:65s} {m.path}  ->  {', '.join(args.tests or m.tests)}")
+            return 1 if errors else 0
+        mapped = sorted({t for m in chosen for t in (args.tests or m.tests)})
+        rc, seconds, output = run_pytest(root, mapped, env, args.verbose)
+        if rc != 0:
+            print(output[-3000:])
+            print(f"error: the unmutated tree fails its tests ({' '.join(mapped)}); fix that first")
+            return 2
+        print(f"unmutated: {len(mapped)} test files pass ({seconds:.0f} s)")
+        survived = []
+        for m in chosen:
+            if m in errors:
+                continue
+            path = root / m.path
+            original = path.read_text()
+            path.write_text(original.replace(m.find, m.replace))
+            try:
+                rc, seconds, output = run_pytest(root, list(args.tests or m.tests), env, args.verbose)
+            finally:
+                path.write_text(original)
+            if rc in (0, 5):
+                survived.append(m)
+            verdict = "caught  " if rc not in (0, 5) else "SURVIVED"
+            print(f"{verdict}     {m.name}  ({seconds:.0f} s)", flush=True)
+        run = len(chosen) - len(errors)
+        print(f"\n{run - len(survived)} of {run} caught, {len(survived)} survived, {len(errors)} list errors")
+        for m in survived:
+            print(f"  survived: {m.name} ({m.path})")
+        return 1 if survived or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
