@@ -43,6 +43,8 @@ CHUNK_AFFINITY_ELEMENTS = 1 << 27
 LEAF_WORK = 1 << 20
 # β slices of the search box on which the pairs that matter anywhere in it are found
 ROOT_BLOCKS = 12
+# affinities per row slice of the exhaustive secondary score (stays in cache)
+SECONDARY_ROWS = 1 << 16
 # pairs per row slice of the root pass
 ROOT_ROWS = 1 << 16
 # relative slack of the float32 root pass (generous: it only keeps more pairs)
@@ -54,13 +56,14 @@ def _inside(inner: tuple, outer: tuple) -> bool:
 
 
 def exact_terms(aff: Tensor, weight: Tensor, div: Tensor | None, beta: Tensor, gamma: Tensor, formula: str) -> Tensor:
-    """F [L, P] in the working dtype, as the exhaustive scorers compute it, for affinities aff [P, K], key
-    weights weight [P, K], divergences div [P, K] (or None) and leaves beta, gamma [L].
+    """F [L, ...] in the working dtype, as the exhaustive scorers compute it, for affinities aff [..., K], key
+    weights and divergences broadcastable to it (div may be None) and leaves beta, gamma [L].
     tip: Σ_k exp(−β (1 − a)) · w ;  ape: Σ_k exp(β a − β) · (w · exp(d γ))."""
-    b = beta[:, None, None]
+    shape = (-1,) + (1,) * aff.dim()
+    b = beta.view(shape)
     if formula == "tip":
         return (torch.exp(-b * (1 - aff.unsqueeze(0))) * weight).sum(-1)
-    scale = weight if div is None else weight * torch.exp(div.unsqueeze(0) * gamma[:, None, None])
+    scale = weight if div is None else weight * torch.exp(div.unsqueeze(0) * gamma.view(shape))
     return (torch.exp(b * aff.unsqueeze(0) - b) * scale).sum(-1)
 
 
@@ -159,23 +162,25 @@ class CacheFusion:
         s_count, n, c = self.base.shape
         out = torch.zeros(s_count, beta.shape[1], dtype=self.base.dtype)
         for s in range(s_count):
+            if not bool(torch.isfinite(beta[s]).any()):                   # not needed (bridge.search.LazyScore)
+                out[s] = float("nan")
+                continue
             valid_all = self.labels[s] >= 0
             count = valid_all.sum().clamp_min(1).to(self.base.dtype)
             leaves, inverse = torch.unique(torch.stack([gamma[s], beta[s]], -1), dim=0, return_inverse=True)
             total = torch.zeros(beta.shape[1], dtype=self.base.dtype)
+            weight = self.weight[s].reshape(c, self.keys)
+            div = None if self.div is None else self.div[s].reshape(c, self.keys)
             for r0 in range(0, n, self.rows()):
                 rows = slice(r0, min(n, r0 + self.rows()))
                 aff = self.affinities(s, rows)
                 y, valid = self.labels[s, rows].clamp_min(0), valid_all[rows]
-                weight = self.weight[s].reshape(c, self.keys)
-                div = None if self.div is None else self.div[s].reshape(c, self.keys)
+                step = max(1, SECONDARY_ROWS // max(1, c * self.keys))       # rows per slice kept in cache
                 for leaf in range(leaves.shape[0]):
                     g, b = leaves[leaf, 0:1], leaves[leaf, 1:2]
                     cand = (inverse == leaf).nonzero().squeeze(1)
-                    flat = aff.reshape(-1, self.keys)
-                    cache = exact_terms(flat, weight.repeat(aff.shape[0], 1),
-                                        None if div is None else div.repeat(aff.shape[0], 1), b, g,
-                                        self.formula).reshape(aff.shape[0], c)
+                    cache = torch.cat([exact_terms(aff[i:i + step], weight, div, b, g, self.formula)[0]
+                                       for i in range(0, aff.shape[0], step)])              # [n, C]
                     logits = self.base[s, rows].unsqueeze(0) + alpha[s, cand][:, None, None] * cache
                     logp = torch.log_softmax(logits, -1).gather(-1, y.expand(cand.shape[0], -1).unsqueeze(-1))
                     total[cand] += (logp.squeeze(-1) * valid).sum(-1)

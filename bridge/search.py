@@ -47,7 +47,8 @@ class LazyScore(Protocol):
 
     def primary(self, candidates: Tensor) -> Tensor: ...
 
-    def secondary(self, candidates: Tensor) -> Tensor: ...
+    def secondary(self, candidates: Tensor) -> Tensor:
+        """[S, M]; a seed whose candidates are all NaN is not needed (any value)."""
 
 
 class SearchResult(NamedTuple):
@@ -169,7 +170,9 @@ def _resolver(score: "LazyScore", box: "_Box") -> Callable[[Tensor, Tensor], Ten
         slot = torch.minimum(torch.arange(width).expand_as(order), (counts - 1).clamp_min(0).unsqueeze(1))
         index = order.gather(1, slot)
         picked = points.gather(1, index.unsqueeze(-1).expand(-1, -1, points.shape[-1]))
-        values = score.secondary(box.from_unit(picked).to(device=box.device, dtype=box.dtype))
+        candidates = box.from_unit(picked)
+        candidates[counts == 0] = math.nan                 # a seed with nothing needed: its LazyScore may skip it
+        values = score.secondary(candidates.to(device=box.device, dtype=box.dtype))
         values = values.detach().to("cpu", torch.float64).nan_to_num(-math.inf)
         out = torch.full(need.shape, -math.inf, dtype=torch.float64)
         return out.scatter(1, index, values)

@@ -50,7 +50,8 @@ def search_alpha_beta(task, hp: dict, text: Tensor, keys: Tensor, key_mask: Tens
     base = zeroshot_logits(val_q, text, task.logit_scale)                        # [S, Nv, C]
     s = val_q.shape[0]
     problem = CacheFusion(base, val_y, lambda i, rows: val_q[i, rows] @ keys[i].transpose(0, 1),
-                          key_mask.reshape(1, -1).to(text.dtype).expand(s, -1), None, "tip")
+                          key_mask.reshape(1, -1).to(text.dtype).expand(s, -1), None, "tip",
+                          box=(hp["beta_low"], hp["beta_high"], hp["alpha_low"], hp["alpha_high"], 0.0, 0.0))
     low, high = [hp["alpha_low"], hp["beta_low"]], [hp["alpha_high"], hp["beta_high"]]
     beta_alpha = box_grid(low[::-1], high[::-1], [int(hp["grid_beta"]), int(hp["grid_alpha"])],
                           endpoint=bool(hp["grid_endpoint"]), dtype=text.dtype)   # β slowest, as the official loop
