@@ -28,6 +28,7 @@ the pruning (1.0 = exhaustive).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -263,8 +264,8 @@ class _SeedData:
         pick_c = (lambda t: t) if q is None else (lambda t: t[c])
         xmax, xmin = pick(self.xmax), pick(self.xmin)
         if self.monotone and b0 >= 0:
-            w1, s1, e1 = self.sums(g1)
-            w0, s0, e0 = self.sums(g0)
+            w1, s1, e1 = self.sums(_ladder(g1, up=True))
+            w0, s0, e0 = self.sums(_ladder(g0, up=False))
             w1, s1, w0, s0 = pick_c(w1), pick(s1) + pick(e1), pick_c(w0), pick(s0) - pick(e0)
             s1 = torch.minimum(s1, w1 * xmax)                  # Σ W (a − 1) lies in [W·xmin, W·xmax]
             s0 = torch.maximum(s0, w0 * xmin)
@@ -314,8 +315,8 @@ class _SeedData:
         b0, b1, a0, a1, g0, g1 = box
         f32 = torch.float32
         xmax, xmin = self.xmax[q].to(f32), self.xmin[q].to(f32)
-        w1, s1, e1 = self.sums(g1)
-        w0, s0, e0 = self.sums(g0)
+        w1, s1, e1 = self.sums(_ladder(g1, up=True))
+        w0, s0, e0 = self.sums(_ladder(g0, up=False))
         s1 = torch.minimum(s1[q] + e1[q], w1 * self.xmax[q]).to(f32)
         s0 = torch.maximum(s0[q] - e0[q], w0 * self.xmin[q]).to(f32)
         w1, w0 = w1.to(f32), w0.to(f32)
@@ -359,6 +360,15 @@ class _RowView:
         return w, s[self._q], e[self._q]
 
     c_bounds = _SeedData.c_bounds
+
+
+def _ladder(gamma: float, up: bool) -> float:
+    """γ rounded up (or down) to a ladder of 32 steps per octave: the weights w·exp(γ d) grow with γ (d ≥ 0), so
+    the sums at the rounded γ still bound them, and only a few sums are ever computed."""
+    if gamma == 0:
+        return 0.0
+    step = 2.0 ** (math.floor(math.log2(abs(gamma))) - 5)
+    return (math.ceil(gamma / step) if up else math.floor(gamma / step)) * step
 
 
 def _root_edges(b0: float, b1: float) -> list[tuple[float, float]]:
