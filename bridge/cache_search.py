@@ -87,7 +87,8 @@ class CacheFusion:
     div: Tensor | None
     formula: str
     box: tuple | None = None      # (β0, β1, α0, α1, γ0, γ1) holding the candidates of most calls, or None
-    scored: list = field(default_factory=list)       # scored shares of the calls so far
+    scored: list = field(default_factory=list)       # scored shares of the hit counts of the calls so far
+    pairs: list = field(default_factory=lambda: [0.0, 0.0])   # pairs scored (hits and secondary), pairs of hits
     _kept: dict = field(default_factory=dict)
     _seed_data: dict = field(default_factory=dict)
 
@@ -127,6 +128,8 @@ class CacheFusion:
                 scored += work
                 total += float((self.labels[s, rows] >= 0).sum()) * c * beta.shape[1]
         self.scored.append(scored / max(total, 1.0))
+        self.pairs[0] += scored
+        self.pairs[1] += total
         return out
 
     def _seed_hits(self, s: int, rows: slice, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
@@ -185,6 +188,7 @@ class CacheFusion:
                     logits = self.base[s, rows].unsqueeze(0) + alpha[s, cand][:, None, None] * cache
                     logp = torch.log_softmax(logits, -1).gather(-1, y.expand(cand.shape[0], -1).unsqueeze(-1))
                     total[cand] += (logp.squeeze(-1) * valid).sum(-1)
+                    self.pairs[0] += float(valid.sum()) * c * cand.shape[0]
             out[s] = total / count
         return out
 
@@ -339,10 +343,8 @@ class _SeedData:
             ex[beta] = low_w * torch.exp(beta * xmin) + high_w * torch.exp(beta * xmax)       # chord at β
         for lo, hi in edges:
             y_lo, _ = self.y_bounds(q, (lo, hi, g0, g1))                              # [2, r]
-            t = 0.5 * (lo + hi)
             up = torch.maximum(ex[lo] - y_lo[0].to(f32).unsqueeze(1), ex[hi] - y_lo[1].to(f32).unsqueeze(1))
             relevant |= torch.maximum(a0 * up, a1 * up) >= threshold
-        del t
         return relevant
 
 
@@ -576,6 +578,7 @@ class CacheFusionScore:
 
     @property
     def scored_share(self) -> float | None:
-        """Mean scored share of the hit counts so far (None before any)."""
-        shares = self.problem.scored
-        return sum(shares) / len(shares) if shares else None
+        """(query, class) pairs scored exactly, for the hit counts and the secondary scores, per pair of the
+        candidates whose hits were counted (None before any)."""
+        scored, total = self.problem.pairs
+        return scored / total if total else None
