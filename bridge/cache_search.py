@@ -208,6 +208,7 @@ class _SeedData:
         self.w64 = weight.to(f64)
         self.d64 = None if div is None else div.to(f64)
         self.b64 = base.to(f64)
+        self.by64 = self.b64.gather(1, y.unsqueeze(1)).squeeze(1)              # base of the true class [n]
         self.monotone = bool((weight >= 0).all()) and (div is None or bool((div >= 0).all())) \
             and float(self.xmax.max()) <= 0.0
         self._sums: dict = {}
@@ -257,15 +258,17 @@ class _SeedData:
         lo, hi = torch.minimum(t_hi, t_lo).sum(-1), torch.maximum(t_hi, t_lo).sum(-1)
         return lo.expand(2, -1), hi.expand(2, -1)
 
-    def c_bounds(self, q: Tensor | None, c: Tensor | None, box) -> tuple[Tensor, Tensor]:
+    def c_bounds(self, q: Tensor | None, c: Tensor | None, box, flat: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Linear-in-β bounds of F_qc over box for pairs (q, c) ([2, P]; q = c = None: every pair, [2, n, C]),
         as y_bounds. Monotone case (w, d ≥ 0, a ≤ 1, β ≥ 0): a class's terms are convex in a, so the chord
         through its smallest and largest affinity bounds them above (at γ1; convex in β, so its secant too)
         and Jensen's inequality below (at γ0; convex in β, so its tangent at the middle too); otherwise
         constant per-term extremes from the largest and smallest affinity."""
         b0, b1, g0, g1 = box
-        pick = (lambda t: t) if q is None else (lambda t: t[q, c])
-        pick_c = (lambda t: t) if q is None else (lambda t: t[c])
+        if q is not None and flat is None:
+            flat = q * self.xmax.shape[1] + c
+        pick = (lambda t: t) if q is None else (lambda t: t.reshape(-1).index_select(0, flat))
+        pick_c = (lambda t: t) if q is None else (lambda t: t.index_select(0, c))
         xmax, xmin = pick(self.xmax), pick(self.xmin)
         if self.monotone and b0 >= 0:
             w1, s1, e1 = self.sums(_ladder(g1, up=True))
@@ -467,8 +470,9 @@ class _Problem:
         local = torch.empty(n, dtype=torch.int64)
         local[queries] = torch.arange(queries.numel())
         li = local[pq]
-        c_lo, c_hi = data.c_bounds(pq, pc, box)
-        base_c, base_y = data.b64[pq, pc], data.b64[pq, data.y[pq]]
+        flat = pq * data.base.shape[1] + pc
+        c_lo, c_hi = data.c_bounds(pq, pc, box, flat)
+        base_c, base_y = data.b64.reshape(-1).index_select(0, flat), data.by64.index_select(0, pq)
         d_max, d_min, slack = _differences(base_c, base_y, c_lo, c_hi, y_lo[:, pq], y_hi[:, pq], a0, a1, data.eps)
         relevant = d_max >= -slack
         beaten = torch.zeros(queries.numel(), dtype=torch.bool)
