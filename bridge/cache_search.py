@@ -8,22 +8,31 @@ For one seed, with validation queries n (label y_n), classes c and each class's 
 (a = query-key affinity, w = key weight, d = key divergence; Tip-Adapter: w = 1 for real keys, d = 0). The
 hit count of a candidate is the number of real queries whose arg-max (first maximum, as torch.argmax) is y.
 
-Exactness. Each key term is w·exp(e) with e linear in (β, γ), so over a box of candidates
-[β0, β1] × [α0, α1] × [γ0, γ1] it lies between w·exp(e_min) and w·exp(e_max), e at the box's corners; summed
-over a class's keys this bounds F_nc, and so l_c − l_y, over the whole box (float64, widened by a slack of
-64 ulp of the working dtype times the magnitudes involved, far above the rounding of the float scoring).
+Bounds (float64, widened by a slack of 64 ulp of the working dtype times the magnitudes involved, far above
+the rounding of the float scoring). Over a box of candidates [β0, β1] × [α0, α1] × [γ0, γ1], F_nc and F_ny are
+bounded by functions linear in β, so l_c − l_y is bounded at the box's corners:
+  - monotone case (w, d ≥ 0, a ≤ 1, β ≥ 0; Tip-Adapter and APE): F_y from its exact key terms (secant above,
+    tangent at the middle below: F is convex in β); F_c from the class's largest and smallest affinity and its
+    weighted sum of affinities (the chord through the extremes above, Jensen's inequality below: each term is
+    convex in a), the sums taken at γ rounded outwards to a ladder so that few are ever computed;
+  - otherwise (e.g. APE-T's signed weights): per-term extremes at the corners (exp of a linear exponent).
 Per box:
   - a pair (n, c) whose l_c − l_y < 0 everywhere in the box cannot change query n's decision: dropped;
   - a query with a class that beats y everywhere is wrong for every candidate in the box;
   - a query with no pair left is right for every candidate in the box (counted without scoring).
-Candidates are sorted by (γ, β) ("leaves": distinct (β, γ)); boxes are ranges of leaves, split in halves while
-queries stay undecided. At a small enough range the remaining pairs are scored exactly, in the working dtype
-with the exhaustive scoring's formula (`formula`), for every candidate of the range, with torch.argmax's tie
-rule (a class before y wins a tie, a class after y loses it). The hits therefore equal the exhaustive scoring
-of all classes except where float rounding alone decides (a class within rounding of y, which the exhaustive
-scoring itself resolves by summation order).
+The pairs that can matter anywhere in the search box are found once (a float32 pass over slices of β with
+a wide slack, cached), then candidates are sorted by (γ, β) ("leaves": distinct (β, γ)); boxes are ranges
+of leaves, split in halves while queries stay undecided. At a small enough range each (query, candidate)
+is decided by the α-interval where the bounds already decide it (α ≥ 0), and the rest are scored exactly, in
+the working dtype with the exhaustive scoring's formula (`formula`) on the query's remaining pairs, with
+torch.argmax's tie rule (a class before y wins a tie, a class after y loses it). The hits therefore equal the
+exhaustive scoring of all classes except where float rounding alone decides (a class within rounding of y,
+which the exhaustive scoring itself resolves by summation order).
 
-`scored_share`: exactly scored (query, class) pairs per candidate / (real queries × classes): the measure of
+The secondary score (mean true-class log-probability, bridge.fusion.validation_scores) is scored over every
+class, exactly as before, for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore).
+
+`scored`, `pairs`: exactly scored (query, class) pairs per candidate / (real queries × classes), the measure of
 the pruning (1.0 = exhaustive).
 """
 from __future__ import annotations
