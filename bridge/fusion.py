@@ -26,18 +26,22 @@ Scorer = Callable[[Tensor], "tuple[Tensor, Tensor]"]
 
 @dataclass
 class FusionChoice:
-    """best [S, p] chosen weights, val_accuracy [S] percent, evaluated candidates, seconds spent."""
+    """best [S, p] chosen weights, val_accuracy [S] percent, evaluated candidates, seconds spent, and
+    scored_share: the share of (query, class) pairs scored per candidate (bridge.cache_search; 1.0 when the
+    search scored every pair)."""
 
     best: Tensor
     val_accuracy: Tensor
     evaluated: int
     seconds: float
+    scored_share: float = 1.0
 
     def fit_info(self, start: float, **extra) -> dict:
         """FittedState.info of a fit begun at `start` (time.perf_counter) whose last step was this search:
-        val_accuracy, fit_seconds, search_seconds, search_evaluated, then `extra`."""
+        val_accuracy, fit_seconds, search_seconds, search_evaluated, search_scored_share, then `extra`."""
         return {"val_accuracy": self.val_accuracy.tolist(), "fit_seconds": time.perf_counter() - start,
-                "search_seconds": self.seconds, "search_evaluated": self.evaluated, **extra}
+                "search_seconds": self.seconds, "search_evaluated": self.evaluated,
+                "search_scored_share": self.scored_share, **extra}
 
 
 def validation_scores(logits: Tensor, labels: Tensor) -> Tensor:
@@ -154,5 +158,6 @@ def search_fusion(score: Scorer, low: list[float], high: list[float], *, seeds: 
                             seed=[int(x) for x in seeds],
                             log_scale=log_scale,
                             grid=None if grid is None else grid.to(device=like.device, dtype=like.dtype))
+    share = getattr(score, "scored_share", None)
     return FusionChoice(best=result.best, val_accuracy=result.best_score, evaluated=int(result.evaluated),
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - start, scored_share=1.0 if share is None else float(share))

@@ -11,6 +11,11 @@ ties (validation accuracy is a step function; a smooth secondary such as the mea
 true class picks, among equally accurate candidates, the one with the widest margins). Remaining ties keep
 the candidate evaluated first (grid points, then earlier rounds, then lower index).
 
+`score` may also be a LazyScore, an object with primary(candidates) and secondary(candidates), both
+[S, M] from [S, M, p]: the secondary is then asked only for the candidates whose order it can change (those
+in the top `elites` of their round's merge that share their primary score with another of them), so a
+costly secondary is scored for a few candidates instead of all; the result is the same as scoring it for all.
+
 Algorithm (all in the unit cube; a parameter with log_scale=True is searched uniformly in log space):
   round 0      the caller's `grid` points (same for every seed) plus `per_round` scrambled-Sobol points;
   round r ≥ 1  `per_round` new points per seed, drawn around the current elites inside a box whose
@@ -26,7 +31,7 @@ problem's own seed): same inputs and seeds, same result.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -34,6 +39,16 @@ from torch import Tensor
 from clipbridge.bridge.errors import BridgeInputError
 
 Score = Callable[[Tensor], "Tensor | tuple[Tensor, Tensor]"]
+
+
+@runtime_checkable
+class LazyScore(Protocol):
+    """A score whose secondary is computed only where it can change the search (module docstring)."""
+
+    def primary(self, candidates: Tensor) -> Tensor: ...
+
+    def secondary(self, candidates: Tensor) -> Tensor:
+        """[S, M]; a seed whose candidates are all NaN is not needed (any value)."""
 
 
 class SearchResult(NamedTuple):
@@ -68,14 +83,15 @@ def batched_search(score: Score, low: Tensor, high: Tensor, *, num_seeds: int, r
     if grid is not None and grid.shape[0]:
         first = torch.cat([box.to_unit(grid.to(torch.float64)).unsqueeze(0).expand(s, -1, -1), first], 1)
     pool = _Pool.empty(s, p, elites)
-    pool = pool.merge(first, *_evaluate(score, box, first))
+    resolve = _resolver(score, box) if isinstance(score, LazyScore) else None
+    pool = pool.merge(first, *_evaluate(score, box, first), resolve=resolve)
     evaluated = first.shape[1]
 
     shrink = (final_radius / 0.5) ** (1.0 / max(1, rounds - 2))
     for r in range(1, rounds):
         radius = max(final_radius, 0.5 * shrink ** (r - 1))
         cand = _propose(pool, per_round, radius, gens)
-        pool = pool.merge(cand, *_evaluate(score, box, cand))
+        pool = pool.merge(cand, *_evaluate(score, box, cand), resolve=resolve)
         evaluated += per_round
     best = box.from_unit(pool.points[:, 0]).to(dtype=low.dtype, device=low.device)
     return SearchResult(best=best, best_score=pool.primary[:, 0].to(low.device), evaluated=evaluated)
@@ -102,29 +118,77 @@ class _Box:
 
 
 class _Pool:
-    """Per-seed elites sorted best first: points [S, E, p] (unit cube), primary/secondary [S, E]."""
+    """Per-seed elites sorted best first: points [S, E, p] (unit cube), primary/secondary [S, E], known [S, E]
+    (False: the secondary was never needed, so it was not scored)."""
 
-    def __init__(self, points: Tensor, primary: Tensor, secondary: Tensor, size: int):
+    def __init__(self, points: Tensor, primary: Tensor, secondary: Tensor, size: int, known: Tensor | None = None):
         self.points, self.primary, self.secondary, self.size = points, primary, secondary, size
+        self.known = torch.ones_like(primary, dtype=torch.bool) if known is None else known
 
     @classmethod
     def empty(cls, s: int, p: int, size: int) -> "_Pool":
         z = torch.empty(s, 0, dtype=torch.float64)
         return cls(torch.empty(s, 0, p, dtype=torch.float64), z, z.clone(), size)
 
-    def merge(self, points: Tensor, primary: Tensor, secondary: Tensor) -> "_Pool":
-        """Keep the top `size` of old elites + new points; ties keep old before new, then lower index."""
+    def merge(self, points: Tensor, primary: Tensor, secondary: Tensor | None,
+              resolve: Callable[[Tensor, Tensor], Tensor] | None = None) -> "_Pool":
+        """Keep the top `size` of old elites + new points; ties keep old before new, then lower index.
+        secondary None: not scored yet; resolve(points [S, T, p], need [S, T]) scores it where needed."""
         pts = torch.cat([self.points, points], 1)
         a = torch.cat([self.primary, primary], 1)
-        b = torch.cat([self.secondary, secondary], 1)
+        fresh = torch.zeros_like(primary) if secondary is None else secondary
+        b = torch.cat([self.secondary, fresh], 1)
+        known = torch.cat([self.known, torch.full_like(primary, secondary is not None, dtype=torch.bool)], 1)
+        if not bool(known.all()):
+            need = _needs_secondary(a, self.size) & ~known
+            if bool(need.any()):
+                b = torch.where(need, resolve(pts, need), b)
+                known = known | need
         order = torch.sort(-b, dim=1, stable=True).indices
         order = order.gather(1, torch.sort(-a.gather(1, order), dim=1, stable=True).indices)[:, : self.size]
         pick = order.unsqueeze(-1).expand(-1, -1, pts.shape[-1])
-        return _Pool(pts.gather(1, pick), a.gather(1, order), b.gather(1, order), self.size)
+        return _Pool(pts.gather(1, pick), a.gather(1, order), b.gather(1, order), self.size, known.gather(1, order))
 
 
-def _evaluate(score: Score, box: _Box, unit: Tensor) -> tuple[Tensor, Tensor]:
-    """Score unit-cube candidates [S, M, p]; returns (primary, secondary) [S, M] float64 on the CPU."""
+def _needs_secondary(primary: Tensor, size: int) -> Tensor:
+    """[S, T] entries whose secondary can change the top `size` by (primary, secondary): those at or above the
+    size-th best primary that share their primary with another such entry."""
+    top = primary.topk(min(size, primary.shape[1]), dim=1).values[:, -1:]
+    contender = primary >= top
+    same = (primary.unsqueeze(2) == primary.unsqueeze(1)) & contender.unsqueeze(1)
+    return contender & (same.sum(-1) >= 2)
+
+
+def _resolver(score: "LazyScore", box: "_Box") -> Callable[[Tensor, Tensor], Tensor]:
+    """resolve(points [S, T, p] unit cube, need [S, T]) -> [S, T] secondary (float64, -inf for NaN) where
+    needed, scoring only the needed points (padded per seed by repeating one of them)."""
+
+    def resolve(points: Tensor, need: Tensor) -> Tensor:
+        counts = need.sum(1)
+        width = int(counts.max())
+        order = torch.sort((~need).to(torch.int8), dim=1, stable=True).indices[:, :width]      # needed first
+        slot = torch.minimum(torch.arange(width).expand_as(order), (counts - 1).clamp_min(0).unsqueeze(1))
+        index = order.gather(1, slot)
+        picked = points.gather(1, index.unsqueeze(-1).expand(-1, -1, points.shape[-1]))
+        candidates = box.from_unit(picked)
+        candidates[counts == 0] = math.nan                 # a seed with nothing needed: its LazyScore may skip it
+        values = score.secondary(candidates.to(device=box.device, dtype=box.dtype))
+        values = values.detach().to("cpu", torch.float64).nan_to_num(-math.inf)
+        out = torch.full(need.shape, -math.inf, dtype=torch.float64)
+        return out.scatter(1, index, values)
+
+    return resolve
+
+
+def _evaluate(score: Score, box: _Box, unit: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Score unit-cube candidates [S, M, p]; returns (primary, secondary) [S, M] float64 on the CPU (a
+    LazyScore's secondary: None, scored later where needed)."""
+    if isinstance(score, LazyScore):
+        primary = score.primary(box.from_unit(unit).to(device=box.device, dtype=box.dtype))
+        if tuple(primary.shape) != tuple(unit.shape[:2]):
+            raise BridgeInputError(f"search score must return [{unit.shape[0]}, {unit.shape[1]}] scores, "
+                                   f"got {list(primary.shape)}")
+        return primary.detach().to("cpu", torch.float64).nan_to_num(-math.inf), None
     out = score(box.from_unit(unit).to(device=box.device, dtype=box.dtype))
     primary, secondary = out if isinstance(out, tuple) else (out, torch.zeros_like(out))
     if tuple(primary.shape) != tuple(unit.shape[:2]) or tuple(secondary.shape) != tuple(unit.shape[:2]):

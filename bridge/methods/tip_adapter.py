@@ -15,8 +15,9 @@ each; the result is at least as accurate on validation as the best grid point. W
 the grid is the official Tip-Adapter one (RECIPES.md §2.2: β_i = low + i·(high − low)/grid_beta,
 i < grid_beta, the same for α; the paper recipe sets the per-dataset box and 200 × 20 points); with True
 (the default, the "uniform" recipe) it is a regular grid including both ends over [0, 10]². All candidates
-sharing a β share one cache term (bridge.fusion.grouped_scorer), so the 4,000-point official grid costs 200
-cache terms. Accuracy ties are broken by the mean true-class log-probability.
+are scored by bridge.cache_search, which scores exactly only the (query, class) pairs that can change a
+decision and chooses what scoring every pair would choose. Accuracy ties are broken by the mean true-class
+log-probability (scored only for the candidates whose order it decides).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.features import begin_fit, chunked, prepare_queries, shot_keys, validation
-from clipbridge.bridge.fusion import FusionChoice, box_grid, grouped_scorer, search_fusion
+from clipbridge.bridge.cache_search import CacheFusion, CacheFusionScore
+from clipbridge.bridge.fusion import FusionChoice, box_grid, search_fusion
 from clipbridge.bridge.methods.zeroshot import zeroshot_logits
 from clipbridge.bridge.registry import FittedState, register_method
 
@@ -46,17 +48,14 @@ def search_alpha_beta(task, hp: dict, text: Tensor, keys: Tensor, key_mask: Tens
     """(α, β) per seed maximising validation accuracy of Tip-Adapter's logits with these keys."""
     val_q, val_y = validation(task, text.dtype)
     base = zeroshot_logits(val_q, text, task.logit_scale)                        # [S, Nv, C]
-
-    def combine(cache: Tensor, candidates: Tensor) -> Tensor:                    # [S, m, Nv, C], [S, m, 2]
-        return base.unsqueeze(1) + candidates[..., 0, None, None] * cache
-
+    s = val_q.shape[0]
+    problem = CacheFusion(base, val_y, lambda i, rows: val_q[i, rows] @ keys[i].transpose(0, 1),
+                          key_mask.reshape(1, -1).to(text.dtype).expand(s, -1), None, "tip",
+                          box=(hp["beta_low"], hp["beta_high"], hp["alpha_low"], hp["alpha_high"], 0.0, 0.0))
     low, high = [hp["alpha_low"], hp["beta_low"]], [hp["alpha_high"], hp["beta_high"]]
     beta_alpha = box_grid(low[::-1], high[::-1], [int(hp["grid_beta"]), int(hp["grid_alpha"])],
                           endpoint=bool(hp["grid_endpoint"]), dtype=text.dtype)   # β slowest, as the official loop
-    s, nv = val_q.shape[:2]
-    score = grouped_scorer(lambda beta: cache_logits(val_q, keys, key_mask, beta), combine, val_y, key=1,
-                           elements_per_key=s * nv * keys.shape[1], elements_per_candidate=s * base.shape[1:].numel())
-    return search_fusion(score, low, high, seeds=task.seeds, rounds=int(hp["search_rounds"]),
+    return search_fusion(CacheFusionScore(problem, beta=1, alpha=0), low, high, seeds=task.seeds, rounds=int(hp["search_rounds"]),
                          per_round=int(hp["search_per_round"]), grid=beta_alpha.flip(-1), like=base)
 
 

@@ -8,9 +8,9 @@ search="grid" is yangyangyang127/APE:main.py's grid (APE and APE-T alike):
 
 visited β outer, α, γ inner; the first candidate with the strictly highest validation top-1 accuracy wins
 (the official loop starts from accuracy 0 and parameters (0, 0, 0), so when every candidate scores 0 % it
-keeps (0, 0, 0); we keep the first grid point then). Every candidate is scored exactly, in tensor
-operations: per β, the cache logits of all γ at once ([S, G, Nv, C]); α only scales them, so each query is
-right on one interval of α, found in one pass (AlphaMargins), and the hits of all α follow from it.
+keeps (0, 0, 0); we keep the first grid point then). Every candidate's hits are those of the exhaustive
+top-1 scoring, counted by bridge.cache_search (which scores exactly only the (query, class) pairs that can
+change a decision).
 
 search="batched" is bridge.search.batched_search through bridge.fusion.search_fusion over the box the grid
 spans, [0.1, scale_β] × [0.1, scale_α] (× [0, scale_γ]): round 0 scores a regular grid of `grid_points` per
@@ -26,9 +26,9 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
-from clipbridge.bridge.features import chunked
-from clipbridge.bridge.fusion import FusionChoice, box_grid, scorer, search_fusion
-from clipbridge.bridge.methods.ape.cache import CacheModel, key_scales, scaled_cache_logits
+from clipbridge.bridge.cache_search import CacheFusion, CacheFusionScore
+from clipbridge.bridge.fusion import FusionChoice, box_grid, search_fusion
+from clipbridge.bridge.methods.ape.cache import CacheModel
 
 SEARCH_MODES = ("batched", "grid")
 
@@ -53,26 +53,26 @@ def grid_search(model: CacheModel, val_q: Tensor, val_y: Tensor, axes: list[list
         raise BridgeInputError("APE's grid search needs at least one step per parameter")
     valid = val_y >= 0
     affinity, base = model.affinity(val_q, valid), model.zero_shot(val_q)                 # [S,Nv,C·K], [S,Nv,C]
-    s, nv, c = base.shape
+    s = base.shape[0]
     like = dict(dtype=base.dtype, device=base.device)
-    gammas = torch.tensor(axes[2] if len(axes) == 3 else [0.0], **like).expand(s, -1)     # [S, G]
-    alphas = torch.tensor(axes[1], **like)
-    g = gammas.shape[1]
-    scales = key_scales(model.weight, model.divergence, gammas).reshape(s, g, c, -1)     # [S, G, C, K]
-    margin = AlphaMargins(base, val_y)
-    counts = []
-    for beta in axes[0]:
-        weights = torch.exp(beta * affinity - beta).reshape(s, nv, c, -1)                 # [S, Nv, C, K]
-        cache = torch.einsum("snck,sgck->sgnc", weights, scales)                          # [S, G, Nv, C]
-        counts.append(chunked(lambda part: margin.hits(part, alphas), cache, nv * c * s, dim=1))   # [S, G, A]
-    flat = torch.stack(counts, 1).transpose(2, 3).reshape(s, -1)                         # β, α, γ order
-    first_best = flat.argmax(-1)                                                         # first maximum
+    with_gamma = len(axes) == 3
     grid = torch.cartesian_prod(*[torch.tensor(axis, dtype=torch.float64) for axis in axes])
-    grid = grid.reshape(-1, len(axes)).to(**like)
-    accuracy = 100.0 * flat.gather(1, first_best[:, None]).squeeze(1).to(base.dtype) \
+    grid = grid.reshape(-1, len(axes)).to(**like)                                        # β, α, γ order
+    problem = cache_problem(model, base, val_y, affinity, with_gamma)
+    cand = grid.unsqueeze(0).expand(s, -1, -1)
+    hits = problem.hits(cand[..., 0], cand[..., 1],
+                        cand[..., 2] if with_gamma else torch.zeros_like(cand[..., 0]))           # [S, G]
+    first_best = hits.argmax(-1)                                                         # first maximum
+    accuracy = 100.0 * hits.gather(1, first_best[:, None]).squeeze(1).to(base.dtype) \
         / valid.sum(-1).clamp_min(1).to(base.dtype)
-    return FusionChoice(best=grid[first_best], val_accuracy=accuracy, evaluated=flat.shape[1],
-                        seconds=time.perf_counter() - start)
+    return FusionChoice(best=grid[first_best], val_accuracy=accuracy, evaluated=grid.shape[0],
+                        seconds=time.perf_counter() - start, scored_share=problem.scored[-1])
+
+
+def cache_problem(model: CacheModel, base: Tensor, val_y: Tensor, affinity: Tensor, with_gamma: bool) -> CacheFusion:
+    """The bridge.cache_search problem of this cache model's logits on validation (affinity [S, Nv, C·K])."""
+    return CacheFusion(base, val_y, lambda i, rows: affinity[i, rows], model.weight,
+                       model.divergence if with_gamma else None, "ape")
 
 
 class AlphaMargins:
@@ -109,24 +109,17 @@ def batched_parameter_search(model: CacheModel, val_q: Tensor, val_y: Tensor, hp
     """The project's batched search over the official grid's box (see the module docstring)."""
     valid = val_y >= 0
     affinity, base = model.affinity(val_q, valid), model.zero_shot(val_q)
-    c = base.shape[-1]
-
-    def candidate_logits(candidates: Tensor) -> Tensor:                                  # [S, m, p] -> [S, m, Nv, C]
-        beta, alpha = candidates[..., 0], candidates[..., 1]
-        gamma = candidates[..., 2] if with_gamma else torch.zeros_like(beta)
-        cache = scaled_cache_logits(affinity, key_scales(model.weight, model.divergence, gamma), beta, c)
-        return base.unsqueeze(1) + alpha[..., None, None] * cache
-
     low = [0.1, 0.1] + ([0.0] if with_gamma else [])
     high = [hp["beta_scale"], hp["alpha_scale"]] + ([hp["gamma_scale"]] if with_gamma else [])
     if any(h < lo for lo, h in zip(low, high)):
         raise BridgeInputError(f"APE's search scales must be >= their lower bounds {low}, got {high}")
+    problem = cache_problem(model, base, val_y, affinity, with_gamma)
+    problem.box = (low[0], high[0], low[1], high[1], low[2] if with_gamma else 0.0, high[2] if with_gamma else 0.0)
     points = int(hp["grid_points"])
     grid = box_grid(low, high, [points] * len(low), dtype=base.dtype)
-    per_candidate = affinity.shape[0] * affinity.shape[1] * affinity.shape[2]
-    return search_fusion(scorer(candidate_logits, val_y, per_candidate), low, high, seeds=seeds,
-                         rounds=int(hp["search_rounds"]), per_round=int(hp["search_per_round"]), grid=grid,
-                         like=base)
+    score = CacheFusionScore(problem, beta=0, alpha=1, gamma=2 if with_gamma else None)
+    return search_fusion(score, low, high, seeds=seeds, rounds=int(hp["search_rounds"]),
+                         per_round=int(hp["search_per_round"]), grid=grid, like=base)
 
 
 def search_parameters(model: CacheModel, val_q: Tensor, val_y: Tensor, hp: dict, seeds: tuple[int, ...],

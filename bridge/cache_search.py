@@ -1,0 +1,597 @@
+"""Exact validation scoring of cache-fusion candidates that scores only the (query, class) pairs that can
+change a top-1 decision (Tip-Adapter's (β, α), APE's (β, α, γ), APE-T's (β, α)).
+
+For one seed, with validation queries n (label y_n), classes c and each class's cache keys k:
+
+    logits_nc(β, α, γ) = base_nc + α · F_nc(β, γ),   F_nc(β, γ) = Σ_{k of c} w_k · exp(γ·d_k) · exp(β·(a_nk − 1))
+
+(a = query-key affinity, w = key weight, d = key divergence; Tip-Adapter: w = 1 for real keys, d = 0). The
+hit count of a candidate is the number of real queries whose arg-max (first maximum, as torch.argmax) is y.
+
+Bounds (float64, widened by a slack of 64 ulp of the working dtype times the magnitudes involved, far above
+the rounding of the float scoring). Over a box of candidates [β0, β1] × [α0, α1] × [γ0, γ1], F_nc and F_ny are
+bounded by functions linear in β, so l_c − l_y is bounded at the box's corners:
+  - monotone case (w, d ≥ 0, a ≤ 1, β ≥ 0; Tip-Adapter and APE): F_y from its exact key terms (secant above,
+    tangent at the middle below: F is convex in β); F_c from the class's largest and smallest affinity and its
+    weighted sum of affinities (the chord through the extremes above, Jensen's inequality below: each term is
+    convex in a), the sums taken at γ rounded outwards to a ladder so that few are ever computed;
+  - otherwise (e.g. APE-T's signed weights): per-term extremes at the corners (exp of a linear exponent).
+Per box:
+  - a pair (n, c) whose l_c − l_y < 0 everywhere in the box cannot change query n's decision: dropped;
+  - a query with a class that beats y everywhere is wrong for every candidate in the box;
+  - a query with no pair left is right for every candidate in the box (counted without scoring).
+The pairs that can matter anywhere in the search box are found once (a float32 pass over slices of β with
+a wide slack, cached), then candidates are sorted by (γ, β) ("leaves": distinct (β, γ)); boxes are ranges
+of leaves, split in halves while queries stay undecided. At a small enough range each (query, candidate)
+is decided by the α-interval where the bounds already decide it (α ≥ 0), and the rest are scored exactly, in
+the working dtype with the exhaustive scoring's formula (`formula`) on the query's remaining pairs, with
+torch.argmax's tie rule (a class before y wins a tie, a class after y loses it). The hits therefore equal the
+exhaustive scoring of all classes except where float rounding alone decides (a class within rounding of y,
+which the exhaustive scoring itself resolves by summation order).
+
+The secondary score (mean true-class log-probability, bridge.fusion.validation_scores) is scored over every
+class, exactly as before, for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore).
+
+`scored`, `pairs`: exactly scored (query, class) pairs per candidate / (real queries × classes), the measure of
+the pruning (1.0 = exhaustive).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+FORMULAS = ("tip", "ape")
+# bytes of affinities kept in memory between calls (beyond it they are recomputed per query chunk)
+KEEP_AFFINITY_BYTES = 1 << 31
+# rows of queries processed together (bounds the [rows, C·K] affinity slice)
+CHUNK_AFFINITY_ELEMENTS = 1 << 27
+# exact work (leaves × pairs × keys) below which a range of leaves is scored without splitting it further
+LEAF_WORK = 1 << 20
+# β slices of the search box on which the pairs that matter anywhere in it are found
+ROOT_BLOCKS = 12
+# affinities per row slice of the exhaustive secondary score (stays in cache)
+SECONDARY_ROWS = 1 << 16
+# pairs per row slice of the root pass
+ROOT_ROWS = 1 << 16
+# relative slack of the float32 root pass (generous: it only keeps more pairs)
+ROOT_SLACK = 1e-4
+
+
+def _inside(inner: tuple, outer: tuple) -> bool:
+    return all(o0 <= i0 and i1 <= o1 for i0, i1, o0, o1 in zip(inner[::2], inner[1::2], outer[::2], outer[1::2]))
+
+
+def exact_terms(aff: Tensor, weight: Tensor, div: Tensor | None, beta: Tensor, gamma: Tensor, formula: str) -> Tensor:
+    """F [L, ...] in the working dtype, as the exhaustive scorers compute it, for affinities aff [..., K], key
+    weights and divergences broadcastable to it (div may be None) and leaves beta, gamma [L].
+    tip: Σ_k exp(−β (1 − a)) · w ;  ape: Σ_k exp(β a − β) · (w · exp(d γ))."""
+    shape = (-1,) + (1,) * aff.dim()
+    b = beta.view(shape)
+    if formula == "tip":
+        return (torch.exp(-b * (1 - aff.unsqueeze(0))) * weight).sum(-1)
+    scale = weight if div is None else weight * torch.exp(div.unsqueeze(0) * gamma.view(shape))
+    return (torch.exp(b * aff.unsqueeze(0) - b) * scale).sum(-1)
+
+
+@dataclass
+class CacheFusion:
+    """The validation problem of one cache-fusion search, all seeds.
+
+    base      [S, N, C] zero-shot logits of the validation queries (working dtype)
+    labels    [S, N] (−1 = padding)
+    affinity  affinity(s, rows) -> [n, C·K] affinities of seed s's queries `rows` (a slice) to its class-major keys
+    weight    [S, C·K] key weights (0 = padded key)
+    div       [S, C·K] key divergences, or None (no γ)
+    formula   "tip" or "ape" (exact_terms)
+    """
+
+    base: Tensor
+    labels: Tensor
+    affinity: Callable[[int, slice], Tensor]
+    weight: Tensor
+    div: Tensor | None
+    formula: str
+    box: tuple | None = None      # (β0, β1, α0, α1, γ0, γ1) holding the candidates of most calls, or None
+    scored: list = field(default_factory=list)       # scored shares of the hit counts of the calls so far
+    pairs: list = field(default_factory=lambda: [0.0, 0.0])   # pairs scored (hits and secondary), pairs of hits
+    _kept: dict = field(default_factory=dict)
+    _seed_data: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.formula not in FORMULAS:
+            raise ValueError(f"unknown formula {self.formula!r}")
+        s, n, c = self.base.shape
+        self.keys = self.weight.shape[-1] // c
+        self.keep = s * n * c * self.keys * self.base.element_size() <= KEEP_AFFINITY_BYTES
+
+    def rows(self) -> int:
+        c = self.base.shape[-1]
+        return max(1, CHUNK_AFFINITY_ELEMENTS // max(1, c * self.keys))
+
+    def affinities(self, s: int, rows: slice) -> Tensor:
+        """[n, C, K] affinities of seed s, rows `rows` (kept in memory when they fit KEEP_AFFINITY_BYTES)."""
+        c = self.base.shape[-1]
+        key = (s, rows.start, rows.stop)
+        if key in self._kept:
+            return self._kept[key]
+        a = self.affinity(s, rows).reshape(-1, c, self.keys)
+        if self.keep:
+            self._kept[key] = a
+        return a
+
+    # ---- hits -------------------------------------------------------------------------------------------
+    def hits(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
+        """Right validation queries [S, M] (int64) of candidates beta, alpha, gamma [S, M]."""
+        s_count, n, c = self.base.shape
+        out = torch.zeros(s_count, beta.shape[1], dtype=torch.int64)
+        scored, total = 0.0, 0.0
+        for s in range(s_count):
+            for r0 in range(0, n, self.rows()):
+                rows = slice(r0, min(n, r0 + self.rows()))
+                h, work = self._seed_hits(s, rows, beta[s], alpha[s], gamma[s])
+                out[s] += h
+                scored += work
+                total += float((self.labels[s, rows] >= 0).sum()) * c * beta.shape[1]
+        self.scored.append(scored / max(total, 1.0))
+        self.pairs[0] += scored
+        self.pairs[1] += total
+        return out
+
+    def _seed_hits(self, s: int, rows: slice, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
+        m = beta.shape[0]
+        data = self._data(s, rows)
+        if data is None or m == 0:
+            return torch.zeros(m, dtype=torch.int64), 0.0
+        problem = _Problem(data, beta, alpha, gamma)
+        box = problem.box_of_all()
+        if self.box is not None and _inside(box, self.box):
+            box = self.box
+        return problem.solve(data.root_pairs(box))
+
+    def _data(self, s: int, rows: slice) -> "_SeedData | None":
+        key = (s, rows.start, rows.stop)
+        if key not in self._seed_data:
+            y_all = self.labels[s, rows]
+            real = (y_all >= 0).nonzero().squeeze(1)
+            if real.numel() == 0:
+                return None
+            c, k = self.base.shape[-1], self.keys
+            div = None if self.div is None else self.div[s].reshape(c, k)
+            data = _SeedData(self.affinities(s, rows)[real], self.base[s, rows][real], y_all[real],
+                             self.weight[s].reshape(c, k), div, self.formula)
+            if not self.keep:
+                return data
+            self._seed_data[key] = data
+        return self._seed_data[key]
+
+    # ---- secondary score --------------------------------------------------------------------------------
+    def mean_log_prob(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
+        """Mean log-probability of the true class [S, M] (bridge.fusion.validation_scores' second score),
+        scored over every class."""
+        s_count, n, c = self.base.shape
+        out = torch.zeros(s_count, beta.shape[1], dtype=self.base.dtype)
+        for s in range(s_count):
+            if not bool(torch.isfinite(beta[s]).any()):                   # not needed (bridge.search.LazyScore)
+                out[s] = float("nan")
+                continue
+            valid_all = self.labels[s] >= 0
+            count = valid_all.sum().clamp_min(1).to(self.base.dtype)
+            leaves, inverse = torch.unique(torch.stack([gamma[s], beta[s]], -1), dim=0, return_inverse=True)
+            total = torch.zeros(beta.shape[1], dtype=self.base.dtype)
+            weight = self.weight[s].reshape(c, self.keys)
+            div = None if self.div is None else self.div[s].reshape(c, self.keys)
+            for r0 in range(0, n, self.rows()):
+                rows = slice(r0, min(n, r0 + self.rows()))
+                aff = self.affinities(s, rows)
+                y, valid = self.labels[s, rows].clamp_min(0), valid_all[rows]
+                step = max(1, SECONDARY_ROWS // max(1, c * self.keys))       # rows per slice kept in cache
+                for leaf in range(leaves.shape[0]):
+                    g, b = leaves[leaf, 0:1], leaves[leaf, 1:2]
+                    cand = (inverse == leaf).nonzero().squeeze(1)
+                    cache = torch.cat([exact_terms(aff[i:i + step], weight, div, b, g, self.formula)[0]
+                                       for i in range(0, aff.shape[0], step)])              # [n, C]
+                    logits = self.base[s, rows].unsqueeze(0) + alpha[s, cand][:, None, None] * cache
+                    logp = torch.log_softmax(logits, -1).gather(-1, y.expand(cand.shape[0], -1).unsqueeze(-1))
+                    total[cand] += (logp.squeeze(-1) * valid).sum(-1)
+                    self.pairs[0] += float(valid.sum()) * c * cand.shape[0]
+            out[s] = total / count
+        return out
+
+
+class _SeedData:
+    """One seed's (chunk of) real validation queries: affinities aff [n, C, K] and logits base [n, C] in the
+    working dtype, labels y [n], key weight / divergence [C, K]; the per-pair summaries the bounds use
+    (float64: largest and smallest a − 1, and the weighted sums of a − 1 per γ) and the root pairs per box."""
+
+    def __init__(self, aff, base, y, weight, div, formula):
+        f64 = torch.float64
+        self.aff, self.base, self.y, self.weight, self.div, self.formula = aff, base, y, weight, div, formula
+        self.dtype = base.dtype
+        self.eps = 64.0 * torch.finfo(self.dtype).eps
+        self.xmax = aff.amax(-1).to(f64) - 1.0                                 # [n, C]
+        self.xmin = aff.amin(-1).to(f64) - 1.0
+        self.w64 = weight.to(f64)
+        self.d64 = None if div is None else div.to(f64)
+        self.b64 = base.to(f64)
+        self.by64 = self.b64.gather(1, y.unsqueeze(1)).squeeze(1)              # base of the true class [n]
+        self.monotone = bool((weight >= 0).all()) and (div is None or bool((div >= 0).all())) \
+            and float(self.xmax.max()) <= 0.0
+        self._sums: dict = {}
+        self._roots: dict = {}
+
+    def key_weights(self, gamma: float) -> Tensor:
+        """[C, K] w·exp(γ d) in float64."""
+        return self.w64 if self.d64 is None else self.w64 * torch.exp(self.d64 * gamma)
+
+    def sums(self, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Σ_k W_k [C], Σ_k W_k (a_k − 1) [n, C] and a bound of that sum's rounding error [n, C], with
+        W = w·exp(γ d) (monotone case; the sum is taken in float32 and its error bounded, float64 results)."""
+        key = 0.0 if self.d64 is None else float(gamma)
+        if key not in self._sums:
+            w = self.key_weights(key)
+            w32, k = w.to(torch.float32), w.shape[-1]
+            prod = self.aff.to(torch.float32) * w32
+            dot = prod.sum(-1).to(torch.float64)
+            err = prod.abs().sum(-1).to(torch.float64) * (2.0 * (k + 2) * 2.0 ** -24)
+            err = err + (w - w32.to(torch.float64)).abs().sum(-1)                  # weights rounded to float32
+            total = w.sum(-1)
+            self._sums[key] = (total, dot - total, err)
+        return self._sums[key]
+
+    def y_bounds(self, q: Tensor, box) -> tuple[Tensor, Tensor]:
+        """Linear-in-β bounds of F_{q, y_q} over box = (β0, β1, γ0, γ1), as their values at β0 and β1:
+        (lower [2, nq], upper [2, nq]). Monotone case: F_y is convex in β, so the secant through its exact values
+        at γ1 bounds it above and its tangent at the middle of [β0, β1] (at γ0) below; else constants."""
+        b0, b1, g0, g1 = box
+        c = self.y[q]
+        x = self.aff[q, c].to(torch.float64) - 1.0                              # [nq, K]
+        if self.monotone and b0 >= 0:
+            w1, w0 = self.key_weights(g1)[c], self.key_weights(g0)[c]
+            upper = torch.stack([(w1 * torch.exp(b0 * x)).sum(-1), (w1 * torch.exp(b1 * x)).sum(-1)])
+            t = 0.5 * (b0 + b1)
+            terms = w0 * torch.exp(t * x)
+            value, slope = terms.sum(-1), (terms * x).sum(-1)
+            lower = torch.stack([value + slope * (b0 - t), value + slope * (b1 - t)])
+            return lower, upper
+        e_hi, e_lo = torch.maximum(x * b0, x * b1), torch.minimum(x * b0, x * b1)
+        if self.d64 is not None:
+            d = self.d64[c]
+            e_hi = e_hi + torch.maximum(d * g0, d * g1)
+            e_lo = e_lo + torch.minimum(d * g0, d * g1)
+        w = self.w64[c]
+        t_hi, t_lo = w * e_hi.exp(), w * e_lo.exp()
+        lo, hi = torch.minimum(t_hi, t_lo).sum(-1), torch.maximum(t_hi, t_lo).sum(-1)
+        return lo.expand(2, -1), hi.expand(2, -1)
+
+    def c_bounds(self, q: Tensor | None, c: Tensor | None, box, flat: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Linear-in-β bounds of F_qc over box for pairs (q, c) ([2, P]; q = c = None: every pair, [2, n, C]),
+        as y_bounds. Monotone case (w, d ≥ 0, a ≤ 1, β ≥ 0): a class's terms are convex in a, so the chord
+        through its smallest and largest affinity bounds them above (at γ1; convex in β, so its secant too)
+        and Jensen's inequality below (at γ0; convex in β, so its tangent at the middle too); otherwise
+        constant per-term extremes from the largest and smallest affinity."""
+        b0, b1, g0, g1 = box
+        if q is not None and flat is None:
+            flat = q * self.xmax.shape[1] + c
+        pick = (lambda t: t) if q is None else (lambda t: t.reshape(-1).index_select(0, flat))
+        pick_c = (lambda t: t) if q is None else (lambda t: t.index_select(0, c))
+        xmax, xmin = pick(self.xmax), pick(self.xmin)
+        if self.monotone and b0 >= 0:
+            w1, s1, e1 = self.sums(_ladder(g1, up=True))
+            w0, s0, e0 = self.sums(_ladder(g0, up=False))
+            w1, s1, w0, s0 = pick_c(w1), pick(s1) + pick(e1), pick_c(w0), pick(s0) - pick(e0)
+            s1 = torch.minimum(s1, w1 * xmax)                  # Σ W (a − 1) lies in [W·xmin, W·xmax]
+            s0 = torch.maximum(s0, w0 * xmin)
+            span = xmax - xmin
+            wide = span > 1e-6
+            safe = torch.where(wide, span, torch.ones_like(span))
+            low_w, high_w = (xmax * w1 - s1) / safe, (s1 - xmin * w1) / safe
+
+            def chord(beta: float) -> Tensor:
+                return torch.where(wide, low_w * torch.exp(beta * xmin) + high_w * torch.exp(beta * xmax),
+                                   w1 * torch.exp(beta * xmax))
+
+            t = 0.5 * (b0 + b1)
+            mean = s0 / torch.where(w0 > 0, w0, torch.ones_like(w0))
+            at_t = torch.where(w0 > 0, w0 * torch.exp(t * mean), torch.zeros_like(mean))
+            lower = torch.stack([at_t * (1 + mean * (b0 - t)), at_t * (1 + mean * (b1 - t))])
+            return lower, torch.stack([chord(b0), chord(b1)])
+        corners = torch.stack([xmax * b0, xmax * b1, xmin * b0, xmin * b1])
+        e_hi, e_lo = corners.amax(0).exp(), corners.amin(0).exp()
+        whi, wlo = self.key_weights(g1), self.key_weights(g0)
+        if self.d64 is not None:
+            whi, wlo = torch.maximum(whi, wlo), torch.minimum(whi, wlo)
+        pos_hi, pos_lo = pick_c(whi.clamp_min(0).sum(-1)), pick_c(wlo.clamp_min(0).sum(-1))
+        neg_hi, neg_lo = pick_c((-wlo).clamp_min(0).sum(-1)), pick_c((-whi).clamp_min(0).sum(-1))
+        lo, hi = pos_lo * e_lo - neg_hi * e_hi, pos_hi * e_hi - neg_lo * e_lo
+        return torch.stack([lo, lo]), torch.stack([hi, hi])
+
+    def root_pairs(self, box) -> tuple[Tensor, Tensor]:
+        """The (query, class ≠ y) pairs that can beat or tie y somewhere in box = (β0, β1, α0, α1, γ0, γ1),
+        tested on ROOT_BLOCKS slices of [β0, β1] (cached per box). Monotone case with α ≥ 0: a lean pass in
+        float32 with a wide slack (ROOT_SLACK, it only keeps more pairs); otherwise every pair is kept (the
+        boxes of the search prune them)."""
+        box = tuple(float(v) for v in box)
+        if box not in self._roots:
+            n, c = self.base.shape
+            if self.monotone and box[0] >= 0 and box[2] >= 0:
+                relevant = torch.cat([self._root_rows(torch.arange(r0, min(n, r0 + ROOT_ROWS // c + 1)), box)
+                                      for r0 in range(0, n, ROOT_ROWS // c + 1)])
+            else:
+                relevant = torch.ones(n, c, dtype=torch.bool)
+            relevant[torch.arange(n), self.y] = False
+            self._roots[box] = relevant.nonzero(as_tuple=True)
+        return self._roots[box]
+
+    def _root_rows(self, q: Tensor, box) -> Tensor:
+        """[r, C] relevance of the rows q (see root_pairs), monotone case, α ≥ 0."""
+        b0, b1, a0, a1, g0, g1 = box
+        f32 = torch.float32
+        xmax, xmin = self.xmax[q].to(f32), self.xmin[q].to(f32)
+        w1, s1, e1 = self.sums(_ladder(g1, up=True))
+        w0, s0, e0 = self.sums(_ladder(g0, up=False))
+        s1 = torch.minimum(s1[q] + e1[q], w1 * self.xmax[q]).to(f32)
+        s0 = torch.maximum(s0[q] - e0[q], w0 * self.xmin[q]).to(f32)
+        w1, w0 = w1.to(f32), w0.to(f32)
+        span = xmax - xmin
+        wide = span > 1e-2
+        safe = torch.where(wide, span, torch.ones_like(span))
+        low_w = torch.where(wide, (xmax * w1 - s1) / safe, torch.zeros_like(span))
+        high_w = torch.where(wide, (s1 - xmin * w1) / safe, w1.expand_as(span))
+        mean = s0 / torch.where(w0 > 0, w0, torch.ones_like(w0))
+        base = self.b64[q].to(f32)
+        by = base.gather(1, self.y[q].unsqueeze(1))
+        margin = base - by
+        wy = w1[self.y[q]].unsqueeze(1)
+        scale = base.abs() + by.abs() + a1 * (w1 + wy) * (3 + 2 * (b1 - b0))
+        threshold = -ROOT_SLACK * scale - margin                        # relevant iff α·(F_c − F_y) ≥ this somewhere
+        relevant = threshold <= 0 if a0 <= 0 <= a1 else torch.zeros_like(margin, dtype=torch.bool)
+        edges = _root_edges(b0, b1)
+        ex = {}
+        for beta in sorted({e for edge in edges for e in edge}):
+            ex[beta] = low_w * torch.exp(beta * xmin) + high_w * torch.exp(beta * xmax)       # chord at β
+        for lo, hi in edges:
+            y_lo, _ = self.y_bounds(q, (lo, hi, g0, g1))                              # [2, r]
+            up = torch.maximum(ex[lo] - y_lo[0].to(f32).unsqueeze(1), ex[hi] - y_lo[1].to(f32).unsqueeze(1))
+            relevant |= torch.maximum(a0 * up, a1 * up) >= threshold
+        return relevant
+
+
+class _RowView:
+    """The per-pair summaries of some query rows of a _SeedData (its c_bounds on those rows only)."""
+
+    def __init__(self, data: "_SeedData", q: Tensor):
+        self.xmax, self.xmin, self.b64, self.y = data.xmax[q], data.xmin[q], data.b64[q], data.y[q]
+        self.monotone, self.d64, self.w64 = data.monotone, data.d64, data.w64
+        self.key_weights = data.key_weights
+        self._data, self._q = data, q
+
+    def sums(self, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
+        w, s, e = self._data.sums(gamma)
+        return w, s[self._q], e[self._q]
+
+    c_bounds = _SeedData.c_bounds
+
+
+def _ladder(gamma: float, up: bool) -> float:
+    """γ rounded up (or down) to a ladder of 32 steps per octave: the weights w·exp(γ d) grow with γ (d ≥ 0), so
+    the sums at the rounded γ still bound them, and only a few sums are ever computed."""
+    if gamma == 0:
+        return 0.0
+    step = 2.0 ** (math.floor(math.log2(abs(gamma))) - 5)
+    return (math.ceil(gamma / step) if up else math.floor(gamma / step)) * step
+
+
+def _root_edges(b0: float, b1: float) -> list[tuple[float, float]]:
+    """ROOT_BLOCKS slices of [b0, b1], finer near the small β where the cache terms change fastest."""
+    if b1 <= b0:
+        return [(b0, b1)]
+    u = torch.linspace(0, 1, ROOT_BLOCKS + 1, dtype=torch.float64) ** 2
+    edges = (b0 + (b1 - b0) * u).tolist()
+    edges[-1] = b1
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _differences(base_c, base_y, c_lo, c_hi, y_lo, y_hi, a0: float, a1: float, eps: float):
+    """Upper and lower bounds of l_c − l_y = (base_c − base_y) + α (F_c − F_y) over the box, and the slack
+    covering the float scoring's rounding. c_lo, c_hi, y_lo, y_hi: [2, ...] linear-in-β bounds of F_c and
+    F_y given by their values at β0 and β1, so the extremes are at the corners (α ∈ {a0, a1}, β ∈ {β0, β1})."""
+    up, low = c_hi - y_lo, c_lo - y_hi                                          # [2, ...] bounds of F_c − F_y
+    corner_max = [a * (up if a >= 0 else low) for a in (a0, a1)]
+    corner_min = [a * (low if a >= 0 else up) for a in (a0, a1)]
+    margin = base_c - base_y
+    d_max = margin + torch.maximum(corner_max[0].amax(0), corner_max[1].amax(0))
+    d_min = margin + torch.minimum(corner_min[0].amin(0), corner_min[1].amin(0))
+    scale = base_c.abs() + base_y.abs() + max(abs(a0), abs(a1)) * (
+        torch.maximum(c_hi.abs(), c_lo.abs()).amax(0) + torch.maximum(y_hi.abs(), y_lo.abs()).amax(0))
+    return d_max, d_min, eps * scale + 1e-300
+
+
+class _Problem:
+    """One call's candidates on one _SeedData: boxes over ranges of leaves, pruning, and exact scoring."""
+
+    def __init__(self, data: _SeedData, beta, alpha, gamma):
+        f64 = torch.float64
+        self.data = data
+        key = torch.stack([gamma.to(f64), beta.to(f64)], -1)
+        leaves, inverse = torch.unique(key, dim=0, return_inverse=True)     # sorted γ-major
+        self.leaf_gamma, self.leaf_beta = leaves[:, 0], leaves[:, 1]
+        self.leaf_beta_w, self.leaf_gamma_w = self._values(beta, inverse, leaves.shape[0]), \
+            self._values(gamma, inverse, leaves.shape[0])
+        order = torch.argsort(inverse, stable=True)
+        self.order, self.cand_leaf, self.cand_alpha = order, inverse[order], alpha[order]
+        counts = torch.bincount(inverse, minlength=leaves.shape[0])
+        self.leaf_start = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+        a64 = alpha.to(f64)[order]
+        self.alpha64 = a64
+        self.leaf_amin = torch.full((leaves.shape[0],), float("inf"), dtype=f64).scatter_reduce(
+            0, self.cand_leaf, a64, "amin")
+        self.leaf_amax = torch.full((leaves.shape[0],), float("-inf"), dtype=f64).scatter_reduce(
+            0, self.cand_leaf, a64, "amax")
+        self.m = beta.shape[0]
+        self.bonus = torch.zeros(self.m + 1, dtype=torch.int64)                # difference array, sorted order
+        self.hits_sorted = torch.zeros(self.m, dtype=torch.int64)
+        self.work = 0.0
+
+    @staticmethod
+    def _values(x: Tensor, inverse: Tensor, count: int) -> Tensor:
+        """The working-dtype value of each leaf (the candidates' own values, not their float64 copies)."""
+        return torch.zeros(count, dtype=x.dtype).scatter(0, inverse, x)
+
+    def box_of_all(self) -> tuple:
+        return (float(self.leaf_beta.min()), float(self.leaf_beta.max()), float(self.leaf_amin.min()),
+                float(self.leaf_amax.max()), float(self.leaf_gamma.min()), float(self.leaf_gamma.max()))
+
+    def solve(self, pairs: tuple[Tensor, Tensor]) -> tuple[Tensor, float]:
+        n = self.data.base.shape[0]
+        stack = [(0, self.leaf_beta.shape[0], torch.arange(n), pairs[0], pairs[1])]
+        while stack:
+            lo, hi, queries, pq, pc = stack.pop()
+            state = self._prune(lo, hi, queries, pq, pc)
+            queries, pq, pc = state[:3]
+            if queries.numel() == 0:
+                continue
+            leaves = hi - lo
+            if leaves == 1 or leaves * (pq.numel() + queries.numel()) * self.data.aff.shape[-1] <= LEAF_WORK:
+                self._finish(lo, hi, *state)
+                continue
+            mid = (lo + hi) // 2
+            stack.append((mid, hi, queries, pq, pc))
+            stack.append((lo, mid, queries, pq, pc))
+        hits = self.hits_sorted + self.bonus[:-1].cumsum(0)
+        out = torch.empty_like(hits)
+        out[self.order] = hits
+        return out, self.work
+
+    def _prune(self, lo, hi, queries, pq, pc):
+        """Drop pairs that cannot change a decision in leaves lo..hi−1; count the queries right for all of
+        them; drop the queries wrong for all. Returns the remaining queries and pairs and their bounds."""
+        data = self.data
+        b, g = self.leaf_beta[lo:hi], self.leaf_gamma[lo:hi]
+        box = (float(b.min()), float(b.max()), float(g.min()), float(g.max()))
+        a0, a1 = float(self.leaf_amin[lo:hi].min()), float(self.leaf_amax[lo:hi].max())
+        n = data.base.shape[0]
+        y_lo, y_hi = torch.zeros(2, n, dtype=torch.float64), torch.zeros(2, n, dtype=torch.float64)
+        y_lo[:, queries], y_hi[:, queries] = data.y_bounds(queries, box)
+        local = torch.empty(n, dtype=torch.int64)
+        local[queries] = torch.arange(queries.numel())
+        li = local[pq]
+        flat = pq * data.base.shape[1] + pc
+        c_lo, c_hi = data.c_bounds(pq, pc, box, flat)
+        base_c, base_y = data.b64.reshape(-1).index_select(0, flat), data.by64.index_select(0, pq)
+        d_max, d_min, slack = _differences(base_c, base_y, c_lo, c_hi, y_lo[:, pq], y_hi[:, pq], a0, a1, data.eps)
+        relevant = d_max >= -slack
+        beaten = torch.zeros(queries.numel(), dtype=torch.bool)
+        beaten[li[d_min > slack]] = True                                        # wrong everywhere in the box
+        has_pair = torch.zeros(queries.numel(), dtype=torch.bool)
+        has_pair[li[relevant]] = True
+        count = int((~beaten & ~has_pair).sum())                                # right everywhere in the box
+        if count:
+            self.bonus[int(self.leaf_start[lo])] += count
+            self.bonus[int(self.leaf_start[hi])] -= count
+        keep_q = ~beaten & has_pair
+        keep = relevant & keep_q[li]
+        kq = queries[keep_q]
+        up, low = (c_hi - y_lo[:, pq]).amax(0), (c_lo - y_hi[:, pq]).amin(0)   # F_c − F_y over the box
+        return kq, pq[keep], pc[keep], base_c[keep] - base_y[keep], up[keep], low[keep], slack[keep], (a0, a1)
+
+    def _finish(self, lo, hi, queries, pq, pc, margin, up, low, slack, alphas):
+        """Decide every (query, candidate) of leaves lo..hi−1: by the α-intervals where the bounds already
+        decide it (α ≥ 0), else exactly on the query's remaining pairs."""
+        data = self.data
+        s0, s1 = int(self.leaf_start[lo]), int(self.leaf_start[hi])
+        nq = queries.numel()
+        local = torch.empty(data.base.shape[0], dtype=torch.int64)
+        local[queries] = torch.arange(nq)
+        li = local[pq]
+        alpha = self.alpha64[s0:s1]                                            # [m]
+        if alphas[0] >= 0:
+            right, wrong = self._zones(li, nq, margin, up, low, slack, alpha)
+        else:
+            right = wrong = torch.zeros(nq, alpha.shape[0], dtype=torch.bool)
+        self.hits_sorted[s0:s1] += right.sum(0)
+        open_ = ~right & ~wrong                                                # [nq, m]
+        todo = open_.any(1)
+        if not bool(todo.any()):
+            return
+        sub_q = todo.nonzero().squeeze(1)                                      # local ids
+        keep = todo[li]
+        sq, spq, spc = queries[sub_q], pq[keep], pc[keep]
+        remap = torch.empty(nq, dtype=torch.int64)
+        remap[sub_q] = torch.arange(sub_q.numel())
+        sli = remap[li[keep]]
+        yq = data.y[sq]
+        pc_all, pq_all = torch.cat([yq, spc]), torch.cat([sq, spq])
+        div = None if data.div is None else data.div[pc_all]
+        f = exact_terms(data.aff[pq_all, pc_all], data.weight[pc_all], div, self.leaf_beta_w[lo:hi],
+                        self.leaf_gamma_w[lo:hi], data.formula)                # [L, P]
+        base = data.base[pq_all, pc_all]
+        leaf = self.cand_leaf[s0:s1] - lo
+        logits = base.unsqueeze(0) + self.cand_alpha[s0:s1].unsqueeze(1) * f[leaf]     # [m, P]
+        k = sq.numel()
+        ly, lc = logits[:, :k], logits[:, k:]
+        ly_pairs = ly[:, sli]
+        before = (spc < data.y[spq]).unsqueeze(0)
+        loses = torch.where(before, lc >= ly_pairs, lc > ly_pairs)             # torch.argmax's first maximum
+        bad = torch.zeros(alpha.shape[0], k, dtype=torch.int32).index_add_(1, sli, loses.to(torch.int32))
+        ok = (bad == 0) & open_[sub_q].transpose(0, 1)
+        self.hits_sorted[s0:s1] += ok.sum(-1)
+        self.work += float(open_.sum()) * (1 + spq.numel() / max(k, 1))
+
+    @staticmethod
+    def _zones(li, nq, margin, up, low, slack, alpha):
+        """[nq, m] right / wrong for sure at each α ≥ 0, from l_c − l_y ∈ [margin + α·low, margin + α·up] ± slack
+        over each query's pairs (li: the pair's query)."""
+        f64 = torch.float64
+        inf = torch.tensor(float("inf"), dtype=f64)
+        # c surely loses where margin + α·up < −slack
+        t = (-slack - margin) / torch.where(up != 0, up, torch.ones_like(up))
+        r_hi = torch.full((nq,), float("inf"), dtype=f64).scatter_reduce(0, li, torch.where(up > 0, t, inf), "amin")
+        r_lo = torch.full((nq,), float("-inf"), dtype=f64).scatter_reduce(0, li, torch.where(up < 0, t, -inf), "amax")
+        never = torch.zeros(nq, dtype=torch.bool)
+        never[li[(up == 0) & (margin >= -slack)]] = True
+        # c surely wins where margin + α·low > slack
+        u = (slack - margin) / torch.where(low != 0, low, torch.ones_like(low))
+        w_hi = torch.full((nq,), float("inf"), dtype=f64).scatter_reduce(0, li, torch.where(low > 0, u, inf), "amin")
+        w_lo = torch.full((nq,), float("-inf"), dtype=f64).scatter_reduce(0, li, torch.where(low < 0, u, -inf), "amax")
+        always = torch.zeros(nq, dtype=torch.bool)
+        always[li[(low == 0) & (margin > slack)]] = True
+        pad = lambda v: 1e-9 * (1 + v.abs().nan_to_num(0.0, 0.0, 0.0))  # noqa: E731  keep away from the edges
+        a = alpha.unsqueeze(0)
+        right = (a > (r_lo + pad(r_lo)).unsqueeze(1)) & (a < (r_hi - pad(r_hi)).unsqueeze(1)) & ~never.unsqueeze(1)
+        wrong = (a > (w_hi + pad(w_hi)).unsqueeze(1)) | (a < (w_lo - pad(w_lo)).unsqueeze(1)) | always.unsqueeze(1)
+        both = right & wrong
+        return right & ~both, wrong & ~both
+
+
+class CacheFusionScore:
+    """A bridge.search.LazyScore over CacheFusion: primary = validation accuracy (percent, as
+    bridge.ops.accuracy), secondary = mean true-class log-probability (as bridge.fusion.validation_scores).
+
+    columns: the candidate coordinates holding (β, α, γ); γ None = 0 (no γ term)."""
+
+    def __init__(self, problem: CacheFusion, beta: int, alpha: int, gamma: int | None = None):
+        self.problem, self.columns = problem, (beta, alpha, gamma)
+        self.count = (problem.labels >= 0).sum(-1).clamp_min(1).to(problem.base.dtype)      # [S]
+
+    def _split(self, candidates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, a, g = self.columns
+        beta, alpha = candidates[..., b], candidates[..., a]
+        return beta, alpha, (torch.zeros_like(beta) if g is None else candidates[..., g])
+
+    def primary(self, candidates: Tensor) -> Tensor:
+        hits = self.problem.hits(*self._split(candidates))
+        return 100.0 * hits.to(self.problem.base.dtype) / self.count.unsqueeze(1)
+
+    def secondary(self, candidates: Tensor) -> Tensor:
+        return self.problem.mean_log_prob(*self._split(candidates))
+
+    @property
+    def scored_share(self) -> float | None:
+        """(query, class) pairs scored exactly, for the hit counts and the secondary scores, per pair of the
+        candidates whose hits were counted (None before any)."""
+        scored, total = self.problem.pairs
+        return scored / total if total else None
