@@ -85,21 +85,27 @@ class Run:
 
 def fit(cache, method: str = "semobridge", shots: int = 16, seeds: Sequence[int] = (1,), *, recipe: str = "paper",
         protocol: str = "clean", hparams: dict[str, Any] | None = None, view_families: Sequence[str] | None = None,
-        prompts: Sequence[str] | None = None, device: str = "auto", dtype: str = "float32") -> Run:
+        prompts: Sequence[str] | None = None, device: str = "auto", dtype: str = "float32",
+        precision: str = "auto") -> Run:
     """Fit `method` on CoOp's few-shot samples of `cache` for all `seeds` at once, as `recipe` says
-    (evaluate/recipes; view_families / prompts choose the uniform recipe's inputs), hparams on top. The test
-    split is not read (Run.evaluate does that)."""
+    (evaluate/recipes; view_families / prompts choose the uniform recipe's inputs), hparams on top, its
+    matrix products at `precision` (auto, fp32, bf16, tf32: bridge.precision; meta["precision"] says which
+    ran). The test split is not read (Run.evaluate does that)."""
+    from clipbridge.bridge.precision import resolve_precision
     from clipbridge.evaluate.plan import plan_fit
     from clipbridge.evaluate.scoring import fit_method
-    from clipbridge.evaluate.tasks import build_fit_task, resolve_device
+    from clipbridge.evaluate.tasks import build_fit_task, resolve_device, resolve_dtype
 
+    resolve_precision(precision, method, resolve_device(device), resolve_dtype(dtype))   # refused before work
     plan = plan_fit(cache, method, shots, recipe=recipe, families=view_families, prompts=prompts, overrides=hparams)
     task, meta = build_fit_task(cache, shots=shots, seeds=seeds, families=plan.families,
                                 prompt_sets=plan.prompt_sets, protocol=protocol, device=str(resolve_device(device)),
                                 dtype=dtype)
     meta.update(plan.meta())
     meta.update(classnames=list(cache.classnames), weights=_weights(cache))
-    return Run(fit_method(method, task, plan.hparams), meta, dict(plan.overrides))
+    state = fit_method(method, task, plan.hparams, precision)
+    meta.update(precision=state.info["precision"])
+    return Run(state, meta, dict(plan.overrides))
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from clipbridge.bridge.precision import resolve_precision
 from clipbridge.bridge.registry import get_method, unmet_needs
 from clipbridge.bridge.task import EOS, OPTIONAL_INPUTS
 from clipbridge.cache.reader import open_cache
@@ -33,7 +34,7 @@ from clipbridge.evaluate.files import write_text_atomic
 from clipbridge.evaluate.plan import FitPlan, plan_fit
 from clipbridge.evaluate.progress import training_progress, wants_bars
 from clipbridge.evaluate.tasks import (SplitLoader, build_fit_task, cache_identity, check_pairs, check_shots, load_test,
-                                       resolve_device)
+                                       resolve_device, resolve_dtype)
 
 TABLE_CSV, TABLE_MD, PLOT_PNG, SUMMARY_JSON = "table.csv", "table.md", "accuracy_vs_shots.png", "summary.json"
 TIME_PNG = "accuracy_vs_time.png"
@@ -54,6 +55,7 @@ class BenchSpec:
     prompt_sets: tuple[str, ...] | None = None
     device: str = "auto"
     dtype: str = "float32"
+    precision: str = "auto"           # matrix products while fitting (bridge.precision)
     ood: tuple[Path, ...] = ()
     model: str | None = None
     pretrained: str | None = None
@@ -142,6 +144,8 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
     results_file = results_path(results_dir)
     outcome = BenchOutcome()
     device = resolve_device(spec.device)
+    for method in spec.methods:                      # a precision the device cannot do: refused before work
+        resolve_precision(spec.precision, method, device, resolve_dtype(spec.dtype))
     with world(device) as current:
         device = rank_device(device, current)
         outcome.world_size = current.size
@@ -182,7 +186,7 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
             task, meta = built[task_key]
             meta = {**meta, **plan.meta()}
             with training_progress(f"{method} {k}-shot", bars, position=1, leave=False):
-                state = fit_method(method, task, plan.hparams)
+                state = fit_method(method, task, plan.hparams, spec.precision)
             queries, labels = load_test(source.cache, device=str(device), dtype=spec.dtype, loader=source.loader)
             records = seed_records(state, meta, score_queries(state, queries, labels), overrides=plan.overrides)
             for j, target in enumerate(targets):
