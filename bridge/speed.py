@@ -216,17 +216,16 @@ def step_products(seeds: int, classes: int, views_per_class: int, dim: int, widt
 
 
 def matmul_floor(seeds: int, classes: int, views_per_class: int, dim: int, width: int, val: int,
-                 repeats: int = 20, dtype=torch.float32) -> float:
-    """Seconds of one step's matrix products alone (step_products), the best of `repeats` runs: the
-    floor a step of this size cannot go below at this precision on this machine."""
+                 repeats: int = 20, dtype=torch.float32, clock=time.perf_counter) -> float:
+    """Seconds of one step's matrix products alone (step_products), the mean of `repeats` runs back to back
+    (as a training loop runs its steps): the floor a step of this size cannot go below at this precision on
+    this machine."""
     run, _ = step_products(seeds, classes, views_per_class, dim, width, val, dtype)
     run()
-    best = float("inf")
+    start = clock()
     for _ in range(repeats):
-        start = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return (clock() - start) / repeats
 
 
 def _train_inputs(task: FewShotTask):
@@ -236,40 +235,51 @@ def _train_inputs(task: FewShotTask):
     return views, text, task.text_projection, task.val.expand(s, -1, -1), task.val_labels.expand(s, -1)
 
 
-def _timed_steps(task: FewShotTask, steps: int, context=None) -> tuple[float, int]:
-    """(seconds per step of train_bridge over `steps` steps, setup included; selected step of seed 1)."""
+def _timed_steps(task: FewShotTask, steps: int, context=None, clock=time.perf_counter) -> tuple[float, int]:
+    """(seconds of train_bridge over `steps` steps, setup included; selected step of seed 1)."""
     import contextlib
 
     views, text, wt, val, labels = _train_inputs(task)
     initial = sm.initial_bridge(wt)
     with context or contextlib.nullcontext():
-        start = time.perf_counter()
+        start = clock()
         out = train_bridge(views, text, wt, initial, 100.0, TrainSettings(steps=steps), val, labels)
-        seconds = time.perf_counter() - start
-    return seconds / steps, int(out.selected_step[0])
+        seconds = clock() - start
+    return seconds, int(out.selected_step[0])
 
 
 def bench_floor(args) -> None:
     """The step against the floor of its own matrix products, fp32 and bf16, at each of args.floor_classes;
-    floor and step alternate `args.floor_repeats` times and the best of each is kept (a shared VM)."""
+    floor and step alternate `args.floor_repeats` times and the best of each is kept (a shared VM). With one
+    torch thread both are timed in this process's CPU time (time.process_time: what other processes on a
+    shared machine take is not counted), else in wall time."""
     from clipbridge.bridge.precision import products_in, resolve_precision
 
     bf16 = resolve_precision("bf16", "semobridge-t", "cpu")
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    print(f"step vs matmul floor, {'CPU' if clock is time.process_time else 'wall'} time, torch threads "
+          f"{torch.get_num_threads()}")
     for c in args.floor_classes:
         task = synthetic_task(classes=c, shots=args.shots, dim=args.dim, width=args.dim, val=args.val)
         steps = max(2, args.floor_steps * 101 // c)
-        floor = step = bf16_step = float("inf")
-        for _ in range(args.floor_repeats):
-            floor = min(floor, matmul_floor(1, c, args.shots, args.dim, args.dim, args.val, repeats=steps))
-            per_step, chosen = _timed_steps(task, steps)
-            step = min(step, per_step)
-            if args.bf16:
-                bf16_per_step, bf16_chosen = _timed_steps(task, steps, products_in(bf16))
-                bf16_step = min(bf16_step, bf16_per_step)
+        floor, runs = float("inf"), {}
+        for _ in range(args.floor_repeats):       # a step = (T(steps) − T(1)) / (steps − 1): no setup
+            floor = min(floor, matmul_floor(1, c, args.shots, args.dim, args.dim, args.val, repeats=steps,
+                                            clock=clock))
+            for label, context in (("fp32", None), ("bf16", products_in(bf16)))[:2 if args.bf16 else 1]:
+                for n in (1, steps):
+                    seconds, chosen = _timed_steps(task, n, context, clock)
+                    best = runs.get((label, n), (float("inf"), 0))
+                    runs[(label, n)] = (min(best[0], seconds), chosen)
+        step = (runs[("fp32", steps)][0] - runs[("fp32", 1)][0]) / (steps - 1)
+        chosen = runs[("fp32", steps)][1]
+        if args.bf16:
+            bf16_step = (runs[("bf16", steps)][0] - runs[("bf16", 1)][0]) / (steps - 1)
+            bf16_chosen = runs[("bf16", steps)][1]
         _, madds = step_products(1, c, args.shots, args.dim, args.dim, args.val)
         line = (f"C={c}: fp32 step {step * 1e3:.1f} ms, its products alone (floor) {floor * 1e3:.1f} ms "
                 f"({2 * madds / floor / 1e9:.0f} GFLOP/s) -> step at {floor / step * 100:.0f} % of the floor "
-                f"(best of {args.floor_repeats}, {steps} steps each, setup included)")
+                f"(best of {args.floor_repeats} runs of {steps} steps, setup taken off)")
         if args.bf16:
             line += (f"; bf16 ({bf16.kernel}) step {bf16_step * 1e3:.1f} ms = {floor / bf16_step:.2f}x the fp32 "
                      f"floor's speed, selected step {bf16_chosen} vs fp32 {chosen} over {steps} steps")
