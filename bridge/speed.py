@@ -236,12 +236,13 @@ def _train_inputs(task: FewShotTask):
 
 
 def _timed_steps(task: FewShotTask, steps: int, context=None, clock=time.perf_counter) -> tuple[float, int]:
-    """(seconds of train_bridge over `steps` steps, setup included; selected step of seed 1)."""
+    """(seconds of train_bridge over `steps` steps, setup included; selected step of seed 1); `context`: a
+    function returning the context manager to run it in (None: none)."""
     import contextlib
 
     views, text, wt, val, labels = _train_inputs(task)
     initial = sm.initial_bridge(wt)
-    with context or contextlib.nullcontext():
+    with context() if context else contextlib.nullcontext():
         start = clock()
         out = train_bridge(views, text, wt, initial, 100.0, TrainSettings(steps=steps), val, labels)
         seconds = clock() - start
@@ -266,7 +267,7 @@ def bench_floor(args) -> None:
         for _ in range(args.floor_repeats):       # a step = (T(steps) − T(1)) / (steps − 1): no setup
             floor = min(floor, matmul_floor(1, c, args.shots, args.dim, args.dim, args.val, repeats=steps,
                                             clock=clock))
-            for label, context in (("fp32", None), ("bf16", products_in(bf16)))[:2 if args.bf16 else 1]:
+            for label, context in (("fp32", None), ("bf16", lambda: products_in(bf16)))[:2 if args.bf16 else 1]:
                 for n in (1, steps):
                     seconds, chosen = _timed_steps(task, n, context, clock)
                     best = runs.get((label, n), (float("inf"), 0))
