@@ -4,6 +4,9 @@
         blend search: ours (bridge.search.batched_search via the "semobridge" method's defaults) against
         sequential Optuna-TPE trials over the same 7 ranges, on the same validation maps.
     python -m clipbridge.bridge.speed train [--steps 5000] [--baseline-steps 200] [--batch-seeds 10] [--batch-steps 50] [--threads N]
+                                            [--floor-classes 101 1000] [--floor-steps 20] [--floor-repeats 3] [--no-bf16]
+        first, per class count: a step (fp32, and with bf16 products) against its matmul floor, the time of
+        the step's matrix products alone (step_products);
         SeMoBridge-T training with per-step best-validation selection: ours (bridge.methods.semobridge.training)
         against the paper's procedure written plainly (autograd through every bridged view, then a full
         re-evaluation of the fixed blend with fresh S1, S2, S3 each step); then S seeds batched vs one.
@@ -168,6 +171,63 @@ def paper_training(views: sm.WeightedViews, text: ClassText, wt: Tensor, val: Te
     return best, best_step, torch.tensor(best_acc)
 
 
+def step_products(seeds: int, classes: int, views_per_class: int, dim: int, width: int, val: int,
+                  dtype=torch.float32):
+    """The matrix products of one SeMoBridge-T training step with best-val selection, on random operands of
+    the step's shapes and layouts (loss.loss_forward, loss.loss_backward, algebra.selection_maps with
+    queries shared by the seeds): a function running them back to back, and their multiply-adds.
+    N = C·K' support views; per seed: X B, u G, per-class sums of the views, ē Wt, four logit products,
+    their five transposed products in the backward pass, Xᵀ ∂u; then Wtᵀ Bᵀ, (F̄ Wtᵀ) Bᵀ and one
+    [Nv, D]×[D, S·(D + 2C)] product for the validation maps."""
+    s, c, k, d, w, nv = seeds, classes, views_per_class, dim, width, val
+    n = c * k
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
+    x, b, gram, wt = r(s, n, d), r(s, d, w), r(w, w), r(w, d)
+    u, v, image_text, grad_u = r(s, n, w), r(s, n, w), r(s, n, w), r(s, n, w)
+    ehat, mean, text_w, eos = r(s, c, w), r(s, c, w), r(c, w), r(c, w)
+    rho, per_class = r(s * c, 1, k), r(s * c, w, 1)
+    logits, small = r(s, n, c), r(s, c, c)
+    image_w, queries = r(s, c, w), r(nv, d)
+    rhs = torch.empty(s, d + 2 * c, d, dtype=dtype)
+    outs = {name: torch.empty(shape, dtype=dtype) for name, shape in
+            (("nw", (s, n, w)), ("dw", (s, d, w)), ("val", (nv, s * (d + 2 * c))))}
+
+    def run() -> None:
+        torch.bmm(x, b, out=outs["nw"])                                                 # u = X B
+        torch.mm(u.view(-1, w), gram, out=outs["nw"].view(-1, w))                       # v = u G
+        torch.bmm(rho, u.view(s * c, k, w))                                             # ē per class
+        mean @ wt                                                                        # ē Wt
+        ehat_t = ehat.transpose(1, 2)
+        torch.bmm(v, ehat_t), torch.bmm(image_text, ehat_t), ehat @ text_w.T, mean @ eos.T   # logits
+        torch.bmm(logits.transpose(1, 2), image_text).baddbmm_(logits.transpose(1, 2), v)    # ∂Ê
+        small @ text_w, ehat @ gram, small @ eos
+        torch.bmm(logits, ehat)                                                          # ∂u from cons
+        torch.bmm(u.view(s * c, k, w), per_class)                                        # ∂ē·u per view
+        torch.bmm(x.transpose(1, 2), grad_u, out=outs["dw"])                             # Xᵀ ∂u
+        torch.matmul(wt.T, b.transpose(1, 2), out=rhs[:, :d])                            # validation
+        torch.matmul(image_w, b.transpose(1, 2), out=rhs[:, d:d + c])
+        torch.mm(queries, rhs.view(-1, d).T, out=outs["val"])
+
+    madds = s * (n * d * w + n * w * w + n * w + c * w * d + 2 * n * w * c + 2 * c * w * c + 2 * n * c * w
+                 + c * c * w + c * w * w + c * c * w + n * c * w + n * w + d * n * w + d * w * d + c * w * d) \
+        + nv * d * s * (d + 2 * c)
+    return run, madds
+
+
+def matmul_floor(seeds: int, classes: int, views_per_class: int, dim: int, width: int, val: int,
+                 repeats: int = 20, dtype=torch.float32, clock=time.perf_counter) -> float:
+    """Seconds of one step's matrix products alone (step_products), the mean of `repeats` runs back to back
+    (as a training loop runs its steps): the floor a step of this size cannot go below at this precision on
+    this machine."""
+    run, _ = step_products(seeds, classes, views_per_class, dim, width, val, dtype)
+    run()
+    start = clock()
+    for _ in range(repeats):
+        run()
+    return (clock() - start) / repeats
+
+
 def _train_inputs(task: FewShotTask):
     text = class_text(task)
     views = sm.weighted_views(task.support, task.support_mask)
@@ -175,12 +235,68 @@ def _train_inputs(task: FewShotTask):
     return views, text, task.text_projection, task.val.expand(s, -1, -1), task.val_labels.expand(s, -1)
 
 
+def _timed_steps(task: FewShotTask, steps: int, context=None, clock=time.perf_counter) -> tuple[float, int]:
+    """(seconds of train_bridge over `steps` steps, setup included; selected step of seed 1); `context`: a
+    function returning the context manager to run it in (None: none)."""
+    import contextlib
+
+    views, text, wt, val, labels = _train_inputs(task)
+    initial = sm.initial_bridge(wt)
+    with context() if context else contextlib.nullcontext():
+        start = clock()
+        out = train_bridge(views, text, wt, initial, 100.0, TrainSettings(steps=steps), val, labels)
+        seconds = clock() - start
+    return seconds, int(out.selected_step[0])
+
+
+def bench_floor(args) -> None:
+    """The step against the floor of its own matrix products, fp32 and bf16, at each of args.floor_classes;
+    floor and step alternate `args.floor_repeats` times and the best of each is kept (a shared VM). With one
+    torch thread both are timed in this process's CPU time (time.process_time: what other processes on a
+    shared machine take is not counted), else in wall time."""
+    from clipbridge.bridge.precision import products_in, resolve_precision
+
+    bf16 = resolve_precision("bf16", "semobridge-t", "cpu")
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    print(f"step vs matmul floor, {'CPU' if clock is time.process_time else 'wall'} time, torch threads "
+          f"{torch.get_num_threads()}")
+    for c in args.floor_classes:
+        task = synthetic_task(classes=c, shots=args.shots, dim=args.dim, width=args.dim, val=args.val)
+        steps = max(2, args.floor_steps * 101 // c)
+        floor, runs = float("inf"), {}
+        for _ in range(args.floor_repeats):       # a step = (T(steps) − T(1)) / (steps − 1): no setup
+            floor = min(floor, matmul_floor(1, c, args.shots, args.dim, args.dim, args.val, repeats=steps,
+                                            clock=clock))
+            for label, context in (("fp32", None), ("bf16", lambda: products_in(bf16)))[:2 if args.bf16 else 1]:
+                for n in (1, steps):
+                    seconds, chosen = _timed_steps(task, n, context, clock)
+                    best = runs.get((label, n), (float("inf"), 0))
+                    runs[(label, n)] = (min(best[0], seconds), chosen)
+        step = (runs[("fp32", steps)][0] - runs[("fp32", 1)][0]) / (steps - 1)
+        chosen = runs[("fp32", steps)][1]
+        if args.bf16:
+            bf16_step = (runs[("bf16", steps)][0] - runs[("bf16", 1)][0]) / (steps - 1)
+            bf16_chosen = runs[("bf16", steps)][1]
+        _, madds = step_products(1, c, args.shots, args.dim, args.dim, args.val)
+        line = (f"C={c}: fp32 step {step * 1e3:.1f} ms, its products alone (floor) {floor * 1e3:.1f} ms "
+                f"({2 * madds / floor / 1e9:.0f} GFLOP/s) -> step at {floor / step * 100:.0f} % of the floor "
+                f"(best of {args.floor_repeats} runs of {steps} steps, setup taken off)")
+        if args.bf16:
+            line += (f"; bf16 ({bf16.kernel}) step {bf16_step * 1e3:.1f} ms = {floor / bf16_step:.2f}x the fp32 "
+                     f"floor's speed, selected step {bf16_chosen} vs fp32 {chosen} over {steps} steps")
+        print(line, flush=True)
+
+
 def bench_train(args) -> None:
+    if args.floor_classes:
+        bench_floor(args)
     print(f"SeMoBridge-T training, {args.classes} classes x {args.shots} shots, D=W={args.dim}, {args.val} val "
           f"queries, best-val selection every step; torch threads {torch.get_num_threads()}")
     task = synthetic_task(classes=args.classes, shots=args.shots, dim=args.dim, width=args.dim, val=args.val)
     views, text, wt, val, labels = _train_inputs(task)
     short = TrainSettings(steps=args.baseline_steps)
+    if not args.baseline_steps:
+        return
 
     start = time.perf_counter()
     ref_bridge, ref_step, ref_acc = paper_training(views, text, wt, val, labels, short)
@@ -262,6 +378,13 @@ def main(argv: list[str] | None = None) -> None:
     pt.add_argument("--baseline-steps", type=int, default=200)
     pt.add_argument("--batch-seeds", type=int, default=10)
     pt.add_argument("--batch-steps", type=int, default=50)
+    pt.add_argument("--floor-classes", type=int, nargs="*", default=[101, 1000],
+                    help="class counts at which the step is set against its matmul floor (none: skip)")
+    pt.add_argument("--floor-steps", type=int, default=20, help="steps per floor timing at 101 classes (fewer "
+                    "at more classes)")
+    pt.add_argument("--floor-repeats", type=int, default=3)
+    pt.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the step with bf16 products (bridge.precision)")
     pa = sub.add_parser("affine")
     for option, default in (("--classes", 101), ("--shots", 16), ("--dim", 512), ("--val", 2000), ("--steps", 200),
                             ("--repeats", 3)):

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from clipbridge.bridge.devices import resolve_device
+from clipbridge.bridge.precision import resolve_precision
 from clipbridge.bridge.recipes import DEFAULT_RECIPE
 from clipbridge.bridge.registry import get_method, unmet_needs
 from clipbridge.bridge.task import EOS, OPTIONAL_INPUTS
@@ -29,7 +30,8 @@ from clipbridge.evaluate.bench.distributed import rank_device, world
 from clipbridge.evaluate.fitting.plan import FitPlan, plan_fit
 from clipbridge.evaluate.fitting.progress import training_progress, wants_bars
 from clipbridge.evaluate.fitting.scoring import align_classes, score_queries, seed_records
-from clipbridge.evaluate.fitting.tasks import SplitLoader, cache_identity, check_pairs, check_shots, load_test
+from clipbridge.evaluate.fitting.tasks import (SplitLoader, cache_identity, check_pairs, check_shots, load_test,
+                                               resolve_dtype)
 from clipbridge.evaluate.reporting.files import write_text_atomic
 from clipbridge.evaluate.reporting.plots import plot_accuracy_vs_shots, plot_accuracy_vs_time
 from clipbridge.evaluate.reporting.records import (append_records, latest_by_key, package_version, read_records,
@@ -55,6 +57,7 @@ class BenchSpec:
     prompt_sets: tuple[str, ...] | None = None
     device: str = "auto"
     dtype: str = "float32"
+    precision: str = "auto"           # matrix products while fitting (bridge.precision)
     ood: tuple[Path, ...] = ()
     model: str | None = None
     pretrained: str | None = None
@@ -143,6 +146,8 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
     results_file = results_path(results_dir)
     outcome = BenchOutcome()
     device = resolve_device(spec.device)
+    for method in spec.methods:                      # a precision the device cannot do: refused before work
+        resolve_precision(spec.precision, method, device, resolve_dtype(spec.dtype))
     with world(device) as current:
         device = rank_device(device, current)
         outcome.world_size = current.size
@@ -182,7 +187,7 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
             task, meta = built[task_key]
             meta = {**meta, **plan.meta()}                   # the task may be another method's: its recipe
             with training_progress(f"{method} {k}-shot", bars, position=1, leave=False):
-                state = plan.fit(task)
+                state = plan.fit(task, spec.precision)
             queries, labels = load_test(source.cache, device=str(device), dtype=spec.dtype, loader=source.loader)
             records = seed_records(state, meta, score_queries(state, queries, labels), overrides=plan.overrides)
             for j, target in enumerate(targets):

@@ -55,6 +55,9 @@ _fit_options = [
     click.option("--protocol", type=click.Choice(PROTOCOLS), default="clean", show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "tf32"]), default="auto",
+                 show_default=True, help="matrix products while fitting: bf16 (fp32 accumulation) or tf32 (CUDA); "
+                 "auto picks them only for methods and devices measured not to change the accuracy."),
     click.option("--results", default="results", show_default=True, help="folder of results.jsonl."),
 ]
 
@@ -88,8 +91,8 @@ def _with(options):
 @click.option("--runs", "runs_root", default="runs", show_default=True, help="folder of saved runs.")
 @click.option("--no-progress", is_flag=True, help="no training progress bar (none is drawn off a terminal).")
 def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, recipe_name,
-        view_families, prompts, protocol, device, dtype, results, selection, parity, hparam_items, runs_root,
-        no_progress) -> None:
+        view_families, prompts, protocol, device, dtype, precision, results, selection, parity, hparam_items,
+        runs_root, no_progress) -> None:
     """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
     from clipbridge.bridge.registry import check_hparams, get_method
     from clipbridge.cache.reader import open_cache
@@ -117,7 +120,8 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
     cache = open_cache(path, model=model, pretrained=pretrained)
     fit_and_report(cache, method=method, shots=shots, seeds=seed_list, recipe=recipe_name,
                    view_families=parse_names(view_families), prompts=parse_names(prompts), protocol=protocol,
-                   device=device, dtype=dtype, overrides=overrides, runs_root=runs_root, results_dir=results,
+                   device=device, dtype=dtype, precision=precision, overrides=overrides, runs_root=runs_root,
+                   results_dir=results,
                    echo=click.echo, note=_echo_task_notes, progress=not no_progress)
 
 
@@ -192,7 +196,8 @@ def predict(run, images, topk, out, seed, pretrained, device, batch_size) -> Non
                    "prompt sets ('+' joins sets), then write a sensitivity table and plot.")
 @click.option("--no-progress", is_flag=True, help="no progress bars (none are drawn off a terminal).")
 def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache_root, recipe_name, view_families,
-          prompts, protocol, device, dtype, results, ood, name, hparam_items, sweep_text, no_progress) -> None:
+          prompts, protocol, device, dtype, precision, results, ood, name, hparam_items, sweep_text,
+          no_progress) -> None:
     """Run the grid datasets × methods × shots × seeds (resumable) and build tables and a plot."""
     from clipbridge.evaluate.bench.grid import BenchSpec, run_bench
     from clipbridge.evaluate.bench.distributed import launched_by_torchrun
@@ -214,7 +219,8 @@ def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache
                      protocol=protocol, recipe=recipe_name,
                      view_families=tuple(parse_names(view_families) or ()) or None,
                      prompt_sets=tuple(parse_names(prompts) or ()) or None,
-                     device=device, dtype=dtype, ood=targets, model=model, pretrained=pretrained)
+                     device=device, dtype=dtype, precision=precision, ood=targets, model=model,
+                     pretrained=pretrained)
     if targets and protocol == "paper":
         click.echo("note: OOD test sets are only scored, never tuned on", err=True)
     if sweep_text:

@@ -87,17 +87,24 @@ class Run:
 
 def fit(cache, method: str = "semobridge", shots: int = 16, seeds: Sequence[int] = (1,), *, recipe: str = DEFAULT_RECIPE,
         protocol: str = "clean", hparams: dict[str, Any] | None = None, view_families: Sequence[str] | None = None,
-        prompts: Sequence[str] | None = None, device: str = "auto", dtype: str = "float32") -> Run:
+        prompts: Sequence[str] | None = None, device: str = "auto", dtype: str = "float32",
+        precision: str = "auto") -> Run:
     """Fit `method` on CoOp's few-shot samples of `cache` for all `seeds` at once, as `recipe` says
-    (evaluate/recipes; view_families / prompts choose the uniform recipe's inputs), hparams on top. The test
-    split is not read (Run.evaluate does that)."""
+    (evaluate/recipes; view_families / prompts choose the uniform recipe's inputs), hparams on top, its
+    matrix products at `precision` (auto, fp32, bf16, tf32: bridge.precision; meta["precision"] says which
+    ran). The test split is not read (Run.evaluate does that)."""
+    from clipbridge.bridge.precision import resolve_precision
     from clipbridge.bridge.devices import resolve_device
     from clipbridge.evaluate.fitting.plan import plan_fit
+    from clipbridge.evaluate.fitting.tasks import resolve_dtype
 
+    resolve_precision(precision, method, resolve_device(device), resolve_dtype(dtype))   # refused before work
     plan = plan_fit(cache, method, shots, recipe=recipe, families=view_families, prompts=prompts, overrides=hparams)
     task, meta = plan.task(cache, seeds, protocol=protocol, device=str(resolve_device(device)), dtype=dtype)
     meta.update(classnames=list(cache.classnames), weights=_weights(cache))
-    return Run(plan.fit(task), meta, dict(plan.overrides))
+    state = plan.fit(task, precision)
+    meta.update(precision=state.info["precision"])
+    return Run(state, meta, dict(plan.overrides))
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:

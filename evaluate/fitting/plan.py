@@ -46,11 +46,12 @@ class FitPlan:
                                     loader=loader)
         return task, {**meta, **self.meta()}
 
-    def fit(self, task):
-        """The method fitted on `task` with the plan's hyper-parameters (a FittedState, S seeds)."""
+    def fit(self, task, precision: str = "fp32"):
+        """The method fitted on `task` with the plan's hyper-parameters (a FittedState, S seeds), its matrix
+        products at `precision` (bridge.precision)."""
         from clipbridge.evaluate.fitting.scoring import fit_method
 
-        return fit_method(self.method, task, self.hparams)
+        return fit_method(self.method, task, self.hparams, precision)
 
 
 def plan_fit(cache, method: str, shots: int, *, recipe: str = DEFAULT_RECIPE, families: Sequence[str] | None = None,

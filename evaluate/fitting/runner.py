@@ -21,7 +21,7 @@ Echo = Callable[[str], None]
 
 def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], recipe: str = DEFAULT_RECIPE,
                    view_families: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
-                   protocol: str = "clean", device: str = "auto", dtype: str = "float32",
+                   protocol: str = "clean", device: str = "auto", dtype: str = "float32", precision: str = "auto",
                    overrides: dict[str, Any] | None = None, runs_root: str = "runs", results_dir: str = "results",
                    echo: Echo = print, note: Callable[[dict], None] = lambda meta: None,
                    progress: bool = True) -> tuple[Path, list[dict]]:
@@ -30,12 +30,14 @@ def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], reci
     (run dir, records)."""
     with training_progress(f"{method} {shots}-shot", progress):
         run = api.fit(cache, method, shots, seeds, recipe=recipe, protocol=protocol, hparams=overrides,
-                      view_families=view_families, prompts=prompts, device=device, dtype=dtype)
+                      view_families=view_families, prompts=prompts, device=device, dtype=dtype,
+                      precision=precision)
     meta = run.meta
     note(meta)
     echo(f"fit {method} on {meta['dataset']} ({meta['model']}/{meta['pretrained']}): {shots} shots, "
          f"{len(meta['seeds'])} seed(s), {meta['recipe']} recipe (views {'+'.join(meta['view_families'])}, text "
-         f"{'+'.join(meta['prompt_sets'])}), protocol {protocol}, {meta['device']} {dtype}")
+         f"{'+'.join(meta['prompt_sets'])}), protocol {protocol}, {meta['device']} {dtype}, "
+         f"products {meta['precision']}")
     records = run.evaluate(cache, device=meta["device"])
     report(records, echo)
     echo(f"fit {run.state.info['fit_seconds']:.2f} s (search {run.state.info['search_seconds']:.2f} s) for "

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from clipbridge.bridge.recipes import UNIFORM
 from clipbridge.bridge.ops import accuracy
+from clipbridge.bridge.precision import products_in, resolve_precision
 from clipbridge.bridge.registry import FittedState, get_method
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.errors import ClipBridgeError
@@ -22,13 +23,18 @@ from clipbridge.evaluate.reporting.records import make_record
 QUERY_CHUNK = 4096
 
 
-def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = None) -> FittedState:
-    """REGISTRY[name].fit(task, **overrides) (the method checks its arguments, bridge.registry.check_hparams);
-    fills fit_seconds/search_seconds if the method did not."""
+def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = None,
+               precision: str = "fp32") -> FittedState:
+    """REGISTRY[name].fit(task, **overrides) (the method checks its arguments, bridge.registry.check_hparams)
+    with its matrix products at `precision` (bridge.precision: auto, fp32, bf16, tf32; info["precision"] says
+    which ran); fills fit_seconds/search_seconds if the method did not."""
     method = get_method(name)
+    chosen = resolve_precision(precision, name, task.support.device, task.support.dtype)
     start = time.perf_counter()
-    state = method.fit(task, **dict(overrides or {}))
+    with products_in(chosen):
+        state = method.fit(task, **dict(overrides or {}))
     elapsed = time.perf_counter() - start
+    state.info.update(chosen.record())
     state.info.setdefault("fit_seconds", elapsed)
     state.info.setdefault("search_seconds", 0.0)
     state.info.setdefault("val_accuracy", [float("nan")] * task.num_seeds)
@@ -101,6 +107,8 @@ def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[fl
             fit_seconds=info["fit_seconds"], search_seconds=info["search_seconds"], device=meta["device"],
             cache_id=meta["cache_id"], val_is_test=meta["val_is_test"], eval_dataset=eval_dataset,
             overrides=overrides, dtype=meta["dtype"], recipe=meta.get("recipe", UNIFORM))
+        record.update(precision=info.get("precision", "fp32"),
+                      **({"bf16_kernel": info["bf16_kernel"]} if "bf16_kernel" in info else {}))
         record["seeds_batched"] = len(meta["seeds"])
         if eval_cache_id:
             record["eval_cache_id"] = eval_cache_id

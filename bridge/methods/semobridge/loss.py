@@ -131,14 +131,16 @@ def loss_forward(problem: LossProblem, bridge: Tensor, bias: Tensor | None,
     e = mean_eos.norm(dim=-1, keepdim=True)
     unit_eos = mean_eos / e
     ehat_t = ehat.transpose(1, 2)
-    cons_logits = torch.bmm(v, ehat_t).div_(view_norm)
+    per_view = (s, n, c)                        # the [S, N, C] tensors go to buffers: 64 MB each at C = 1,000
+    cons_logits = torch.bmm(v, ehat_t, out=work("cons_logits", per_view, u)).div_(view_norm)
     losses, log_probs = {}, {}
     for name, logits, labels, weight in (
-            ("img", torch.bmm(p.image_text, ehat_t), p.labels, p.view_weight),
+            ("img", torch.bmm(p.image_text, ehat_t, out=work("img_logits", per_view, u)), p.labels, p.view_weight),
             ("txtp", ehat @ p.text_w.T, p.classes, 1.0 / c),
             ("txte", unit_eos @ p.text_eos.T, p.classes, 1.0 / c),
             ("cons", cons_logits, p.labels, p.view_weight)):
-        log_probs[name] = torch.log_softmax(logits, -1)
+        out = work(f"{name}_log_probs", logits.shape, u) if logits.shape == per_view else None
+        log_probs[name] = torch.log_softmax(logits, -1, out=out)
         losses[name] = _weighted_nll(log_probs[name], labels, weight)
     losses["bias"] = _bias_loss(bias, u)
     losses["total"] = sum(LOSS_WEIGHTS[k] * v for k, v in losses.items())
@@ -155,8 +157,10 @@ def loss_backward(problem: LossProblem, forward: LossForward, bias: Tensor | Non
     p, f = problem, forward.saved
     s, n, w = f.u.shape
     c = f.ehat.shape[1]
-    img = _ce_grad(f.log_probs["img"], p.labels, LOSS_WEIGHTS["img"] * p.view_weight)
-    cons = _ce_grad(f.log_probs["cons"], p.labels, LOSS_WEIGHTS["cons"] * p.view_weight).div_(f.s)  # ∂/∂(v Êᵀ)
+    img = _ce_grad(f.log_probs["img"], p.labels, LOSS_WEIGHTS["img"] * p.view_weight,
+                   work("img_grad", f.log_probs["img"].shape, f.u))
+    cons = _ce_grad(f.log_probs["cons"], p.labels, LOSS_WEIGHTS["cons"] * p.view_weight,
+                    work("cons_grad", f.log_probs["cons"].shape, f.u)).div_(f.s)                    # ∂/∂(v Êᵀ)
     txtp = _ce_grad(f.log_probs["txtp"], p.classes, LOSS_WEIGHTS["txtp"] / c)
     txte = _ce_grad(f.log_probs["txte"], p.classes, LOSS_WEIGHTS["txte"] / c)
     # per class: Ê = ē / ‖ē Wt‖ (∂‖ē Wt‖/∂ē = Ê G) and U = ē / ‖ē‖
@@ -170,7 +174,8 @@ def loss_backward(problem: LossProblem, forward: LossForward, bias: Tensor | Non
     grad_mean += (grad_unit - rowdot(grad_unit, f.unit_eos) * f.unit_eos) / f.e
     # per view: through v = u G (cons numerators), s = √(u·v) (cons norms), ē = Σ ρ u (ρ = w/‖u‖)
     grad_u = torch.bmm(cons, ehat_gram, out=work("grad_u", f.v.shape, f.u))
-    grad_u.addcmul_(f.v, rowdot(cons, f.cons_logits).div_(f.s).neg_())
+    cons_dot = torch.mul(cons, f.cons_logits, out=work("cons_product", cons.shape, f.u)).sum(-1, keepdim=True)
+    grad_u.addcmul_(f.v, cons_dot.div_(f.s).neg_())                                    # rowdot, in a buffer
     if p.affine is not None:                                                            # ũ = [u, ‖u‖/ℓ]
         grad_u = grad_u[..., :w] + grad_u[..., w:] * f.u / (f.r * p.affine.eos_length)
     along_u = _class_combine(grad_mean, f.u, c, transpose=True)                        # ∂ē_{y_k}·u_k
@@ -241,9 +246,17 @@ def _weighted_nll(log_probs: Tensor, labels: Tensor, weight: Tensor | float) -> 
     return -(picked * weight).sum(-1)
 
 
-def _ce_grad(log_probs: Tensor, labels: Tensor, weight: Tensor | float) -> Tensor:
-    """∂ Σ_k weight_k CE_k / ∂logits = weight_k (softmax_k − onehot(labels_k)) [S, N, C]."""
-    grad = log_probs.exp()
+# log-probabilities below this have probabilities under float32's smallest normal (1.2e-38): exp() of them
+# takes the CPU's slow out-of-range path (10x the time of the whole tensor's exp on AVX2), and their share of
+# a softmax gradient is below any float32 rounding of the other entries.
+LOG_PROB_FLOOR = -87.3
+
+
+def _ce_grad(log_probs: Tensor, labels: Tensor, weight: Tensor | float, out: Tensor | None = None) -> Tensor:
+    """∂ Σ_k weight_k CE_k / ∂logits = weight_k (softmax_k − onehot(labels_k)) [S, N, C] (into `out` when
+    given); probabilities under exp(LOG_PROB_FLOOR) ≈ 1.2e-38 are taken as that value (an absolute change
+    below 1.2e-38)."""
+    grad = torch.clamp(log_probs, min=LOG_PROB_FLOOR, out=out).exp_()
     rows = torch.arange(labels.numel(), device=labels.device)
     grad[:, rows, labels] -= 1
     return grad.mul_(weight.unsqueeze(-1) if isinstance(weight, Tensor) else weight)
