@@ -23,7 +23,7 @@ import numpy as np
 from clipbridge.cache.coverage import Coverage
 from clipbridge.cache.errors import ClipBridgeError
 from clipbridge.cache.integrity import (DamagedCacheError, RunningChecksum, check_value, damage_guard,
-                                        has_checksums, verify_rest)
+                                        has_checksums, rebuild_hint, verify_rest)
 from clipbridge.cache.weights import check_weights
 from clipbridge.cache.schema import (FAMILY_MANAGED_ATTRS, FORMAT, READABLE_VERSIONS, family_group, list_group,
                                      open_hdf5, read_attrs, split_group, text_group,
@@ -564,7 +564,7 @@ def open_cache(path: str | Path, *, model: str | None = None, pretrained: str | 
     except OSError as error:
         text = str(error)
         problem = "not an HDF5 file" if "signature" in text else f"cannot be opened as HDF5 ({text})"
-        raise ClipBridgeError(f"{path}: {problem}") from None
+        raise ClipBridgeError(f"{path}: {problem}; if it is a damaged cache, {rebuild_hint(path, None)}") from None
     with handle:
         check = _Validator(path, handle)
         with damage_guard(path, check.where, check.root_attrs):
