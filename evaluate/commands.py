@@ -259,6 +259,10 @@ def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache
     from clipbridge.evaluate.bench import BenchSpec, run_bench
     from clipbridge.evaluate.distributed import launched_by_torchrun
 
+    from clipbridge.cache.names import check_name
+
+    if name is not None:
+        check_name(name, "--name")
     method_list = method_names(methods)
     per_method = method_hparams(hparam_items, method_list)
     writable_dir(results, "--results")

@@ -160,6 +160,10 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
     from clipbridge.cache.options import parse_names
     from clipbridge.extract.prompts import build_prompt_sets
 
+    if name:
+        from clipbridge.cache.names import check_name
+
+        check_name(name, "--name")
     coverage = coverage_from_options(shots, seeds, protocols)
     spec = get_dataset(dataset, root, split_file=split_file, download=download)
     if name:
