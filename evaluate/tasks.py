@@ -35,13 +35,10 @@ DEFAULT_FAMILIES = ("plain",)
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cpu' / 'cuda' / 'cuda:N' as given (cuda must exist)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ClipBridgeError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
-    return device
+    """'auto' -> cuda when available else cpu; otherwise a device this machine has (bridge.devices)."""
+    from clipbridge.bridge.devices import resolve_device as resolve
+
+    return resolve(name)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -80,15 +80,10 @@ class LoadedModel:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ClipBridgeError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ClipBridgeError(f"unknown --device '{device}' (use auto, cpu or cuda)") from error
+    """'auto' -> cuda when available else cpu; otherwise a device this machine has (bridge.devices)."""
+    from clipbridge.bridge.devices import resolve_device as resolve
+
+    return resolve(device)
 
 
 def check_model_name(name: str) -> None:
