@@ -189,15 +189,17 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False),
               help="the run's cache, if it moved (its cache id must match).")
+@click.option("--cache-root", default="cache", show_default=True,
+              help="where to look for the run's cache when it is not where it was (also beside the run).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--results", default="results", show_default=True, help="folder of results.jsonl.")
-def evaluate(run, cache_path, device, results) -> None:
+def evaluate(run, cache_path, cache_root, device, results) -> None:
     """Score a saved run on the test split of its cache; append one record per seed."""
     from clipbridge.evaluate.fitting import evaluate_run
 
     writable_dir(results, "--results")
     evaluate_run(Path(run), cache_path=cache_path, device=device, results_dir=results, echo=click.echo,
-                 note=_echo_task_notes)
+                 note=_echo_task_notes, cache_root=cache_root)
 
 
 # ----------------------------------------------------------------------------- predict

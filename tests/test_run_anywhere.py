@@ -1,0 +1,64 @@
+"""A run works from any folder: run.json holds the cache's absolute path; a moved cache is looked for beside
+the run and under --cache-root, and the error names every place looked."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import clipbridge as cb
+import clipbridge.cli as cli
+from clipbridge.cache.errors import ClipBridgeError
+from clipbridge.cache.synthetic import write_synthetic_cache
+from clipbridge.evaluate.api import load_run
+
+
+@pytest.fixture
+def fitted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_synthetic_cache(tmp_path / "syn.h5", classes=3, train_per_class=4, dim=8, width=6, val=6, test=9)
+    run = cb.fit(cb.open_cache("syn.h5"), method="zeroshot", shots=1, seeds=[1])
+    return run.save(tmp_path / "runs"), path
+
+
+def test_run_json_records_the_absolute_cache_path(fitted):
+    folder, path = fitted
+    meta = json.loads((folder / "run.json").read_text())["meta"]
+    assert meta["cache"] == str(path.resolve())
+
+
+def test_evaluate_from_another_folder(fitted, tmp_path, monkeypatch, capsys):
+    folder, _ = fitted
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli.main(["evaluate", str(folder), "--results", str(elsewhere / "results")]) == 0
+
+
+def test_a_moved_cache_is_found_under_the_cache_root(fitted, tmp_path):
+    folder, path = fitted
+    (tmp_path / "store" / "x").mkdir(parents=True)
+    shutil.move(path, tmp_path / "store" / "x" / "syn.h5")
+    cache = load_run(folder).open_cache(cache_root=tmp_path / "store")
+    assert cache.path == tmp_path / "store" / "x" / "syn.h5"
+
+
+def test_a_cache_moved_beside_the_runs_is_found(fitted, tmp_path):
+    folder, path = fitted
+    shutil.move(path, tmp_path / "runs" / "syn.h5")
+    assert load_run(folder).open_cache(cache_root=None).path.parent == tmp_path / "runs"
+
+
+def test_a_missing_cache_names_every_place_looked(fitted, tmp_path):
+    folder, path = fitted
+    path.unlink()
+    other = write_synthetic_cache(tmp_path / "store" / "syn.h5", classes=3, train_per_class=4, dim=8, width=6,
+                                  val=6, test=9, seed=5)
+    with pytest.raises(ClipBridgeError) as info:
+        load_run(folder).open_cache(cache_root=tmp_path / "store")
+    message = str(info.value)
+    assert "\n" not in message and "was not found; looked in" in message
+    for place in (path.resolve(), folder / "syn.h5", tmp_path / "runs" / "syn.h5", other):
+        assert str(place) in message
+    assert f"{other} hold other caches" in message and "--cache-root FOLDER" in message
