@@ -62,3 +62,16 @@ def test_a_missing_cache_names_every_place_looked(fitted, tmp_path):
     for place in (path.resolve(), folder / "syn.h5", tmp_path / "runs" / "syn.h5", other):
         assert str(place) in message
     assert f"{other} hold other caches" in message and "--cache-root FOLDER" in message
+
+
+def test_a_state_of_another_method_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_synthetic_cache(tmp_path / "syn.h5", classes=3, train_per_class=4, dim=8, width=6, val=6, test=9)
+    cache = cb.open_cache("syn.h5")
+    zeroshot = cb.fit(cache, method="zeroshot", shots=1, seeds=[1]).save(tmp_path / "runs")
+    gda = cb.fit(cache, method="gda", shots=1, seeds=[1], recipe="uniform").save(tmp_path / "runs")
+    shutil.copy(zeroshot / "state.pt", gda / "state.pt")
+    with pytest.raises(ClipBridgeError) as info:
+        load_run(gda)
+    message = str(info.value)
+    assert "\n" not in message and "state.pt does not belong to this run: run.json says gda" in message
