@@ -224,6 +224,8 @@ def predict(run, images, topk, out, seed, pretrained, device, batch_size) -> Non
 
     if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
         raise ClipBridgeError(f"--out {out}: use a .csv or .jsonl file")
+    if out is not None:
+        writable_dir(Path(out).parent, "--out")  # before any image is encoded
     image_files(images)                         # every path exists, before the model is loaded
     fitted = load_run(run)
     predictions = fitted.predict(images, topk=topk, seed=seed, pretrained=pretrained, device=device,

@@ -75,3 +75,16 @@ def test_a_state_of_another_method_is_refused_in_one_line(tmp_path, monkeypatch)
         load_run(gda)
     message = str(info.value)
     assert "\n" not in message and "state.pt does not belong to this run: run.json says gda" in message
+
+
+@pytest.mark.parametrize("where", ["a_file/out.csv", "/proc/clipbridge-out.csv"])
+def test_predict_out_into_an_unwritable_place_is_one_line(fitted, tmp_path, capsys, where):
+    folder, _ = fitted
+    (tmp_path / "a_file").write_text("not a folder")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(image)
+    code = cli.main(["predict", str(folder), str(image), "--out", where])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("error: --out folder ") and "not writable" in err
