@@ -34,3 +34,4 @@ def test_bench_name_escaping_results_is_refused_before_any_work(tmp_path, monkey
 def test_extract_name_is_refused(tmp_path, capsys):
     code = cli.main(["extract", "--dataset", "imagefolder", "--root", str(tmp_path), "--name", "../up"])
     assert code == 1 and "error: --name '../up'" in capsys.readouterr().err
+
