@@ -54,7 +54,26 @@ def _add_commands() -> None:
 
     for command in (extract, fewshot, fit, evaluate, predict, bench, analyze, methods, recipe, published, info,
                     demo):
+        if not any(param.name == "threads" for param in command.params):
+            command.params.append(_threads_option())
         group.add_command(command)
+
+
+def _set_threads(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """--threads on every command: torch's CPU threads (bridge.threads), set before the command runs tensors."""
+    from clipbridge.bridge.threads import apply_threads, parse_threads, resolve_threads
+
+    if ctx.command.name in TENSOR_COMMANDS and not ctx.resilient_parsing:
+        apply_threads(value)
+    else:
+        parse_threads(value)          # a bad value is refused on every command
+        resolve_threads(value)
+
+
+def _threads_option() -> click.Option:
+    return click.Option(["--threads"], default=None, expose_value=False, callback=_set_threads, metavar="N|all",
+                        help="CPU threads torch uses. [default: $CLIPBRIDGE_THREADS, else the CPUs minus the "
+                             "machine's current load, at least 1]")
 
 
 RESUMABLE_COMMANDS = ("extract", "bench", "demo")

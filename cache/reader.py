@@ -10,6 +10,7 @@ demand, only the rows asked for. torch is imported only when tensors are asked f
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import numpy as np
 
 from clipbridge.cache.coverage import Coverage
 from clipbridge.errors import ClipBridgeError
+from clipbridge.cache.integrity import (DamagedCacheError, RunningChecksum, check_value, damage_guard,
+                                        has_checksums, rebuild_hint, verify_rest)
 from clipbridge.cache.weights import check_weights
 from clipbridge.cache.schema import (FAMILY_MANAGED_ATTRS, FORMAT, READABLE_VERSIONS, family_group, list_group,
                                      open_hdf5, read_attrs, split_group, text_group,
@@ -257,6 +260,13 @@ class Cache:
         except OSError as error:
             raise ClipBridgeError(f"{self.path}: cannot read the cache any more ({error})") from None
 
+    @contextlib.contextmanager
+    def _reading(self, name: str):
+        """The open file, with h5py's errors on damaged bytes under `name` turned into one line."""
+        with damage_guard(self.path, [name], self.attrs):
+            with self._open() as handle:
+                yield handle
+
     def _check_split(self, name: str) -> None:
         if name not in self.splits:
             raise ClipBridgeError(f"{self.path}: unknown split {name!r}; known: {', '.join(self.splits)}")
@@ -272,7 +282,7 @@ class Cache:
                 f"{self.path}: unknown text set {', '.join(map(repr, unknown))}; "
                 f"known: {', '.join(self._text_sets)}")
         prompts, classes, projected, eos = [], [], [], []
-        with self._open() as handle:
+        with self._reading("text") as handle:
             for name in names:
                 group = handle[text_group(name)]
                 prompts += list(group["prompt"].asstr()[()])
@@ -286,26 +296,26 @@ class Cache:
     def text_attrs(self, set_name: str) -> dict[str, Any]:
         """The provenance attributes of one prompt set (templates, CuPL file and its sha256, ...)."""
         self.text(set_name)            # refuses an unknown set
-        with self._open() as handle:
+        with self._reading(text_group(set_name)) as handle:
             return read_attrs(handle[text_group(set_name)])
 
     def rows(self, split: str) -> SplitRows:
         """The stored images of `split` (cache.reader.SplitRows)."""
         self._check_split(split)
-        with self._open() as handle:
+        with self._reading(split_group(split)) as handle:
             return self._layout.rows(handle, split)
 
     def list_labels(self, split: str) -> np.ndarray:
         """[L] labels of the split's whole list, the list CoOp's sampler draws from."""
         self._check_split(split)
-        with self._open() as handle:
+        with self._reading(list_group(split)) as handle:
             return self._layout.list_labels(handle, split)
 
     def families(self, split: str) -> dict[str, FamilyInfo]:
         """The view families stored for `split`, by name."""
         self._check_split(split)
         if split not in self._families:
-            with self._open() as handle:
+            with self._reading(split_group(split)) as handle:
                 self._families[split] = self._layout.families(handle, split)
         return dict(self._families[split])
 
@@ -328,7 +338,7 @@ class Cache:
             if not found.all():
                 raise ClipBridgeError(f"{self.path}: row {int(rows[~found][0])} of split {split!r} has no "
                                       f"{family!r} views")
-        with self._open() as handle:
+        with self._reading(family_group(split, family)) as handle:
             values = self._layout.read(handle, split, family, positions)
         return _tensor(values).float()                                      # torch casts f16 faster
 
@@ -351,11 +361,18 @@ class _Validator:
     def __init__(self, path: Path, handle: h5py.File):
         self.path = path
         self.file = handle
+        #: [the object being read], for the message of a damaged file; the root attributes once read.
+        self.where = [""]
+        self.root_attrs: dict[str, Any] = {}
+        #: Whether the cache carries checksums (cache.integrity), and the datasets already checked.
+        self.checked = False
+        self.verified: set[str] = set()
 
     def fail(self, problem: str) -> None:
         raise ClipBridgeError(f"{self.path}: {problem}")
 
     def dataset(self, name: str, ndim: int) -> h5py.Dataset:
+        self.where[0] = name
         if name not in self.file or not isinstance(self.file[name], h5py.Dataset):
             self.fail(f"missing dataset /{name}")
         dataset = self.file[name]
@@ -364,20 +381,34 @@ class _Validator:
         return dataset
 
     def finite_rows(self, dataset: h5py.Dataset, what: str, skip: np.ndarray | None = None) -> None:
-        """Refuse NaN/Inf, naming `what` and the first bad row (rows where skip is True are ignored)."""
+        """Refuse NaN/Inf, naming `what` and the first bad row (rows where skip is True are ignored); on a
+        cache with checksums, check the dataset's from the same reads."""
+        self.where[0] = dataset.name
         n = dataset.shape[0]
+        running = RunningChecksum(dataset.dtype) if self.checked else None
         for start in range(0, n, _CHECK_ROWS):
             block = dataset[start:start + _CHECK_ROWS]
+            if running is not None:
+                running.update(block)
             bad = ~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
             if skip is not None:
                 bad &= ~skip[start:start + _CHECK_ROWS]
             if bad.any():
                 rows = np.flatnonzero(bad) + start
+                if running is not None:    # damage first: NaN in a checked file is damage, not bad input
+                    for rest in range(start + _CHECK_ROWS, n, _CHECK_ROWS):
+                        running.update(dataset[rest:rest + _CHECK_ROWS])
+                    check_value(self.path, dataset, running.value, self.root_attrs)
                 self.fail(f"{what} has NaN/Inf values in row {int(rows[0])}"
                           + (f" (and {rows.size - 1} more rows)" if rows.size > 1 else ""))
+        if running is not None:
+            check_value(self.path, dataset, running.value, self.root_attrs)
+            self.verified.add(dataset.name)
 
     def attrs(self) -> dict[str, Any]:
         attrs = read_attrs(self.file)
+        self.root_attrs.update(attrs)
+        self.checked = has_checksums(self.file)
         if attrs.get("format") != FORMAT:
             self.fail(f"not a clipbridge cache (format attribute is {attrs.get('format')!r}, "
                       f"expected {FORMAT!r})")
@@ -533,27 +564,44 @@ def open_cache(path: str | Path, *, model: str | None = None, pretrained: str | 
     except OSError as error:
         text = str(error)
         problem = "not an HDF5 file" if "signature" in text else f"cannot be opened as HDF5 ({text})"
-        raise ClipBridgeError(f"{path}: {problem}") from None
+        raise ClipBridgeError(f"{path}: {problem}; if it is a damaged cache, {rebuild_hint(path, None)}") from None
     with handle:
         check = _Validator(path, handle)
-        attrs = check.attrs()
-        _check_identity(path, attrs, model, pretrained)
-        projection, scale = check.model()
-        names, original = check.classes()
-        text_sets = list(handle["text"].keys()) if "text" in handle else []
-        layout = (_LayoutV1 if attrs["version"] == 1 else _LayoutV2)(handle)
-        if not text_sets:
-            check.fail("holds no text set")
-        if not layout.splits:
-            check.fail("holds no image split")
-        if projection is not None:
-            width, dim = projection.shape
-        else:
-            width, dim = None, check.dataset(f"{text_group(text_sets[0])}/projected", 2).shape[1]
-        bias, logit_bias = check.biases(dim)
-        head = text_head_attrs(handle)
-        for name in text_sets:
-            check.text_set(name, width, dim, len(names))
-        for name in layout.splits:
-            (check.split_v1 if attrs["version"] == 1 else check.split_v2)(name, dim, len(names))
+        with damage_guard(path, check.where, check.root_attrs):
+            try:
+                return _validated(path, handle, check, model, pretrained)
+            except DamagedCacheError:
+                raise
+            except ClipBridgeError:
+                if check.checked:   # a refusal of damaged values is a damaged cache: say so, naming the dataset
+                    verify_rest(path, handle, set(), check.root_attrs, check.where)
+                raise
+
+
+def _validated(path: Path, handle: h5py.File, check: "_Validator", model: str | None,
+               pretrained: str | None) -> Cache:
+    """open_cache's checks of the open file (every dataset's checksum last, on a cache that has them)."""
+    attrs = check.attrs()
+    _check_identity(path, attrs, model, pretrained)
+    projection, scale = check.model()
+    names, original = check.classes()
+    text_sets = list(handle["text"].keys()) if "text" in handle else []
+    layout = (_LayoutV1 if attrs["version"] == 1 else _LayoutV2)(handle)
+    if not text_sets:
+        check.fail("holds no text set")
+    if not layout.splits:
+        check.fail("holds no image split")
+    if projection is not None:
+        width, dim = projection.shape
+    else:
+        width, dim = None, check.dataset(f"{text_group(text_sets[0])}/projected", 2).shape[1]
+    bias, logit_bias = check.biases(dim)
+    head = text_head_attrs(handle)
+    for name in text_sets:
+        check.text_set(name, width, dim, len(names))
+    for name in layout.splits:
+        (check.split_v1 if attrs["version"] == 1 else check.split_v2)(name, dim, len(names))
+    if check.checked:
+        check.where[0] = ""
+        verify_rest(path, handle, check.verified, attrs, check.where)
     return Cache(path, attrs, names, original, projection, scale, text_sets, layout, bias, logit_bias, head)

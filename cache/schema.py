@@ -5,7 +5,9 @@ One HDF5 file per model x pretrained x dataset (DESIGN.md, "The cache"). Format 
     root attrs   format="clipbridge-cache", version, model, pretrained (tag or file name),
                  pretrained_sha256 (checkpoint files only), open_clip_version, torch_version, dataset,
                  image_size, precision, split_source, created, uuid, complete,
-                 coverage (JSON, cache.coverage.Coverage), extract_args (JSON: the options that made it)
+                 coverage (JSON, cache.coverage.Coverage), extract_args (JSON: the options that made it),
+                 checksums="crc32" (every dataset then has attrs checksum="crc32:<hex>", cache.integrity;
+                 absent in caches written before checksums, which are read unchecked)
     /model/text_projection     [W, D]     float32, Wt; only when the cache holds EOS features (has_eos)
     /model/text_projection_bias [D]       float32, b of an affine projection t = e Wt + b (SigLIP); absent = 0
     /model/logit_scale         ()         float32, exp() already applied (tau, 100 for OpenAI CLIP)
@@ -59,7 +61,10 @@ IDENTITY_ATTRS = ("model", "pretrained", "pretrained_sha256", "dataset", "image_
 REQUIRED_ATTRS = ("format", "version", "model", "pretrained", "dataset", "created", "complete")
 
 #: Attributes of a family's `done` dataset the writer manages itself (the rest is the family's recipe).
-FAMILY_MANAGED_ATTRS = ("copies", "dim", "dtype")
+#: Attribute of every dataset holding its checksum, and root attribute naming the algorithm (cache.integrity).
+CHECKSUM_ATTR = "checksum"
+CHECKSUMS_ROOT_ATTR = "checksums"
+FAMILY_MANAGED_ATTRS = ("copies", "dim", "dtype", CHECKSUM_ATTR)
 
 STRING_DTYPE = h5py.string_dtype("utf-8")
 EMBEDDING_DTYPES = (np.dtype("float16"), np.dtype("float32"))

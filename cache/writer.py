@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from clipbridge.errors import ClipBridgeError
+from clipbridge.cache.integrity import stamp
 from clipbridge.cache.schema import (
     EMBEDDING_DTYPES,
     FORMAT,
@@ -584,8 +585,10 @@ class CacheWriter:
                 raise ClipBridgeError(f"{self._where(split_group(split))}: labels must lie in [0, {count})")
 
     def finish(self) -> Path:
-        """Check that everything is written, mark the cache complete and rename it into place."""
+        """Check that everything is written, stamp every dataset's checksum (cache.integrity), mark the cache
+        complete and rename it into place."""
         self._check_complete()
+        stamp(self.file)
         self.file.attrs["complete"] = True
         self.file.flush()
         self.close()

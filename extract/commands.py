@@ -158,6 +158,10 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
         raise ClipBridgeError("extract needs --dataset NAME (see --list-datasets)")
     from clipbridge.extract.prompts import build_prompt_sets
 
+    if name:
+        from clipbridge.cache.names import check_name
+
+        check_name(name, "--name")
     coverage = coverage_from_options(shots, seeds, protocols)
     spec = get_dataset(dataset, root, split_file=split_file, download=download)
     if name:

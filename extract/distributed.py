@@ -73,6 +73,9 @@ class DistContext:
 
 def init_distributed(device: str = "auto") -> DistContext:
     """A DistContext for this process (torchrun -> process group initialised; else single process)."""
+    from clipbridge.bridge.devices import resolve_device
+
+    resolve_device(device)                       # an unknown or absent device: one line, before any work
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext(device=device)

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from clipbridge.cache.commands import fewshot, info
 from clipbridge.errors import ClipBridgeError
+from clipbridge.cache.integrity import stamp
 from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.cache.writer import CacheWriter
 
@@ -87,6 +88,10 @@ def test_info_reports_why_a_broken_cache_is_invalid(finished, tmp_path):
         handle["images/val/views/plain/embedding"][2, 0, 0] = np.nan
     result = CliRunner().invoke(info, [str(path)])
     assert "status  INVALID:" in result.output
+    assert "damaged cache: /images/val/views/plain/embedding does not match its checksum" in result.output
+    with h5py.File(path, "r+") as handle:
+        stamp(handle)                   # as a faulty writer would have stored it: the NaN check itself refuses
+    result = CliRunner().invoke(info, [str(path)])
     assert "view family 'plain' of split 'val' has NaN/Inf values in row 2" in result.output
 
 

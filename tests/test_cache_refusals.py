@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from clipbridge.errors import ClipBridgeError
+from clipbridge.cache.integrity import stamp
 from clipbridge.cache.reader import open_cache
 from clipbridge.cache.synthetic import write_synthetic_cache
 
@@ -33,8 +34,11 @@ def _refused(path: Path, pattern: str, **kwargs) -> None:
 
 
 def _edit(path: Path, edit) -> None:
+    """Change a cache as a faulty writer would have written it: the checksums are stamped again after the
+    edit, so the refusal tested is the validator's own, not the checksum's (tests/test_cache_integrity.py)."""
     with h5py.File(path, "r+") as handle:
         edit(handle)
+        stamp(handle)
 
 
 def _replace(handle: h5py.File, name: str, data) -> None:

@@ -67,7 +67,7 @@ def test_coop_layout_reads_image_dir_and_split_file_and_cleans_names(tmp_path):
 
 
 def test_missing_dataset_folder_names_the_path(tmp_path):
-    with pytest.raises(ClipBridgeError, match=f"not found: {tmp_path / 'dtd'}"):
+    with pytest.raises(ClipBridgeError, match=f"not found: its images must be in {tmp_path / 'dtd'}"):
         get_dataset("dtd", tmp_path)
     with pytest.raises(ClipBridgeError, match="dataset root not found"):
         get_dataset("imagefolder", tmp_path / "absent")

@@ -10,7 +10,7 @@ from synthetic_tasks import make_task
 from clipbridge.bridge.progress import listening, progress
 from clipbridge.bridge.registry import get_method
 from clipbridge.cache.synthetic import write_synthetic_cache
-from clipbridge.evaluate.fitting.runner import progress as terminal
+from clipbridge.evaluate.fitting import progress as terminal
 from clipbridge.evaluate.commands.main import bench, fit
 
 SEMO_T = {"steps": 30, "warmup": 3, "lr": 2e-3, "search_rounds": 1, "search_per_round": 8}

@@ -55,10 +55,12 @@ class Recipe:
         if missing:
             hint = ("extract with --prompts " + ",".join(dict.fromkeys([*available, *missing]))
                     + (" --cupl FILE" if "cupl" in missing else ""))
+            other = (f"--prompts {','.join(available)}" if self.name == "uniform"   # the user chose these sets
+                     else "--recipe uniform")
             raise ClipBridgeError(
                 f"the {self.name} recipe of {self.method} on {self.dataset} uses text set(s) "
                 f"{', '.join(missing)}, which {where} lacks (it has {', '.join(available)}); {hint}, or fit with "
-                "--recipe uniform")
+                f"{other}")
         return chosen
 
     def describe(self) -> dict[str, Any]:

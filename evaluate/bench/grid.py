@@ -143,6 +143,9 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
               echo: Callable[[str], None] = print, write: bool = True) -> BenchOutcome:
     """Check the whole grid, run its missing cells, then (rank 0, unless `write` is False) write the tables and
     plots."""
+    from clipbridge.cache.names import check_name
+
+    check_name(name, "bench name")
     results_file = results_path(results_dir)
     outcome = BenchOutcome()
     device = resolve_device(spec.device)

@@ -131,15 +131,17 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False),
               help="the run's cache, if it moved (its cache id must match).")
+@click.option("--cache-root", default="cache", show_default=True,
+              help="where to look for the run's cache when it is not where it was (also beside the run).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--results", default="results", show_default=True, help="folder of results.jsonl.")
-def evaluate(run, cache_path, device, results) -> None:
+def evaluate(run, cache_path, cache_root, device, results) -> None:
     """Score a saved run on the test split of its cache; append one record per seed."""
     from clipbridge.evaluate.fitting.runner import evaluate_run
 
     writable_dir(results, "--results")
     evaluate_run(Path(run), cache_path=cache_path, device=device, results_dir=results, echo=click.echo,
-                 note=_echo_task_notes)
+                 note=_echo_task_notes, cache_root=cache_root)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -164,6 +166,8 @@ def predict(run, images, topk, out, seed, pretrained, device, batch_size) -> Non
 
     if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
         raise ClipBridgeError(f"--out {out}: use a .csv or .jsonl file")
+    if out is not None:
+        writable_dir(Path(out).parent, "--out")  # before any image is encoded
     image_files(images)                         # every path exists, before the model is loaded
     fitted = load_run(run)
     predictions = fitted.predict(images, topk=topk, seed=seed, pretrained=pretrained, device=device,
@@ -202,6 +206,10 @@ def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache
     from clipbridge.evaluate.bench.grid import BenchSpec, run_bench
     from clipbridge.evaluate.bench.distributed import launched_by_torchrun
 
+    from clipbridge.cache.names import check_name
+
+    if name is not None:
+        check_name(name, "--name")
     method_list = method_names(methods)
     per_method = method_hparams(hparam_items, method_list)
     writable_dir(results, "--results")

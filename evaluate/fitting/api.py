@@ -44,11 +44,17 @@ class Run:
     def classnames(self) -> list[str]:
         return list(self.meta["classnames"])
 
-    def open_cache(self, path: str | Path | None = None):
-        """The cache the run was fitted on (or the one at `path`, which must be the same extraction)."""
+    def open_cache(self, path: str | Path | None = None, *, cache_root: str | Path | None = "cache"):
+        """The cache the run was fitted on (or the one at `path`, which must be the same extraction); without
+        `path`, looked for where it was, beside the run and under `cache_root` (evaluate.fitting.cache_lookup)."""
         from clipbridge.cache.reader import open_cache
 
-        cache = open_cache(path or self.meta["cache"])
+        if path is None:
+            from clipbridge.evaluate.fitting.cache_lookup import find_run_cache
+
+            return find_run_cache(self.meta["cache"], self.meta["cache_id"], self.path,
+                                  cache_root)
+        cache = open_cache(path)
         if str(cache.cache_id) != self.meta["cache_id"]:
             raise ClipBridgeError(f"cache {cache.path} (id {cache.cache_id}) is not the cache this run was fitted on "
                                   f"(id {self.meta['cache_id']}, {self.meta['cache']})")
@@ -120,5 +126,15 @@ def _weights(cache) -> dict[str, str]:
     --pretrained the extraction was given (a tag, or the file's path then)."""
     return {"model": str(cache.attrs.get("model", "")), "pretrained": str(cache.attrs.get("pretrained", "")),
             "sha256": str(cache.attrs.get("pretrained_sha256", "") or ""),
-            "source": str(cache.extract_args.get("pretrained") or cache.attrs.get("pretrained", "")),
+            "source": _absolute_if_file(str(cache.extract_args.get("pretrained") or cache.attrs.get("pretrained", ""))),
             "precision": str(cache.attrs.get("precision", "") or "fp32")}
+
+
+def _absolute_if_file(source: str) -> str:
+    """A weights file's absolute path (when it is there from this folder), so a run works from any folder;
+    a tag unchanged."""
+    from clipbridge.cache.weights import is_checkpoint_path
+
+    if source and is_checkpoint_path(source) and Path(source).expanduser().is_file():
+        return str(Path(source).expanduser().resolve())
+    return source

@@ -50,13 +50,13 @@ def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], reci
 
 
 def evaluate_run(run_dir: Path, *, cache_path: str | None = None, device: str = "auto",
-                 results_dir: str = "results", echo: Echo = print,
+                 results_dir: str = "results", cache_root: str | None = "cache", echo: Echo = print,
                  note: Callable[[dict], None] = lambda meta: None) -> list[dict[str, Any]]:
     """`clipbridge evaluate`: score a saved run on its cache's test split (the cache id must match); append
     and print records."""
     target = str(resolve_device(device))
     run = api.load_run(run_dir, device=target)
-    cache = run.open_cache(cache_path)
+    cache = run.open_cache(cache_path, cache_root=cache_root)
     note({key: value for key, value in run.meta.items() if key != "short_classes"})
     records = run.evaluate(cache, device=target)
     echo(f"evaluate {run.method} on {run.meta['dataset']} ({run_dir}): {run.meta['shots']} shots")

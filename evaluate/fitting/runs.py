@@ -46,7 +46,7 @@ def save_run(root: str | os.PathLike, state: FittedState, meta: dict[str, Any],
     final = Path(root) / meta["dataset"] / state.method / run_dir_name(meta, state.method, overrides)
     final.parent.mkdir(parents=True, exist_ok=True)
     document = {"method": state.method, "hparams": state.hparams, "info": state.info,
-                "overrides": overrides, "meta": meta}
+                "overrides": overrides, "meta": meta, "state_tensors": _shapes(state.tensors)}
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         staging.chmod(ordinary_mode(folder=True))           # mkdtemp makes it private (0700); a run folder is ordinary
@@ -73,11 +73,25 @@ def load_run(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> 
     try:
         document = json.loads((path / META_FILE).read_text())
         tensors = torch.load(path / STATE_FILE, map_location=device, weights_only=True)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise ClipBridgeError(f"cannot read run {path}: {error}") from None
+    except (OSError, ValueError, RuntimeError, EOFError) as error:
+        raise ClipBridgeError(f"cannot read run {path}: {str(error).splitlines()[0] if str(error) else error!r}") \
+            from None
+    if not isinstance(tensors, dict) or not isinstance(document, dict) or "method" not in document:
+        raise ClipBridgeError(f"cannot read run {path}: {META_FILE} or {STATE_FILE} is not what clipbridge wrote")
+    expected = document.get("state_tensors")          # absent in runs saved before it was recorded
+    if expected is not None and _shapes(tensors) != expected:
+        raise ClipBridgeError(
+            f"{path / STATE_FILE} does not belong to this run: {META_FILE} says {document['method']} with tensors "
+            f"{', '.join(sorted(expected)) or 'none'}, the file holds {', '.join(sorted(tensors)) or 'none'}; "
+            f"put the run's own {STATE_FILE} back or fit it again")
     state = FittedState(method=document["method"], tensors=tensors, hparams=document["hparams"],
                         info=document["info"])
     return state, document["meta"], document.get("overrides", {})
+
+
+def _shapes(tensors: dict[str, Any]) -> dict[str, list[int]]:
+    """{tensor name: shape} of a state, as run.json records it."""
+    return {name: [int(n) for n in tensor.shape] for name, tensor in sorted(tensors.items())}
 
 
 def _plain(value: Any) -> Any:

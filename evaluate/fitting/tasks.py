@@ -17,6 +17,7 @@ Test queries are loaded by `load_test`, only for the final score.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -74,7 +75,7 @@ def cache_identity(cache) -> dict[str, str]:
     """dataset / model / pretrained / cache path / cache id of a cache, as recorded in runs and results."""
     attrs = cache.attrs
     return {"dataset": str(attrs.get("dataset", "unknown")), "model": str(attrs.get("model", "unknown")),
-            "pretrained": str(attrs.get("pretrained", "unknown")), "cache": str(cache.path),
+            "pretrained": str(attrs.get("pretrained", "unknown")), "cache": str(Path(cache.path).resolve()),
             "cache_id": str(cache.cache_id)}
 
 

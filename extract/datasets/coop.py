@@ -68,6 +68,19 @@ def _maybe_download(name: str, root: Path, split_file: Path | None, download: bo
     return torchvision_spec(name, root, split_file=split_file)
 
 
+def missing_data_message(name: str, root: Path) -> str:
+    """Where dataset `name`'s files must be (CoOp's layout under root) and how to get them."""
+    from clipbridge.extract.datasets.download import SOURCES
+
+    layout = COOP_LAYOUTS[name]
+    folder = root / layout.folder
+    images = f"{folder / layout.image_dir}/..." if layout.image_dir else f"{folder}/..."
+    how = (f"pass --download to fetch it through torchvision (into {root / 'torchvision'})" if name in SOURCES
+           else "torchvision cannot download it: get the images and split file as CoOp's DATASETS.md describes")
+    return (f"dataset {name} not found: its images must be in {images} and its split file at "
+            f"{folder / layout.split_file} (CoOp's layout under --root {root}); {how}")
+
+
 def read_coop_dataset(name: str, root: Path, *, split_file: Path | None = None, download: bool = False) -> DatasetSpec:
     """One of the CoOp datasets with a split_zhou_*.json (or --split-file) in CoOp's layout under root."""
     layout = COOP_LAYOUTS[name]
@@ -76,9 +89,7 @@ def read_coop_dataset(name: str, root: Path, *, split_file: Path | None = None, 
         spec = _maybe_download(name, root, split_file, download)
         if spec is not None:
             return spec
-        require_path(root, "dataset root")
-        raise ClipBridgeError(f"dataset folder not found: {folder} (CoOp layout; or pass --download to fetch "
-                              f"the torchvision copy)")
+        raise ClipBridgeError(missing_data_message(name, root))
     image_root = folder / layout.image_dir if layout.image_dir else folder
     spec = spec_from_split_file(name, split_file or folder / layout.split_file, image_root)
     spec.split_source = f"coop:{(split_file or folder / layout.split_file).name}"

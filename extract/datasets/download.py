@@ -83,12 +83,14 @@ def torchvision_spec(name: str, root: Path, *, split_file: Path | None = None) -
 
     source = SOURCES[name]
     base = root / "torchvision"
+    created = [p for p in (base, *base.parents) if not p.exists()]      # removed again if the download fails
     try:
         os.makedirs(base, exist_ok=True)
         parts = {split: getattr(tvd, source.cls)(str(base), download=True, **kwargs)
                  for split, kwargs in (source.splits or {"all": {}}).items()}
     except Exception as error:  # network, checksum and archive errors come in many types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        _remove_created(created)
         raise ClipBridgeError(f"could not download {name} through torchvision into {base}: {reason}; "
                               f"place the CoOp copy under {root} instead") from None
     if split_file is not None:
@@ -106,3 +108,11 @@ def torchvision_spec(name: str, root: Path, *, split_file: Path | None = None) -
         split_source = "torchvision:official+val20:0"
     return DatasetSpec(name, [clean_classname(n) for n in original], original, splits, split_source=split_source,
                        root=base / source.image_dir)
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the folders a failed download created (innermost first), with whatever partial files they hold."""
+    import shutil
+
+    for folder in created:                       # (base, its new parents...): innermost first
+        shutil.rmtree(folder, ignore_errors=True)
