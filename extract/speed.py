@@ -1,8 +1,8 @@
 """Extraction speed: images/s and where the time goes, and what encoding only the sampled images saves.
 
-    python -m clipbridge.extract.speed stages --images /work/shared/data/flowers17/jpg --model clipbridge-tiny \\
+    python -m clipbridge.extract.speed stages --images DIR_OF_JPEGS --model clipbridge-tiny \\
         --pretrained random --limit 256 --families plain,tip --workers 0,2
-    python -m clipbridge.extract.speed sampled --images /work/shared/data/flowers17/jpg --classes 1000 \\
+    python -m clipbridge.extract.speed sampled --images DIR_OF_JPEGS --classes 1000 \\
         --per-class 1281 --shots 1,2,4,8,16 --seeds 1-3 --families tip
 
 `stages`, per DataLoader worker count, with the same dataset, view and encode code as `extract` (an image =
