@@ -1,4 +1,4 @@
-"""The repository's own docs: every `NAME.md §n` citation in the package's Python files resolves.
+"""The repository's own docs: every `<doc>.md §n` citation in the package's Python files resolves.
 
 A citation names a file of docs/ (or the root README.md / FIGURES.md) and, with §, a heading of that file
 numbered n (`## 2.`, `### 2.1`); a range `§2.2-2.4` needs both ends. The bare names of the four docs cited

@@ -1,6 +1,6 @@
 """The 11 CoOp datasets in CoOp's folder layout, and the ImageNet test-only variants.
 
-Layout under --root (as CoOp's DATASETS.md lays it out):
+Layout under --root (as the dataset guide of KaiyangZhou/CoOp lays it out):
 
     name            folder           images under               split file
     caltech101      caltech-101      101_ObjectCategories       split_zhou_Caltech101.json
@@ -76,7 +76,7 @@ def missing_data_message(name: str, root: Path) -> str:
     folder = root / layout.folder
     images = f"{folder / layout.image_dir}/..." if layout.image_dir else f"{folder}/..."
     how = (f"pass --download to fetch it through torchvision (into {root / 'torchvision'})" if name in SOURCES
-           else "torchvision cannot download it: get the images and split file as CoOp's DATASETS.md describes")
+           else "torchvision cannot download it: get the images and split file as the dataset guide of KaiyangZhou/CoOp describes")
     return (f"dataset {name} not found: its images must be in {images} and its split file at "
             f"{folder / layout.split_file} (CoOp's layout under --root {root}); {how}")
 
