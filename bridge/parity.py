@@ -2,7 +2,7 @@
 
     python -m clipbridge.bridge.parity FIXTURE.npz [--dtype float64|float32] [--tolerance T]
 
-Loads a fixture of the /work/shared/golden format (any C, K, P, W, D, N), recomputes every output key with
+Loads a golden fixture (synthetic inputs and what the authors' code computed from them; any C, K, P, W, D, N), recomputes every output key with
 the same functions the methods use (bridge.text, bridge.methods.semobridge.algebra; for a fixture whose key
 `method` is "ape": bridge.methods.ape, see bridge/methods/ape/parity.py), prints one line per key with its
 relative error and exits 1 if any key is off. APE's kept channels and chosen parameters must match exactly.
