@@ -1,4 +1,4 @@
-"""Recompute of the golden APE fixtures (golden APE fixtures, key method = "ape") with the project's
+"""Recompute of the golden APE fixtures (key method = "ape") with the project's
 APE functions, for `python -m clipbridge.bridge.parity`.
 
 Inputs are already normalised, as APE's cached features are: clip_weights [D, C] (columns n(class text)),
