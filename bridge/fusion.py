@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
-from clipbridge.bridge.features import CHUNK_ELEMENTS, chunked
+from clipbridge.bridge.features import chunked
 from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.search import batched_search
 
@@ -61,58 +61,6 @@ def scorer(candidate_logits: Callable[[Tensor], Tensor], labels: Tensor, element
         both = chunked(lambda part: validation_scores(candidate_logits(part), labels), candidates,
                        elements_per_candidate, dim=1, out_dim=2)
         return both[0], both[1]
-
-    return score
-
-
-def grouped_scorer(shared: Callable[[Tensor], Tensor], combine: Callable[[Tensor, Tensor], Tensor], labels: Tensor,
-                   key: int, elements_per_key: int, elements_per_candidate: int) -> Scorer:
-    """Scorer for logits = combine(shared(candidate[key]), candidates) whose costly part depends on ONE
-    coordinate of the candidates (Tip-Adapter's cache term depends on β only; α merely scales it).
-
-    shared(values [S, u]) -> [S, u, Nv, C], computed once per distinct value per seed (a grid of 200 β × 20 α
-    costs 200 shared terms, not 4000); combine(shared [S, m, Nv, C], candidates [S, m, p]) -> logits
-    [S, m, Nv, C]. elements_per_key / elements_per_candidate: the largest intermediate per value / per
-    candidate, to slice the work under bridge.features.CHUNK_ELEMENTS. Scores are those of `scorer`.
-    """
-
-    def score(candidates: Tensor) -> tuple[Tensor, Tensor]:
-        s, m, _ = candidates.shape
-        order = candidates[..., key].argsort(dim=1, stable=True)                         # [S, M]
-        ordered = candidates.gather(1, order.unsqueeze(-1).expand_as(candidates))
-        values = ordered[..., key].contiguous()
-        new = torch.ones_like(values, dtype=torch.bool)
-        new[:, 1:] = values[:, 1:] != values[:, :-1]
-        group = (new.cumsum(1) - 1).contiguous()                                         # [S, M], sorted rows
-        groups = int(group.max()) + 1
-        step = min(groups, max(1, CHUNK_ELEMENTS // max(1, elements_per_key)))
-        out = torch.empty(2, s, m + 1, dtype=candidates.dtype, device=candidates.device)   # column m: discarded
-        for g0 in range(0, groups, step):
-            wanted = g0 + torch.arange(min(step, groups - g0), device=group.device).expand(s, -1).contiguous()
-            starts = torch.searchsorted(group, wanted)                                   # [S, u]
-            common = shared(values.gather(1, starts.clamp_max(m - 1)))                   # [S, u, Nv, C]
-            first = starts[:, 0]
-            count = torch.searchsorted(group, (g0 + wanted.shape[1]) * torch.ones(s, 1, dtype=group.dtype,
-                                                                                 device=group.device)).squeeze(1) - first
-            width = max(1, int(count.max()))
-            # seed s scores its candidates first .. first + count - 1 (padding repeats the last one, which
-            # scores the same); a seed without candidates in this chunk writes to the discarded column m
-            index = first.unsqueeze(1) + torch.minimum(torch.arange(width, device=group.device),
-                                                       (count - 1).clamp_min(0).unsqueeze(1))     # [S, L]
-            index = torch.where(count.unsqueeze(1) > 0, index, m)
-
-            def part_scores(cols: Tensor) -> Tensor:
-                cols = cols.clamp_max(m - 1)
-                part = ordered.gather(1, cols.unsqueeze(-1).expand(-1, -1, ordered.shape[-1]))
-                slot = (group.gather(1, cols) - g0).clamp(0, wanted.shape[1] - 1)
-                picked = common.gather(1, slot[..., None, None].expand(-1, -1, *common.shape[2:]))
-                return validation_scores(combine(picked, part), labels)
-
-            scores = chunked(part_scores, index, elements_per_candidate, dim=1, out_dim=2)          # [2, S, L]
-            out.scatter_(2, index.unsqueeze(0).expand(2, -1, -1), scores)
-        unsorted = torch.empty_like(out[..., :m])
-        unsorted.scatter_(2, order.unsqueeze(0).expand(2, -1, -1), out[..., :m])
-        return unsorted[0], unsorted[1]
 
     return score
 

@@ -13,7 +13,7 @@ from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import shot_keys, validation
 from clipbridge.bridge.methods.ape.cache import CacheModel
 from clipbridge.bridge.methods.ape.channels import channel_count, channel_criterion, select_channels
-from clipbridge.bridge.methods.ape.search import AlphaMargins, grid_search, official_axes, official_axis
+from clipbridge.bridge.methods.ape.search import grid_search, official_axes, official_axis
 from clipbridge.bridge.methods.ape.trained import adapted_cache, frozen_terms, training_logits
 from clipbridge.bridge.methods.ape.training_free import ape_cache
 from clipbridge.bridge.ops import accuracy
@@ -100,17 +100,6 @@ def test_key_divergence_and_logits_match_a_direct_computation_with_padded_shots_
                     * torch.exp(hp["gamma"] * d)
         torch.testing.assert_close(REGISTRY["ape"].logits(state, test_x)[s], logits, rtol=1e-10, atol=1e-10)
     assert state.tensors["divergence"][:, 2 * 3 + 1:2 * 3 + 3].abs().max() == 0     # padded keys: no weight
-
-
-def test_alpha_margins_count_the_same_hits_as_the_argmax_of_every_alpha():
-    g = torch.Generator().manual_seed(3)
-    base, cache = torch.randn(2, 50, 7, generator=g, dtype=F64), torch.rand(2, 3, 50, 7, generator=g, dtype=F64)
-    labels = torch.randint(0, 7, (2, 50), generator=g)
-    labels[1, :4] = -1                                                               # padding rows
-    alphas = torch.linspace(0.0, 9.0, 40, dtype=F64)
-    logits = base[:, None, None] + alphas[None, None, :, None, None] * cache[:, :, None]
-    direct = ((logits.argmax(-1) == labels[:, None, None]) & (labels >= 0)[:, None, None]).sum(-1)
-    assert torch.equal(AlphaMargins(base, labels).hits(cache, alphas), direct)
 
 
 def test_official_grid_search_keeps_the_first_strict_maximum_of_a_brute_force_loop():

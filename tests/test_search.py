@@ -69,39 +69,6 @@ def test_search_rejects_bad_bounds_and_wrong_score_shapes():
         batched_search(lambda c: torch.zeros(3), LOW, HIGH, num_seeds=2, rounds=2, per_round=16, seed=0)
 
 
-def test_grouped_scorer_scores_exactly_as_scoring_each_candidate_alone():
-    """Candidates sharing the grouped coordinate share one costly term; scores are unchanged, whatever the
-    order, the repeats, or how unevenly the seeds' candidates fall into the slices."""
-    from clipbridge.bridge import fusion
-
-    g = torch.Generator().manual_seed(0)
-    s, nv, c = 2, 7, 4
-    base = torch.randn(s, nv, c, generator=g, dtype=torch.float64)
-    extra = torch.randn(s, nv, c, generator=g, dtype=torch.float64)
-    labels = torch.randint(0, c, (s, nv), generator=g)
-    labels[1, -2:] = -1                                                          # padding rows ignored
-
-    def costly(beta):                                                            # [S, u] -> [S, u, Nv, C]
-        return torch.exp(beta[..., None, None] * extra.unsqueeze(1))
-
-    def direct(cand):
-        return cand[..., 0, None, None] * costly(cand[..., 1]) + base.unsqueeze(1)
-
-    betas = torch.tensor([0.5, 0.1, 0.5, 0.9, 0.1, 0.5], dtype=torch.float64)
-    cand = torch.stack([torch.stack([torch.randn(6, generator=g, dtype=torch.float64), betas], -1),
-                        torch.stack([torch.randn(6, generator=g, dtype=torch.float64), betas.flip(0) * 2], -1)])
-    expected = fusion.scorer(direct, labels, nv * c)(cand)
-    monkey = fusion.CHUNK_ELEMENTS
-    try:
-        fusion.CHUNK_ELEMENTS = 2 * nv * c                                       # force several slices
-        got = fusion.grouped_scorer(costly, lambda shared, part: base.unsqueeze(1) + part[..., 0, None, None] * shared,
-                                    labels, key=1, elements_per_key=nv * c, elements_per_candidate=nv * c)(cand)
-    finally:
-        fusion.CHUNK_ELEMENTS = monkey
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b)
-
-
 def test_box_grid_without_endpoint_is_the_official_tip_adapter_grid():
     from clipbridge.bridge.fusion import box_grid
 

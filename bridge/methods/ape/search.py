@@ -19,7 +19,6 @@ ties go to the larger mean true-class log-probability (as in every search of the
 """
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -73,35 +72,6 @@ def cache_problem(model: CacheModel, base: Tensor, val_y: Tensor, affinity: Tens
     """The bridge.cache_search problem of this cache model's logits on validation (affinity [S, Nv, C·K])."""
     return CacheFusion(base, val_y, lambda i, rows: affinity[i, rows], model.weight,
                        model.divergence if with_gamma else None, "ape")
-
-
-class AlphaMargins:
-    """Top-1 hits of logits = base + α·cache for many α at once, from the interval of α where each query is
-    right (one pass over [.., Nv, C] instead of one per α).
-
-    Query n with label y is right iff for every class c ≠ y:  (b_y − b_c) + α (A_y − A_c) > 0, i.e.
-    α > r_c where A_y > A_c, α < r_c where A_y < A_c (r_c = −(b_y − b_c)/(A_y − A_c)), and b_y > b_c where
-    A_y = A_c. So it is right exactly for α in (lo, hi), lo = max of the lower bounds, hi = min of the upper
-    ones. This equals argmax(base + α·cache) == y except at exact ties (where argmax takes the first class)
-    and within rounding of a boundary; tests check it against the direct argmax.
-    """
-
-    def __init__(self, base: Tensor, labels: Tensor):
-        self.valid = labels >= 0                                                         # [S, Nv]
-        self.y = labels.clamp_min(0).unsqueeze(-1)
-        margin = base.gather(-1, self.y) - base                                          # b_y − b_c [S, Nv, C]
-        self.margin = margin.scatter(-1, self.y, float("inf"))   # c = y: never a bound, always satisfied
-
-    def hits(self, cache: Tensor, alphas: Tensor) -> Tensor:
-        """Number of right validation queries [S, G, A] for cache [S, G, Nv, C] and alphas [A]."""
-        gain = cache.gather(-1, self.y.unsqueeze(1).expand(*cache.shape[:-1], 1)) - cache   # A_y − A_c
-        margin = self.margin.unsqueeze(1)
-        ratio = -margin / gain                                        # inf/nan where gain = 0: masked below
-        lo = torch.where(gain > 0, ratio, -math.inf).amax(-1)                             # [S, G, Nv]
-        hi = torch.where(gain < 0, ratio, math.inf).amin(-1)
-        ok = ((gain != 0) | (margin > 0)).all(-1) & self.valid.unsqueeze(1)
-        right = ok.unsqueeze(-1) & (lo.unsqueeze(-1) < alphas) & (alphas < hi.unsqueeze(-1))
-        return right.sum(-2)
 
 
 def batched_parameter_search(model: CacheModel, val_q: Tensor, val_y: Tensor, hp: dict, seeds: tuple[int, ...],
