@@ -341,7 +341,6 @@ class _SeedData:
         safe = torch.where(wide, span, torch.ones_like(span))
         low_w = torch.where(wide, (xmax * w1 - s1) / safe, torch.zeros_like(span))
         high_w = torch.where(wide, (s1 - xmin * w1) / safe, w1.expand_as(span))
-        mean = s0 / torch.where(w0 > 0, w0, torch.ones_like(w0))
         base = self.b64[q].to(f32)
         by = base.gather(1, self.y[q].unsqueeze(1))
         margin = base - by
