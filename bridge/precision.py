@@ -11,7 +11,9 @@ are touched.
              native    the CPU's oneDNN bf16 GEMM (AVX512-BF16 / AMX) through torch's fp32 matmul precision
                        setting "bf16": float32 tensors in and out, bf16 arithmetic inside;
              emulated  (CUDA, where `auto` uses tf32 instead, and CPUs without bf16 arithmetic, such as
-                       AVX2-only ones, where a bfloat16 GEMM is ~100x slower than float32) operands rounded to bf16 (round to nearest even) and multiplied by
+                       AVX2-only ones, where a bfloat16 GEMM is ~100x slower than float32, and CPUs with
+                       bf16 arithmetic whose torch build does not route float32 GEMMs through oneDNN, so
+                       the setting above changes nothing: `native_bf16` probes it once) operands rounded to bf16 (round to nearest even) and multiplied by
                        the float32 GEMM: bf16×bf16 products are exact in float32, so this is the same
                        arithmetic as a bf16 GEMM with float32 accumulation up to summation order. It has the
                        accuracy of bf16 and none of its speed (accuracy measurements; `auto` never picks it).
@@ -27,6 +29,7 @@ figures in FIGURES.md, "Precision and SeMoBridge-T step (issue 21)").
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator, NamedTuple
 
 import torch
@@ -62,11 +65,32 @@ class Precision(NamedTuple):
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether `device` is a CPU whose oneDNN has bf16 arithmetic (AVX512-BF16 or AMX)."""
+    """Whether `device` is a CPU whose oneDNN has bf16 arithmetic (AVX512-BF16 or AMX) AND takes torch's float32
+    matrix products under `torch.backends.mkldnn.matmul.fp32_precision = "bf16"` (some builds send CPU float32
+    GEMMs to another BLAS, where the setting changes nothing: then bf16 runs emulated, never silently fp32)."""
     if torch.device(device).type != "cpu":
         return False
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check()) if check is not None and torch.backends.mkldnn.is_available() else False
+    if check is None or not torch.backends.mkldnn.is_available() or not check():
+        return False
+    return _bf16_setting_engages()
+
+
+@functools.lru_cache(maxsize=1)
+def _bf16_setting_engages() -> bool:
+    """One small product under the bf16 setting: its error against float64 is bf16's (~1e-2 here), not
+    float32's (~1e-5), when oneDNN's bf16 GEMM really runs."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 256, generator=generator), torch.randn(256, 64, generator=generator)
+    exact = a.double() @ b.double()
+    setting = torch.backends.mkldnn.matmul
+    saved = setting.fp32_precision
+    try:
+        setting.fp32_precision = "bf16"
+        reduced = (a @ b).double()
+    finally:
+        setting.fp32_precision = saved
+    return bool((reduced - exact).abs().max() > 100 * ((a @ b).double() - exact).abs().max())
 
 
 def resolve_precision(requested: str, method: str, device: torch.device | str,
