@@ -80,6 +80,8 @@ def test_lpclip_keeps_its_min_k_4_validation_under_protocol_paper(cache, shots):
 def test_lpclip_under_protocol_paper_fits_and_records_its_validation(cache):
     run = cb.fit(cache, "linear-probe", shots=2, seeds=[1], protocol="paper", device="cpu")
     assert run.meta["validation"] == "sampled" and run.meta["protocol"] == "paper"
+    (record,) = run.evaluate(device="cpu")
+    assert record["validation"] == "sampled" and record["protocol"] == "paper"
     uniform = cb.fit(cache, "linear-probe", shots=2, seeds=[1], protocol="paper", recipe="uniform", device="cpu")
     assert uniform.meta["validation"] == "protocol" and uniform.meta["val_source"] == "val-full"
 
