@@ -131,6 +131,7 @@ def test_a_paper_recipe_whose_cupl_set_the_cache_lacks_stops_with_the_extract_co
     assert "or --prompts coop,cupl (the cache's unnamed CuPL set instead)" in message
     with pytest.raises(ClipBridgeError, match=r"uses text set\(s\) cupl:semobridge .*--cupl semobridge=FILE"):
         plan_fit(cache, "semobridge-t", 1)
+    assert plan_fit(cache, "ape", 1, prompts=["coop", "cupl"]).prompt_sets == ("coop", "cupl")   # the way out named
     before = cache.views("train", "tip", np.arange(3))
 
     words = [w.replace("ape=FILE", f"ape={files['ape']}") for w in shlex.split(command)[2:]]
