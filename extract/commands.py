@@ -177,6 +177,10 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
     families = _families(view_families, spec.name, coverage)
     prompt_sets = build_prompt_sets(_prompt_set_names(prompts, cupl, templates), spec.name, spec.classnames,
                                     cupl=cupl, templates=templates)
+    unused = [name for name in cupl if name not in {s.name for s in prompt_sets}]
+    if unused:
+        raise ClipBridgeError(f"--cupl gives {', '.join(unused)}, which --prompts {prompts} leaves out; add it there "
+                              "or drop the --cupl")
     if pretrained is None:
         from clipbridge.extract.models import default_pretrained
 

@@ -141,3 +141,13 @@ def test_a_paper_recipe_whose_cupl_set_the_cache_lacks_stops_with_the_extract_co
     assert cache.text_sets == ["coop", "ensemble", "cupl", "cupl:ape"]
     assert torch.equal(cache.views("train", "tip", np.arange(3)), before)
     assert plan_fit(cache, "ape", 1).prompt_sets == ("coop", "cupl:ape")
+
+
+def test_a_cupl_file_that_prompts_leaves_out_is_refused_before_any_work(files, tmp_path, capsys):
+    from clipbridge import cli
+
+    out = tmp_path / "dtd.h5"
+    status = cli.main(["extract", "--no-progress", *map(str, _base_args(files, out)), "--prompts", "coop,cupl:ape",
+                       "--cupl", f"ape={files['ape']}", "--cupl", f"semobridge={files['semobridge']}"])
+    assert status == 1 and not out.exists() and not out.with_name("dtd.h5.tmp").exists()
+    assert "error: --cupl gives cupl:semobridge, which --prompts coop,cupl:ape leaves out" in capsys.readouterr().err
