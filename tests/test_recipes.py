@@ -66,12 +66,12 @@ def test_text_sets_follow_recipes_md():
     assert resolve_recipe("tip-adapter", "imagenet", 1).prompts == ("ensemble",)
     assert resolve_recipe("gda", "eurosat", 1).prompts == ("coop",)
     assert resolve_recipe("semobridge", "eurosat", 1).prompts == ("ensemble", "cupl:semobridge")
-    assert resolve_recipe("semobridge", "shapes", 1).prompts == ("ensemble", "cupl:semobridge?")
+    assert resolve_recipe("semobridge", "shapes", 1).prompts == ("ensemble", "cupl:semobridge|cupl?")
     assert resolve_recipe("cmm", "eurosat", 1).prompts == ("ensemble", "cupl:semobridge")     # SeMoBridge's inputs
     for method in ("ape", "ape-t"):                          # APE's own CuPL generation, not SeMoBridge's
         assert resolve_recipe(method, "eurosat", 1).prompts == ("coop", "cupl:ape")
         assert resolve_recipe(method, "imagenet", 1).prompts == ("ensemble", "cupl:ape")
-        assert resolve_recipe(method, "shapes", 1).prompts == ("coop", "cupl:ape?")
+        assert resolve_recipe(method, "shapes", 1).prompts == ("coop", "cupl:ape|cupl?")
 
 
 def test_every_recipe_row_is_valid_for_its_method():
@@ -102,6 +102,10 @@ def test_a_required_text_set_the_cache_lacks_is_one_line_naming_how_to_add_it():
     assert "uses text set(s) cupl:semobridge (cupl:semobridge = SeMoBridge's TEXTS/<dataset>/cupl_full.json" in str(info.value)
     assert "add with: extract --prompts cupl:semobridge --cupl semobridge=FILE on the same cache" in str(info.value)
     assert resolve_recipe("semobridge", "shapes", 1).prompt_sets(["coop", "ensemble"]) == ["ensemble"]
+    # outside the 11 datasets: the method's own named set, else the cache's one unnamed CuPL set
+    shapes = resolve_recipe("ape", "shapes", 1)
+    assert shapes.prompt_sets(["coop", "cupl", "cupl:semobridge"]) == ["coop", "cupl"]
+    assert shapes.prompt_sets(["coop", "cupl", "cupl:ape"]) == ["coop", "cupl:ape"]
     with pytest.raises(ClipBridgeError, match=r"or --prompts coop,cupl \(the cache's unnamed CuPL set instead\)"):
         resolve_recipe("ape", "dtd", 1).prompt_sets(["coop", "cupl"])       # a cache from before named sets
 

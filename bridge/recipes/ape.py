@@ -45,13 +45,15 @@ APE_CONFIGS = {
 }
 APE_TEXT = ("RECIPES.md §1 (APE: the CoOp template, ImageNet the 7, + APE's own CuPL sentences "
             "gpt3_prompts/CuPL_prompts_<ds>.json, the cache's text set cupl:ape)")
-APE_DEFAULT_TEXT = "ours outside the 11 datasets: APE's text, its CuPL set cupl:ape when the cache has one"
+APE_DEFAULT_TEXT = ("ours outside the 11 datasets: APE's text, with CuPL sentences when the cache has them (its "
+                    "set cupl:ape, else the unnamed cupl: there is no official file to prefer)")
 
 
 def ape_rows(hparams_of) -> dict[str, dict]:
     """APE's (or APE-T's) rows: `hparams_of(dataset, config)` turns an APE_CONFIGS entry into the fit's
     hyper-parameters."""
-    rows = {"default": {"families": ["tip"], "prompts": ["coop", APE_CUPL + "?"], "prompts_source": APE_DEFAULT_TEXT,
+    rows = {"default": {"families": ["tip"], "prompts": ["coop", APE_CUPL + "|cupl?"],
+                        "prompts_source": APE_DEFAULT_TEXT,
                         "families_source": "RECIPES.md §2.3 (the cache exactly as Tip-Adapter's: 10 crop + flip "
                                            "passes)",
                         "source": "ours for datasets outside the 11: the medians of the official configs "

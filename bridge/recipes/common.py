@@ -3,8 +3,9 @@
 A recipe module (one per method, named after it: tip_adapter_f.py for "tip-adapter-f") holds ROWS, a dict
 keyed by "default", a dataset ("dtd") or a dataset at a shot count ("dtd@16"); each row a dict of
     families  view families of the support images, in order; "name:n" = the first n copies of a family
-    prompts   text sets of the cache; a trailing "?" = used when the cache has it; a method's own CuPL
-              sentences are the named set "cupl:<whose>" (CUPL_SOURCES; extract --cupl NAME=FILE)
+    prompts   text sets of the cache; a trailing "?" = used when the cache has it; "a|b" = a, else b; a
+              method's own CuPL sentences are the named set "cupl:<whose>" (CUPL_SOURCES; extract --cupl
+              NAME=FILE); outside the 11 datasets "cupl:<whose>|cupl?" also takes a cache's one unnamed set
     validation  "sampled": validate on min(K, 4) images per class under every protocol (lpclip); absent:
               the protocol decides (METHOD.md §6)
     hparams   hyper-parameters of the method's fit (bridge/methods/*.py defaults otherwise)

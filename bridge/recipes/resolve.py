@@ -31,7 +31,7 @@ DEFAULT_RECIPE = PAPER
 @dataclass(frozen=True)
 class Recipe:
     """A resolved recipe. families: view-family specs ("name" or "name:n"); prompts: text-set specs (a
-    trailing "?" = optional); hparams: for the method's fit; rows: the table rows merged (paper);
+    trailing "?" = optional; "a|b" = a, else b); hparams: for the method's fit; rows: the table rows merged (paper);
     sources: field -> where its value comes from; validation: "protocol" (the protocol's validation set) or
     "sampled" (min(K, 4) images per class under every protocol: lpclip's rule)."""
 
@@ -47,15 +47,18 @@ class Recipe:
     validation: str = PROTOCOL_VALIDATION
 
     def missing_prompts(self, available: Sequence[str]) -> list[str]:
-        """The required text sets (no trailing "?") that `available` lacks."""
+        """The required text sets (no trailing "?") that `available` lacks (of alternatives "a|b", the first)."""
         if self.name == UNIFORM and not self.prompts:
             return []
-        return [spec for spec in self.prompts if not spec.endswith("?") and spec not in available]
+        return [_alternatives(spec)[0] for spec in self.prompts
+                if not spec.endswith("?") and _choice(spec, available) is None]
 
-    def prompt_sets(self, available: Sequence[str], where: str = "the cache", how_to_add: str | None = None) -> list[str]:
-        """The text sets to fit with, given those `available` in the cache (optional ones dropped when absent);
-        a required set that is missing is a ClipBridgeError naming the command that adds it (`how_to_add`,
-        default a generic `extract --prompts ... --cupl NAME=FILE`)."""
+    def prompt_sets(self, available: Sequence[str], where: str = "the cache",
+                    how_to_add: str | None = None) -> list[str]:
+        """The text sets to fit with, given those `available` in the cache (optional ones dropped when absent;
+        of alternatives "a|b" the first the cache has); a required set that is missing is a ClipBridgeError
+        naming the command that adds it (`how_to_add`, default a generic `extract --prompts ... --cupl
+        NAME=FILE`)."""
         if self.name == UNIFORM and not self.prompts:
             return list(available)
         missing = self.missing_prompts(available)
@@ -64,14 +67,16 @@ class Recipe:
             other = (f"--prompts {','.join(available)}" if self.name == UNIFORM   # the user chose these sets
                      else "--recipe uniform")
             if self.name != UNIFORM and "cupl" in available and any(cupl_option(name) for name in missing):
-                other += (" or --prompts " + ",".join("cupl" if cupl_option(spec) else spec.rstrip("?")
+                other += (" or --prompts " + ",".join("cupl" if cupl_option(_alternatives(spec)[0]) else
+                                                      _choice(spec, available) or _alternatives(spec)[0]
                                                       for spec in self.prompts)
                           + " (the cache's unnamed CuPL set instead)")
             raise ClipBridgeError(
                 f"the {self.name} recipe of {self.method} on {self.dataset} uses text set(s) "
                 f"{', '.join(missing)}{cupl_whose(missing)}, which {where} lacks (it has {', '.join(available)}); "
                 f"add with: {hint}; or fit with {other}")
-        return [spec.rstrip("?") for spec in self.prompts if spec.rstrip("?") in available]
+        chosen = [_choice(spec, available) for spec in self.prompts]
+        return [name for name in chosen if name is not None]
 
     def describe(self) -> dict[str, Any]:
         """JSON-able form (the `recipe` command, run metadata)."""
@@ -122,6 +127,16 @@ def resolve_recipe(method: str, dataset: str, shots: int, *, recipe: str = DEFAU
             sources[name] = "given explicitly (replacing the paper recipe's)"
     return Recipe(PAPER, method, dataset, int(shots), merged["families"] or ("plain",), merged["prompts"] or (),
                   dict(merged["hparams"]), tuple(key for key, _ in rows), sources, merged["validation"])
+
+
+def _alternatives(spec: str) -> list[str]:
+    """'cupl:ape|cupl?' -> ['cupl:ape', 'cupl']: a prompt spec's alternatives, in order of preference."""
+    return spec.rstrip("?").split("|")
+
+
+def _choice(spec: str, available: Sequence[str]) -> str | None:
+    """The first of a prompt spec's alternatives that `available` holds (None: none)."""
+    return next((name for name in _alternatives(spec) if name in available), None)
 
 
 def add_text_options(missing: Sequence[str]) -> str:

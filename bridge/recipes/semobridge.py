@@ -37,9 +37,9 @@ SEMOBRIDGE_TEXT = {"prompts": ["ensemble", SEMOBRIDGE_CUPL],
 def semobridge_rows(extra: dict[str, dict]) -> dict[str, dict]:
     """SeMoBridge's views and text per dataset, plus `extra` hyper-parameter rows {key: {hparams, source}}."""
     rows = {key: dict(row) for key, row in SEMOBRIDGE_VIEWS.items()}
-    rows["default"].update(prompts=["ensemble", SEMOBRIDGE_CUPL + "?"],
-                           prompts_source="ours: SeMoBridge's text, its CuPL set cupl:semobridge when the cache has "
-                                          "it (RECIPES.md §1)")
+    rows["default"].update(prompts=["ensemble", SEMOBRIDGE_CUPL + "|cupl?"],
+                           prompts_source="ours: SeMoBridge's text, with CuPL sentences when the cache has them (its "
+                                          "set cupl:semobridge, else the unnamed cupl; RECIPES.md §1)")
     for name in COOP_DATASETS:
         rows[name].update(prompts=SEMOBRIDGE_TEXT["prompts"], prompts_source=SEMOBRIDGE_TEXT["source"])
     for key, row in extra.items():

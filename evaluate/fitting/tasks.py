@@ -143,7 +143,8 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
     ).to(device=target_device, dtype=target_dtype)
     meta = {**cache_identity(cache), "shots": int(shots), "seeds": list(seeds), "views": int(views),
             "view_families": list(families), "prompt_sets": sets, "protocol": protocol,
-            "validation": validation, "val_source": val_source, "val_is_test": val_is_test, "device": str(target_device), "dtype": dtype,
+            "validation": validation, "val_source": val_source, "val_is_test": val_is_test,
+            "device": str(target_device), "dtype": dtype,
             "num_classes": num_classes, "short_classes": short}
     return task, meta
 
@@ -203,7 +204,8 @@ def extend_hint(cache, families: Sequence[str] | None) -> str:
     split, protocol clean only (cache.coverage.extract_hint)."""
     pairs = cache.coverage.pairs
     protocols = "clean" if pairs is not None and not cache.coverage.whole_val else None
-    return extract_hint(cache.extract_args, path=cache.path, shots=None if pairs is None else sorted({k for k, _ in pairs}),
+    return extract_hint(cache.extract_args, path=cache.path,
+                        shots=None if pairs is None else sorted({k for k, _ in pairs}),
                         seeds=None if pairs is None else sorted({s for _, s in pairs}),
                         families=list(families or ["plain"]), protocols=protocols)
 
