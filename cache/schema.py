@@ -19,7 +19,9 @@ One HDF5 file per model x pretrained x dataset (DESIGN.md, "The cache"). Format 
                                Caches written before these attributes: has_eos True, no bias.
     /classes/names             [C]        utf-8 (prompt-ready class names)
     /classes/original_names    [C]        utf-8 (the dataset's own names)
-    /text/<set>/prompt         [P]        utf-8
+    /text/<set>/prompt         [P]        utf-8; <set> = classname, coop, ensemble, templates, cupl (an unnamed
+                                          CuPL file) or cupl:NAME (extract --cupl NAME=FILE; the paper
+                                          recipes read cupl:ape and cupl:semobridge); attrs: provenance
     /text/<set>/class          [P]        int32
     /text/<set>/projected      [P, D]     float32
     /text/<set>/eos            [P, W]     float32 (pre-projection EOS feature: the text tower's pooled

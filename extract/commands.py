@@ -33,12 +33,13 @@ def _check_writable(out: Path) -> None:
         raise ClipBridgeError(f"cannot resume {tmp_path(out)} (permission denied)")
 
 
-def _prompt_set_names(prompts: str | None, cupl: Path | None, templates: Path | None) -> list[str]:
-    """--prompts as a list; by default ensemble, plus cupl / templates when their files are given."""
+def _prompt_set_names(prompts: str | None, cupl: dict[str, Path], templates: Path | None) -> list[str]:
+    """--prompts as a list; by default coop and ensemble, plus every --cupl set and templates when their
+    files are given."""
     if prompts:
         names = [name.strip() for name in prompts.split(",") if name.strip()]
     else:
-        names = ["coop", "ensemble"] + (["cupl"] if cupl else []) + (["templates"] if templates else [])
+        names = ["coop", "ensemble"] + list(cupl) + (["templates"] if templates else [])
     if len(set(names)) != len(names):
         raise ClipBridgeError(f"--prompts lists a set twice: {prompts}")
     return names
@@ -87,10 +88,14 @@ def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
 @click.option("--pretrained", default=None,
               help="open_clip tag, a checkpoint file (.pt/.bin/.safetensors), or 'random'. [default: openai when the "
                    "model has it, else its bundled or first tag (clipbridge-tiny: shapes)]")
-@click.option("--prompts", default=None, help="Comma-separated prompt sets: classname, coop, ensemble, cupl, "
-              "templates. [default: coop,ensemble (what the paper recipes use), plus cupl/templates when "
-              "--cupl/--templates are given]")
-@click.option("--cupl", type=click.Path(path_type=Path), default=None, help="CuPL JSON {classname: [sentences]}.")
+@click.option("--prompts", default=None, help="Comma-separated prompt sets: classname, coop, ensemble, cupl (every "
+              "--cupl file), cupl:NAME, templates. [default: coop,ensemble, plus each --cupl set and templates "
+              "when --cupl/--templates are given]")
+@click.option("--cupl", multiple=True, metavar="NAME=FILE",
+              help="CuPL JSON {classname: [sentences]}, stored as text set cupl:NAME; repeatable. The paper "
+                   "recipes need APE's file as ape=... (gpt3_prompts/CuPL_prompts_<dataset>.json) and "
+                   "SeMoBridge's as semobridge=... (TEXTS/<dataset>/cupl_full.json). A bare FILE is set 'cupl'. "
+                   "Run again on an existing cache to add a set: its images are copied, not encoded again.")
 @click.option("--templates", type=click.Path(path_type=Path), default=None,
               help="Text file with one template per line, '{}' for the class name.")
 @click.option("--name", default=None, help="Name of an imagefolder/splitfile dataset (default: its image folder's "
@@ -156,12 +161,13 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
         return
     if not dataset:
         raise ClipBridgeError("extract needs --dataset NAME (see --list-datasets)")
-    from clipbridge.extract.prompts import build_prompt_sets
+    from clipbridge.extract.prompts import build_prompt_sets, parse_cupl_options
 
     if name:
         from clipbridge.cache.names import check_name
 
         check_name(name, "--name")
+    cupl = parse_cupl_options(cupl)
     coverage = coverage_from_options(shots, seeds, protocols)
     spec = get_dataset(dataset, root, split_file=split_file, download=download)
     if name:
@@ -171,6 +177,10 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
     families = _families(view_families, spec.name, coverage)
     prompt_sets = build_prompt_sets(_prompt_set_names(prompts, cupl, templates), spec.name, spec.classnames,
                                     cupl=cupl, templates=templates)
+    unused = [name for name in cupl if name not in {s.name for s in prompt_sets}]
+    if unused:
+        raise ClipBridgeError(f"--cupl gives {', '.join(unused)}, which --prompts {prompts} leaves out; add it there "
+                              "or drop the --cupl")
     if pretrained is None:
         from clipbridge.extract.models import default_pretrained
 

@@ -5,16 +5,22 @@ Set names and what they hold (METHOD.md section 1):
     coop       the dataset's CoOp template
     ensemble   CLIP's ensemble as the paper uses it: the CoOp template (not for ImageNet and its variants)
                + the 7 "select" ImageNet templates (not for DTD, EuroSAT, Flowers)
-    cupl       CuPL sentences from a JSON file {classname: [sentences]} (--cupl)
+    cupl:NAME  CuPL sentences from a JSON file {classname: [sentences]} (--cupl NAME=FILE, repeatable): one
+               set per file, named after whose sentences they are; the paper recipes name theirs
+               (`cupl:ape`, `cupl:semobridge`, bridge/recipes/common.py CUPL_SOURCES)
+    cupl       the same from an unnamed file (--cupl FILE; what caches held before named sets)
     templates  one template per line with "{}" from a user file (--templates)
+
+In --prompts, `cupl` stands for every CuPL file given (each its own set) and `cupl:NAME` for one of them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from clipbridge.errors import ClipBridgeError
 
@@ -39,7 +45,9 @@ COOP_TEMPLATES = {
 }
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 NO_SELECT_TEMPLATES = ("dtd", "eurosat", "oxford_flowers")
-PROMPT_SETS = ("classname", "coop", "ensemble", "cupl", "templates")
+PROMPT_SETS = ("classname", "coop", "ensemble", "cupl", "cupl:NAME", "templates")
+CUPL = "cupl"
+CUPL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass
@@ -89,8 +97,33 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def cupl_prompts(path: Path, classnames: list[str]) -> PromptSet:
-    """CuPL sentences per class; keys matched case-insensitively with underscores as spaces."""
+def cupl_set_name(name: str | None) -> str:
+    """The text set of a CuPL file: 'cupl:NAME' for a named one, 'cupl' for an unnamed one (name None)."""
+    return CUPL if name is None else f"{CUPL}:{name}"
+
+
+def parse_cupl_options(values: Iterable[str]) -> dict[str, Path]:
+    """--cupl values -> {text set name: file}: 'NAME=FILE' gives set 'cupl:NAME', a bare 'FILE' set 'cupl'
+    (NAME: letters, digits, '-', '_'); a set given twice is refused."""
+    files: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = str(value).partition("=")
+        if sep and CUPL_NAME.fullmatch(name):
+            set_name = cupl_set_name(name)
+        elif sep and "/" not in name and "\\" not in name:
+            raise ClipBridgeError(f"--cupl {value!r}: NAME in NAME=FILE takes letters, digits, '-' and '_' "
+                                  "(e.g. --cupl ape=CuPL_prompts_dtd.json)")
+        else:
+            set_name, path = CUPL, str(value)
+        if set_name in files:
+            raise ClipBridgeError(f"--cupl gives set {set_name!r} twice")
+        files[set_name] = Path(path)
+    return files
+
+
+def cupl_prompts(path: Path, classnames: list[str], set_name: str = CUPL) -> PromptSet:
+    """CuPL sentences per class, as text set `set_name`; keys matched case-insensitively with underscores as
+    spaces."""
     if not path.is_file():
         raise ClipBridgeError(f"CuPL file not found: {path}")
     try:
@@ -109,7 +142,7 @@ def cupl_prompts(path: Path, classnames: list[str]) -> PromptSet:
             raise ClipBridgeError(f"CuPL file {path}: class '{classname}' must map to a list of sentences")
         prompts += list(sentences)
         classes += [label] * len(sentences)
-    return PromptSet("cupl", prompts, classes, {"file": path.name, "sha256": _sha256(path)})
+    return PromptSet(set_name, prompts, classes, {"file": path.name, "sha256": _sha256(path)})
 
 
 def read_templates_file(path: Path) -> list[str]:
@@ -123,10 +156,26 @@ def read_templates_file(path: Path) -> list[str]:
     return templates
 
 
-def build_prompt_sets(set_names: list[str], dataset: str, classnames: list[str], *, cupl: Path | None = None,
+def _cupl_sets(name: str, cupl: Mapping[str, Path]) -> list[str]:
+    """The CuPL text sets a --prompts entry `name` ('cupl' or 'cupl:NAME') stands for."""
+    if name == CUPL:
+        if not cupl:
+            raise ClipBridgeError("prompt set 'cupl' needs --cupl NAME=FILE or --cupl FILE "
+                                  "(JSON {classname: [sentences]})")
+        return list(cupl)
+    if name not in cupl:
+        given = f" (given: {', '.join(cupl)})" if cupl else ""
+        raise ClipBridgeError(f"prompt set {name!r} needs --cupl {name.split(':', 1)[1]}=FILE{given}")
+    return [name]
+
+
+def build_prompt_sets(set_names: list[str], dataset: str, classnames: list[str], *,
+                      cupl: Mapping[str, Path] | Path | None = None,
                       templates: Path | None = None) -> list[PromptSet]:
-    """The requested prompt sets for a dataset's (clean) class names, in the order asked."""
-    sets = []
+    """The requested prompt sets for a dataset's (clean) class names, in the order asked. `cupl`: the CuPL
+    files by text set ({'cupl:ape': path, ...}, parse_cupl_options), or one unnamed file."""
+    cupl = {CUPL: Path(cupl)} if isinstance(cupl, (str, Path)) else dict(cupl or {})
+    sets: list[PromptSet] = []
     for name in set_names:
         if name == "classname":
             sets.append(from_templates(name, ["{}"], classnames, "classname"))
@@ -134,10 +183,9 @@ def build_prompt_sets(set_names: list[str], dataset: str, classnames: list[str],
             sets.append(from_templates(name, [coop_template(dataset)], classnames, "coop"))
         elif name == "ensemble":
             sets.append(from_templates(name, ensemble_templates(dataset), classnames, "ensemble"))
-        elif name == "cupl":
-            if cupl is None:
-                raise ClipBridgeError("prompt set 'cupl' needs --cupl FILE (JSON {classname: [sentences]})")
-            sets.append(cupl_prompts(Path(cupl), classnames))
+        elif name == CUPL or name.startswith(CUPL + ":"):
+            sets += [cupl_prompts(Path(cupl[set_name]), classnames, set_name) for set_name in _cupl_sets(name, cupl)
+                     if set_name not in {s.name for s in sets}]
         elif name == "templates":
             if templates is None:
                 raise ClipBridgeError("prompt set 'templates' needs --templates FILE (one template per line)")

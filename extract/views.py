@@ -18,6 +18,9 @@ Built-in families (`extract --list-view-families`):
     semo-r0.8    scale (0.8, 1), without ColorJitter                                (SeMoBridge's "R(0.8)")
     coop-rrc     10 copies: RandomResizedCrop(size, scale (0.08, 1), ratio (3/4, 4/3), bicubic) + flip p 0.5
                  (the training augmentation of CoOp-style trainers, CLIP-Adapter: RECIPES.md §2.5)
+    gda-imagenet 10 copies: the same transform as coop-rrc, GDA's ImageNet train loader (RECIPES.md §2.4:
+                 its ImageNet crops are scale (0.08, 1), its other datasets' Tip's (0.5, 1)); a family of its
+                 own, so its crops are drawn from its own seeds
 
 Copy c of a random family for image `item` of split s uses its own torch.Generator seeded from
 (seed, family, s, item, c), so the values depend on nothing else: not on batch order, DataLoader workers,
@@ -106,6 +109,8 @@ BUILTIN_FAMILIES: dict[str, ViewFamily] = {f.name: f for f in (
     _semo("semo-r0.8", 0.8, False),
     ViewFamily("coop-rrc", "crop", 10, "RECIPES.md §2.5 (CoOp/Dassl random_resized_crop, scale 0.08-1)",
                (0.08, 1.0)),
+    ViewFamily("gda-imagenet", "crop", 10, "RECIPES.md §2.4 (GDA's ImageNet train loader: crop scale 0.08-1 + "
+               "flip, augment_epoch 10)", (0.08, 1.0)),
 )}
 PLAIN = "plain"
 

@@ -38,6 +38,7 @@ class Mutation:
 
 
 DEFAULTS = "tests/test_published_defaults.py"
+CUPL_SETS, RULES, RECIPES = "tests/test_cupl_sets.py", "tests/test_recipe_rules.py", "tests/test_recipes.py"
 LOSSES = "tests/test_training_losses.py"
 FUSED = "tests/test_fused_beat_zero_shot.py"
 FEWSHOT = "tests/test_fewshot.py"
@@ -146,6 +147,19 @@ MUTATIONS = [
              '["embedding"], positions)', (FAMILIES,)),
     Mutation("family: format-1 flip read as plain", "cache/reader.py",
              '("flip", 1, 2)', '("flip", 0, 1)', (FAMILIES,)),
+    Mutation("recipe: APE fits on SeMoBridge's CuPL sentences", "bridge/recipes/ape.py",
+             "from clipbridge.bridge.recipes.common import APE_CUPL",
+             "from clipbridge.bridge.recipes.common import SEMOBRIDGE_CUPL as APE_CUPL", (CUPL_SETS, RECIPES)),
+    Mutation("recipe: a missing CuPL set silently dropped", "bridge/recipes/resolve.py",
+             'return [spec for spec in self.prompts if not spec.endswith("?") and spec not in available]',
+             'return [spec for spec in self.prompts if not spec.endswith("?") and spec not in available '
+             'and not spec.startswith("cupl:")]', (CUPL_SETS,)),
+    Mutation("recipe: lpclip validates on the protocol's split", "bridge/recipes/linear_probe.py",
+             '"validation": "sampled",', '"validation": "protocol",', (RULES,)),
+    Mutation("recipe: APE-T Food101 eps 1e-2 at every shot count", "bridge/recipes/ape_t.py",
+             'for shots in (1, 2)})', 'for shots in (1, 2, 4, 8, 16)})', (RULES,)),
+    Mutation("recipe: GDA's ImageNet crops as Tip's", "bridge/recipes/gda.py",
+             '"families": ["gda-imagenet"]', '"families": ["tip"]', (RULES,)),
 ]
 
 

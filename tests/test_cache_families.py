@@ -17,7 +17,8 @@ from coop_reference import coop_draw
 
 # The built-in families (extract/views.py) with the copies stored here (fewer than 10 to stay small; 6 for
 # semo-r0.8-j so that the "first 5 copies" spec of SeMoBridge's DTD 16-shot recipe can be read).
-FAMILIES = {"flip": 1, "tip": 3, "semo-r0.5-j": 2, "semo-r0.5": 2, "semo-r0.8-j": 6, "semo-r0.8": 2, "coop-rrc": 3}
+FAMILIES = {"flip": 1, "tip": 3, "semo-r0.5-j": 2, "semo-r0.5": 2, "semo-r0.8-j": 6, "semo-r0.8": 2, "coop-rrc": 3,
+            "gda-imagenet": 2}
 TRAIN = (5, 5, 5)
 
 

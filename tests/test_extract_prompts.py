@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from clipbridge.errors import ClipBridgeError
-from clipbridge.extract.prompts import SELECT_TEMPLATES, build_prompt_sets, ensemble_templates
+from clipbridge.extract.prompts import SELECT_TEMPLATES, build_prompt_sets, ensemble_templates, parse_cupl_options
 
 
 def test_ensemble_has_no_coop_template_for_imagenet():
@@ -77,3 +78,27 @@ def test_unknown_set_and_missing_files_are_clear_errors(tmp_path):
         build_prompt_sets(["cupl"], "dtd", ["cat"])
     with pytest.raises(ClipBridgeError, match="CuPL file not found: .*absent.json"):
         build_prompt_sets(["cupl"], "dtd", ["cat"], cupl=tmp_path / "absent.json")
+
+
+def test_cupl_option_names_each_set_and_a_bare_file_is_the_unnamed_set(tmp_path):
+    files = parse_cupl_options(["ape=a.json", "semobridge=/x/s=1.json", "/data/old=cupl.json"])
+    assert files == {"cupl:ape": Path("a.json"), "cupl:semobridge": Path("/x/s=1.json"),
+                     "cupl": Path("/data/old=cupl.json")}
+    with pytest.raises(ClipBridgeError, match="gives set 'cupl:ape' twice"):
+        parse_cupl_options(["ape=a.json", "ape=b.json"])
+    with pytest.raises(ClipBridgeError, match="NAME in NAME=FILE takes letters"):
+        parse_cupl_options(["my set=a.json"])
+
+
+def test_two_named_cupl_files_are_two_text_sets_and_cupl_stands_for_all_of_them(tmp_path):
+    ape, semo = tmp_path / "ape.json", tmp_path / "semo.json"
+    ape.write_text(json.dumps({"forest": ["APE trees."]}))
+    semo.write_text(json.dumps({"forest": ["SeMo trees.", "SeMo leaves."]}))
+    files = parse_cupl_options([f"ape={ape}", f"semobridge={semo}"])
+    every = build_prompt_sets(["coop", "cupl"], "eurosat", ["forest"], cupl=files)
+    assert [(s.name, s.prompts) for s in every[1:]] == [("cupl:ape", ["APE trees."]),
+                                                        ("cupl:semobridge", ["SeMo trees.", "SeMo leaves."])]
+    (one,) = build_prompt_sets(["cupl:semobridge"], "eurosat", ["forest"], cupl=files)
+    assert one.name == "cupl:semobridge" and one.attrs["file"] == "semo.json"
+    with pytest.raises(ClipBridgeError, match=r"prompt set 'cupl:other' needs --cupl other=FILE \(given: cupl:ape"):
+        build_prompt_sets(["cupl:other"], "eurosat", ["forest"], cupl=files)

@@ -65,8 +65,13 @@ def test_text_sets_follow_recipes_md():
     assert resolve_recipe("zeroshot", "imagenet", 1).prompts == ("ensemble",)     # the 7 select templates
     assert resolve_recipe("tip-adapter", "imagenet", 1).prompts == ("ensemble",)
     assert resolve_recipe("gda", "eurosat", 1).prompts == ("coop",)
-    assert resolve_recipe("semobridge", "eurosat", 1).prompts == ("ensemble", "cupl")
-    assert resolve_recipe("semobridge", "shapes", 1).prompts == ("ensemble", "cupl?")
+    assert resolve_recipe("semobridge", "eurosat", 1).prompts == ("ensemble", "cupl:semobridge")
+    assert resolve_recipe("semobridge", "shapes", 1).prompts == ("ensemble", "cupl:semobridge|cupl?")
+    assert resolve_recipe("cmm", "eurosat", 1).prompts == ("ensemble", "cupl:semobridge")     # SeMoBridge's inputs
+    for method in ("ape", "ape-t"):                          # APE's own CuPL generation, not SeMoBridge's
+        assert resolve_recipe(method, "eurosat", 1).prompts == ("coop", "cupl:ape")
+        assert resolve_recipe(method, "imagenet", 1).prompts == ("ensemble", "cupl:ape")
+        assert resolve_recipe(method, "shapes", 1).prompts == ("coop", "cupl:ape|cupl?")
 
 
 def test_every_recipe_row_is_valid_for_its_method():
@@ -94,8 +99,15 @@ def test_a_required_text_set_the_cache_lacks_is_one_line_naming_how_to_add_it():
     with pytest.raises(ClipBridgeError) as info:
         paper.prompt_sets(["coop", "ensemble"])
     assert "\n" not in str(info.value)
-    assert "uses text set(s) cupl" in str(info.value) and "--prompts coop,ensemble,cupl --cupl FILE" in str(info.value)
+    assert "uses text set(s) cupl:semobridge (cupl:semobridge = SeMoBridge's TEXTS/<dataset>/cupl_full.json" in str(info.value)
+    assert "add with: extract --prompts cupl:semobridge --cupl semobridge=FILE on the same cache" in str(info.value)
     assert resolve_recipe("semobridge", "shapes", 1).prompt_sets(["coop", "ensemble"]) == ["ensemble"]
+    # outside the 11 datasets: the method's own named set, else the cache's one unnamed CuPL set
+    shapes = resolve_recipe("ape", "shapes", 1)
+    assert shapes.prompt_sets(["coop", "cupl", "cupl:semobridge"]) == ["coop", "cupl"]
+    assert shapes.prompt_sets(["coop", "cupl", "cupl:ape"]) == ["coop", "cupl:ape"]
+    with pytest.raises(ClipBridgeError, match=r"or --prompts coop,cupl \(the cache's unnamed CuPL set instead\)"):
+        resolve_recipe("ape", "dtd", 1).prompt_sets(["coop", "cupl"])       # a cache from before named sets
 
 
 def test_recipe_families_are_what_extract_encodes_for_a_dataset():
@@ -112,7 +124,7 @@ def test_ape_rows_carry_the_official_config_with_k_as_a_fraction_of_the_width():
     trained = resolve_recipe("ape-t", "eurosat", 16).hparams
     assert trained["k_fraction"] == 900 / 1024 and trained["epochs"] == 200 and (trained["w0"], trained["w1"]) == (0.2, 0.8)
     assert resolve_recipe("ape", "imagenet", 4).hparams["gamma_steps"] == 5
-    assert resolve_recipe("ape", "imagenet", 4).prompts == ("ensemble", "cupl?")
+    assert resolve_recipe("ape", "imagenet", 4).prompts == ("ensemble", "cupl:ape")
 
 
 class StepCounter:
@@ -180,7 +192,8 @@ def test_imagenet_under_protocol_paper_keeps_the_last_semobridge_t_step(tmp_path
     path = write_synthetic_cache(tmp_path / "imagenet.h5", classes=5, train_per_class=4, dim=16, width=12, val=10,
                                  test=20, families={"flip": 1}, dataset="imagenet")
     cache = open_cache(path)
-    plan = plan_fit(cache, "semobridge-t", 2, recipe="paper", overrides={"steps": 30, "warmup": 5})
+    plan = plan_fit(cache, "semobridge-t", 2, recipe="paper", prompts=["ensemble"],     # no cupl:semobridge here
+                    overrides={"steps": 30, "warmup": 5})
     assert plan.hparams["selection"] == "last" and plan.families == ("plain", "flip")
     task, meta = build_fit_task(cache, shots=2, seeds=[1, 2], families=plan.families, prompt_sets=["ensemble"],
                                 protocol="paper")

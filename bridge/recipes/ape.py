@@ -8,6 +8,8 @@ datasets the defaults of bridge/methods/ape (the configs' medians) apply.
 """
 from __future__ import annotations
 
+from clipbridge.bridge.recipes.common import APE_CUPL
+
 APE_WIDTH = 1024          # the configs' feature width (RN50)
 
 
@@ -41,14 +43,17 @@ APE_CONFIGS = {
     "ucf101": _config(beta_scale=10, alpha_scale=7, gamma_scale=1.5, init_alpha=2.0, k_free=700, k_train=800,
                       w_free=(0.3, 0.7), lr=1e-3, eps=2e-3, epochs=30),
 }
-APE_TEXT = ("RECIPES.md §1 (APE: the CoOp template, ImageNet the 7, + CuPL sentences; the cache's `cupl` set when "
-            "it has one, which should be APE's gpt3_prompts/CuPL_prompts_<ds>.json for exact text)")
+APE_TEXT = ("RECIPES.md §1 (APE: the CoOp template, ImageNet the 7, + APE's own CuPL sentences "
+            "gpt3_prompts/CuPL_prompts_<ds>.json, the cache's text set cupl:ape)")
+APE_DEFAULT_TEXT = ("ours outside the 11 datasets: APE's text, with CuPL sentences when the cache has them (its "
+                    "set cupl:ape, else the unnamed cupl: there is no official file to prefer)")
 
 
 def ape_rows(hparams_of) -> dict[str, dict]:
     """APE's (or APE-T's) rows: `hparams_of(dataset, config)` turns an APE_CONFIGS entry into the fit's
     hyper-parameters."""
-    rows = {"default": {"families": ["tip"], "prompts": ["coop", "cupl?"], "prompts_source": APE_TEXT,
+    rows = {"default": {"families": ["tip"], "prompts": ["coop", APE_CUPL + "|cupl?"],
+                        "prompts_source": APE_DEFAULT_TEXT,
                         "families_source": "RECIPES.md §2.3 (the cache exactly as Tip-Adapter's: 10 crop + flip "
                                            "passes)",
                         "source": "ours for datasets outside the 11: the medians of the official configs "
@@ -57,7 +62,8 @@ def ape_rows(hparams_of) -> dict[str, dict]:
         rows[name] = {"hparams": {"beta_scale": float(config["beta_scale"]),
                                   "alpha_scale": float(config["alpha_scale"]), **hparams_of(name, config)},
                       "source": f"RECIPES.md §2.3 (yangyangyang127/APE configs/{name}.yaml)"}
-    rows["imagenet"].update(prompts=["ensemble", "cupl?"], prompts_source=APE_TEXT)
+    for name in APE_CONFIGS:
+        rows[name].update(prompts=["ensemble" if name == "imagenet" else "coop", APE_CUPL], prompts_source=APE_TEXT)
     return rows
 
 

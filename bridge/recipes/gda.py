@@ -1,4 +1,5 @@
-"""GDA's recipe: Tip-Adapter's 10 crop + flip views kept separately, the CoOp template, alpha in 1e-4..100."""
+"""GDA's recipe: Tip-Adapter's 10 crop + flip views kept separately (ImageNet: its own loader's crops of scale
+0.08-1, view family gda-imagenet), the CoOp template, alpha in 1e-4..100."""
 from clipbridge.bridge.recipes.common import COOP_TEXT
 
 ROWS = {
@@ -6,5 +7,7 @@ ROWS = {
                 "hparams": {"alpha_low": 1e-4, "alpha_high": 100.0, "alpha_points": 7},
                 "source": "RECIPES.md §2.4 (mrflogs/ICLR24: 10 crop+flip views kept separately, alpha in "
                           "1e-4..100); " + COOP_TEXT},
-    "imagenet": {"prompts": ["ensemble"], "source": COOP_TEXT},
+    "imagenet": {"prompts": ["ensemble"], "families": ["gda-imagenet"], "source": COOP_TEXT,
+                 "families_source": "RECIPES.md §2.4 (mrflogs/ICLR24 datasets/imagenet.py: RandomResizedCrop scale "
+                                    "(0.08, 1), bicubic, + flip, 10 passes)"},
 }

@@ -2,7 +2,7 @@
 SeMoBridge-T and CMM read the same rows (semobridge_rows)."""
 from __future__ import annotations
 
-from clipbridge.bridge.recipes.common import COOP_DATASETS, FLIP, PLAIN, R05J, R08, R08J
+from clipbridge.bridge.recipes.common import COOP_DATASETS, FLIP, PLAIN, R05J, R08, R08J, SEMOBRIDGE_CUPL
 
 # SeMoBridge's few-shot views per dataset and shot count (RECIPES.md §2.1, INPUT.FEW_SHOT_AUGMENTATION of
 # configs/datasets/<dataset>.yaml): "-" plain only, F = + mirrored copy, R(s) = + 10 random crops of scale
@@ -29,15 +29,17 @@ SEMOBRIDGE_VIEWS = {
     "dtd@4": {"families": R08J, "source": "RECIPES.md §2.1 (dtd.yaml: 4 shots 10xR(0.8)+J)"},
     "dtd@16": {"families": ["plain", "semo-r0.8-j:5"], "source": "RECIPES.md §2.1 (dtd.yaml: 16 shots 5xR(0.8)+J)"},
 }
-SEMOBRIDGE_TEXT = {"prompts": ["ensemble", "cupl"],
-                   "source": "RECIPES.md §1 (SeMoBridge: clip_ensemble + cupl_full, one flat list)"}
+SEMOBRIDGE_TEXT = {"prompts": ["ensemble", SEMOBRIDGE_CUPL],
+                   "source": "RECIPES.md §1 (SeMoBridge: clip_ensemble + its own cupl_full, one flat list; the "
+                             "cache's text set cupl:semobridge)"}
 
 
 def semobridge_rows(extra: dict[str, dict]) -> dict[str, dict]:
     """SeMoBridge's views and text per dataset, plus `extra` hyper-parameter rows {key: {hparams, source}}."""
     rows = {key: dict(row) for key, row in SEMOBRIDGE_VIEWS.items()}
-    rows["default"].update(prompts=["ensemble", "cupl?"],
-                           prompts_source="ours: SeMoBridge's text, CuPL when the cache has it (RECIPES.md §1)")
+    rows["default"].update(prompts=["ensemble", SEMOBRIDGE_CUPL + "|cupl?"],
+                           prompts_source="ours: SeMoBridge's text, with CuPL sentences when the cache has them (its "
+                                          "set cupl:semobridge, else the unnamed cupl; RECIPES.md §1)")
     for name in COOP_DATASETS:
         rows[name].update(prompts=SEMOBRIDGE_TEXT["prompts"], prompts_source=SEMOBRIDGE_TEXT["source"])
     for key, row in extra.items():

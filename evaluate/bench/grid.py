@@ -181,7 +181,7 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
                                  unit="cell", disable=not wants_bars(bars)):
             pending = pending_of[(i, k, method)]
             source, plan = sources[i], plans[(i, k, method)]
-            task_key = (i, k, pending, plan.families, plan.prompt_sets)
+            task_key = (i, k, pending, plan.families, plan.prompt_sets, plan.recipe.validation)
             if task_key not in built:
                 if any(key[:3] != task_key[:3] for key in built):
                     built.clear()

@@ -51,7 +51,8 @@ _fit_options = [
                  help="--recipe uniform: view families of the support images, comma-separated (default plain; "
                       "see `extract --list-view-families`)."),
     click.option("--prompts", default=None,
-                 help="--recipe uniform: text sets, comma-separated (default: every set in the cache)."),
+                 help="Text sets, comma-separated, e.g. coop,cupl:ape; they replace the recipe's (--recipe "
+                      "uniform: default every set in the cache)."),
     click.option("--protocol", type=click.Choice(PROTOCOLS), default="clean", show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),

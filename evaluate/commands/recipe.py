@@ -29,9 +29,13 @@ def recipe(method, dataset, shots, recipe_name, as_json) -> None:
                + (f" (rows: {', '.join(resolved.rows)})" if resolved.rows else ""))
     click.echo(f"  view families  {', '.join(resolved.families)}")
     click.echo(f"      from       {resolved.sources.get('families', resolved.sources.get('all', 'default'))}")
-    prompts = ", ".join(p.rstrip("?") + (" (if the cache has it)" if p.endswith("?") else "") for p in resolved.prompts)
+    prompts = ", ".join(p.rstrip("?").replace("|", " else ") + (" (if the cache has it)" if p.endswith("?") else "")
+                        for p in resolved.prompts)
     click.echo(f"  prompt sets    {prompts or 'every text set of the cache'}")
     click.echo(f"      from       {resolved.sources.get('prompts', resolved.sources.get('all', 'default'))}")
+    if resolved.validation != "protocol":
+        click.echo(f"  validation     {resolved.validation}: min(K, 4) images per class under every protocol")
+        click.echo(f"      from       {resolved.sources.get('validation', 'default')}")
     click.echo("  hyper-parameters (recipe values marked *, the rest the method's defaults):")
     for name in sorted(hparams):
         mark = "*" if name in resolved.hparams else " "

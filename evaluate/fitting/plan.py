@@ -43,7 +43,7 @@ class FitPlan:
 
         task, meta = build_fit_task(cache, shots=self.shots, seeds=seeds, families=self.families,
                                     prompt_sets=self.prompt_sets, protocol=protocol, device=device, dtype=dtype,
-                                    loader=loader)
+                                    loader=loader, validation=self.recipe.validation)
         return task, {**meta, **self.meta()}
 
     def fit(self, task, precision: str = "fp32"):
@@ -59,12 +59,12 @@ def plan_fit(cache, method: str, shots: int, *, recipe: str = DEFAULT_RECIPE, fa
     """The plan of fitting `method` at `shots` on `cache` (a ClipBridgeError / BridgeInputError, in one line,
     for anything the cache or the method cannot do: missing text sets, unknown hyper-parameters, ...)."""
     from clipbridge.bridge.registry import check_hparams, get_method
-    from clipbridge.evaluate.fitting.tasks import check_families
+    from clipbridge.evaluate.fitting.tasks import check_families, check_prompt_sets
 
     overrides = dict(overrides or {})
     dataset = str(cache.attrs.get("dataset", ""))
     resolved = resolve_recipe(method, dataset, shots, recipe=recipe, families=families, prompts=prompts)
-    prompt_sets = tuple(resolved.prompt_sets(cache.text_sets, f"cache {cache.path}"))
+    prompt_sets = tuple(check_prompt_sets(cache, resolved))
     hparams = {**resolved.hparams, **overrides}
     check_hparams(get_method(method), hparams)
     check_families(cache, resolved.families)

@@ -110,6 +110,7 @@ def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[fl
         record.update(precision=info.get("precision", "fp32"),
                       **({"bf16_kernel": info["bf16_kernel"]} if "bf16_kernel" in info else {}))
         record["seeds_batched"] = len(meta["seeds"])
+        record["validation"] = meta.get("validation", "protocol")     # "sampled": min(K, 4) under any protocol
         if eval_cache_id:
             record["eval_cache_id"] = eval_cache_id
         records.append(record)

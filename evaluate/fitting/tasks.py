@@ -11,6 +11,10 @@ each support image contributes the views of the view families asked for, concate
 - `paper`: the full val split, shared by all seeds ([1, Nv, D]); without a val split the test split
   stands in (the paper's test leak): `meta["val_is_test"]` is then True and every output flags it.
 
+A recipe may fix its validation whatever the protocol (bridge.recipes.Recipe.validation): "sampled" is the
+clean protocol's min(K, 4) draw under `paper` too (lpclip, the linear probe's paper recipe, validates on
+min(K, 4) images per class, RECIPES.md §2.6); `meta["validation"]` records which rule ran.
+
 Validation and test queries are plain views. A cache holding only sampled images (extract --shots/--seeds)
 must cover every (shots, seed) asked for; otherwise the error names the extract command that adds it.
 Test queries are loaded by `load_test`, only for the final score.
@@ -26,6 +30,7 @@ from torch import Tensor
 
 from clipbridge.bridge.devices import resolve_device
 from clipbridge.bridge.recipes import parse_family
+from clipbridge.bridge.recipes.resolve import PROTOCOL_VALIDATION, SAMPLED_VALIDATION, VALIDATIONS, add_text_options
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.cache.coverage import extract_hint
 from clipbridge.errors import ClipBridgeError
@@ -81,12 +86,13 @@ def cache_identity(cache) -> dict[str, str]:
 
 def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequence[str] = DEFAULT_FAMILIES,
                    prompt_sets: Sequence[str] | None = None, protocol: str = "clean", device: str = "cpu",
-                   dtype: str = "float32", loader: SplitLoader | None = None) -> tuple[FewShotTask, dict]:
+                   dtype: str = "float32", loader: SplitLoader | None = None,
+                   validation: str = PROTOCOL_VALIDATION) -> tuple[FewShotTask, dict]:
     """The task every method fits on, and its meta (no test data is read, except `paper` without val).
 
     Returns FewShotTask(support [S, C, K·V, D] class-major with index k·V + v (V = the families' copies
-    together), support_mask [C, K·V], val [S, Nv, D] (clean) or [1, Nv, D] (paper), val_labels with -1
-    padding) and a JSON-able meta dict.
+    together), support_mask [C, K·V], val [S, Nv, D] (clean, or validation "sampled") or [1, Nv, D] (paper),
+    val_labels with -1 padding) and a JSON-able meta dict.
     """
     loader = loader or SplitLoader(cache)
     seeds = tuple(int(s) for s in seeds)
@@ -97,6 +103,9 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
         raise ClipBridgeError("no view family given")
     if protocol not in PROTOCOLS:
         raise ClipBridgeError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    if validation not in VALIDATIONS:
+        raise ClipBridgeError(f"unknown validation rule {validation!r}; use one of {', '.join(VALIDATIONS)}")
+    val_protocol = "clean" if validation == SAMPLED_VALIDATION else protocol
     target_device, target_dtype = resolve_device(device), resolve_dtype(dtype)
     where = f"cache {cache.path}"
     if "train" not in cache.splits:
@@ -104,7 +113,7 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
     num_classes = len(cache.classnames)
     train_list = loader.list_labels("train")
     short = check_shot_count(shots, train_list, cache.classnames, where)
-    check_coverage(cache, [shots], seeds, families, protocol)
+    check_coverage(cache, [shots], seeds, families, val_protocol)
     sets = list(prompt_sets) if prompt_sets else list(cache.text_sets)
     unknown = [s for s in sets if s not in cache.text_sets]
     if unknown:
@@ -115,7 +124,7 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
     draws = [draw_fewshot(train_list, val_list, shots, seed) for seed in seeds]
     support, mask, views = _gather_support(cache, loader, draws, train_list, num_classes, shots, families)
     val_is_test = False
-    if protocol == "clean":
+    if val_protocol == "clean":
         val, val_y = _padded_queries(cache, loader, draws)
         val_source = "val" if has_val else "train-heldout"
     else:
@@ -134,7 +143,8 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
     ).to(device=target_device, dtype=target_dtype)
     meta = {**cache_identity(cache), "shots": int(shots), "seeds": list(seeds), "views": int(views),
             "view_families": list(families), "prompt_sets": sets, "protocol": protocol,
-            "val_source": val_source, "val_is_test": val_is_test, "device": str(target_device), "dtype": dtype,
+            "validation": validation, "val_source": val_source, "val_is_test": val_is_test,
+            "device": str(target_device), "dtype": dtype,
             "num_classes": num_classes, "short_classes": short}
     return task, meta
 
@@ -172,13 +182,32 @@ def check_families(cache, families: Sequence[str]) -> None:
     stored = cache.families("train")
     absent = list(dict.fromkeys(parse_family(f)[0] for f in families if parse_family(f)[0] not in stored))
     if absent:
-        pairs = cache.coverage.pairs
         raise ClipBridgeError(
             f"cache {cache.path} has no view family {', '.join(map(repr, absent))} (it has "
             f"{', '.join(stored)}); add it with: "
-            + extract_hint(cache.extract_args, path=cache.path, shots=None if pairs is None else sorted({k for k, _ in pairs}),
-                           seeds=None if pairs is None else sorted({s for _, s in pairs}),
-                           families=sorted(set(absent) | set(_augmented_families(cache)))))
+            + extend_hint(cache, sorted(set(absent) | set(_augmented_families(cache)))))
+
+
+def check_prompt_sets(cache, recipe) -> list[str]:
+    """The text sets a resolved recipe (bridge.recipes.Recipe) fits with on `cache`; a required set the cache
+    lacks (e.g. a paper recipe's `cupl:ape`) is refused in one line naming the extract command that adds it
+    (extending the cache encodes only the new text; its images are copied)."""
+    missing = recipe.missing_prompts(cache.text_sets)
+    how = (extend_hint(cache, _augmented_families(cache) if "train" in cache.splits else None) + " "
+           + add_text_options(missing)) if missing else None
+    return recipe.prompt_sets(cache.text_sets, f"cache {cache.path}", how)
+
+
+def extend_hint(cache, families: Sequence[str] | None) -> str:
+    """The extract command that extends `cache` in place with view `families` (its held ones when they are
+    all it needs), keeping its coverage: the same (shots, seeds) and, for a cache without the whole val
+    split, protocol clean only (cache.coverage.extract_hint)."""
+    pairs = cache.coverage.pairs
+    protocols = "clean" if pairs is not None and not cache.coverage.whole_val else None
+    return extract_hint(cache.extract_args, path=cache.path,
+                        shots=None if pairs is None else sorted({k for k, _ in pairs}),
+                        seeds=None if pairs is None else sorted({s for _, s in pairs}),
+                        families=list(families or ["plain"]), protocols=protocols)
 
 
 def _augmented_families(cache) -> list[str]:
