@@ -9,6 +9,8 @@ datasets the defaults of bridge/methods/ape (the configs' medians) apply.
 from __future__ import annotations
 
 APE_WIDTH = 1024          # the configs' feature width (RN50)
+#: the official search (main.py): the whole grid of the configs' steps, first strict maximum on validation
+OFFICIAL_SEARCH = {"search": "grid"}
 
 
 def _config(beta_scale, alpha_scale, gamma_scale, init_alpha, k_free, k_train, w_free, lr, eps, epochs) -> dict:
@@ -51,10 +53,11 @@ def ape_rows(hparams_of) -> dict[str, dict]:
     rows = {"default": {"families": ["tip"], "prompts": ["coop", "cupl?"], "prompts_source": APE_TEXT,
                         "families_source": "RECIPES.md §2.3 (the cache exactly as Tip-Adapter's: 10 crop + flip "
                                            "passes)",
+                        "hparams": dict(OFFICIAL_SEARCH),
                         "source": "ours for datasets outside the 11: the medians of the official configs "
                                   "(bridge/methods/ape defaults)"}}
     for name, config in APE_CONFIGS.items():
-        rows[name] = {"hparams": {"beta_scale": float(config["beta_scale"]),
+        rows[name] = {"hparams": {**OFFICIAL_SEARCH, "beta_scale": float(config["beta_scale"]),
                                   "alpha_scale": float(config["alpha_scale"]), **hparams_of(name, config)},
                       "source": f"RECIPES.md §2.3 (yangyangyang127/APE configs/{name}.yaml)"}
     rows["imagenet"].update(prompts=["ensemble", "cupl?"], prompts_source=APE_TEXT)
