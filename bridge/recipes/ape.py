@@ -47,17 +47,18 @@ APE_TEXT = ("RECIPES.md §1 (APE: the CoOp template, ImageNet the 7, + CuPL sent
             "it has one, which should be APE's gpt3_prompts/CuPL_prompts_<ds>.json for exact text)")
 
 
-def ape_rows(hparams_of) -> dict[str, dict]:
+def ape_rows(hparams_of, common: dict | None = None) -> dict[str, dict]:
     """APE's (or APE-T's) rows: `hparams_of(dataset, config)` turns an APE_CONFIGS entry into the fit's
-    hyper-parameters."""
+    hyper-parameters; `common` are hyper-parameters of every dataset (the default row), beside the official
+    search."""
     rows = {"default": {"families": ["tip"], "prompts": ["coop", "cupl?"], "prompts_source": APE_TEXT,
                         "families_source": "RECIPES.md §2.3 (the cache exactly as Tip-Adapter's: 10 crop + flip "
                                            "passes)",
-                        "hparams": dict(OFFICIAL_SEARCH),
+                        "hparams": {**OFFICIAL_SEARCH, **(common or {})},
                         "source": "ours for datasets outside the 11: the medians of the official configs "
                                   "(bridge/methods/ape defaults)"}}
     for name, config in APE_CONFIGS.items():
-        rows[name] = {"hparams": {**OFFICIAL_SEARCH, "beta_scale": float(config["beta_scale"]),
+        rows[name] = {"hparams": {"beta_scale": float(config["beta_scale"]),
                                   "alpha_scale": float(config["alpha_scale"]), **hparams_of(name, config)},
                       "source": f"RECIPES.md §2.3 (yangyangyang127/APE configs/{name}.yaml)"}
     rows["imagenet"].update(prompts=["ensemble", "cupl?"], prompts_source=APE_TEXT)
