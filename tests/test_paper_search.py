@@ -9,9 +9,11 @@ import pytest
 import torch
 
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
+from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.methods.ape.cache import CacheModel
 from clipbridge.bridge.recipes.resolve import resolve_recipe
 from clipbridge.bridge.registry import REGISTRY
+from clipbridge.bridge.search import batched_search
 from clipbridge.bridge.text import class_text
 from synthetic_tasks import make_task
 
@@ -108,6 +110,16 @@ def test_paper_gda_choice_is_the_official_alpha_loop_and_nothing_else(gen, class
                                        lambda a: 100.0 * q @ text.T + a * (q @ w.T + b), task.val_labels[s])
         assert state.hparams[s]["alpha"] == alpha
         assert state.info["val_accuracy"][s] == pytest.approx(acc)
+
+
+def test_a_batched_search_may_score_its_grid_alone():
+    task = _task(0, 4, 2, 2)
+    state = REGISTRY["gda"].fit(task, search_per_round=0)
+    assert state.info["search_evaluated"] == 7
+    for chosen in state.hparams:              # a grid point, through the search's log-scale unit cube
+        assert any(chosen["alpha"] == pytest.approx(a, rel=1e-12) for a in (1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100))
+    with pytest.raises(BridgeInputError, match="per_round 0"):
+        batched_search(lambda c: c.sum(-1), torch.zeros(1), torch.ones(1), num_seeds=1, rounds=2, per_round=0, seed=0)
 
 
 def test_the_uniform_recipe_keeps_the_batched_search_and_records_which_ran():
