@@ -1,5 +1,11 @@
-"""Validation search of fusion weights (Tip-Adapter's α, β; GDA's α; CMM's α) through the one generic
-batched search of bridge.search, plus the scorers and grids these searches use.
+"""Validation search of fusion weights (Tip-Adapter's α, β; GDA's α; CMM's α; APE's β, α, γ): the one generic
+batched search of bridge.search, or an official grid alone; plus the scorers and grids these searches use.
+
+Two search modes (the hyper-parameter `search` of Tip-Adapter(-F), APE(-T) and GDA; records name it):
+    "batched"  bridge.search.batched_search: a grid plus Sobol points, then refinement rounds; accuracy ties
+               go to the larger mean true-class log-probability (the uniform recipe's default)
+    "grid"     the official grid only, in the official loop's order: the first candidate with the highest
+               validation top-1 accuracy wins (`first_best`; the paper recipe)
 
 A scorer maps candidates [S, M, p] to (validation accuracy [S, M], mean log-probability of the true class
 [S, M]); the search ranks by accuracy and breaks its many ties (accuracy is a step function) by the smooth
@@ -22,6 +28,7 @@ from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.search import batched_search
 
 Scorer = Callable[[Tensor], "tuple[Tensor, Tensor]"]
+SEARCH_MODES = ("batched", "grid")
 
 
 @dataclass
@@ -81,14 +88,32 @@ def log_grid(low: float, high: float, points: int, *, dtype=torch.float64, devic
     return torch.logspace(math.log10(low), math.log10(high), points, dtype=dtype, device=device)
 
 
+def grid_axis(low: float, high: float, points: int, *, endpoint: bool = True) -> list[float]:
+    """`points` values from low to high: endpoint=True evenly spaced with both ends (torch.linspace);
+    endpoint=False low + i·(high − low)/points for i < points, computed as the official Tip-Adapter / APE loops
+    compute them in Python floats (i·(high − low)/points + low), so the values agree bit for bit."""
+    if endpoint:
+        return torch.linspace(low, high, int(points), dtype=torch.float64).tolist()
+    return [i * (high - low) / int(points) + low for i in range(int(points))]
+
+
 def box_grid(low: list[float], high: list[float], points: list[int], *, endpoint: bool = True, dtype=torch.float64,
              device=None) -> Tensor:
-    """[∏points, p] Cartesian grid, first coordinate slowest: per coordinate `points` values evenly spaced from
-    low to high (endpoint=True), or low + i·(high − low)/points for i < points (endpoint=False, the grids of
-    the official Tip-Adapter / APE searches)."""
-    axes = [torch.linspace(lo, hi, n + (not endpoint), dtype=dtype, device=device)[:n]
+    """[∏points, p] Cartesian grid, first coordinate slowest (the official loops' order: the first coordinate is
+    the outer loop); per coordinate the values of grid_axis(low, high, points, endpoint=endpoint)."""
+    axes = [torch.tensor(grid_axis(lo, hi, n, endpoint=endpoint), dtype=torch.float64)
             for lo, hi, n in zip(low, high, points)]
-    return torch.cartesian_prod(*axes).reshape(-1, len(axes))
+    return torch.cartesian_prod(*axes).reshape(-1, len(axes)).to(dtype=dtype, device=device)
+
+
+def first_best(accuracy: Tensor, grid: Tensor, start: float, scored_share: float = 1.0) -> FusionChoice:
+    """The official grid rule: per seed, the first grid point (in grid order) whose validation accuracy is the
+    highest, as a loop keeping a candidate only when it is strictly better than the best so far (torch.argmax
+    returns the first maximum). accuracy [S, G] percent, grid [G, p] -> FusionChoice(best [S, p]). When every
+    candidate scores 0 % the first grid point is kept (the official loops keep their initial values then)."""
+    first = accuracy.argmax(-1)
+    return FusionChoice(best=grid[first.to(grid.device)], val_accuracy=accuracy.gather(1, first[:, None]).squeeze(1),
+                        evaluated=int(grid.shape[0]), seconds=time.perf_counter() - start, scored_share=scored_share)
 
 
 def search_fusion(score: Scorer, low: list[float], high: list[float], *, seeds: tuple[int, ...],

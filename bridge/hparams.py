@@ -45,12 +45,17 @@ class Items:
 NON_NEGATIVE, POSITIVE, AT_LEAST_ONE = Range(), Range(open_low=True), Range(1)
 FRACTION = Range(0.0, 1.0)
 
+#: Which trained epoch (or step) a trained baseline keeps (bridge.training.train_and_select; records name it):
+#: the best on validation among the trained ones 1..E (the official loops), the same with the untrained
+#: start ("epoch 0") as a candidate too, or the last.
+SELECT_MODES = ("trained-epochs", "with-epoch-0", "last")
+
 #: Rules of hyper-parameter names shared by several methods (a method's own `rules` take precedence).
 COMMON_RULES: dict[str, Range | tuple[str, ...]] = {
-    "lr": POSITIVE, "eps": POSITIVE, "search_rounds": AT_LEAST_ONE, "search_per_round": AT_LEAST_ONE,
+    "lr": POSITIVE, "eps": POSITIVE, "search_rounds": AT_LEAST_ONE, "search_per_round": NON_NEGATIVE,
     "eval_every": AT_LEAST_ONE, "grid_alpha": AT_LEAST_ONE, "grid_beta": AT_LEAST_ONE, "grid_points": AT_LEAST_ONE,
     "alpha_points": AT_LEAST_ONE, "lambda_points": AT_LEAST_ONE, "lambda_low": POSITIVE, "lambda_high": POSITIVE,
-    "select": ("best", "last"), "schedule": ("constant", "cosine"), "selection": ("best-val", "last"),
+    "select": SELECT_MODES, "schedule": ("constant", "cosine"), "selection": ("best-val", "last"),
     "init": ("zero", "text"),
 }
 

@@ -1,11 +1,14 @@
-"""Parity of SeMoBridge / SeMoBridge-T and of APE with the authors' implementations on a golden fixture.
+"""Parity of SeMoBridge / SeMoBridge-T, APE, Tip-Adapter and GDA with the authors' implementations on a golden
+fixture.
 
     python -m clipbridge.bridge.parity FIXTURE.npz [--dtype float64|float32] [--tolerance T]
 
 Loads a golden fixture (synthetic inputs and what the authors' code computed from them; any C, K, P, W, D, N), recomputes every output key with
 the same functions the methods use (bridge.text, bridge.methods.semobridge.algebra; for a fixture whose key
-`method` is "ape": bridge.methods.ape, see bridge/methods/ape/parity.py), prints one line per key with its
-relative error and exits 1 if any key is off. APE's kept channels and chosen parameters must match exactly.
+`method` is "ape": bridge.methods.ape, see bridge/methods/ape/parity.py; "tip-adapter" or "gda": the registered
+method fitted with its paper recipe's search, the official grid, see bridge/parity_baselines.py), prints one
+line per key with its relative error and exits 1 if any key is off. APE's kept channels and chosen parameters,
+Tip-Adapter's chosen (β, α), GDA's α grid and chosen α must match exactly.
 
 Relative error of a key = max|ours − reference| / max|reference| over the whole tensor (a scale-aware
 measure: entries near zero, e.g. cosines or gradients that cross zero, are not blown up by tiny
@@ -27,6 +30,8 @@ from clipbridge.bridge.methods.semobridge import algebra as sm
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.methods.ape.parity import EXACT_KEYS as APE_EXACT_KEYS
 from clipbridge.bridge.methods.ape.parity import recompute_ape
+from clipbridge.bridge.parity_baselines import EXACT_KEYS as BASELINE_EXACT_KEYS
+from clipbridge.bridge.parity_baselines import recompute_baseline
 from clipbridge.bridge.text import class_mean, class_text_tensors
 
 DEFAULT_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}
@@ -120,22 +125,31 @@ def relative_error(ours: Tensor, reference: Tensor) -> float:
     return float((ours - reference).abs().max()) / (scale or 1.0) if reference.numel() else 0.0
 
 
+EXACT_KEYS = {"semobridge": (), "ape": APE_EXACT_KEYS, **BASELINE_EXACT_KEYS}
+
+
 def fixture_method(fx: dict) -> str:
-    """"ape" for an APE fixture (key `method`), "semobridge" for a fixture without that key."""
+    """The fixture's key `method` ("ape", "tip-adapter", "gda"); "semobridge" for a fixture without it."""
     method = fx.get("method", "semobridge")
-    if method not in ("ape", "semobridge"):
-        raise BridgeInputError(f"unknown fixture method {method!r} (known: ape, semobridge)")
+    if method not in EXACT_KEYS:
+        raise BridgeInputError(f"unknown fixture method {method!r} (known: {', '.join(EXACT_KEYS)})")
     return method
 
 
 def exact_keys(fx: dict) -> tuple[str, ...]:
-    """Output keys that must match exactly (APE's kept channels and chosen parameters)."""
-    return APE_EXACT_KEYS if fixture_method(fx) == "ape" else ()
+    """Output keys that must match exactly (kept channels, chosen parameters, the α grid)."""
+    return EXACT_KEYS[fixture_method(fx)]
 
 
 def compare(fx: dict[str, Tensor], dtype: torch.dtype) -> dict[str, float]:
     """Relative error of every output key present in the fixture."""
-    ours = recompute_ape(fx, dtype) if fixture_method(fx) == "ape" else recompute(fx, dtype)
+    method = fixture_method(fx)
+    if method == "ape":
+        ours = recompute_ape(fx, dtype)
+    elif method == "semobridge":
+        ours = recompute(fx, dtype)
+    else:
+        ours = recompute_baseline(fx, dtype)
     return {key: relative_error(value, fx[key]) for key, value in ours.items() if key in fx}
 
 

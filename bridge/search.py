@@ -67,7 +67,8 @@ def batched_search(score: Score, low: Tensor, high: Tensor, *, num_seeds: int, r
     grid  [G, p] points in parameter space scored in round 0 before the random ones (optional).
     seed  one int for all problems, or one per problem (then problem i's result does not depend on which
           other problems are searched beside it).
-    Returns SearchResult(best [S, p], best_score [S], evaluated = G + rounds·per_round).
+    Returns SearchResult(best [S, p], best_score [S], evaluated = G + rounds·per_round); per_round 0 scores
+    the grid alone (rounds are then ignored).
     """
     low, high = torch.as_tensor(low), torch.as_tensor(high)
     p = low.shape[-1]
@@ -79,7 +80,8 @@ def batched_search(score: Score, low: Tensor, high: Tensor, *, num_seeds: int, r
         raise BridgeInputError(f"search got {len(seeds)} seeds for {s} problems")
     gens = [torch.Generator().manual_seed(x) for x in seeds]
     engines = [torch.quasirandom.SobolEngine(p, scramble=True, seed=x) for x in seeds]
-    first = torch.stack([eng.draw(per_round).to(torch.float64) for eng in engines])
+    first = torch.stack([eng.draw(per_round).to(torch.float64) for eng in engines]) if per_round \
+        else torch.empty(s, 0, p, dtype=torch.float64)
     if grid is not None and grid.shape[0]:
         first = torch.cat([box.to_unit(grid.to(torch.float64)).unsqueeze(0).expand(s, -1, -1), first], 1)
     pool = _Pool.empty(s, p, elites)
@@ -88,7 +90,7 @@ def batched_search(score: Score, low: Tensor, high: Tensor, *, num_seeds: int, r
     evaluated = first.shape[1]
 
     shrink = (final_radius / 0.5) ** (1.0 / max(1, rounds - 2))
-    for r in range(1, rounds):
+    for r in range(1, rounds if per_round else 1):           # per_round 0: the grid alone
         radius = max(final_radius, 0.5 * shrink ** (r - 1))
         cand = _propose(pool, per_round, radius, gens)
         pool = pool.merge(cand, *_evaluate(score, box, cand), resolve=resolve)
@@ -230,9 +232,11 @@ def _check(low, high, num_seeds, rounds, per_round, log_scale, grid, p) -> None:
         raise BridgeInputError(f"search bounds must be two [p] tensors, got {list(low.shape)} and {list(high.shape)}")
     if bool((high < low).any()):
         raise BridgeInputError("search bounds: some high < low")
-    if num_seeds < 1 or rounds < 1 or per_round < 1:
-        raise BridgeInputError(f"search needs num_seeds, rounds and per_round >= 1; got "
+    if num_seeds < 1 or rounds < 1 or per_round < 0:
+        raise BridgeInputError(f"search needs num_seeds, rounds >= 1 and per_round >= 0; got "
                                f"{num_seeds}, {rounds}, {per_round}")
+    if per_round == 0 and (grid is None or grid.shape[0] == 0):
+        raise BridgeInputError("a search with per_round 0 scores its grid alone, and has no grid")
     if log_scale is not None:
         if len(log_scale) != p:
             raise BridgeInputError(f"log_scale has {len(log_scale)} entries for {p} parameters")

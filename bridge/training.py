@@ -16,13 +16,15 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.hparams import SELECT_MODES
 from clipbridge.bridge.progress import progress
 
 
 @dataclass
 class TrainResult:
     """params        the kept parameters per seed (leading dim S), detached
-    step           [S] int64, optimisation step whose parameters were kept (0 = initial values)
+    step           [S] int64, optimisation step whose parameters were kept (0 = initial values, possible only
+                   with select="with-epoch-0" or when nothing was trained)
     val_accuracy   [S] validation accuracy (percent) of the kept parameters
     curve          [E, S] validation accuracy at each evaluation, taken at `curve_steps`
     curve_steps    the E steps evaluated (0, eval_every, 2·eval_every, ..., steps)
@@ -44,7 +46,7 @@ def train_and_select(
     lr: float,
     weight_decay: float = 0.01,
     eval_every: int = 1,
-    select: str = "best",
+    select: str = "with-epoch-0",
     schedule: str | Callable[[int], float] = "constant",
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
@@ -52,8 +54,13 @@ def train_and_select(
     momentum: float = 0.9,
 ) -> TrainResult:
     """Minimise `loss` from `init` with AdamW (or SGD) for `steps` steps; keep, per seed, the evaluated
-    parameters with the best validation accuracy (select="best", earliest on ties) or the final ones
-    (select="last").
+    parameters chosen by `select` (bridge.hparams.SELECT_MODES):
+        "trained-epochs"  the best validation accuracy among the evaluations after training steps (the
+                          official loops: best accuracy starts below any, a later evaluation replaces the kept
+                          one only when strictly better, so the earliest best wins)
+        "with-epoch-0"    the same with the initial values (step 0) as a candidate too: they are kept unless
+                          a trained evaluation is strictly better
+        "last"            the final parameters
 
     init          named tensors [S, ...] (copied, never modified)
     loss          (params, step) -> [S] per-seed loss; `step` lets a caller pick a mini-batch
@@ -67,8 +74,8 @@ def train_and_select(
     """
     if steps < 0 or eval_every < 1:
         raise BridgeInputError(f"steps must be >= 0 and eval_every >= 1, got {steps} and {eval_every}")
-    if select not in ("best", "last"):
-        raise BridgeInputError(f"select must be 'best' or 'last', got {select!r}")
+    if select not in SELECT_MODES:
+        raise BridgeInputError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
     if not callable(schedule) and schedule not in ("constant", "cosine"):
         raise BridgeInputError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     if optimizer not in ("adamw", "sgd"):
@@ -85,7 +92,11 @@ def train_and_select(
 
     acc = evaluate()
     best = {k: v.detach().clone() for k, v in params.items()}
-    best_acc, best_step = acc.clone(), torch.zeros(acc.shape, dtype=torch.long, device=acc.device)
+    # the initial values are kept only if no evaluation replaces them: with-epoch-0 (strictly better), or
+    # nothing trained; trained-epochs and last replace them at the first evaluation after a step
+    best_acc = acc.clone() if select == "with-epoch-0" else torch.full_like(acc, -math.inf)
+    best_step = torch.zeros(acc.shape, dtype=torch.long, device=acc.device)
+    ranked = select != "last"
     curve, curve_steps = [acc], [0]
     reported = 0
     with progress(steps) as report:
@@ -106,14 +117,16 @@ def train_and_select(
             acc = evaluate()
             curve.append(acc)
             curve_steps.append(step)
-            better = acc > best_acc if select == "best" else torch.ones_like(acc, dtype=torch.bool)
+            better = acc > best_acc if ranked else torch.ones_like(acc, dtype=torch.bool)
             best_acc = torch.where(better, acc, best_acc)
             best_step = torch.where(better, torch.full_like(best_step, step), best_step)
             for k, v in params.items():
                 keep = better.reshape(-1, *([1] * (v.ndim - 1)))
                 best[k] = torch.where(keep, v.detach(), best[k])
-            report.advance(step - reported, best_acc if select == "best" else None)
+            report.advance(step - reported, best_acc if ranked else None)
             reported = step
+    if steps == 0:
+        best_acc = acc
     return TrainResult(params=best, step=best_step, val_accuracy=best_acc, curve=torch.stack(curve),
                        curve_steps=curve_steps)
 

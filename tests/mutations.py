@@ -41,6 +41,7 @@ DEFAULTS = "tests/test_published_defaults.py"
 CUPL_SETS, RULES, RECIPES = "tests/test_cupl_sets.py", "tests/test_recipe_rules.py", "tests/test_recipes.py"
 LOSSES = "tests/test_training_losses.py"
 FUSED = "tests/test_fused_beat_zero_shot.py"
+PAPER_SEARCH = "tests/test_paper_search.py"
 FEWSHOT = "tests/test_fewshot.py"
 PROBE = "tests/test_linear_probe.py"
 FAMILIES = "tests/test_cache_families.py"
@@ -94,7 +95,7 @@ MUTATIONS = [
     Mutation("logits: tip-adapter affinity sign flipped", "bridge/methods/tip_adapter.py",
              "(1 - affinity.unsqueeze(1))", "(1 + affinity.unsqueeze(1))", (FUSED,)),
     Mutation("logits: gda precision without the D factor", "bridge/methods/gda.py",
-             "precision = d * torch.linalg.pinv(", "precision = torch.linalg.pinv(", ("tests/test_baselines.py",)),
+             "return mu, d * torch.linalg.pinv(", "return mu, torch.linalg.pinv(", ("tests/test_baselines.py",)),
     # ------------------------------------------------------------ the few-shot term switched off (alpha = 0)
     Mutation("alpha 0: cmm", "bridge/methods/cmm.py",
              "alpha = choice.best[:, 0]", "alpha = choice.best[:, 0] * 0", (FUSED,)),
@@ -136,6 +137,21 @@ MUTATIONS = [
     Mutation("tie rule: batched search pool ranks the secondary score backwards", "bridge/search.py",
              "order = torch.sort(-b, dim=1, stable=True).indices", "order = torch.sort(b, dim=1, stable=True).indices",
              ("tests/test_search.py",)),
+    # ------------------------------------------------------------ the paper recipe's official searches and selection
+    Mutation("paper search: the grid keeps the LAST maximum", "bridge/fusion.py",
+             "first = accuracy.argmax(-1)", "first = accuracy.shape[-1] - 1 - accuracy.flip(-1).argmax(-1)",
+             (PAPER_SEARCH,)),
+    Mutation("paper search: tip-adapter's row runs the batched search", "bridge/recipes/tip_adapter.py",
+             'return {"search": "grid", "alpha_low": 0.1,', 'return {"search": "batched", "alpha_low": 0.1,',
+             (PAPER_SEARCH,)),
+    Mutation("paper search: gda's row runs the batched search", "bridge/recipes/gda.py",
+             '"hparams": {"search": "grid",', '"hparams": {"search": "batched",', (PAPER_SEARCH,)),
+    Mutation("paper selection: epoch 0 is a candidate among the trained epochs", "bridge/training.py",
+             'best_acc = acc.clone() if select == "with-epoch-0" else', 'best_acc = acc.clone() if select != "last" else',
+             (PAPER_SEARCH,)),
+    Mutation("published: tip-adapter-f's test-epoch mark dropped", "evaluate/reporting/published.py",
+             'marks = TEST_EPOCH if self.method == "tip-adapter-f" else ""', 'marks = ""',
+             ("tests/test_published_marks.py",)),
     # ------------------------------------------------------------ cache readers: a family read as another
     Mutation("family: format-2 flip read as plain", "cache/reader.py",
              'return _read_rows(handle[family_group(split, family)]["embedding"], positions)',

@@ -36,7 +36,8 @@ PUBLISHED = {
         "weight_decay": 0.01,             # RECIPES.md §2.2: torch default wd 0.01
         "schedule": "cosine",             # RECIPES.md §2.2: cosine annealing, stepped per iteration
         "init_beta": 1.0,                 # RECIPES.md §2.2: init_beta 1
-        "select": "best",                 # METHOD.md §5: pick the epoch on validation (never test)
+        "select": "with-epoch-0",         # ours (uniform recipe): the epoch on validation (never test, METHOD.md
+                                          # §5), epoch 0 a candidate; the paper recipe: epochs 1..E only
     },
     "ape": {
         "k_fraction": 700 / 1024,         # RECIPES.md §2.3 "k free" median 700 (of RN50's 1024)

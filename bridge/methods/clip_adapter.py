@@ -17,9 +17,11 @@ no Nesterov (KaiyangZhou/Dassl.pytorch:dassl/config/defaults.py `_C.OPTIM`; dass
 them to torch.optim.SGD). Data: one cached view of each shot per epoch, cycling through a shot's views
 (bridge.training.view_cycle), where Dassl draws RandomResizedCrop (scale 0.08-1) + flip on the fly.
 
-Selection: `select="best"` (default) keeps the epoch with the best validation accuracy (epoch 0 = the
-untrained adapter; earliest on ties), never looking at test data; `select="last"` keeps the last epoch, as
-the official Dassl trainer does (TEST.FINAL_MODEL last_step).
+Selection (`select`, bridge.training.train_and_select), never looking at test data: "trained-epochs" (the
+paper recipe) the epoch of epochs 1..E with the best validation accuracy, earliest on ties, as Dassl's
+`TEST.FINAL_MODEL best_val` (validated after every epoch, a later epoch kept only when strictly better);
+"with-epoch-0" (the default, the uniform recipe) the same with the untrained adapter (epoch 0) as a candidate;
+"last" the last epoch, Dassl's `last_step` (SeMoBridge's ImageNet config; the paper recipe on ImageNet).
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ class CLIPAdapter:
     summary = ("CLIP-Adapter: a residual bottleneck adapter on the image feature trained with cross-entropy "
                "against the class text, epoch chosen on validation")
     defaults = {"reduction": 4, "ratio": 0.2, "epochs": 200, "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4,
-                "batch_size": 32, "warmup_epochs": 1, "warmup_lr": 1e-5, "select": "best"}
+                "batch_size": 32, "warmup_epochs": 1, "warmup_lr": 1e-5, "select": "with-epoch-0"}
 
     def fit(self, task, **hparams) -> FittedState:
         hp, start, dtype, text = begin_fit(self, task, hparams)

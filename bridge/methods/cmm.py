@@ -60,7 +60,7 @@ class CMM:
     name = "cmm"
     summary = "Cross-Modal Mapping: a residual linear map of images into the text space and trainable text prototypes (CE + triplet), fused with zero-shot"
     defaults = {"steps": 300, "lr": 1e-3, "weight_decay": 0.01, "margin": 0.2, "triplet_weight": 1.0,
-                "train_alpha": 1.0, "eval_every": 10, "select": "best", "alpha_low": 0.0, "alpha_high": 5.0,
+                "train_alpha": 1.0, "eval_every": 10, "select": "with-epoch-0", "alpha_low": 0.0, "alpha_high": 5.0,
                 "alpha_points": 51, "search_rounds": 2, "search_per_round": 16}
 
     def fit(self, task, **hparams) -> FittedState:

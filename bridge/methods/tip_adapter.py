@@ -8,29 +8,35 @@
 The product with Y is computed as a masked sum over each class's K keys (the keys are class-major), which
 costs N·C·K instead of N·C·K·C.
 
-(α, β) are chosen per seed on validation with bridge.search.batched_search over the box
-[alpha_low, alpha_high] × [beta_low, beta_high]: round 0 scores a grid of `grid_beta` × `grid_alpha` points
-plus `search_per_round` Sobol points, then `search_rounds` − 1 refinement rounds of `search_per_round` points
-each; the result is at least as accurate on validation as the best grid point. With grid_endpoint False
-the grid is the official Tip-Adapter one (RECIPES.md §2.2: β_i = low + i·(high − low)/grid_beta,
-i < grid_beta, the same for α; the paper recipe sets the per-dataset box and 200 × 20 points); with True
-(the default, the "uniform" recipe) it is a regular grid including both ends over [0, 10]². All candidates
-are scored by bridge.cache_search, which scores exactly only the (query, class) pairs that can change a
-decision and chooses what scoring every pair would choose. Accuracy ties are broken by the mean true-class
-log-probability (scored only for the candidates whose order it decides).
+(α, β) are chosen per seed on validation over the box [alpha_low, alpha_high] × [beta_low, beta_high] by
+`search` (bridge.fusion):
+  "grid"     (the paper recipe) the `grid_beta` × `grid_alpha` grid alone, β outer, α inner, the first strict
+             maximum of validation top-1 accuracy, as the official search_hp; with grid_endpoint False the axes
+             are the official ones, β_i = low + i·(high − low)/grid_beta, i < grid_beta, the same for α
+             (RECIPES.md §2.2: the paper recipe sets the per-dataset box and 200 × 20 points);
+  "batched"  (the default, the "uniform" recipe) bridge.search.batched_search: round 0 scores the grid plus
+             `search_per_round` Sobol points, then `search_rounds` − 1 refinement rounds of
+             `search_per_round` points each, accuracy ties broken by the mean true-class log-probability
+             (scored only for the candidates whose order it decides); at least as accurate on validation as
+             the best grid point. Default grid: 11 × 11 points over [0, 10]² with both ends.
+Both score every candidate's hits with bridge.cache_search, which scores exactly only the (query, class) pairs
+that can change a decision and counts what scoring every pair would count.
 """
 from __future__ import annotations
+
+import time
 
 import torch
 from torch import Tensor
 
+from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.features import begin_fit, chunked, prepare_queries, shot_keys, validation
 from clipbridge.bridge.cache_search import CacheFusion, CacheFusionScore
-from clipbridge.bridge.fusion import FusionChoice, box_grid, search_fusion
+from clipbridge.bridge.fusion import SEARCH_MODES, FusionChoice, box_grid, first_best, search_fusion
 from clipbridge.bridge.methods.zeroshot import zeroshot_logits
 from clipbridge.bridge.registry import FittedState, register_method
 
-SEARCH_DEFAULTS = {"alpha_low": 0.0, "alpha_high": 10.0, "beta_low": 0.0, "beta_high": 10.0, "grid_alpha": 11,
+SEARCH_DEFAULTS = {"search": "batched", "alpha_low": 0.0, "alpha_high": 10.0, "beta_low": 0.0, "beta_high": 10.0, "grid_alpha": 11,
                    "grid_beta": 11, "grid_endpoint": True, "search_rounds": 4, "search_per_round": 64}
 
 
@@ -48,14 +54,30 @@ def search_alpha_beta(task, hp: dict, text: Tensor, keys: Tensor, key_mask: Tens
     """(α, β) per seed maximising validation accuracy of Tip-Adapter's logits with these keys."""
     val_q, val_y = validation(task, text.dtype)
     base = zeroshot_logits(val_q, text, task.logit_scale)                        # [S, Nv, C]
+    return fusion_search(hp, base, val_q, val_y, keys, key_mask, task.seeds)
+
+
+def fusion_search(hp: dict, base: Tensor, val_q: Tensor, val_y: Tensor, keys: Tensor, key_mask: Tensor,
+                  seeds: tuple[int, ...]) -> FusionChoice:
+    """(α, β) per seed by hp["search"] (module docstring): zero-shot logits base [S, Nv, C] of the normalised
+    validation queries val_q [S, Nv, D], labels val_y [S, Nv] (-1 = padding), class-major keys [S, C·K, D]
+    with key_mask [C, K]. Returns best [S, 2] = (α, β)."""
+    start = time.perf_counter()
     s = val_q.shape[0]
     problem = CacheFusion(base, val_y, lambda i, rows: val_q[i, rows] @ keys[i].transpose(0, 1),
-                          key_mask.reshape(1, -1).to(text.dtype).expand(s, -1), None, "tip",
+                          key_mask.reshape(1, -1).to(base.dtype).expand(s, -1), None, "tip",
                           box=(hp["beta_low"], hp["beta_high"], hp["alpha_low"], hp["alpha_high"], 0.0, 0.0))
     low, high = [hp["alpha_low"], hp["beta_low"]], [hp["alpha_high"], hp["beta_high"]]
     beta_alpha = box_grid(low[::-1], high[::-1], [int(hp["grid_beta"]), int(hp["grid_alpha"])],
-                          endpoint=bool(hp["grid_endpoint"]), dtype=text.dtype)   # β slowest, as the official loop
-    return search_fusion(CacheFusionScore(problem, beta=1, alpha=0), low, high, seeds=task.seeds, rounds=int(hp["search_rounds"]),
+                          endpoint=bool(hp["grid_endpoint"]), dtype=base.dtype)   # β outer, as the official loop
+    score = CacheFusionScore(problem, beta=1, alpha=0)
+    if hp["search"] == "grid":
+        alpha_beta = beta_alpha.flip(-1)
+        accuracy = score.primary(alpha_beta.unsqueeze(0).expand(s, -1, -1))           # [S, G]
+        return first_best(accuracy, alpha_beta, start, scored_share=problem.scored[-1])
+    if hp["search"] != "batched":
+        raise BridgeInputError(f"search must be one of {list(SEARCH_MODES)}, got {hp['search']!r}")
+    return search_fusion(score, low, high, seeds=seeds, rounds=int(hp["search_rounds"]),
                          per_round=int(hp["search_per_round"]), grid=beta_alpha.flip(-1), like=base)
 
 
@@ -89,6 +111,7 @@ class TipAdapter:
     name = "tip-adapter"
     summary = "training-free cache of the shots' keys, fused with zero-shot; (alpha, beta) searched on validation"
     defaults = dict(SEARCH_DEFAULTS)
+    rules = {"search": SEARCH_MODES}
 
     def fit(self, task, **hparams) -> FittedState:
         hp, start, dtype, text = begin_fit(self, task, hparams)

@@ -12,9 +12,12 @@ What an epoch trains on (`train_views`):
     "cycle"  one view per shot per epoch, view e mod V in epoch e (bridge.training.view_cycle): the cache's
              stand-in for the official trainer's fresh random crop of every image each epoch, so an epoch
              is C·K images and, at batch 256, ceil(C·K / 256) steps (the paper recipe)
-The keys of the epoch with the best validation accuracy (epoch 0 = the training-free keys; earliest on ties)
-are kept — test data is never seen — and (α, β) are then searched on validation with the learned keys
-exactly as for Tip-Adapter (bridge.methods.tip_adapter.search_alpha_beta).
+The keys of the epoch chosen on validation at (init_alpha, init_beta) are kept — test data is never seen
+(`select`, bridge.training.train_and_select): "trained-epochs" (the paper recipe; the official loop) the
+best of epochs 1..E, earliest on ties; "with-epoch-0" (the default, the uniform recipe) the same with the
+training-free keys (epoch 0) as a candidate; "last" the last epoch. (α, β) are then searched on validation
+with the learned keys exactly as for Tip-Adapter (bridge.methods.tip_adapter.search_alpha_beta; the paper
+recipe: the official grid, search="grid").
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.features import begin_fit, shot_keys, support_views, validation
+from clipbridge.bridge.fusion import SEARCH_MODES
 from clipbridge.bridge.methods.tip_adapter import SEARCH_DEFAULTS, cache_logits, tip_logits, tip_state
 from clipbridge.bridge.methods.zeroshot import zeroshot_logits
 from clipbridge.bridge.ops import accuracy
@@ -34,9 +38,9 @@ class TipAdapterF:
     name = "tip-adapter-f"
     summary = "Tip-Adapter with the cache keys fine-tuned (epoch chosen on validation), then (alpha, beta) re-searched"
     defaults = {"epochs": 20, "lr": 1e-3, "weight_decay": 0.01, "eps": 1e-4, "batch_size": 0,
-                "schedule": "cosine", "init_alpha": 1.0, "init_beta": 1.0, "select": "best", "train_views": "all",
+                "schedule": "cosine", "init_alpha": 1.0, "init_beta": 1.0, "select": "with-epoch-0", "train_views": "all",
                 **SEARCH_DEFAULTS}
-    rules = {"train_views": ("all", "cycle")}
+    rules = {"train_views": ("all", "cycle"), "search": SEARCH_MODES}
 
     def fit(self, task, **hparams) -> FittedState:
         hp, start, dtype, text = begin_fit(self, task, hparams)

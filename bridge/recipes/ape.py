@@ -11,6 +11,8 @@ from __future__ import annotations
 from clipbridge.bridge.recipes.common import APE_CUPL
 
 APE_WIDTH = 1024          # the configs' feature width (RN50)
+#: the official search (main.py): the whole grid of the configs' steps, first strict maximum on validation
+OFFICIAL_SEARCH = {"search": "grid"}
 
 
 def _config(beta_scale, alpha_scale, gamma_scale, init_alpha, k_free, k_train, w_free, lr, eps, epochs) -> dict:
@@ -49,13 +51,15 @@ APE_DEFAULT_TEXT = ("ours outside the 11 datasets: APE's text, with CuPL sentenc
                     "set cupl:ape, else the unnamed cupl: there is no official file to prefer)")
 
 
-def ape_rows(hparams_of) -> dict[str, dict]:
+def ape_rows(hparams_of, common: dict | None = None) -> dict[str, dict]:
     """APE's (or APE-T's) rows: `hparams_of(dataset, config)` turns an APE_CONFIGS entry into the fit's
-    hyper-parameters."""
+    hyper-parameters; `common` are hyper-parameters of every dataset (the default row), beside the official
+    search."""
     rows = {"default": {"families": ["tip"], "prompts": ["coop", APE_CUPL + "|cupl?"],
                         "prompts_source": APE_DEFAULT_TEXT,
                         "families_source": "RECIPES.md §2.3 (the cache exactly as Tip-Adapter's: 10 crop + flip "
                                            "passes)",
+                        "hparams": {**OFFICIAL_SEARCH, **(common or {})},
                         "source": "ours for datasets outside the 11: the medians of the official configs "
                                   "(bridge/methods/ape defaults)"}}
     for name, config in APE_CONFIGS.items():

@@ -29,15 +29,17 @@ TIP_CONFIGS = {
 #: ours for other datasets: the most common box and init alpha, 20 epochs
 TIP_DEFAULT = _config(beta_scale=10, alpha_scale=10, init_alpha=1.17, epochs=20)
 TIP_DEFAULT_SOURCE = "ours for datasets outside the 11: box [0.1, 10]^2, init alpha 1.17, 20 epochs"
-#: Tip-Adapter-F's training outside the per-dataset values (the official main.py / configs)
+#: Tip-Adapter-F's training outside the per-dataset values (the official main.py / configs); the official loop
+#: keeps the best of epochs 1..E (first strict maximum; on test data there, on validation here)
 TIP_F_TRAINING = {"init_beta": 1.0, "lr": 1e-3, "eps": 1e-4, "weight_decay": 0.01, "batch_size": 256,
-                  "schedule": "cosine", "train_views": "cycle"}
+                  "schedule": "cosine", "train_views": "cycle", "select": "trained-epochs"}
 
 
 def tip_search(config: dict) -> dict:
-    """The validation search box of a TIP_CONFIGS entry: alpha in [0.1, alpha_scale] x beta in [0.1, beta_scale]
-    on the official grid (20 x 200 points, endpoint excluded)."""
-    return {"alpha_low": 0.1, "alpha_high": float(config["alpha_scale"]), "beta_low": 0.1,
+    """The validation search of a TIP_CONFIGS entry: the official grid alone (search "grid": 200 beta x 20 alpha
+    points, endpoint excluded, beta outer, first strict maximum) over alpha in [0.1, alpha_scale] x beta in
+    [0.1, beta_scale]."""
+    return {"search": "grid", "alpha_low": 0.1, "alpha_high": float(config["alpha_scale"]), "beta_low": 0.1,
             "beta_high": float(config["beta_scale"]), "grid_alpha": 20, "grid_beta": 200, "grid_endpoint": False}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from clipbridge.evaluate.reporting.published import published_rows
+from clipbridge.evaluate.reporting.published import footnotes, published_rows
 
 
 @click.command("published")
@@ -15,7 +15,8 @@ from clipbridge.evaluate.reporting.published import published_rows
 @click.option("--dataset", default=None, help="a CoOp dataset name, or average.")
 @click.option("--shots", default=None, type=int)
 def published(model, method, dataset, shots) -> None:
-    """Print the published accuracies (RECIPES.md §3) matching the filters, with their sources."""
+    """Print the published accuracies (RECIPES.md §3) matching the filters, with their sources; a mark after
+    a number says its official code chose something on test data (the footnotes below the list)."""
     rows = [r for r in published_rows()
             if (model is None or r.model == model) and (method is None or r.method == method)
             and (dataset is None or r.dataset == dataset)
@@ -25,4 +26,7 @@ def published(model, method, dataset, shots) -> None:
         return
     click.echo(f"{'model':<9} {'method':<14} {'dataset':<15} {'shots':>5} {'top-1':>6}  source")
     for r in rows:
-        click.echo(f"{r.model:<9} {r.method:<14} {r.dataset:<15} {r.shots:>5} {r.accuracy:>6.2f}  {r.source}")
+        click.echo(f"{r.model:<9} {r.method:<14} {r.dataset:<15} {r.shots:>5} {r.accuracy:>6.2f}{r.marks:<2} "
+                   f"{r.source}")
+    for line in footnotes(rows):
+        click.echo(line)

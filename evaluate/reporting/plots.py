@@ -3,7 +3,8 @@
 - accuracy versus shots: one panel per dataset plus the average; each method a line with error bars (std
   over seeds) at the shot counts, on a log2 x-axis; where the table holds published accuracies
   (evaluate/reporting/published.py), they are drawn in the method's colour as hollow markers on a dotted line,
-  labelled "<method> (paper)";
+  labelled "<method> (paper)" plus a mark (and its note under the title) where the official code chose on
+  test data (published.NOTES);
 - accuracy versus fit time (SeMoBridge's Fig. 1): mean accuracy over datasets against mean fit seconds per
   seed, log time axis, one line per method and one marker per shot count;
 - sensitivity (SeMoBridge's Fig. 6): accuracy against a swept value, one panel per method, one line per
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from clipbridge.bridge.recipes import METHOD_NAMES
+from clipbridge.evaluate.reporting.published import footnotes
 from clipbridge.evaluate.reporting.tables import AVERAGE, Table
 
 SHOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
@@ -90,11 +92,13 @@ def accuracy_vs_shots_figure(table: Table):
             style = dict(marker="o", capsize=3, linewidth=1.6, markersize=4, color=method_colour(method),
                          linestyle="--" if method == "zeroshot" else "-")  # the reference line is dashed
             ax.errorbar(ks, [c.mean for _, c in points], yerr=[c.std for _, c in points], label=method, **style)
-            papers = [(k, table.published[(dataset, method, k)].accuracy) for k in table.shots
+            papers = [(k, table.published[(dataset, method, k)]) for k in table.shots
                       if (dataset, method, k) in table.published]
-            if papers:
-                ax.plot([k for k, _ in papers], [a for _, a in papers], linestyle=":", marker="D", markersize=5,
-                        markerfacecolor="none", linewidth=1.2, color=method_colour(method), label=f"{method} (paper)")
+            if papers:       # a mark (published.NOTES) when its official code chose on test data
+                marks = "".join(dict.fromkeys("".join(p.marks for _, p in papers)))
+                ax.plot([k for k, _ in papers], [p.accuracy for _, p in papers], linestyle=":", marker="D",
+                        markersize=5, markerfacecolor="none", linewidth=1.2, color=method_colour(method),
+                        label=f"{method} (paper{marks})")
         title = dataset + ("  (val = test!)" if dataset in table.val_is_test else "")
         ax.set_title(title, fontsize=11)
         ax.set_xscale("log", base=2)
@@ -111,7 +115,8 @@ def accuracy_vs_shots_figure(table: Table):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     handles, labels = list(legend.values()), list(legend)
-    add_provenance(figure, table.provenance)
+    notes = footnotes(table.published.values())
+    add_provenance(figure, "\n".join([table.provenance, *notes]) if notes else table.provenance)
     figure.tight_layout()
     if handles:  # below the panels; savefig's tight bounding box makes room for every row of it
         figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),

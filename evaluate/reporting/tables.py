@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from clipbridge.bridge.recipes import order_methods
 from clipbridge.bridge.recipes.common import COOP_DATASETS
 from clipbridge.cache.coverage import format_ranges
-from clipbridge.evaluate.reporting.published import Published, find_published
+from clipbridge.evaluate.reporting.published import Published, find_published, footnotes
 
 AVERAGE = "average"
 PUBLISHED_NOTE = ("paper = the published accuracy (RECIPES.md §3, the authors' protocol: full val split, ImageNet "
@@ -184,6 +184,9 @@ def to_markdown(table: Table, skipped: dict[str, dict[str, str]] | None = None) 
                 lines.append(f"| {method} | " + " | ".join(text) + " |")
         for method, reason in sorted(not_run.items()):
             lines += ["", f"\\* {method} skipped: {reason}"]
+        notes = footnotes(table.published[(dataset, m, k)] for m in table.methods for k in table.shots
+                          if (dataset, m, k) in table.published)
+        lines += ["", *notes] if notes else []
         if dataset in table.val_is_test:
             lines += ["", "**Warning: validation = test on this dataset (paper protocol test leak).**"]
         blocks.append("\n".join(lines))
@@ -194,7 +197,7 @@ def _markdown_cell(cell: Cell | None, paper: Published | None) -> str:
     if cell is None:
         return "–"
     text = f"{cell.mean:.2f} ± {cell.std:.2f}"
-    return text + (f" (paper {paper.accuracy:.2f}, Δ {cell.mean - paper.accuracy:+.2f})" if paper else "")
+    return text + (f" (paper {paper.accuracy:.2f}{paper.marks}, Δ {cell.mean - paper.accuracy:+.2f})" if paper else "")
 
 
 def table_summary(table: Table) -> dict[str, Any]:
@@ -205,6 +208,8 @@ def table_summary(table: Table) -> dict[str, Any]:
         paper = table.published.get((dataset, method, k))
         if paper:
             entry.update(paper=paper.accuracy, paper_source=paper.source)
+            if paper.marks:
+                entry.update(paper_notes=footnotes([paper]))
         summary.setdefault(dataset, {}).setdefault(method, {})[str(k)] = entry
     return summary
 

@@ -1,18 +1,18 @@
 """Validation search of APE's (β, α, γ) and APE-T's (β, α): the official grid, or the project's batched search.
 
-search="grid" is yangyangyang127/APE:main.py's grid (APE and APE-T alike):
+search="grid" (the paper recipe) is yangyangyang127/APE:main.py's grid (APE and APE-T alike):
 
     β_i = i·(scale_β − 0.1)/steps_β + 0.1    i = 0 … steps_β − 1
     α_j = j·(scale_α − 0.1)/steps_α + 0.1    j = 0 … steps_α − 1
     γ_m = m·scale_γ/steps_γ                  m = 0 … steps_γ − 1     (APE only; APE-T has no γ)
 
 visited β outer, α, γ inner; the first candidate with the strictly highest validation top-1 accuracy wins
-(the official loop starts from accuracy 0 and parameters (0, 0, 0), so when every candidate scores 0 % it
-keeps (0, 0, 0); we keep the first grid point then). Every candidate's hits are those of the exhaustive
-top-1 scoring, counted by bridge.cache_search (which scores exactly only the (query, class) pairs that can
-change a decision).
+(bridge.fusion.first_best; the official loop starts from accuracy 0 and parameters (0, 0, 0), so when every
+candidate scores 0 % it keeps (0, 0, 0); we keep the first grid point then). Every candidate's hits are those
+of the exhaustive top-1 scoring, counted by bridge.cache_search (which scores exactly only the (query, class)
+pairs that can change a decision).
 
-search="batched" is bridge.search.batched_search through bridge.fusion.search_fusion over the box the grid
+search="batched" (the default, the uniform recipe) is bridge.search.batched_search through bridge.fusion.search_fusion over the box the grid
 spans, [0.1, scale_β] × [0.1, scale_α] (× [0, scale_γ]): round 0 scores a regular grid of `grid_points` per
 axis plus `search_per_round` Sobol points, then `search_rounds` − 1 rounds refine around the best; accuracy
 ties go to the larger mean true-class log-probability (as in every search of the project).
@@ -26,15 +26,13 @@ from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.cache_search import CacheFusion, CacheFusionScore
-from clipbridge.bridge.fusion import FusionChoice, box_grid, search_fusion
+from clipbridge.bridge.fusion import SEARCH_MODES, FusionChoice, box_grid, first_best, grid_axis, search_fusion
 from clipbridge.bridge.methods.ape.cache import CacheModel
-
-SEARCH_MODES = ("batched", "grid")
 
 
 def official_axis(scale: float, steps: int, start: float) -> list[float]:
     """[i·(scale − start)/steps + start for i = 0 … steps − 1], in the official code's float operations."""
-    return [i * (scale - start) / steps + start for i in range(int(steps))]
+    return grid_axis(start, scale, int(steps), endpoint=False)
 
 
 def official_axes(hp: dict, with_gamma: bool) -> list[list[float]]:
@@ -61,11 +59,8 @@ def grid_search(model: CacheModel, val_q: Tensor, val_y: Tensor, axes: list[list
     cand = grid.unsqueeze(0).expand(s, -1, -1)
     hits = problem.hits(cand[..., 0], cand[..., 1],
                         cand[..., 2] if with_gamma else torch.zeros_like(cand[..., 0]))           # [S, G]
-    first_best = hits.argmax(-1)                                                         # first maximum
-    accuracy = 100.0 * hits.gather(1, first_best[:, None]).squeeze(1).to(base.dtype) \
-        / valid.sum(-1).clamp_min(1).to(base.dtype)
-    return FusionChoice(best=grid[first_best], val_accuracy=accuracy, evaluated=grid.shape[0],
-                        seconds=time.perf_counter() - start, scored_share=problem.scored[-1])
+    accuracy = 100.0 * hits.to(base.dtype) / valid.sum(-1, keepdim=True).clamp_min(1).to(base.dtype)
+    return first_best(accuracy, grid, start, scored_share=problem.scored[-1])
 
 
 def cache_problem(model: CacheModel, base: Tensor, val_y: Tensor, affinity: Tensor, with_gamma: bool) -> CacheFusion:

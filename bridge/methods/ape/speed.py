@@ -1,13 +1,15 @@
-"""Fit time of APE (batched search and the official grid) against Tip-Adapter on the same tasks (prints
-figures; no assertions).
+"""Fit time of the exact official grids (search="grid", the paper recipe) against the batched search
+(search="batched", the uniform recipe) for Tip-Adapter, APE and GDA on the same tasks (prints figures; no
+assertions).
 
     python -m clipbridge.bridge.methods.ape.speed [--classes 101] [--shots 1 4 16] [--val 4 404] [--seeds 10]
                                                   [--repeats 3] [--threads N]
 
 For every (validation size, shots) pair, one synthetic task of S seeds (bridge.speed.synthetic_task, D = W =
-512) is fitted by tip-adapter, ape (search="batched") and ape (search="grid", 200 × 20 × 20 candidates),
-interleaved `--repeats` times; the minimum of each is printed with its ratio to Tip-Adapter's (the minimum
-is the figure least disturbed by other processes on a shared machine).
+512) is fitted by each method with each search (grids: Tip-Adapter 200 × 20 over the paper recipe's default
+box, APE 200 × 20 × 20, GDA the 7 powers of ten), interleaved `--repeats` times; the minimum of each is
+printed with its ratio to Tip-Adapter's batched fit (the minimum is the figure least disturbed by other
+processes on a shared machine).
 """
 from __future__ import annotations
 
@@ -18,11 +20,14 @@ import torch
 
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.ops import benchmark_process
+from clipbridge.bridge.recipes.tip_adapter import TIP_DEFAULT, tip_search
 from clipbridge.bridge.registry import REGISTRY
 from clipbridge.bridge.speed import synthetic_task
 
-CONTENDERS = (("tip-adapter", "tip-adapter", {}), ("ape batched", "ape", {"search": "batched"}),
-              ("ape grid", "ape", {"search": "grid"}))
+CONTENDERS = (("tip batched", "tip-adapter", {}), ("tip grid", "tip-adapter", tip_search(TIP_DEFAULT)),
+              ("ape batched", "ape", {"search": "batched"}), ("ape grid", "ape", {"search": "grid"}),
+              ("gda batched", "gda", {"search": "batched"}), ("gda grid", "gda", {"search": "grid"}))
+REFERENCE = "tip batched"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,9 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     benchmark_process(args.threads)
     print(f"{args.classes} classes, D = W = 512, {args.seeds} seeds, min of {args.repeats} interleaved fits, "
           f"torch threads {torch.get_num_threads()}")
-    print("| val queries | shots | " + " | ".join(f"{name} s" for name, _, _ in CONTENDERS) + " | ape batched / tip "
-          "| ape grid / tip |")
-    print("|---" * (len(CONTENDERS) + 4) + "|")
+    print("| val queries | shots | " + " | ".join(f"{name} s" for name, _, _ in CONTENDERS) + " | "
+          + " | ".join(f"{name} / {REFERENCE}" for name, _, _ in CONTENDERS[1:]) + " |")
+    print("|---" * (2 * len(CONTENDERS) + 1) + "|")
     for val in args.val:
         for shots in args.shots:
             task = synthetic_task(classes=args.classes, shots=shots, val=val, seeds=tuple(range(1, args.seeds + 1)))
@@ -50,10 +55,9 @@ def main(argv: list[str] | None = None) -> None:
                     start = time.perf_counter()
                     REGISTRY[method].fit(task, **hp)
                     best[name] = min(best[name], time.perf_counter() - start)
-            tip = best["tip-adapter"]
             cells = " | ".join(f"{best[name]:.3f}" for name, _, _ in CONTENDERS)
-            print(f"| {val} | {shots} | {cells} | {best['ape batched'] / tip:.2f}× | {best['ape grid'] / tip:.2f}× |",
-                  flush=True)
+            ratios = " | ".join(f"{best[name] / best[REFERENCE]:.2f}×" for name, _, _ in CONTENDERS[1:])
+            print(f"| {val} | {shots} | {cells} | {ratios} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ the registered method "ape-t".
 Training: cross-entropy on the support views at the initial (α, β) = (init_alpha, init_beta); AdamW (lr, eps,
 weight decay 0.1), cosine annealing stepped per iteration over epochs × iterations, mini-batches of 256 views,
 each shot contributing one cached augmented view per epoch (bridge.training.view_cycle). The epoch with the
-best validation accuracy (at the initial α, β) is kept, then (β, α) are searched on validation (search.py:
-search="batched" by default, "grid" for the official grid). Defaults are the median of the 11 official RN50
+best validation accuracy (at the initial α, β) is kept (`select`, note 6), then (β, α) are searched on
+validation (search.py: search="batched" by default, "grid" for the official grid, the paper recipe). Defaults are the median of the 11 official RN50
 configs (yangyangyang127/APE:configs/*.yaml): k = 800/1024 of the channels, lr 1e-3, eps 1e-3, 30 epochs,
 init α 2, init β 1, search scales (7, 7), steps (200, 20).
 
@@ -28,9 +28,10 @@ The released APE-T does not run as shipped (RECIPES.md §2.3); what its code lea
    cal_criterion first loads the criterion file that APE() (run first by main.py) cached for the same dataset,
    backbone and K, computed from text + keys. We use text + keys, weighted by `w_training` = (0.2, 0.8).
 5. Parameters and keys are fp16 on the GPU there; we train in the task's dtype (float32, float64 for tests).
-6. The official loop keeps the best of epochs 1 … E (its best accuracy starts at 0). We also evaluate the
-   untrained adapter (epoch 0 = APE's cache without γ) and keep it when no epoch is strictly better on
-   validation, as Tip-Adapter-F does here; `select="last"` keeps the last epoch instead.
+6. The official loop keeps the best of epochs 1 … E (its best accuracy starts at 0; the first strict
+   maximum): `select="trained-epochs"` (the paper recipe). `select="with-epoch-0"` (the default, the uniform
+   recipe) also evaluates the untrained adapter (epoch 0 = APE's cache without γ) and keeps it when no epoch
+   is strictly better on validation; `select="last"` keeps the last epoch.
 7. Its loss, SmoothCrossEntropy(alpha=0), is plain cross-entropy; its per-epoch check uses the val features
    (printed as "test accuracy"); ImageNet's val is its test set (a protocol matter, evaluate/ decides).
 """
@@ -111,7 +112,7 @@ class APET:
                "epoch chosen on validation, then (beta, alpha) searched")
     rules = {"search": SEARCH_MODES}
     defaults = {"k": 0, "k_fraction": 800 / 1024, "w0": 0.2, "w1": 0.8, "epochs": 30, "lr": 1e-3, "eps": 1e-3,
-                "weight_decay": 0.1, "batch_size": 256, "init_alpha": 2.0, "init_beta": 1.0, "select": "best",
+                "weight_decay": 0.1, "batch_size": 256, "init_alpha": 2.0, "init_beta": 1.0, "select": "with-epoch-0",
                 **SEARCH_DEFAULTS}
 
     def fit(self, task, **hparams) -> FittedState:

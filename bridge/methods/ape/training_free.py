@@ -6,8 +6,8 @@
     d_i       = log2((1 + 1e-6) / (softmax_c(keys'_i · T'ᵀ)_{y_i} + 1e-6))          (cache.py)
     logits    = τ q̄ T̄ᵀ + α Σ_{i of class c} exp(−β(1 − n(q̄[kept]) · keys'_i)) exp(γ d_i)
 
-(β, α, γ) per seed on validation (search.py: search="batched" by default, search="grid" for the official
-grid). Defaults are the median of the 11 official RN50 configs (yangyangyang127/APE:configs/*.yaml): k =
+(β, α, γ) per seed on validation (search.py: search="batched" by default, the uniform recipe; search="grid",
+the official grid with the dataset's γ steps, under the paper recipe). Defaults are the median of the 11 official RN50 configs (yangyangyang127/APE:configs/*.yaml): k =
 700/1024 of the channels, w = (0.5, 0.5), search scales (7, 7, 1), steps (200, 20, 20).
 """
 from __future__ import annotations
