@@ -181,6 +181,8 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
         outcome.skipped_cells = sum(1 for cell in mine if not pending_of[cell])
         todo = [cell for cell in mine if pending_of[cell]]       # the bar counts the cells that are fitted
         built: dict[tuple, Any] = {}
+        if todo:
+            warm_up(device)
         bars = progress and current.is_main
         for i, k, method in tqdm(todo, desc=f"bench rank {current.rank}" if current.size > 1 else "bench",
                                  unit="cell", disable=not wants_bars(bars)):
@@ -217,6 +219,18 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
             write_merged_outputs(Path(results_dir) / name, results_file, spec, sources, outcome, echo)
         current.barrier()
     return outcome
+
+
+def warm_up(device: Any) -> None:
+    """torch's one-time set-up, done untimed before the first fit, so that a cell's fit_seconds (the
+    accuracy-versus-time plot) time its fit alone: the first optimiser a process builds imports torch._dynamo
+    (7.5 s on this project's busy 2-core machine), which the first trained cell would otherwise carry."""
+    import torch
+
+    weight = torch.zeros(4, device=device, requires_grad=True)
+    optimiser = torch.optim.AdamW([weight], lr=1e-3)
+    (weight @ weight).backward()
+    optimiser.step()
 
 
 def _settings(spec: BenchSpec) -> dict[str, str]:
