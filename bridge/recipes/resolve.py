@@ -53,14 +53,18 @@ class Recipe:
             elif not optional:
                 missing.append(name)
         if missing:
-            hint = ("extract with --prompts " + ",".join(dict.fromkeys([*available, *missing]))
-                    + (" --cupl FILE" if "cupl" in missing else ""))
-            other = (f"--prompts {','.join(available)}" if self.name == "uniform"   # the user chose these sets
-                     else "--recipe uniform")
+            files = "".join(f" --{name} FILE" for name in ("cupl", "templates") if name in missing)
+            hint = "extract with --prompts " + ",".join(dict.fromkeys([*available, *missing])) + files
+            if self.name == UNIFORM or self.sources.get("prompts", "").startswith("given explicitly"):
+                # the user chose these sets: another recipe would not help, other sets would
+                raise ClipBridgeError(
+                    f"--prompts {','.join(p.rstrip('?') for p in self.prompts)}: {where} lacks text set(s) "
+                    f"{', '.join(missing)} (it has {', '.join(available)}); {hint}, or fit with --prompts "
+                    f"{','.join(available)}")
             raise ClipBridgeError(
                 f"the {self.name} recipe of {self.method} on {self.dataset} uses text set(s) "
                 f"{', '.join(missing)}, which {where} lacks (it has {', '.join(available)}); {hint}, or fit with "
-                f"{other}")
+                "--recipe uniform (the cache's text sets)")
         return chosen
 
     def describe(self) -> dict[str, Any]:

@@ -48,10 +48,12 @@ _fit_options = [
                  "(`clipbridge recipe`); uniform: the same view families and prompts for every method, default "
                  "hyper-parameters."),
     click.option("--view-family", "view_families", default=None,
-                 help="--recipe uniform: view families of the support images, comma-separated (default plain; "
-                      "see `extract --list-view-families`)."),
+                 help="view families of the support images, comma-separated (see `extract "
+                      "--list-view-families`); --recipe uniform: default plain; --recipe paper: default the "
+                      "recipe's, others given replace them and are recorded as an override."),
     click.option("--prompts", default=None,
-                 help="--recipe uniform: text sets, comma-separated (default: every set in the cache)."),
+                 help="text sets, comma-separated; --recipe uniform: default every set in the cache; --recipe "
+                      "paper: default the recipe's, others given replace them and are recorded as an override."),
     click.option("--protocol", type=click.Choice(PROTOCOLS), default="clean", show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),

@@ -38,6 +38,10 @@ def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], reci
          f"{len(meta['seeds'])} seed(s), {meta['recipe']} recipe (views {'+'.join(meta['view_families'])}, text "
          f"{'+'.join(meta['prompt_sets'])}), protocol {protocol}, {meta['device']} {dtype}, "
          f"products {meta['precision']}")
+    replaced = [key for key in ("view_families", "prompt_sets") if key in run.overrides]
+    if replaced:
+        echo(f"note: {' and '.join(k.replace('_', ' ') for k in replaced)} given replace the paper recipe's; the "
+             "records state them as overrides")
     records = run.evaluate(cache, device=meta["device"])
     report(records, echo)
     echo(f"fit {run.state.info['fit_seconds']:.2f} s (search {run.state.info['search_seconds']:.2f} s) for "
