@@ -65,7 +65,7 @@ def merge_lists(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def check_one_result_per_cell(keys: Iterable[str], folder: Path) -> None:
     """Refuse keys of which two fall in the same table cell but differ in another key field."""
     cells: dict[tuple, dict[str, Any]] = {}
-    for key in keys:
+    for key in sorted(keys):                              # the same first conflict named in every process
         fields = dict(zip(KEY_FIELDS, json.loads(key)))
         cell = tuple(json.dumps(fields.get(name), sort_keys=True) for name in CELL_FIELDS)
         other = cells.setdefault(cell, fields)
