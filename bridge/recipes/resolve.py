@@ -53,18 +53,15 @@ class Recipe:
             elif not optional:
                 missing.append(name)
         if missing:
-            files = "".join(f" --{name} FILE" for name in ("cupl", "templates") if name in missing)
-            hint = "extract with --prompts " + ",".join(dict.fromkeys([*available, *missing])) + files
-            if self.name == UNIFORM or self.sources.get("prompts", "").startswith("given explicitly"):
-                # the user chose these sets: another recipe would not help, other sets would
-                raise ClipBridgeError(
-                    f"--prompts {','.join(p.rstrip('?') for p in self.prompts)}: {where} lacks text set(s) "
-                    f"{', '.join(missing)} (it has {', '.join(available)}); {hint}, or fit with --prompts "
-                    f"{','.join(available)}")
+            hint = ("extract with --prompts " + ",".join(dict.fromkeys([*available, *missing]))
+                    + (" --cupl FILE" if "cupl" in missing else ""))
+            chosen_by_user = self.name == UNIFORM or self.sources.get("prompts", "").startswith("given explicitly")
+            other = (f"--prompts {','.join(available)}" if chosen_by_user   # another recipe would fail the same way
+                     else "--recipe uniform")
             raise ClipBridgeError(
                 f"the {self.name} recipe of {self.method} on {self.dataset} uses text set(s) "
                 f"{', '.join(missing)}, which {where} lacks (it has {', '.join(available)}); {hint}, or fit with "
-                "--recipe uniform (the cache's text sets)")
+                f"{other}")
         return chosen
 
     def describe(self) -> dict[str, Any]:

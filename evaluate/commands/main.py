@@ -52,8 +52,7 @@ _fit_options = [
                       "--list-view-families`); --recipe uniform: default plain; --recipe paper: default the "
                       "recipe's, others given replace them and are recorded as an override."),
     click.option("--prompts", default=None,
-                 help="text sets, comma-separated; --recipe uniform: default every set in the cache; --recipe "
-                      "paper: default the recipe's, others given replace them and are recorded as an override."),
+                 help="--recipe uniform: text sets, comma-separated (default: every set in the cache)."),
     click.option("--protocol", type=click.Choice(PROTOCOLS), default="clean", show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),
