@@ -11,7 +11,7 @@ from pathlib import Path
 
 from clipbridge.cache.coverage import invocation
 from clipbridge.errors import ClipBridgeError
-from clipbridge.cache.weights import safe_component, weights_of
+from clipbridge.cache.weights import recorded_weights, safe_component, weights_of
 
 
 def cache_files(root: str | Path) -> list[Path]:
@@ -21,15 +21,19 @@ def cache_files(root: str | Path) -> list[Path]:
 
 
 def find_cache(root: str | Path, *, dataset: str | None = None, model: str | None = None,
-               pretrained: str | None = None) -> Path:
+               pretrained: str | None = None, sha256: str = "") -> Path:
     """The one cache under `root` matching the filters (a ClipBridgeError naming the candidates, or the
-    extract command to run, otherwise)."""
+    extract command to run, otherwise). `pretrained` matches a folder of that name, or a cache extracted with
+    the same weights under another name (cache.weights: by the file's SHA-256, or `sha256` for a tag that
+    stands for a known file)."""
     found = cache_files(root)
     if model:
         found = [p for p in found if p.parent.name.startswith(f"{safe_component(model)}--")]
     if pretrained:
-        label = safe_component(weights_of(pretrained).folder_label)
-        found = [p for p in found if p.parent.name.endswith(f"--{label}")]
+        weights = weights_of(pretrained)
+        label, sha256 = safe_component(weights.folder_label), sha256 or weights.sha256
+        found = [p for p in found if p.parent.name.endswith(f"--{label}")
+                 or (sha256 and recorded_weights(p)[1] == sha256)]
     if dataset:
         found = [p for p in found if p.stem == safe_component(dataset)]
     if len(found) == 1:

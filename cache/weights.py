@@ -4,6 +4,11 @@ Two checkpoints that share a file name (open_clip's training writes `epoch_lates
 different weights: the default cache folder of a file carries a short hash of its SHA-256
 (`cache/ViT-B-16--epoch_latest-3f9a1c2e/`), and a cache opened with `--pretrained FILE` must hold exactly
 that file's SHA-256. Tags (`openai`, `laion2b_s34b_b88k`, ...) keep readable folders (`ViT-B-16--openai/`).
+
+One folder per weights: the same weights extracted under two names (clipbridge-tiny's tag `shapes` and its
+file `clipbridge-tiny-shapes.safetensors`) share the folder of whichever name came first, found by the SHA-256
+its caches record (`weights_folder`; a tag that stands for a file, registered with `register_tag_file`, has
+that file's SHA-256); the other name is an alias (`check_weights` accepts it for a cache of those weights). open_clip's hub tags have no SHA-256 before download, so they keep folders of their own.
 """
 from __future__ import annotations
 
@@ -90,6 +95,57 @@ def cache_folder(model: str, pretrained: str | None) -> str:
     return f"{safe_component(model)}--{safe_component(weights_of(pretrained).folder_label)}"
 
 
+def recorded_weights(path: Path) -> tuple[str, str]:
+    """(pretrained, pretrained_sha256) a cache file records; ("", "") when it cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return str(handle.attrs.get("pretrained", "")), str(handle.attrs.get("pretrained_sha256", "") or "")
+    except (OSError, KeyError):
+        return "", ""
+
+
+def weights_folder(root: str | os.PathLike, model: str, sha256: str) -> Path | None:
+    """The folder under `root` of `model`'s caches whose weights have this SHA-256 (first in name order), or
+    None (no SHA given, or no such cache yet)."""
+    if not sha256:
+        return None
+    for folder in sorted(Path(root).glob(f"{safe_component(model)}--*")):
+        if folder.is_dir() and any(recorded_weights(p)[1] == sha256 for p in sorted(folder.glob("*.h5"))):
+            return folder
+    return None
+
+
+def weights_cache_path(root: str | os.PathLike, model: str, pretrained: str | None, dataset: str,
+                       sha256: str = "") -> Path:
+    """Where a new cache of `dataset` goes: into the folder of caches of the same weights (weights_folder: by
+    the file's SHA-256, or `sha256` for a tag that stands for a known file), else the weights' own folder
+    (cache_folder). A cache of the dataset already in the weights' own folder (or its unfinished `.tmp`)
+    stays where it is, so an extraction resumes."""
+    sha256 = sha256 or (weights_of(pretrained).sha256 if pretrained and is_checkpoint_path(pretrained) else "")
+    own = Path(root) / cache_folder(model, pretrained)
+    name = f"{safe_component(dataset)}.h5"
+    if (own / name).exists() or (own / f"{name}.tmp").exists():      # a cache (or an extraction to resume) there
+        return own / name
+    return (weights_folder(root, model, sha256) or own) / name
+
+
+#: {(model, tag): checkpoint file} of tags that stand for a known file (registered by extract.bundled).
+_TAG_FILES: dict[tuple[str, str], Path] = {}
+
+
+def register_tag_file(model: str, tag: str, path: str | os.PathLike) -> None:
+    """Declare that `model`'s tag names the checkpoint file `path` (its SHA-256 then identifies the tag)."""
+    _TAG_FILES[(model, tag)] = Path(path)
+
+
+def tag_sha256(model: str, tag: str) -> str:
+    """The SHA-256 of the file a registered tag stands for; "" for any other tag."""
+    path = _TAG_FILES.get((model, tag))
+    return file_sha256(path) if path is not None and path.is_file() else ""
+
+
 def check_weights(path: str | os.PathLike, attrs: dict, pretrained: str) -> None:
     """Refuse, in one line naming both, a cache whose weights are not the `pretrained` asked for: a file must
     have the SHA-256 the cache recorded; a tag must be the tag it recorded."""
@@ -101,5 +157,5 @@ def check_weights(path: str | os.PathLike, attrs: dict, pretrained: str) -> None
         recorded = f"{stored} (sha256 {stored_sha[:12]})" if stored_sha else repr(stored)
         raise ClipBridgeError(f"{path}: the cache was extracted with weights {recorded}, not {pretrained} "
                               f"(sha256 {asked.sha256[:12]}); extract it for these weights or pass their own cache")
-    if asked.label != stored:
+    if asked.label != stored and not (stored_sha and tag_sha256(str(attrs.get("model", "")), asked.label) == stored_sha):
         raise ClipBridgeError(f"{path}: cache holds pretrained {stored!r}, not the {pretrained!r} asked for")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from clipbridge.errors import ClipBridgeError
-from clipbridge.cache.schema import default_cache_path, tmp_path
+from clipbridge.cache.schema import tmp_path
 
 DEFAULT_SHOTS, DEFAULT_SEEDS = "1,2,4,8,16", "1-3"
 
@@ -185,7 +185,11 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
         from clipbridge.extract.models import default_pretrained
 
         pretrained = default_pretrained(model)
-    out = out or default_cache_path(model, pretrained, spec.name, root=cache_root)
+    if out is None:                  # the folder of these weights' caches, whatever name they were extracted under
+        from clipbridge.cache.weights import weights_cache_path
+        from clipbridge.extract.bundled import weights_sha256
+
+        out = weights_cache_path(cache_root, model, pretrained, spec.name, weights_sha256(model, pretrained))
 
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes
         _check_writable(out)

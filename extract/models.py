@@ -34,9 +34,8 @@ from clipbridge.errors import ClipBridgeError
 from clipbridge.cache.weights import CHECKPOINT_SUFFIXES, file_sha256, is_checkpoint_path  # noqa: F401
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Weights that ship with the package, as tags of their model: {model: {tag: file}}.
-BUNDLED_WEIGHTS = {"clipbridge-tiny": {"shapes": WEIGHTS_DIR / "clipbridge-tiny-shapes.safetensors"}}
+from clipbridge.extract.bundled import BUNDLED_WEIGHTS, WEIGHTS_DIR  # noqa: E402,F401  (the bundled weights' table)
 RANDOM_INIT = "random"
 RANDOM_INIT_SEED = 0
 PRECISIONS = ("fp32", "fp16", "bf16")

@@ -95,6 +95,8 @@ def _base_cache(out: Path, attrs: dict[str, Any]):
         raise ClipBridgeError(f"{out} was written by an older clipbridge (format version {base.version}) and cannot "
                               "be extended; pass --overwrite to extract it again")
     differing = [key for key in IDENTITY_ATTRS if str(base.attrs.get(key, "")) != str(attrs.get(key, ""))]
+    if differing == ["pretrained"] and str(base.attrs.get("pretrained_sha256", "") or ""):
+        differing = []                # the same weights (SHA-256) under another name: an alias (cache.weights)
     if differing:
         detail = ", ".join(f"{key} {base.attrs.get(key)!r} (now {attrs.get(key)!r})" for key in differing)
         raise ClipBridgeError(f"{out} already exists with other settings: {detail}; pass --overwrite to replace it "

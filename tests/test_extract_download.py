@@ -62,6 +62,7 @@ def test_download_failure_is_one_line_naming_the_folder(tmp_path, monkeypatch):
     with pytest.raises(ClipBridgeError, match=r"could not download eurosat .*name resolution>; place the CoOp") as info:
         get_dataset("eurosat", tmp_path, download=True)
     assert "\n" not in str(info.value)
+    assert not (tmp_path / "torchvision").exists()           # a failed download leaves no empty folder behind
 
 
 def test_download_is_refused_for_datasets_torchvision_lacks(tmp_path):

@@ -65,11 +65,14 @@ def test_evaluate_reproduces_the_fit_test_accuracy_and_appends_records(tmp_path,
     _fit(tmp_path, caches["plain"], "--method", "tip-adapter", "--shots", "2", "--seeds", "1,2")
     fitted = read_records(tmp_path / "results" / "results.jsonl")
     run_dir = next((tmp_path / "runs" / "synthetic" / "tip-adapter").iterdir())
-    result = _invoke(evaluate, [run_dir, "--results", tmp_path / "results", "--device", "cpu"])
+    result = _invoke(evaluate, [run_dir, "--results", tmp_path / "again", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    evaluated = read_records(tmp_path / "results" / "results.jsonl")[2:]
+    evaluated = read_records(tmp_path / "again" / "results.jsonl")
     assert [r["test_accuracy"] for r in evaluated] == [r["test_accuracy"] for r in fitted]
     assert [r["val_accuracy"] for r in evaluated] == [r["val_accuracy"] for r in fitted]
+    result = _invoke(evaluate, [run_dir, "--results", tmp_path / "results", "--device", "cpu"])
+    assert result.exit_code == 0 and "2 already there with the same result" in result.output
+    assert len(read_records(tmp_path / "results" / "results.jsonl")) == 2      # the same results, not repeated
 
 
 def test_evaluate_refuses_a_cache_other_than_the_one_fitted_on(tmp_path, caches):

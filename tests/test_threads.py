@@ -75,3 +75,28 @@ def test_a_bad_environment_value_is_one_error_line():
     result = _cli("methods", env={ENV: "lots"})
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: ${ENV} 'lots': give a positive number of threads or 'all'"
+
+
+def test_the_threads_table_script_runs_valid_commands_at_1_2_and_all_threads():
+    import click
+
+    import clipbridge.cli as cli
+    from clipbridge.evaluate.bench.threads import main, thread_counts, workloads
+
+    import torch
+
+    cli._add_commands()
+    assert thread_counts()[0] == "1" and len(set(thread_counts())) == len(thread_counts())
+    threads = torch.get_num_threads()
+    try:
+        for full in (False, True):
+            for name, args in workloads(full).items():
+                command = cli.group.commands[args[0]]
+                with command.make_context(args[0], [*args[1:], "--threads", "1"]) as ctx:   # parses, runs nothing
+                    assert ctx.command is command, name
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(SystemExit):
+        main(["--workloads", "nope"])
+    with pytest.raises(click.exceptions.NoSuchOption):
+        cli.group.commands["fit"].make_context("fit", ["--no-such-option"])

@@ -64,7 +64,8 @@ class Recipe:
         missing = self.missing_prompts(available)
         if missing:
             hint = how_to_add or f"extract {add_text_options(missing)} on the same cache"
-            other = (f"--prompts {','.join(available)}" if self.name == UNIFORM   # the user chose these sets
+            chosen_by_user = self.name == UNIFORM or self.sources.get("prompts", "").startswith("given explicitly")
+            other = (f"--prompts {','.join(available)}" if chosen_by_user   # the user chose these sets
                      else "--recipe uniform")
             if self.name != UNIFORM and "cupl" in available and any(cupl_option(name) for name in missing):
                 other += (" or --prompts " + ",".join("cupl" if cupl_option(_alternatives(spec)[0]) else

@@ -6,11 +6,15 @@
   CMM's Fig. 1. The projection is PCA (top two principal axes of all plotted points together, centred,
   by SVD), shared by every panel so that positions compare; each panel shows one representation's images
   (bridges also show the raw images faintly), the class texts T̄, CMM's learned prototypes where it has them,
-  and the image and text centroids joined by a line (the centroid gap of the plotted classes).
+  and the image and text centroids joined by a line (the centroid gap of the plotted classes). Classes are
+  told apart by colour and marker (`class_styles`): a class whose name holds a colour word ("red", "blue
+  square") is drawn in that colour, several of one colour by different markers, and no other class takes a
+  colour that a plotted class's name says.
 """
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import torch
@@ -22,6 +26,52 @@ from clipbridge.evaluate.reporting.plots import pyplot
 
 MAP_CLASSES = 8          # classes shown in the embedding map (evenly spaced over the class indices)
 MAP_IMAGES_PER_CLASS = 40
+
+# Colour words a class name may hold -> the colour drawn (white as light grey, so it shows on white).
+COLOUR_WORDS = {
+    "red": "#d62728", "blue": "#1f77b4", "green": "#2ca02c", "yellow": "#e6c619", "orange": "#ff7f0e",
+    "purple": "#9467bd", "violet": "#9467bd", "pink": "#e377c2", "brown": "#8c564b", "cyan": "#17becf",
+    "grey": "#7f7f7f", "gray": "#7f7f7f", "black": "#000000", "white": "#d0d0d0", "magenta": "#d61fd6",
+    "olive": "#bcbd22", "navy": "#000080", "teal": "#008080", "gold": "#d4af37", "maroon": "#800000",
+}
+# Colours for the other classes, each with the colour words a reader might name it by: one is never used
+# while a plotted class's name says one of its words.
+OTHER_COLOURS = (("#1f77b4", ("blue",)), ("#ff7f0e", ("orange", "gold")), ("#2ca02c", ("green",)),
+                 ("#d62728", ("red",)), ("#9467bd", ("purple", "violet", "magenta")), ("#8c564b", ("brown",)),
+                 ("#e377c2", ("pink", "magenta")), ("#7f7f7f", ("grey", "gray")),
+                 ("#bcbd22", ("olive", "yellow", "green")), ("#17becf", ("cyan", "teal", "blue")),
+                 ("#000080", ("navy", "blue")), ("#008080", ("teal", "cyan", "green")),
+                 ("#800000", ("maroon", "red", "brown")), ("#000000", ("black",)))
+CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+SAME_HUE = {"violet": "purple", "gray": "grey"}
+
+
+def colour_word(name: str) -> str | None:
+    """The first colour word (COLOUR_WORDS) of a class name, as a whole word in any case; None if none."""
+    for word in re.findall(r"[a-z]+", name.lower()):
+        if word in COLOUR_WORDS:
+            return word
+    return None
+
+
+def class_styles(classnames: Sequence[str]) -> list[tuple[str, str]]:
+    """(colour, marker) per class, in order: a class named after a colour gets that colour, the k-th class of one
+    colour the k-th marker of CLASS_MARKERS; the others take OTHER_COLOURS in turn, skipping every colour a
+    plotted class's name says or might be taken for (then markers repeat over the colours left; light grey
+    when none is left)."""
+    words = [colour_word(name) for name in classnames]
+    said = {w for w in words if w}
+    free = [colour for colour, names in OTHER_COLOURS if not said & set(names)] or ["#d0d0d0"]
+    styles, seen, others = [], {}, 0
+    for word in words:
+        if word:
+            hue = SAME_HUE.get(word, word)
+            styles.append((COLOUR_WORDS[word], CLASS_MARKERS[seen.get(hue, 0) % len(CLASS_MARKERS)]))
+            seen[hue] = seen.get(hue, 0) + 1
+        else:
+            styles.append((free[others % len(free)], CLASS_MARKERS[(others // len(free)) % len(CLASS_MARKERS)]))
+            others += 1
+    return styles
 
 
 def _grid(count: int, width: float, height: float, share: bool = False):
@@ -97,18 +147,22 @@ def embedding_map_figure(reps: Sequence[Representation], text: Tensor, labels: T
     owns = [plotted(rep.own_text[pick_index]) if rep.own_text is not None else None for rep in reps]
     mean, axes2, share = principal_axes(torch.cat(images + [text] + [t for t in owns if t is not None]))
     project = lambda x: ((x - mean) @ axes2).numpy()  # noqa: E731
-    colours = plt.get_cmap("tab10")
-    colour_of = {c: colours(i % 10) for i, c in enumerate(picks)}
-    point_colours = [colour_of[int(c)] for c in labels.cpu()[rows]]
-    text_colours = [colour_of[c] for c in picks]
+    style_of = dict(zip(picks, class_styles([str(classnames[c]) for c in picks])))
+    shown_labels = labels.cpu()[rows]
+    members = {c: (shown_labels == c).nonzero().squeeze(-1).numpy() for c in picks}
+    text_colours = [style_of[c][0] for c in picks]
     raw = project(images[[rep.name for rep in reps].index(RAW)])
     stars = project(text)
     figure, axes = _grid(len(reps), 4.2, 4.0, share=True)
     for ax, rep, points, own in zip(axes.flat, reps, images, owns):
-        if rep.name != RAW:
-            ax.scatter(raw[:, 0], raw[:, 1], s=7, c=point_colours, alpha=0.15, marker="o", linewidths=0)
         shown = project(points)
-        ax.scatter(shown[:, 0], shown[:, 1], s=9, c=point_colours, alpha=0.8, marker="o", linewidths=0)
+        for c in picks:
+            colour, marker = style_of[c]
+            if rep.name != RAW:
+                ax.scatter(raw[members[c], 0], raw[members[c], 1], s=7, color=colour, alpha=0.15, marker=marker,
+                           linewidths=0)
+            ax.scatter(shown[members[c], 0], shown[members[c], 1], s=11, color=colour, alpha=0.8, marker=marker,
+                       linewidths=0)
         ax.scatter(stars[:, 0], stars[:, 1], s=140, c=text_colours, marker="*", edgecolors="black", linewidths=0.7)
         if own is not None:
             learned = project(own)
@@ -133,7 +187,7 @@ def embedding_map_figure(reps: Sequence[Representation], text: Tensor, labels: T
     if any(rep.own_text is not None for rep in reps):
         handles.append(marker("P", markersize=9))
         labels_text.append("CMM learned prototypes n(T)")
-    handles += [marker("o", colour_of[c], markeredgewidth=0, markersize=7) for c in picks]
+    handles += [marker(style_of[c][1], style_of[c][0], markeredgewidth=0, markersize=7) for c in picks]
     labels_text += [str(classnames[c]) for c in picks]
     figure.tight_layout()
     figure.legend(handles, labels_text, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, frameon=False,

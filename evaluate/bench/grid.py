@@ -3,7 +3,8 @@
 Records go to <results>/results.jsonl; a record already there is not redone, so an interrupted bench
 resumes. Under torchrun the cells are dealt out across ranks (each appends its records under the file
 lock) and rank 0 builds <results>/<name>/{table.csv, table.md, accuracy_vs_shots.png, accuracy_vs_time.png,
-summary.json} from the records once every rank is done. Methods fitted on a source cache can also be scored
+summary.json} from the records once every rank is done, merged with the grids of other benches of the same
+name (evaluate/bench/grid_folder.py: two benches of one --name never drop each other's results). Methods fitted on a source cache can also be scored
 on test-only distribution-shift caches (`ood`), restricted to the classes those share with the source. A
 method that needs an input a source cache lacks (SeMoBridge without EOS features: a CoCa or HF text tower)
 is skipped on that cache with a note in the table and the summary, and every other method runs. A bench can
@@ -32,7 +33,8 @@ from clipbridge.evaluate.fitting.progress import training_progress, wants_bars
 from clipbridge.evaluate.fitting.scoring import align_classes, score_queries, seed_records
 from clipbridge.evaluate.fitting.tasks import (SplitLoader, cache_identity, check_pairs, check_shots, load_test,
                                                resolve_dtype)
-from clipbridge.evaluate.reporting.files import write_text_atomic
+from clipbridge.evaluate.bench.grid_folder import GridFolder, read_grid_folder, write_grid_folder
+from clipbridge.evaluate.reporting.files import folder_lock, write_text_atomic
 from clipbridge.evaluate.reporting.plots import plot_accuracy_vs_shots, plot_accuracy_vs_time
 from clipbridge.evaluate.reporting.records import (append_records, latest_by_key, package_version, read_records,
                                                    record_key, results_path)
@@ -168,6 +170,9 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
         plans = plan_grid(spec, sources, unrunnable)
         class_maps: dict[tuple[int, int], Any] = {}
         keys = expected_keys(spec, sources, targets, plans)
+        if write:                                    # tables that cannot merge: refused before any fit
+            read_grid_folder(Path(results_dir) / name).merged(
+                {key for group in keys.values() for key in group}, _settings(spec), {}, Path(results_dir) / name)
         done = set(latest_by_key(read_records(results_file)))
         cells = [(i, k, m) for i in range(len(sources)) for k in spec.shots for m in spec.methods
                  if (i, m) not in unrunnable]
@@ -176,6 +181,8 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
         outcome.skipped_cells = sum(1 for cell in mine if not pending_of[cell])
         todo = [cell for cell in mine if pending_of[cell]]       # the bar counts the cells that are fitted
         built: dict[tuple, Any] = {}
+        if todo:
+            warm_up(device)
         bars = progress and current.is_main
         for i, k, method in tqdm(todo, desc=f"bench rank {current.rank}" if current.size > 1 else "bench",
                                  unit="cell", disable=not wants_bars(bars)):
@@ -209,21 +216,58 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
         current.barrier()
         outcome.keys = wanted = {key for group in keys.values() for key in group}
         if current.is_main and write:
-            records = [r for key, r in latest_by_key(read_records(results_file)).items() if key in wanted]
-            missing = len(wanted) - len(records)
-            if missing:
-                echo(f"warning: {missing} of {len(wanted)} results of the grid are missing from {results_file}")
-            write_outputs(Path(results_dir) / name, records, spec, sources, outcome)
+            write_merged_outputs(Path(results_dir) / name, results_file, spec, sources, outcome, echo)
         current.barrier()
     return outcome
 
 
-def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, sources: list[_Source],
+def warm_up(device: Any) -> None:
+    """torch's one-time set-up, done untimed before the first fit, so that a cell's fit_seconds (the
+    accuracy-versus-time plot) time its fit alone: the first optimiser a process builds imports torch._dynamo
+    (7.5 s on this project's busy 2-core machine), which the first trained cell would otherwise carry."""
+    import torch
+
+    weight = torch.zeros(4, device=device, requires_grad=True)
+    optimiser = torch.optim.AdamW([weight], lr=1e-3)
+    (weight @ weight).backward()
+    optimiser.step()
+
+
+def _settings(spec: BenchSpec) -> dict[str, str]:
+    return {"recipe": spec.recipe, "protocol": spec.protocol}
+
+
+def _lists(spec: BenchSpec, sources: list[_Source], outcome: BenchOutcome) -> dict[str, Any]:
+    """The grid's lists as summary.json states them (merged across the benches of one folder)."""
+    return {"datasets": [s.identity["dataset"] for s in sources], "caches": [s.identity for s in sources],
+            "ood": [str(p) for p in spec.ood], "methods": list(spec.methods), "shots": list(spec.shots),
+            "seeds": list(spec.seeds),
+            "hparams": {method: spec.overrides(method) for method in spec.methods if spec.overrides(method)},
+            "models": sorted({f"{s.identity['model']}/{s.identity['pretrained']}" for s in sources}),
+            "skipped_methods": outcome.skipped_methods}
+
+
+def write_merged_outputs(folder: Path, results_file: Path, spec: BenchSpec, sources: list[_Source],
+                         outcome: BenchOutcome, echo: Callable[[str], None]) -> None:
+    """Under the folder's lock: this grid merged with the folder's (grid_folder.GridFolder), its latest records,
+    then every output of the merged grid."""
+    with folder_lock(folder):
+        grid = read_grid_folder(folder).merged(outcome.keys, _settings(spec), _lists(spec, sources, outcome), folder)
+        records = [r for key, r in latest_by_key(read_records(results_file)).items() if key in grid.keys]
+        missing = len(grid.keys) - len(records)
+        if missing:
+            echo(f"warning: {missing} of {len(grid.keys)} results of the grid are missing from {results_file}")
+        write_outputs(folder, records, spec, grid, outcome)
+        write_grid_folder(folder, grid)
+
+
+def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, grid: GridFolder,
                   outcome: BenchOutcome) -> None:
     """table.csv, table.md, accuracy_vs_shots.png, accuracy_vs_time.png and summary.json of the grid's records."""
     table = build_table(records)
+    skipped = grid.lists.get("skipped_methods", {})
     folder.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(table, outcome.skipped_methods)
+    markdown = to_markdown(table, skipped)
     write_text_atomic(folder / TABLE_CSV, to_csv(table))
     write_text_atomic(folder / TABLE_MD, markdown)
     plot = plot_accuracy_vs_shots(table, folder / PLOT_PNG)
@@ -234,13 +278,8 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
         if record["dataset"] == record.get("eval_dataset", record["dataset"]):
             fit_seconds.setdefault(record["method"], []).append(float(record.get("fit_seconds", 0.0)))
     summary = {
-        "datasets": [s.identity["dataset"] for s in sources], "caches": [s.identity for s in sources],
-        "ood": [str(p) for p in spec.ood], "methods": list(spec.methods), "shots": list(spec.shots),
-        "seeds": list(spec.seeds), "protocol": spec.protocol, "recipe": spec.recipe,
-        "hparams": {method: spec.overrides(method) for method in spec.methods if spec.overrides(method)},
-        "models": sorted({f"{s.identity['model']}/{s.identity['pretrained']}" for s in sources}),
+        **grid.lists, "protocol": spec.protocol, "recipe": spec.recipe,
         "records": len(records), "val_is_test": table.val_is_test, "table": table_summary(table),
-        "skipped_methods": outcome.skipped_methods,
         "mean_fit_seconds": {m: sum(v) / len(v) for m, v in sorted(fit_seconds.items())},
         "fit_seconds_per_seed": {f"{m}/{k}": s for (m, k), s in seconds_per_seed.items()},
         "package_version": package_version(),

@@ -48,8 +48,9 @@ _fit_options = [
                  "(`clipbridge recipe`); uniform: the same view families and prompts for every method, default "
                  "hyper-parameters."),
     click.option("--view-family", "view_families", default=None,
-                 help="--recipe uniform: view families of the support images, comma-separated (default plain; "
-                      "see `extract --list-view-families`)."),
+                 help="view families of the support images, comma-separated (see `extract "
+                      "--list-view-families`); --recipe uniform: default plain; --recipe paper: default the "
+                      "recipe's, others given replace them and are recorded as an override."),
     click.option("--prompts", default=None,
                  help="Text sets, comma-separated, e.g. coop,cupl:ape; they replace the recipe's (--recipe "
                       "uniform: default every set in the cache)."),

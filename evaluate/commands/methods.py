@@ -22,7 +22,7 @@ def methods(as_json: bool) -> None:
     for name in order_methods(REGISTRY):
         method = REGISTRY[name]
         rules = rules_of(method)
-        hparams = {key: {"default": value, "allowed": _allowed(rules.get(key), value)}
+        hparams = {key: {"default": value, "allowed": allowed_values(key, rules.get(key), method.defaults)}
                    for key, value in sorted(method.defaults.items())}
         listing.append({"name": name, "summary": method_summary(method),
                         "needs": sorted(getattr(method, "needs", ())), "hparams": hparams})
@@ -37,13 +37,25 @@ def methods(as_json: bool) -> None:
             click.echo(f"    {key} = {json.dumps(spec['default'])}{allowed}")
 
 
-def _allowed(rule, default) -> str:
-    from clipbridge.bridge.hparams import NON_NEGATIVE
+def allowed_values(key: str, rule, defaults: dict) -> str:
+    """What `fit` accepts for hyper-parameter `key` (bridge.hparams's checks, in words): its choices, its range,
+    a list's length, and the bound a `<name>_low` / `<name>_high` pair puts on each other."""
+    from clipbridge.bridge.hparams import NON_NEGATIVE, Items
 
+    default = defaults[key]
     if isinstance(rule, tuple):
         return "one of " + ", ".join(rule)
     if isinstance(default, bool):
         return "true or false"
-    if isinstance(default, (int, float, list)):
-        return (rule or NON_NEGATIVE).describe() + (" each" if isinstance(default, list) else "")
+    if isinstance(default, list):
+        if isinstance(rule, Items):
+            return rule.describe()
+        return f"a list of {len(default)} numbers {(rule or NON_NEGATIVE).describe()} each"
+    if isinstance(default, (int, float)):
+        text = (rule or NON_NEGATIVE).describe()
+        stem, _, end = key.rpartition("_")
+        pair = {"low": ("high", "at most"), "high": ("low", "at least")}.get(end)
+        if pair and f"{stem}_{pair[0]}" in defaults:
+            text += f", {pair[1]} {stem}_{pair[0]}"
+        return text
     return ""

@@ -10,6 +10,7 @@ from clipbridge.cache.locate import find_cache
 from clipbridge.cache.options import parse_hparams, parse_names
 from clipbridge.cache.schema import default_cache_path
 from clipbridge.errors import ClipBridgeError
+from clipbridge.extract.bundled import weights_sha256
 
 
 def method_hparams(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -33,11 +34,12 @@ def resolve_cache(entry: str | None, model: str | None, pretrained: str | None, 
     given; without them, the only model/weights holding that dataset (cache.locate.find_cache)."""
     if entry and (entry.endswith(".h5") or Path(entry).is_file()):
         return Path(entry)
+    sha256 = weights_sha256(model, pretrained) if model and pretrained else ""
     if entry and model and pretrained:
         path = default_cache_path(model, pretrained, entry, root=root)
         if path.is_file() or Path(str(path) + ".tmp").exists():
             return path
-    return find_cache(root, dataset=entry, model=model, pretrained=pretrained)
+    return find_cache(root, dataset=entry, model=model, pretrained=pretrained, sha256=sha256)
 
 
 def method_names(text: str) -> list[str]:

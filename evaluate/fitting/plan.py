@@ -14,13 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from clipbridge.bridge.recipes import DEFAULT_RECIPE, Recipe, resolve_recipe
+from clipbridge.bridge.recipes import DEFAULT_RECIPE, UNIFORM, Recipe, resolve_recipe
 
 
 @dataclass(frozen=True)
 class FitPlan:
     """method; shots; recipe (the resolved bridge.recipes.Recipe); families and prompt_sets the task is built
-    from; hparams passed to the method's fit (recipe values + overrides); overrides the user's --hparam."""
+    from; hparams passed to the method's fit (recipe values + overrides); overrides what records state the
+    user changed: the --hparam values, and under the paper recipe the view families / prompt sets given in
+    place of the recipe's ("view_families", "prompt_sets")."""
 
     method: str
     shots: int
@@ -68,4 +70,21 @@ def plan_fit(cache, method: str, shots: int, *, recipe: str = DEFAULT_RECIPE, fa
     hparams = {**resolved.hparams, **overrides}
     check_hparams(get_method(method), hparams)
     check_families(cache, resolved.families)
-    return FitPlan(method, int(shots), resolved, resolved.families, prompt_sets, hparams, overrides)
+    recorded = {**overrides, **replaced_inputs(resolved, families, prompts)}
+    return FitPlan(method, int(shots), resolved, resolved.families, prompt_sets, hparams, recorded)
+
+
+def replaced_inputs(resolved: Recipe, families: Sequence[str] | None,
+                    prompts: Sequence[str] | None) -> dict[str, list[str]]:
+    """Under the paper recipe, the view families and prompt sets given in place of the recipe's own (which
+    the records then state as overrides: `fit --recipe paper --view-family tip` is not the paper's run);
+    {} under the uniform recipe, whose inputs are the given ones by definition."""
+    if resolved.name == UNIFORM:
+        return {}
+    own = resolve_recipe(resolved.method, resolved.dataset, resolved.shots, recipe=resolved.name)
+    out = {}
+    if families and tuple(families) != own.families:
+        out["view_families"] = list(families)
+    if prompts and tuple(prompts) != tuple(p.rstrip("?") for p in own.prompts):
+        out["prompt_sets"] = list(prompts)
+    return out

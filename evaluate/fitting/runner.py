@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from clipbridge.bridge.recipes import DEFAULT_RECIPE
 from clipbridge.evaluate.fitting import api
 from clipbridge.evaluate.fitting.progress import training_progress
-from clipbridge.evaluate.reporting.records import append_records, results_path
+from clipbridge.evaluate.reporting.records import append_new_records, append_records, results_path
 from clipbridge.evaluate.reporting.tables import build_table, to_markdown
 from clipbridge.bridge.devices import resolve_device
 
@@ -38,6 +38,10 @@ def fit_and_report(cache, *, method: str, shots: int, seeds: Sequence[int], reci
          f"{len(meta['seeds'])} seed(s), {meta['recipe']} recipe (views {'+'.join(meta['view_families'])}, text "
          f"{'+'.join(meta['prompt_sets'])}), protocol {protocol}, {meta['device']} {dtype}, "
          f"products {meta['precision']}")
+    replaced = [key for key in ("view_families", "prompt_sets") if key in run.overrides]
+    if replaced:
+        echo(f"note: {' and '.join(k.replace('_', ' ') for k in replaced)} given replace the paper recipe's; the "
+             "records state them as overrides")
     records = run.evaluate(cache, device=meta["device"])
     report(records, echo)
     echo(f"fit {run.state.info['fit_seconds']:.2f} s (search {run.state.info['search_seconds']:.2f} s) for "
@@ -53,7 +57,8 @@ def evaluate_run(run_dir: Path, *, cache_path: str | None = None, device: str = 
                  results_dir: str = "results", cache_root: str | None = "cache", echo: Echo = print,
                  note: Callable[[dict], None] = lambda meta: None) -> list[dict[str, Any]]:
     """`clipbridge evaluate`: score a saved run on its cache's test split (the cache id must match); append
-    and print records."""
+    the records whose result results.jsonl does not already hold (records.append_new_records: evaluating a
+    run twice leaves one record per result) and print them."""
     target = str(resolve_device(device))
     run = api.load_run(run_dir, device=target)
     cache = run.open_cache(cache_path, cache_root=cache_root)
@@ -61,8 +66,9 @@ def evaluate_run(run_dir: Path, *, cache_path: str | None = None, device: str = 
     records = run.evaluate(cache, device=target)
     echo(f"evaluate {run.method} on {run.meta['dataset']} ({run_dir}): {run.meta['shots']} shots")
     report(records, echo)
-    append_records(results_path(results_dir), records)
-    echo(f"records appended: {results_path(results_dir)} ({len(records)})")
+    written, unchanged = append_new_records(results_path(results_dir), records)
+    echo(f"records appended: {results_path(results_dir)} ({written})"
+         + (f"; {unchanged} already there with the same result, not repeated" if unchanged else ""))
     echo(to_markdown(build_table(records)).rstrip("\n"))
     return records
 

@@ -2,9 +2,12 @@
 permissions an ordinary new file or folder gets under the process's umask."""
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def ordinary_mode(folder: bool = False) -> int:
@@ -29,3 +32,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
             os.unlink(temporary)
         raise
     return path
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive advisory flock on `folder` itself (created if needed; no lock file is left in it), so
+    that processes writing the same set of files (two benches of one --name) take turns."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)

@@ -136,14 +136,53 @@ def append_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -
     return lines.count("\n") - lines.startswith("\n")
 
 
+def append_new_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """Append only the records whose result the file does not already hold, under the lock; (written,
+    unchanged). A record is unchanged when the file's latest record of its key (record_key) equals it in every
+    field but the volatile ones (VOLATILE_FIELDS: timings, time, device, version): re-evaluating a run
+    leaves one record per result; a different result is appended and, being the latest of its key, replaces
+    the earlier one in every table (latest_by_key)."""
+    path = Path(path)
+    records = list(records)
+    if not records:
+        return 0, 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle, locked(handle):
+        handle.seek(0)
+        held = latest_by_key(_parse_lines(path, handle.read().splitlines()))
+        fresh = [r for r in records if _stable(held.get(record_key(r))) != _stable(r)]
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in fresh)
+        if text:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() > 0 and _last_byte(path) != b"\n":
+                text = "\n" + text
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+    return len(fresh), len(records) - len(fresh)
+
+
+def _stable(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record without its volatile fields (None stays None)."""
+    if record is None:
+        return None
+    return {key: value for key, value in json.loads(json.dumps(record, sort_keys=True)).items()
+            if key not in VOLATILE_FIELDS}
+
+
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Every well-formed record of the file (none if it is absent); malformed lines warn and are skipped."""
     path = Path(path)
     if not path.exists():
         return []
-    records = []
     with open(path, "rb") as handle, locked(handle, shared=True):   # no half-appended line from a writer
         lines = handle.read().splitlines()
+    return _parse_lines(path, lines)
+
+
+def _parse_lines(path: Path, lines: list[bytes]) -> list[dict[str, Any]]:
+    """The well-formed records of a file's lines; a malformed line warns with `file:line` and is skipped."""
+    records = []
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
         if not text:
@@ -153,7 +192,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as error:
-            warnings.warn(f"{path}:{number}: malformed result record skipped ({error})", stacklevel=2)
+            warnings.warn(f"{path}:{number}: malformed result record skipped ({error})", stacklevel=3)
             continue
         records.append(record)
     return records
