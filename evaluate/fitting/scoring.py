@@ -18,16 +18,20 @@ from clipbridge.bridge.precision import products_in, resolve_precision
 from clipbridge.bridge.registry import FittedState, get_method
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.errors import ClipBridgeError
-from clipbridge.evaluate.reporting.records import make_record
+from clipbridge.evaluate.fitting.calibrate import DEFAULT_CALIBRATION, fit_calibration
+from clipbridge.evaluate.reporting.records import calibration_fields, make_record
 
 QUERY_CHUNK = 4096
 
 
 def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = None,
-               precision: str = "fp32") -> FittedState:
+               precision: str = "fp32", calibration: str = DEFAULT_CALIBRATION,
+               val_source: str | None = None) -> FittedState:
     """REGISTRY[name].fit(task, **overrides) (the method checks its arguments, bridge.registry.check_hparams)
     with its matrix products at `precision` (bridge.precision: auto, fp32, bf16, tf32; info["precision"] says
-    which ran); fills fit_seconds/search_seconds if the method did not."""
+    which ran); fills fit_seconds/search_seconds if the method did not; then fits the `calibration`
+    ("temperature": one per seed on the task's validation queries, `val_source` naming them; "none") into
+    info["calibration"] (evaluate.fitting.calibrate; not counted in fit_seconds)."""
     method = get_method(name)
     chosen = resolve_precision(precision, name, task.support.device, task.support.dtype)
     start = time.perf_counter()
@@ -38,6 +42,7 @@ def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = 
     state.info.setdefault("fit_seconds", elapsed)
     state.info.setdefault("search_seconds", 0.0)
     state.info.setdefault("val_accuracy", [float("nan")] * task.num_seeds)
+    state.info["calibration"] = fit_calibration(state, task, calibration, val_source)
     return state
 
 
@@ -93,9 +98,15 @@ def align_classes(source, target) -> Tensor:
 
 def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[float], *,
                  overrides: dict[str, Any] | None = None, eval_dataset: str | None = None,
-                 eval_cache_id: str | None = None) -> list[dict[str, Any]]:
-    """One record per seed of a fitted state (meta from evaluate.fitting.tasks.build_fit_task)."""
+                 eval_cache_id: str | None = None, calibration: Sequence[dict[str, Any]] | None = None,
+                 coverage: Sequence[dict[str, Any]] | None = None,
+                 stored_calibration: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One record per seed of a fitted state (meta from evaluate.fitting.tasks.build_fit_task); calibration
+    (evaluate.fitting.calibrate.score_calibration) and coverage (evaluate.fitting.conformal_sets.score_coverage)
+    per seed, when measured, add their fields (evaluate.reporting.records.calibration_fields);
+    stored_calibration ({"method", "temperature"}) is the calibration applied, default the state's."""
     info = state.info
+    applied = stored_calibration if stored_calibration is not None else info.get("calibration")
     records = []
     for s, seed in enumerate(meta["seeds"]):
         record = make_record(
@@ -112,5 +123,7 @@ def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[fl
         record["seeds_batched"] = len(meta["seeds"])
         if eval_cache_id:
             record["eval_cache_id"] = eval_cache_id
+        record.update(calibration_fields(applied, s, calibration[s] if calibration else None,
+                                         coverage[s] if coverage else None))
         records.append(record)
     return records

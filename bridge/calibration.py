@@ -1,0 +1,70 @@
+"""Temperature scaling (Guo et al., 2017, "On Calibration of Modern Neural Networks", §4.2): one scalar T per
+seed, fitted by minimising the negative log-likelihood of softmax(logits / T) on labelled validation logits;
+calibrated probabilities are softmax(logits / T). T does not change the argmax, so accuracy is untouched.
+
+    temperature = fit_temperature(val_logits, val_labels)          # [S]
+    probabilities = calibrated_probabilities(logits, temperature)   # [S, N, C]
+
+The NLL is convex in the inverse temperature b = 1/T (a log-sum-exp of b·z minus the linear b·z_y), so its
+derivative mean_i(Σ_c softmax(b·z_i)_c z_ic − z_iy) increases with b and the minimum is found by bisection on
+the sign of that derivative, in log b, per seed: deterministic, no step size. T is kept in
+[MIN_TEMPERATURE, MAX_TEMPERATURE]; a validation set the logits separate perfectly drives T to the lower
+bound (the NLL keeps falling as T shrinks).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from clipbridge.bridge.errors import BridgeInputError
+
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 1e3
+BISECTION_STEPS = 64
+
+
+def _labelled(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """logits [S, N, C] float64, labels [S, N] (-1 = padding, broadcast from [1, N]) clamped, mask [S, N]."""
+    if logits.dim() != 3:
+        raise BridgeInputError(f"logits must be [S, N, C], got shape {tuple(logits.shape)}")
+    labels = labels.to(logits.device).long().expand(logits.shape[0], -1)
+    if labels.shape != logits.shape[:2]:
+        raise BridgeInputError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
+    mask = labels >= 0
+    if not mask.any(dim=1).all():
+        raise BridgeInputError("a seed has no labelled validation query to fit the temperature on")
+    return logits.double(), labels.clamp_min(0), mask
+
+
+def nll_slope(logits: Tensor, labels: Tensor, inverse_temperature: Tensor) -> Tensor:
+    """d/db of the mean NLL of softmax(b·logits) at b = inverse_temperature [S]: logits [S, N, C], labels
+    [S, N] (-1 ignored) -> [S]."""
+    z, y, mask = _labelled(logits, labels)
+    p = torch.softmax(inverse_temperature.double()[:, None, None] * z, dim=-1)
+    per_query = (p * z).sum(-1) - z.gather(-1, y[..., None])[..., 0]            # [S, N]
+    return (per_query * mask).sum(1) / mask.sum(1)
+
+
+def fit_temperature(logits: Tensor, labels: Tensor) -> Tensor:
+    """[S] float64 temperatures minimising the validation NLL of softmax(logits / T), per seed.
+
+    logits [S, N, C] (any real scores), labels [S, N] or [1, N] int (-1 = padding)."""
+    low = torch.full((logits.shape[0],), math.log(1.0 / MAX_TEMPERATURE), dtype=torch.float64,
+                     device=logits.device)
+    high = torch.full_like(low, math.log(1.0 / MIN_TEMPERATURE))
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        rising = nll_slope(logits, labels, middle.exp()) > 0                   # past the minimum: go left
+        high = torch.where(rising, middle, high)
+        low = torch.where(rising, low, middle)
+    return (-(low + high) / 2).exp()
+
+
+def calibrated_probabilities(logits: Tensor, temperature: Tensor | float) -> Tensor:
+    """softmax(logits / T) in float64: logits [S, N, C] with temperature [S], or [N, C] with a float."""
+    logits = logits.double()
+    if isinstance(temperature, Tensor) and temperature.dim() == 1:
+        temperature = temperature.to(logits.device, torch.float64)[:, None, None]
+    return torch.softmax(logits / temperature, dim=-1)
