@@ -7,9 +7,14 @@ calibrated probabilities are softmax(logits / T). T does not change the argmax, 
 
 The NLL is convex in the inverse temperature b = 1/T (a log-sum-exp of b·z minus the linear b·z_y), so its
 derivative mean_i(Σ_c softmax(b·z_i)_c z_ic − z_iy) increases with b and the minimum is found by bisection on
-the sign of that derivative, in log b, per seed: deterministic, no step size. T is kept in
-[MIN_TEMPERATURE, MAX_TEMPERATURE]; a validation set the logits separate perfectly drives T to the lower
-bound (the NLL keeps falling as T shrinks).
+the sign of that derivative, in log b, per seed: deterministic, no step size.
+
+Methods' logits live on very different scales (CLIP's 100·cosine; SeMoBridge's blended scores spread over
+1e-4), so the search runs on logits divided by their spread s (the standard deviation, over the labelled
+queries and classes, of each query's logits minus their mean) and returns T in the logits' own units:
+T = s · T', with T' kept in [MIN_TEMPERATURE, MAX_TEMPERATURE]. A validation set the logits separate
+perfectly drives T' to the lower bound (the NLL keeps falling as T shrinks): with CoOp's min(K, 4) validation
+images per class this happens at low shot counts, and the temperature is then as sharp as the bound allows.
 """
 from __future__ import annotations
 
@@ -20,8 +25,9 @@ from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
 
-MIN_TEMPERATURE = 1e-3
-MAX_TEMPERATURE = 1e3
+#: bounds of T' = T / s, the temperature of spread-normalised logits (s: their standard deviation)
+MIN_TEMPERATURE = 1e-2
+MAX_TEMPERATURE = 1e2
 BISECTION_STEPS = 64
 
 
@@ -47,19 +53,31 @@ def nll_slope(logits: Tensor, labels: Tensor, inverse_temperature: Tensor) -> Te
     return (per_query * mask).sum(1) / mask.sum(1)
 
 
+def logit_spread(logits: Tensor, labels: Tensor) -> Tensor:
+    """[S] float64 s: the standard deviation of the labelled queries' logits after subtracting each query's
+    mean over classes (1 where that is 0: all logits equal)."""
+    z, _, mask = _labelled(logits, labels)
+    centred = z - z.mean(-1, keepdim=True)
+    weight = mask[..., None].double().expand_as(centred)
+    spread = ((centred ** 2 * weight).sum((1, 2)) / weight.sum((1, 2))).sqrt()
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
 def fit_temperature(logits: Tensor, labels: Tensor) -> Tensor:
     """[S] float64 temperatures minimising the validation NLL of softmax(logits / T), per seed.
 
     logits [S, N, C] (any real scores), labels [S, N] or [1, N] int (-1 = padding)."""
+    spread = logit_spread(logits, labels)
+    scaled = logits.double() / spread[:, None, None]
     low = torch.full((logits.shape[0],), math.log(1.0 / MAX_TEMPERATURE), dtype=torch.float64,
                      device=logits.device)
     high = torch.full_like(low, math.log(1.0 / MIN_TEMPERATURE))
     for _ in range(BISECTION_STEPS):
         middle = (low + high) / 2
-        rising = nll_slope(logits, labels, middle.exp()) > 0                   # past the minimum: go left
+        rising = nll_slope(scaled, labels, middle.exp()) > 0                   # past the minimum: go left
         high = torch.where(rising, middle, high)
         low = torch.where(rising, low, middle)
-    return (-(low + high) / 2).exp()
+    return spread * (-(low + high) / 2).exp()
 
 
 def calibrated_probabilities(logits: Tensor, temperature: Tensor | float) -> Tensor:

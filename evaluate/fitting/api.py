@@ -70,14 +70,14 @@ class Run:
         (e.g. 0.9), also the empirical coverage and mean size of the conformal sets (conformal_score "lac" or
         "aps", conformal "marginal" or "classwise"; evaluate/fitting/conformal_sets.py)."""
         from clipbridge.bridge.devices import resolve_device
-        from clipbridge.evaluate.fitting.calibrate import run_calibration, score_calibration
+        from clipbridge.evaluate.fitting.calibrate import run_calibration
         from clipbridge.evaluate.fitting.conformal_sets import check_conformal, score_coverage
-        from clipbridge.evaluate.fitting.scoring import score_queries, seed_records
+        from clipbridge.evaluate.fitting.scoring import test_records
         from clipbridge.evaluate.fitting.tasks import load_test
 
         if coverage is not None:
             check_conformal(coverage, conformal_score, conformal)
-        chosen = run_calibration(self.state, len(self.seeds), calibration)
+        chosen = run_calibration(self.state, len(self.seeds), calibration)       # refused before any work
         cache = cache if cache is not None else self.open_cache()
         target = str(resolve_device(device))
         queries, labels = load_test(cache, device=target, dtype=self.meta["dtype"])
@@ -85,10 +85,8 @@ class Run:
         sets = None if coverage is None else score_coverage(state, cache, {**self.meta, "classnames": self.classnames},
                                                             queries, labels, chosen, coverage, conformal_score,
                                                             conformal)
-        return seed_records(state, {**self.meta, "device": target}, score_queries(state, queries, labels),
-                            overrides=self.overrides, calibration=score_calibration(state, queries, labels, chosen),
-                            coverage=sets,
-                            stored_calibration={"method": chosen.method, "temperature": chosen.temperature})
+        return test_records(state, {**self.meta, "device": target}, queries, labels, overrides=self.overrides,
+                            calibration=calibration, coverage=sets)
 
     def save(self, root: str | Path = "runs") -> Path:
         """Write the run under root/<dataset>/<method>/ (atomically); returns and remembers its folder."""

@@ -1,6 +1,7 @@
 """Fit a method on a task, score a fitted state on test queries, turn results into records.
 
-Shared by `fit`, `evaluate` and `bench`. Scoring on another dataset (distribution shift) restricts the
+Shared by `fit`, `evaluate` and `bench`; `test_records` is the one test score they record (accuracy and
+calibration metrics). Scoring on another dataset (distribution shift) restricts the
 source logits to the target's classes, matched by name.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from clipbridge.bridge.precision import products_in, resolve_precision
 from clipbridge.bridge.registry import FittedState, get_method
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.errors import ClipBridgeError
-from clipbridge.evaluate.fitting.calibrate import DEFAULT_CALIBRATION, fit_calibration
+from clipbridge.evaluate.fitting.calibrate import (DEFAULT_CALIBRATION, fit_calibration, run_calibration,
+                                                  score_calibration)
 from clipbridge.evaluate.reporting.records import calibration_fields, make_record
 
 QUERY_CHUNK = 4096
@@ -127,3 +129,17 @@ def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[fl
                                          coverage[s] if coverage else None))
         records.append(record)
     return records
+
+
+def test_records(state: FittedState, meta: dict[str, Any], queries: Tensor, labels: Tensor, *,
+                 overrides: dict[str, Any] | None = None, class_map: Tensor | None = None,
+                 calibration: str | None = None, eval_dataset: str | None = None, eval_cache_id: str | None = None,
+                 coverage: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One record per seed of `state` scored on test queries [N, D] with labels [N]: top-1 accuracy and the
+    calibration metrics before and after the state's calibration (or `calibration`: "temperature" | "none";
+    evaluate.fitting.calibrate), coverage fields as given (seed_records)."""
+    chosen = run_calibration(state, len(meta["seeds"]), calibration)
+    return seed_records(state, meta, score_queries(state, queries, labels, class_map), overrides=overrides,
+                        eval_dataset=eval_dataset, eval_cache_id=eval_cache_id,
+                        calibration=score_calibration(state, queries, labels, chosen, class_map), coverage=coverage,
+                        stored_calibration={"method": chosen.method, "temperature": chosen.temperature})
