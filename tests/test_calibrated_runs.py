@@ -126,3 +126,30 @@ def test_too_few_held_out_images_for_the_level_are_refused_in_one_line(tmp_path)
     assert "6 calibration image(s) cannot guarantee coverage 0.9: it takes at least 9" in str(error.value)
     assert "\n" not in str(error.value)
     assert fitted.evaluate(cache, device="cpu", coverage=0.8)[0]["conformal_images"] == 6
+
+
+def test_bench_records_calibration_for_every_method_and_draws_a_reliability_diagram(cache, tmp_path):
+    from clipbridge.evaluate.bench.grid import BenchSpec, run_bench
+    from clipbridge.evaluate.reporting.records import read_records, results_path
+
+    spec = BenchSpec(caches=(cache.path,), methods=("zeroshot", "tip-adapter"), shots=(2, 4), seeds=(1,),
+                     recipe="uniform", device="cpu")
+    outcome = run_bench(spec, tmp_path, "rel", progress=False, echo=lambda text: None)
+    records = read_records(results_path(tmp_path))
+    assert {r["method"] for r in records} == {"zeroshot", "tip-adapter"}
+    assert all(r["calibration"] == "temperature" and "ece_raw" in r and "brier" in r for r in records)
+    diagram = outcome.outputs["reliability diagram"]
+    assert diagram.name == "reliability.png" and diagram.stat().st_size > 10_000
+
+
+def test_reliability_bins_pool_over_seeds_by_count():
+    from clipbridge.evaluate.reporting.reliability import binned_ece, pooled_bins
+
+    a = {"reliability": {"count": [2, 0, 1], "confidence": [0.1, None, 0.9], "accuracy": [0.5, None, 1.0]}}
+    b = {"reliability": {"count": [1, 3, 0], "confidence": [0.4, 0.5, None], "accuracy": [1.0, 0.0, None]}}
+    pooled = pooled_bins([a, b], "reliability")
+    assert pooled["count"] == [3, 3, 1]
+    assert pooled["confidence"] == pytest.approx([0.2, 0.5, 0.9])
+    assert pooled["accuracy"] == pytest.approx([2 / 3, 0.0, 1.0])
+    assert binned_ece(pooled) == pytest.approx((3 * abs(2 / 3 - 0.2) + 3 * 0.5 + 0.1) / 7)
+    assert pooled_bins([{"method": "old record"}], "reliability") is None
