@@ -38,6 +38,8 @@ class Mutation:
 
 
 DEFAULTS = "tests/test_published_defaults.py"
+CONFORMAL = "tests/test_conformal.py"
+CALIBRATION = "tests/test_calibration.py"
 LOSSES = "tests/test_training_losses.py"
 FUSED = "tests/test_fused_beat_zero_shot.py"
 FEWSHOT = "tests/test_fewshot.py"
@@ -146,6 +148,16 @@ MUTATIONS = [
              '["embedding"], positions)', (FAMILIES,)),
     Mutation("family: format-1 flip read as plain", "cache/reader.py",
              '("flip", 1, 2)', '("flip", 0, 1)', (FAMILIES,)),
+    # ------------------------------------------------------------ calibration and conformal sets (issue 22)
+    Mutation("conformal: quantile rank n(1 - alpha) instead of (n + 1)(1 - alpha)", "bridge/conformal.py",
+             "math.ceil((n + 1) * (1 - alpha) - 1e-9)", "math.ceil(n * (1 - alpha) - 1e-9)", (CONFORMAL,)),
+    Mutation("conformal: APS counts only the classes ranked strictly above", "bridge/conformal.py",
+             "at_rank = cumulative.gather(-1, last)", "at_rank = cumulative.gather(-1, last) - ordered", (CONFORMAL,)),
+    Mutation("calibration: temperature search walks the wrong way", "bridge/calibration.py",
+             "rising = nll_slope(scaled, labels, middle.exp()) > 0", "rising = nll_slope(scaled, labels, middle.exp()) < 0",
+             (CALIBRATION,)),
+    Mutation("calibration: Brier score without the true-class term", "bridge/calibration_metrics.py",
+             "((p ** 2).sum(1) - 2 * true + 1)", "((p ** 2).sum(1) + 1)", (CALIBRATION,)),
 ]
 
 
