@@ -140,6 +140,10 @@ def test_bench_records_calibration_for_every_method_and_draws_a_reliability_diag
     assert all(r["calibration"] == "temperature" and "ece_raw" in r and "brier" in r for r in records)
     diagram = outcome.outputs["reliability diagram"]
     assert diagram.name == "reliability.png" and diagram.stat().st_size > 10_000
+    table = outcome.outputs["calibration table"].read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| synthetic | tip-adapter | 4 |"))
+    (record,) = [r for r in records if r["method"] == "tip-adapter" and r["shots"] == 4]
+    assert f"{record['ece_raw']:.3f} -> {record['ece']:.3f}" in row
 
 
 def test_reliability_bins_pool_over_seeds_by_count():

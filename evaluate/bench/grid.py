@@ -34,7 +34,8 @@ from clipbridge.evaluate.fitting.tasks import (SplitLoader, cache_identity, chec
                                                resolve_dtype)
 from clipbridge.evaluate.reporting.files import write_text_atomic
 from clipbridge.evaluate.reporting.plots import plot_accuracy_vs_shots, plot_accuracy_vs_time
-from clipbridge.evaluate.reporting.reliability import RELIABILITY_PNG, plot_reliability
+from clipbridge.evaluate.reporting.reliability import (CALIBRATION_MD, RELIABILITY_PNG, calibration_markdown,
+                                                       plot_reliability)
 from clipbridge.evaluate.reporting.records import (append_records, latest_by_key, package_version, read_records,
                                                    record_key, results_path)
 from clipbridge.evaluate.reporting.tables import build_table, fit_seconds_per_seed, table_summary, to_csv, to_markdown
@@ -220,8 +221,8 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
 
 def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, sources: list[_Source],
                   outcome: BenchOutcome) -> None:
-    """table.csv, table.md, accuracy_vs_shots.png, accuracy_vs_time.png, reliability.png (evaluate.reporting.reliability)
-    and summary.json of the grid's records."""
+    """table.csv, table.md, accuracy_vs_shots.png, accuracy_vs_time.png, reliability.png and calibration.md
+    (evaluate.reporting.reliability) and summary.json of the grid's records."""
     table = build_table(records)
     folder.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(table, outcome.skipped_methods)
@@ -231,6 +232,9 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
     seconds_per_seed = fit_seconds_per_seed(records)
     time_plot = plot_accuracy_vs_time(table, seconds_per_seed, folder / TIME_PNG)
     reliability = plot_reliability(records, folder / RELIABILITY_PNG)
+    calibration = calibration_markdown(records)
+    if calibration:
+        write_text_atomic(folder / CALIBRATION_MD, calibration)
     fit_seconds: dict[str, list[float]] = {}
     for record in records:
         if record["dataset"] == record.get("eval_dataset", record["dataset"]):
@@ -250,6 +254,7 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
     write_text_atomic(folder / SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     outcome.outputs = {"csv": folder / TABLE_CSV, "markdown": folder / TABLE_MD, "plot": plot,
                        "time plot": time_plot, "summary": folder / SUMMARY_JSON,
-                       **({"reliability diagram": reliability} if reliability else {})}
+                       **({"reliability diagram": reliability} if reliability else {}),
+                       **({"calibration table": folder / CALIBRATION_MD} if calibration else {})}
     outcome.markdown = markdown
     outcome.val_is_test = table.val_is_test

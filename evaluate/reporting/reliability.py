@@ -1,11 +1,12 @@
-"""Reliability diagrams from result records: per method, the test accuracy in each bin of top-1 confidence
+"""Reliability diagrams and the calibration table from result records. The diagram: per method, the test accuracy in each bin of top-1 confidence
 against the bin's mean confidence (a perfectly calibrated model sits on the diagonal), before (the softmax
 of the method's logits) and after calibration, for one dataset and shot count.
 
 The points are the records' reliability bins (evaluate.fitting.calibrate.score_calibration, 15 equal-width
 bins), pooled over seeds: counts add up, and each bin's mean confidence and accuracy are weighted by its
 counts. The legend gives the pooled ECE of each curve (the same bins' |accuracy − confidence| weighted by
-their share of the queries).
+their share of the queries). The table (calibration.md): per dataset and method, for each shot count, the test
+ECE and the mean top-1 probability before -> after calibration beside the accuracy, means over seeds.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Iterable
 from clipbridge.bridge.recipes import order_methods
 
 RELIABILITY_PNG = "reliability.png"
+CALIBRATION_MD = "calibration.md"
 
 
 def pooled_bins(records: Iterable[dict[str, Any]], key: str) -> dict[str, list[float]] | None:
@@ -106,3 +108,27 @@ def plot_reliability(records: list[dict[str, Any]], path: str | os.PathLike) -> 
     if reliability_selection(records) is None:
         return None
     return save_figure(reliability_figure(records), path)
+
+
+def calibration_markdown(records: list[dict[str, Any]]) -> str | None:
+    """The calibration table of the in-distribution records that carry metrics (None when none do): one row
+    per (dataset, method, shots) with accuracy, mean top-1 probability and ECE, raw -> calibrated, and the
+    mean temperature, averaged over seeds."""
+    usable = [r for r in records if "ece" in r and r["dataset"] == r.get("eval_dataset", r["dataset"])]
+    if not usable:
+        return None
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for record in usable:
+        groups.setdefault((record["dataset"], record["method"], record["shots"]), []).append(record)
+    rank = {m: i for i, m in enumerate(order_methods({r["method"] for r in usable}))}
+    mean = lambda rows, key: sum(float(r[key]) for r in rows) / len(rows)
+    lines = ["Calibration on the test split, mean over seeds: accuracy (%), mean top-1 probability and expected "
+             "calibration error (15 bins), softmax of the logits -> calibrated (temperature per seed, fitted on "
+             "the validation images the method selected on).", "",
+             "| dataset | method | shots | seeds | accuracy | top-1 probability | ECE | temperature |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (dataset, method, shots), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], rank[kv[0][1]], kv[0][2])):
+        lines.append(f"| {dataset} | {method} | {shots} | {len(rows)} | {mean(rows, 'test_accuracy'):.2f} | "
+                     f"{mean(rows, 'confidence_raw'):.3f} -> {mean(rows, 'confidence'):.3f} | "
+                     f"{mean(rows, 'ece_raw'):.3f} -> {mean(rows, 'ece'):.3f} | {mean(rows, 'temperature'):.3g} |")
+    return "\n".join(lines) + "\n"
