@@ -5,7 +5,7 @@ of the method's logits) and after calibration, for one dataset and shot count.
 The points are the records' reliability bins (evaluate.fitting.calibrate.score_calibration, 15 equal-width
 bins), pooled over seeds: counts add up, and each bin's mean confidence and accuracy are weighted by its
 counts. The legend gives the pooled ECE of each curve (the same bins' |accuracy − confidence| weighted by
-their share of the queries). The table (calibration.md): per dataset and method, for each shot count, the test
+their share of the queries); a point's area grows with its bin's share of the queries. The table (calibration.md): per dataset and method, for each shot count, the test
 ECE and the mean top-1 probability before -> after calibration beside the accuracy, means over seeds.
 """
 from __future__ import annotations
@@ -76,19 +76,24 @@ def reliability_figure(records: list[dict[str, Any]]):
     for axis, method in zip(axes.flat, methods):
         mine = [r for r in selected if r["method"] == method]
         axis.plot([0, 1], [0, 1], linestyle=":", color="0.5", linewidth=1)
-        for key, label, colour, style in (("reliability_raw", "softmax of logits", "0.45", "--"),
-                                           ("reliability", "calibrated", method_colour(method), "-")):
+        for key, label, colour, style, marker in (("reliability_raw", "softmax of logits", "black", "--", "x"),
+                                                   ("reliability", "calibrated", method_colour(method), "-", "o")):
             bins = pooled_bins(mine, key)
             if bins is None:
                 continue
-            points = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"]) if c is not None]
-            axis.plot([c for c, _ in points], [a for _, a in points], style, marker="o", markersize=3,
-                      color=colour, label=f"{label} (ECE {binned_ece(bins):.3f})")
+            points = [(c, a, n) for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n]
+            total = sum(n for _, _, n in points)
+            axis.plot([c for c, _, _ in points], [a for _, a, _ in points], style, color=colour, linewidth=1.2,
+                      alpha=0.55 if key == "reliability_raw" else 1.0,
+                      label=f"{label} (ECE {binned_ece(bins):.3f})")
+            axis.scatter([c for c, _, _ in points], [a for _, a, _ in points], marker=marker, color=colour,
+                         s=[4 + 120 * n / total for _, _, n in points], zorder=3,
+                         alpha=0.55 if key == "reliability_raw" else 1.0)
         temperatures = sorted({round(float(r.get("temperature", 1.0)), 3) for r in mine})
         axis.set_title(f"{method} (T {', '.join(f'{t:g}' for t in temperatures[:3])})", fontsize=9)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
-        axis.set_xlabel("top-1 probability (bin mean)", fontsize=8)
+        axis.set_xlabel("top-1 probability (bin mean; area: share of images)", fontsize=8)
         axis.set_ylabel("test accuracy in bin", fontsize=8)
         axis.legend(fontsize=7, loc="upper left")
     for axis in list(axes.flat)[len(methods):]:
