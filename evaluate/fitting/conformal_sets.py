@@ -10,8 +10,10 @@ images to classify. The data the method (and its temperature) was selected on is
 - protocol paper: the whole val split was the selection data, so the train images outside the seed's
   support set are used (the val split is not held out).
 
-Only images the cache holds count (a cache extracted with --shots/--seeds holds just the sampled ones: then
-there may be too few, and the error says how many there are and how many the level needs).
+Only images the cache holds count. A cache extracted with --shots/--seeds holds only the val images some
+seed's draw picked: for one seed the others' draws are then its held-out images (fewer, and balanced over
+classes, so the guarantee assumes the test classes are too); with too few the error says how many there are
+and how many the level needs.
 """
 from __future__ import annotations
 
