@@ -29,7 +29,9 @@ class CalibrationTally:
     def __init__(self, num_classes: int, bins: int = ECE_BINS) -> None:
         from torchmetrics.classification import MulticlassCalibrationError
 
-        self.ece = MulticlassCalibrationError(num_classes=num_classes, n_bins=bins, norm="l1")
+        # sync_on_compute False: under torchrun a torchmetrics Metric would otherwise gather every rank's
+        # queries into this tally (each bench rank scores its own cells)
+        self.ece = MulticlassCalibrationError(num_classes=num_classes, n_bins=bins, norm="l1", sync_on_compute=False)
         self.bins = bins
         self.count = 0
         self.nll_sum = self.brier_sum = self.confidence_sum = self.correct = 0.0
