@@ -177,3 +177,32 @@ def test_images_in_nested_folders_are_read(fitted, tmp_path):
     (tmp_path / "images" / "cat" / "y.png").write_bytes((root / "class_3" / "02.png").read_bytes())
     predictions = run.predict([tmp_path / "images"], device="cpu")
     assert sorted(Path(p.path).name for p in predictions) == ["x.png", "y.png"]
+
+
+def test_a_run_saved_before_calibration_predicts_uncalibrated_and_says_so(fitted, tmp_path):
+    run, cache, root, _ = fitted
+    saved = run.save(tmp_path / "runs")
+    document = json.loads((saved / "run.json").read_text())
+    del document["info"]["calibration"]
+    (saved / "run.json").write_text(json.dumps(document))
+    result = CliRunner().invoke(predict, [str(saved), str(root / "class_0" / "00.png"), "--device", "cpu",
+                                          "--out", str(tmp_path / "old.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "uncalibrated: the run was saved before clipbridge fitted a temperature" in result.stderr
+    (line,) = [json.loads(text) for text in open(tmp_path / "old.jsonl")]
+    assert line["calibration"] == "none" and line["prediction_set"] is None
+
+
+def test_predict_coverage_says_how_many_held_out_images_calibrated_the_sets(fitted, tmp_path):
+    _, cache, root, _ = fitted
+    one_shot = cb.fit(cache, method="tip-adapter", shots=1, seeds=[1], recipe="uniform", device="cpu")
+    saved = one_shot.save(tmp_path / "runs")
+    result = CliRunner().invoke(predict, [str(saved), str(root / "class_1"), "--device", "cpu", "--coverage", "0.8",
+                                          "--cache", str(cache.path), "--out", str(tmp_path / "sets.csv")])
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 4 held-out image(s): the val split's images outside the seed's validation draw" \
+        in result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "sets.csv")))
+    assert all(int(r["set_size"]) == len(r["prediction_set"].split("|")) for r in rows if r["prediction_set"])
+    refused = CliRunner().invoke(predict, [str(saved), str(root), "--coverage", "1.5"])
+    assert isinstance(refused.exception, ClipBridgeError) and "--coverage must be between 0 and 1" in str(refused.exception)
