@@ -154,8 +154,10 @@ MUTATIONS = [
     Mutation("conformal: APS counts only the classes ranked strictly above", "bridge/conformal.py",
              "at_rank = cumulative.gather(-1, last)", "at_rank = cumulative.gather(-1, last) - ordered", (CONFORMAL,)),
     Mutation("calibration: temperature search walks the wrong way", "bridge/calibration.py",
-             "rising = nll_slope(scaled, labels, middle.exp()) > 0", "rising = nll_slope(scaled, labels, middle.exp()) < 0",
+             "rising = nll_slope(scaled, targets, middle.exp()) > 0", "rising = nll_slope(scaled, targets, middle.exp()) < 0",
              (CALIBRATION,)),
+    Mutation("calibration: Platt's target smoothing dropped", "bridge/calibration.py",
+             "eps = (1.0 / (mask.sum(1).double() + 2))", "eps = (0.0 / (mask.sum(1).double() + 2))", (CALIBRATION,)),
     Mutation("calibration: Brier score without the true-class term", "bridge/calibration_metrics.py",
              "((p ** 2).sum(1) - 2 * true + 1)", "((p ** 2).sum(1) + 1)", (CALIBRATION,)),
 ]

@@ -32,11 +32,34 @@ def test_the_fitted_temperature_recovers_the_one_the_labels_were_drawn_with(trut
     assert abs(fitted / truth - 1) < 0.08
 
 
-def test_the_fitted_temperature_minimises_the_validation_nll():
-    logits, labels = _drawn(1.3, n=500)
+def _smoothed_nll(logits, labels, temperature: float) -> float:
+    n, classes = labels.shape[1], logits.shape[-1]
+    eps = 1 / (n + 2)
+    targets = torch.full((n, classes), eps / (classes - 1), dtype=torch.float64)
+    targets[torch.arange(n), labels[0]] = 1 - eps
+    return float(-(targets * torch.log_softmax(logits[0] / temperature, -1)).sum(-1).mean())
+
+
+def test_the_fitted_temperature_minimises_the_validation_nll_against_platts_targets():
+    logits, labels = _drawn(1.3, n=60)
     t = float(fit_temperature(logits, labels)[0])
-    best = _nll(logits, labels, t)
-    assert best <= _nll(logits, labels, t * 0.97) and best <= _nll(logits, labels, t * 1.03)
+    best = _smoothed_nll(logits, labels, t)
+    assert best <= _smoothed_nll(logits, labels, t * 0.99) and best <= _smoothed_nll(logits, labels, t * 1.01)
+    plain = float(fit_temperature(logits, labels, smoothing=False)[0])
+    assert _nll(logits, labels, plain) <= min(_nll(logits, labels, plain * 0.99), _nll(logits, labels, plain * 1.01))
+    assert plain < t                              # the targets' prior pulls towards less confidence
+
+
+def test_a_perfectly_separated_validation_set_still_gets_a_finite_temperature():
+    logits = torch.eye(4, dtype=torch.float64)[None].repeat(1, 2, 1) * 5             # every query right
+    labels = torch.arange(4).repeat(2)[None]
+    plain = float(fit_temperature(logits, labels, smoothing=False)[0])
+    smoothed = float(fit_temperature(logits, labels)[0])
+    spread = float(logits[0].sub(logits[0].mean(-1, keepdim=True)).pow(2).mean().sqrt())
+    assert plain == pytest.approx(spread * 1e-2, rel=1e-6)                          # the bound
+    # with 8 queries the true class's target is 1 - 1/10: the fitted softmax gives it exactly that
+    p = torch.softmax(logits[0] / smoothed, -1)
+    assert float(p[0, 0]) == pytest.approx(0.9, abs=1e-6)
 
 
 def test_the_temperature_follows_the_logits_scale_down_to_semobridge_like_spreads():
