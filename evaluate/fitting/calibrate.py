@@ -3,8 +3,8 @@ the test split's calibration metrics before and after it.
 
 At fit time (evaluate.fitting.scoring.fit_method) each seed's temperature is fitted by minimising the NLL
 of the method's logits, against Platt's smoothed targets, on the task's validation queries
-(bridge.calibration), the very data the method's own selection used (clean: the min(K, 4)-per-class validation draw; paper: the whole val split). It is
-stored in the state's info:
+(bridge.calibration), the very data the method's own selection used (clean: the min(K, 4)-per-class
+validation draw; paper: the whole val split). It is stored in the state's info:
 
     state.info["calibration"] = {"method": "temperature" | "none", "temperature": [S floats, 1.0 for none],
                                  "fitted_on": "<which data, in words>", "val_nll": [S], "val_nll_raw": [S]}
