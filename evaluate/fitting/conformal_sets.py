@@ -10,8 +10,8 @@ images to classify. The data the method (and its temperature) was selected on is
 - protocol paper: the whole val split was the selection data, so the train images outside the seed's
   support set are used (the val split is not held out).
 
-Only images the cache holds count. A cache extracted with --shots/--seeds holds only the val images some
-seed's draw picked: for one seed the others' draws are then its held-out images (fewer, and balanced over
+Only images the cache holds count. A cache extracted with --shots/--seeds --protocols clean holds only the val
+images some seed's draw picked: for one seed the others' draws are then its held-out images (fewer, and balanced over
 classes, so the guarantee assumes the test classes are too); with too few the error says how many there are
 and how many the level needs.
 """
@@ -121,8 +121,9 @@ def fit_threshold(state: FittedState, seed_index: int, data: Holdout, calibratio
         else:
             threshold = conformal_threshold(scores, alpha)
     except BridgeInputError as error:
-        raise ClipBridgeError(f"{error} (held out: {data.source}; a cache extracted with --shots/--seeds holds "
-                              "only the sampled images: extract the whole split, or ask a lower --coverage)") from None
+        raise ClipBridgeError(f"{error} (held out: {data.source}; a cache extracted with --shots/--seeds "
+                              "--protocols clean holds only the sampled val images: extract with --protocols "
+                              "clean,paper, or ask a lower --coverage)") from None
     return ConformalThreshold(threshold, score, mode, coverage, n, data.source)
 
 
