@@ -38,11 +38,10 @@ class Mutation:
 
 
 DEFAULTS = "tests/test_published_defaults.py"
-CONFORMAL = "tests/test_conformal.py"
-CALIBRATION = "tests/test_calibration.py"
 LOSSES = "tests/test_training_losses.py"
 FUSED = "tests/test_fused_beat_zero_shot.py"
 FEWSHOT = "tests/test_fewshot.py"
+CONFORMAL, CALIBRATION = "tests/test_conformal.py", "tests/test_calibration.py"
 PROBE = "tests/test_linear_probe.py"
 FAMILIES = "tests/test_cache_families.py"
 
