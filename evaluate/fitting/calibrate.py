@@ -28,10 +28,10 @@ from clipbridge.evaluate.fitting.choices import CALIBRATIONS
 
 DEFAULT_CALIBRATION = "temperature"
 FITTED_ON = {
-    "val": "the clean protocol's validation draw (min(K, 4) images per class of the val split, seed by seed), "
-           "the data the method's selection used",
-    "train-heldout": "the clean protocol's validation draw (min(K, 4) images per class of the train images "
-                     "outside the support set; the dataset has no val split), the data the method's selection used",
+    "val": "the validation draw (min(K, 4) images per class of the val split, seed by seed), the data the "
+           "method's selection used",
+    "train-heldout": "the validation draw (min(K, 4) images per class of the train images outside the support "
+                     "set; the dataset has no val split), the data the method's selection used",
     "val-full": "the whole val split (protocol paper), the data the method's selection used",
     "test": "the test split standing in for a missing val split (protocol paper: val = test)",
 }
