@@ -43,6 +43,7 @@ LOSSES = "tests/test_training_losses.py"
 FUSED = "tests/test_fused_beat_zero_shot.py"
 PAPER_SEARCH = "tests/test_paper_search.py"
 FEWSHOT = "tests/test_fewshot.py"
+CONFORMAL, CALIBRATION = "tests/test_conformal.py", "tests/test_calibration.py"
 PROBE = "tests/test_linear_probe.py"
 FAMILIES = "tests/test_cache_families.py"
 
@@ -120,6 +121,18 @@ MUTATIONS = [
              "val = _sample_per_class(random.Random(int(seed)), list(val_labels),", (FEWSHOT,)),
     Mutation("val draw: at most 2 shots instead of 4", "cache/fewshot.py",
              "MAX_VAL_SHOTS = 4", "MAX_VAL_SHOTS = 2", (FEWSHOT,)),
+    # ------------------------------------------------------------ calibration and conformal sets (issue 22)
+    Mutation("conformal: quantile rank n(1 - alpha) instead of (n + 1)(1 - alpha)", "bridge/conformal.py",
+             "math.ceil((n + 1) * (1 - alpha) - 1e-9)", "math.ceil(n * (1 - alpha) - 1e-9)", (CONFORMAL,)),
+    Mutation("conformal: APS counts only the classes ranked strictly above", "bridge/conformal.py",
+             "at_rank = cumulative.gather(-1, last)", "at_rank = cumulative.gather(-1, last) - ordered", (CONFORMAL,)),
+    Mutation("calibration: temperature search walks the wrong way", "bridge/calibration.py",
+             "rising = nll_slope(scaled, targets, middle.exp()) > 0", "rising = nll_slope(scaled, targets, middle.exp()) < 0",
+             (CALIBRATION,)),
+    Mutation("calibration: Platt's target smoothing dropped", "bridge/calibration.py",
+             "eps = (1.0 / (mask.sum(1).double() + 2))", "eps = (0.0 / (mask.sum(1).double() + 2))", (CALIBRATION,)),
+    Mutation("calibration: Brier score without the true-class term", "bridge/calibration_metrics.py",
+             "((p ** 2).sum(1) - 2 * true + 1)", "((p ** 2).sum(1) + 1)", (CALIBRATION,)),
     # ------------------------------------------------------------ the linear probe
     Mutation("lambda scaling: 1/C instead of 1/(C n)", "bridge/methods/linear_probe.py",
              "solve(1.0 / (c * count))", "solve(1.0 / c)", (PROBE,)),

@@ -52,7 +52,8 @@ def test_the_readme_api_example_runs_and_prints_the_right_values(tmp_path, monke
     classes_text, probabilities_text = printed[2].split("] [")
     classes, probabilities = ast.literal_eval(classes_text + "]"), ast.literal_eval("[" + probabilities_text)
     row = paths.index(item_name("test", 3, 0))                              # the same image, in the cache
-    top = torch.softmax(logits[0, row].double(), -1).topk(3)
+    temperature = run.state.info["calibration"]["temperature"][0]             # probabilities are calibrated
+    top = torch.softmax(logits[0, row].double() / temperature, -1).topk(3)
     assert classes == [run.classnames[i] for i in top.indices.tolist()]
     assert probabilities == pytest.approx(top.values.tolist(), abs=1e-3)
     assert list((tmp_path / "runs" / "shapes" / "semobridge").iterdir())

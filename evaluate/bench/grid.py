@@ -30,12 +30,14 @@ from clipbridge.cache.reader import open_cache
 from clipbridge.evaluate.bench.distributed import rank_device, world
 from clipbridge.evaluate.fitting.plan import FitPlan, plan_fit
 from clipbridge.evaluate.fitting.progress import training_progress, wants_bars
-from clipbridge.evaluate.fitting.scoring import align_classes, score_queries, seed_records
+from clipbridge.evaluate.fitting.scoring import align_classes, test_records
 from clipbridge.evaluate.fitting.tasks import (SplitLoader, cache_identity, check_pairs, check_shots, load_test,
                                                resolve_dtype)
 from clipbridge.evaluate.bench.grid_folder import GridFolder, read_grid_folder, write_grid_folder
 from clipbridge.evaluate.reporting.files import folder_lock, write_text_atomic
 from clipbridge.evaluate.reporting.plots import plot_accuracy_vs_shots, plot_accuracy_vs_time
+from clipbridge.evaluate.reporting.reliability import (CALIBRATION_MD, RELIABILITY_PNG, calibration_markdown,
+                                                       plot_reliability)
 from clipbridge.evaluate.reporting.records import (append_records, latest_by_key, package_version, read_records,
                                                    record_key, results_path)
 from clipbridge.evaluate.reporting.tables import build_table, fit_seconds_per_seed, table_summary, to_csv, to_markdown
@@ -197,17 +199,16 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
             task, meta = built[task_key]
             meta = {**meta, **plan.meta()}                   # the task may be another method's: its recipe
             with training_progress(f"{method} {k}-shot", bars, position=1, leave=False):
-                state = plan.fit(task, spec.precision)
+                state = plan.fit(task, spec.precision, val_source=meta["val_source"])
             queries, labels = load_test(source.cache, device=str(device), dtype=spec.dtype, loader=source.loader)
-            records = seed_records(state, meta, score_queries(state, queries, labels), overrides=plan.overrides)
+            records = test_records(state, meta, queries, labels, overrides=plan.overrides)
             for j, target in enumerate(targets):
                 if (i, j) not in class_maps:
                     class_maps[(i, j)] = align_classes(source.cache, target)
                 queries, labels = load_test(target, device=str(device), dtype=spec.dtype,
                                             loader=target_loaders[j])
-                accuracy = score_queries(state, queries, labels, class_maps[(i, j)])
-                records += seed_records(state, meta, accuracy, overrides=plan.overrides,
-                                        eval_dataset=str(target.attrs.get("dataset")),
+                records += test_records(state, meta, queries, labels, overrides=plan.overrides,
+                                        class_map=class_maps[(i, j)], eval_dataset=str(target.attrs.get("dataset")),
                                         eval_cache_id=str(target.cache_id))
             if spec.sweep is not None:
                 records = [{**record, "sweep": spec.sweep} for record in records]
@@ -263,7 +264,8 @@ def write_merged_outputs(folder: Path, results_file: Path, spec: BenchSpec, sour
 
 def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, grid: GridFolder,
                   outcome: BenchOutcome) -> None:
-    """table.csv, table.md, accuracy_vs_shots.png, accuracy_vs_time.png and summary.json of the grid's records."""
+    """table.csv, table.md, accuracy_vs_shots.png, accuracy_vs_time.png, reliability.png and calibration.md
+    (evaluate.reporting.reliability) and summary.json of the grid's records."""
     table = build_table(records)
     skipped = grid.lists.get("skipped_methods", {})
     folder.mkdir(parents=True, exist_ok=True)
@@ -273,6 +275,10 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
     plot = plot_accuracy_vs_shots(table, folder / PLOT_PNG)
     seconds_per_seed = fit_seconds_per_seed(records)
     time_plot = plot_accuracy_vs_time(table, seconds_per_seed, folder / TIME_PNG)
+    reliability = plot_reliability(records, folder / RELIABILITY_PNG)
+    calibration = calibration_markdown(records)
+    if calibration:
+        write_text_atomic(folder / CALIBRATION_MD, calibration)
     fit_seconds: dict[str, list[float]] = {}
     for record in records:
         if record["dataset"] == record.get("eval_dataset", record["dataset"]):
@@ -286,6 +292,8 @@ def write_outputs(folder: Path, records: list[dict[str, Any]], spec: BenchSpec, 
     }
     write_text_atomic(folder / SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     outcome.outputs = {"csv": folder / TABLE_CSV, "markdown": folder / TABLE_MD, "plot": plot,
-                       "time plot": time_plot, "summary": folder / SUMMARY_JSON}
+                       "time plot": time_plot, "summary": folder / SUMMARY_JSON,
+                       **({"reliability diagram": reliability} if reliability else {}),
+                       **({"calibration table": folder / CALIBRATION_MD} if calibration else {})}
     outcome.markdown = markdown
     outcome.val_is_test = table.val_is_test

@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> None:
             task, _ = build_fit_task(cache, shots=args.shots, seeds=seeds, families=plan.families,
                                      prompt_sets=plan.prompt_sets, device=str(device))
             start = time.perf_counter()
-            base = score_queries(fit_method(method, task, plan.hparams), queries, labels)
+            base = score_queries(fit_method(method, task, plan.hparams, calibration="none"), queries, labels)
             base_s = time.perf_counter() - start
             for name in names:
                 context, kernel = reduced(name, method, device)
                 start = time.perf_counter()
                 with context:
-                    state = fit_method(method, task, plan.hparams)
+                    state = fit_method(method, task, plan.hparams, calibration="none")
                 fit_s = time.perf_counter() - start
                 other = score_queries(state, queries, labels)
                 diffs = [o - b for o, b in zip(other, base)]

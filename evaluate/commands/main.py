@@ -18,6 +18,7 @@ from clipbridge.bridge.recipes import DEFAULT_RECIPE, METHOD_NAMES, RECIPE_NAMES
 from clipbridge.cache.options import PROTOCOLS, parse_hparams, parse_int_list, parse_names
 from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.commands.options import method_hparams, method_names, resolve_cache
+from clipbridge.evaluate.fitting.choices import CALIBRATIONS, CONFORMAL_MODES, CONFORMAL_SCORES
 from clipbridge.evaluate.reporting.records import writable_dir
 
 
@@ -64,6 +65,21 @@ _fit_options = [
 ]
 
 
+_calibration_options = [
+    click.option("--calibration", type=click.Choice(CALIBRATIONS), default=None,
+                 help="probabilities: temperature (the one the run fitted; the default when it has one) or none "
+                      "(the softmax of the method's logits)."),
+    click.option("--coverage", type=float, default=None,
+                 help="conformal prediction sets holding the true class with this probability (e.g. 0.9), "
+                      "calibrated on held-out labelled images of the run's cache."),
+    click.option("--conformal", type=click.Choice(CONFORMAL_MODES), default="marginal", show_default=True,
+                 help="marginal: coverage over all images; classwise: coverage for every class (needs more "
+                      "held-out images per class)."),
+    click.option("--conformal-score", type=click.Choice(CONFORMAL_SCORES), default="lac", show_default=True,
+                 help="lac: smallest sets on average; aps: sets that grow on hard images."),
+]
+
+
 def _with(options):
     def decorate(function):
         for option in reversed(options):
@@ -92,9 +108,12 @@ def _with(options):
 @click.option("--hparam", "hparam_items", multiple=True, metavar="KEY=VALUE", help="passed to fit (repeatable).")
 @click.option("--runs", "runs_root", default="runs", show_default=True, help="folder of saved runs.")
 @click.option("--no-progress", is_flag=True, help="no training progress bar (none is drawn off a terminal).")
+@click.option("--calibration", type=click.Choice(CALIBRATIONS), default="temperature", show_default=True,
+              help="temperature: fit one temperature per seed on the validation queries the method's selection "
+                   "used, so probabilities match accuracy; none: the softmax of the method's logits.")
 def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, shots, seed, seeds, recipe_name,
         view_families, prompts, protocol, device, dtype, precision, results, selection, parity, hparam_items,
-        runs_root, no_progress) -> None:
+        runs_root, no_progress, calibration) -> None:
     """Fit a method on CoOp few-shot samples of a cache (all seeds batched), score it, save the run."""
     from clipbridge.bridge.registry import check_hparams, get_method
     from clipbridge.cache.reader import open_cache
@@ -123,7 +142,7 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
     fit_and_report(cache, method=method, shots=shots, seeds=seed_list, recipe=recipe_name,
                    view_families=parse_names(view_families), prompts=parse_names(prompts), protocol=protocol,
                    device=device, dtype=dtype, precision=precision, overrides=overrides, runs_root=runs_root,
-                   results_dir=results,
+                   results_dir=results, calibration=calibration,
                    echo=click.echo, note=_echo_task_notes, progress=not no_progress)
 
 
@@ -137,13 +156,19 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
               help="where to look for the run's cache when it is not where it was (also beside the run).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--results", default="results", show_default=True, help="folder of results.jsonl.")
-def evaluate(run, cache_path, cache_root, device, results) -> None:
-    """Score a saved run on the test split of its cache; append one record per seed."""
+@_with(_calibration_options)
+def evaluate(run, cache_path, cache_root, device, results, calibration, coverage, conformal, conformal_score) -> None:
+    """Score a saved run on the test split of its cache (accuracy, and ECE, NLL and Brier score before and
+    after calibration; with --coverage, the conformal sets' coverage and mean size); append one record per seed."""
+    from clipbridge.evaluate.fitting.conformal_sets import check_conformal
     from clipbridge.evaluate.fitting.runner import evaluate_run
 
+    if coverage is not None:
+        check_conformal(coverage, conformal_score, conformal)
     writable_dir(results, "--results")
     evaluate_run(Path(run), cache_path=cache_path, device=device, results_dir=results, echo=click.echo,
-                 note=_echo_task_notes, cache_root=cache_root)
+                 note=_echo_task_notes, cache_root=cache_root, calibration=calibration, coverage=coverage,
+                 conformal=conformal, conformal_score=conformal_score)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -160,25 +185,51 @@ def evaluate(run, cache_path, cache_root, device, results) -> None:
                    "SHA-256 must be the cache's).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, None))
-def predict(run, images, topk, out, seed, pretrained, device, batch_size) -> None:
-    """Classify IMAGES (files or folders) with the fitted RUN: its model and weights encode them, its method
-    scores them; prints (or writes to --out) the top-k classes and probabilities per image."""
+@_with(_calibration_options)
+@click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False),
+              help="--coverage: the run's cache, if it moved (its held-out labelled images calibrate the sets).")
+@click.option("--cache-root", default="cache", show_default=True,
+              help="--coverage: where to look for the run's cache when it is not where it was.")
+@click.option("--skip-unreadable", is_flag=True,
+              help="classify the readable images and list the unreadable ones (an error column; a count on "
+                   "stderr) instead of stopping at the first.")
+def predict(run, images, topk, out, seed, pretrained, device, batch_size, calibration, coverage, conformal,
+            conformal_score, cache_path, cache_root, skip_unreadable) -> None:
+    """Classify IMAGES (files or folders, read recursively) with the fitted RUN: its model and weights encode
+    them, its method scores them; prints (or writes to --out) the top-k classes and their calibrated
+    probabilities per image, and with --coverage the conformal prediction set."""
     from clipbridge.evaluate.fitting.api import load_run
+    from clipbridge.evaluate.fitting.conformal_sets import check_conformal
     from clipbridge.evaluate.fitting.predict import image_files, write_predictions
 
     if out is not None and Path(out).suffix.lower() not in (".csv", ".jsonl"):
         raise ClipBridgeError(f"--out {out}: use a .csv or .jsonl file")
     if out is not None:
         writable_dir(Path(out).parent, "--out")  # before any image is encoded
+    if coverage is not None:
+        check_conformal(coverage, conformal_score, conformal)
     image_files(images)                         # every path exists, before the model is loaded
     fitted = load_run(run)
-    predictions = fitted.predict(images, topk=topk, seed=seed, pretrained=pretrained, device=device,
-                                 batch_size=batch_size)
+    from clipbridge.evaluate.fitting.predict import predict_images
+
+    cache = fitted.open_cache(cache_path, cache_root=cache_root) if coverage is not None else None
+    predictions = predict_images(fitted, images, topk=topk, seed=seed, pretrained=pretrained, device=device,
+                                 batch_size=batch_size, calibration=calibration, coverage=coverage,
+                                 conformal_score=conformal_score, conformal=conformal, cache=cache,
+                                 skip_unreadable=skip_unreadable, note=lambda text: click.echo(text, err=True))
+    skipped = [p for p in predictions if p.error is not None]
+    if skipped:
+        click.echo(f"skipped {len(skipped)} unreadable image(s) (listed with their error): "
+                   + ", ".join(p.path for p in skipped[:3]) + (" ..." if len(skipped) > 3 else ""), err=True)
     if out is not None:
         click.echo(f"predictions of {len(predictions)} image(s): {write_predictions(predictions, Path(out))}")
         return
     for p in predictions:
-        click.echo(f"{p.path}\t" + "\t".join(f"{c} {q:.4f}" for c, q in zip(p.classes, p.probabilities)))
+        if p.error is not None:
+            click.echo(f"{p.path}\terror: {p.error}")
+            continue
+        members = "" if p.prediction_set is None else f"\tset: {{{', '.join(p.prediction_set)}}}"
+        click.echo(f"{p.path}\t" + "\t".join(f"{c} {q:.4f}" for c, q in zip(p.classes, p.probabilities)) + members)
 
 
 # ----------------------------------------------------------------------------- bench

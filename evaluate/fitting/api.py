@@ -7,6 +7,7 @@
     records = run.evaluate()                    # test accuracy per seed (the test split is read only here)
     run.save("runs")                            # runs/dtd/semobridge-t/shots16-seeds1-3-<id>/
     predictions = run.predict(["photo.jpg"], topk=5)      # encoded with the run's model and weights
+    sets = run.predict(["photo.jpg"], coverage=0.9)       # + the conformal set holding the true class 90 % of the time
     run = cb.load_run("runs/dtd/semobridge-t/shots16-seeds1-3-<id>")
 
 The command line (`clipbridge fit`, `evaluate`, `predict`) is a thin layer over these calls.
@@ -60,18 +61,32 @@ class Run:
                                   f"(id {self.meta['cache_id']}, {self.meta['cache']})")
         return cache
 
-    def evaluate(self, cache=None, *, device: str = "auto") -> list[dict[str, Any]]:
-        """Score every seed on the cache's test split: one result record per seed (evaluate/reporting/records.py)."""
-        from clipbridge.evaluate.fitting.scoring import score_queries, seed_records
+    def evaluate(self, cache=None, *, device: str = "auto", calibration: str | None = None,
+                 coverage: float | None = None, conformal_score: str = "lac",
+                 conformal: str = "marginal") -> list[dict[str, Any]]:
+        """Score every seed on the cache's test split: one result record per seed (evaluate/reporting/records.py)
+        with accuracy and the calibration metrics (ECE, NLL, Brier, mean confidence) before and after the run's
+        calibration (`calibration` "none" reports the raw softmax as the calibrated one); with `coverage`
+        (e.g. 0.9), also the empirical coverage and mean size of the conformal sets (conformal_score "lac" or
+        "aps", conformal "marginal" or "classwise"; evaluate/fitting/conformal_sets.py)."""
         from clipbridge.bridge.devices import resolve_device
+        from clipbridge.evaluate.fitting.calibrate import run_calibration
+        from clipbridge.evaluate.fitting.conformal_sets import check_conformal, score_coverage
+        from clipbridge.evaluate.fitting.scoring import test_records
         from clipbridge.evaluate.fitting.tasks import load_test
 
+        if coverage is not None:
+            check_conformal(coverage, conformal_score, conformal)
+        chosen = run_calibration(self.state, len(self.seeds), calibration)       # refused before any work
         cache = cache if cache is not None else self.open_cache()
         target = str(resolve_device(device))
         queries, labels = load_test(cache, device=target, dtype=self.meta["dtype"])
         state = self.state.on(target)
-        return seed_records(state, {**self.meta, "device": target}, score_queries(state, queries, labels),
-                            overrides=self.overrides)
+        sets = None if coverage is None else score_coverage(state, cache, {**self.meta, "classnames": self.classnames},
+                                                            queries, labels, chosen, coverage, conformal_score,
+                                                            conformal)
+        return test_records(state, {**self.meta, "device": target}, queries, labels, overrides=self.overrides,
+                            calibration=calibration, coverage=sets)
 
     def save(self, root: str | Path = "runs") -> Path:
         """Write the run under root/<dataset>/<method>/ (atomically); returns and remembers its folder."""
@@ -81,34 +96,46 @@ class Run:
         return self.path
 
     def predict(self, images: Sequence[str | Path] | str | Path, *, topk: int = 5, seed: int | None = None,
-                pretrained: str | None = None, device: str = "auto", batch_size: int = 64) -> list:
+                pretrained: str | None = None, device: str = "auto", batch_size: int = 64,
+                calibration: str | None = None, coverage: float | None = None, conformal_score: str = "lac",
+                conformal: str = "marginal", cache=None, skip_unreadable: bool = False) -> list:
         """Classify image files (a folder is read recursively) with the run's model and weights; top-k classes
-        and probabilities per image (evaluate/fitting/predict.py). seed: which seed's fit (default the first);
-        pretrained: the weights file, when it is no longer where the cache was extracted from."""
+        and probabilities per image, each carrying the calibration used (evaluate/fitting/predict.py). seed:
+        which seed's fit (default the first); pretrained: the weights file, when it is no longer where the
+        cache was extracted from; calibration: None (the run's), "temperature" or "none"; coverage (e.g. 0.9):
+        add each image's conformal prediction set, calibrated on held-out labelled images of the run's cache
+        (`cache`, or found as open_cache finds it); skip_unreadable: an unreadable image gets a prediction with
+        its error instead of stopping."""
         from clipbridge.evaluate.fitting.predict import predict_images
 
         return predict_images(self, images, topk=topk, seed=seed, pretrained=pretrained, device=device,
-                              batch_size=batch_size)
+                              batch_size=batch_size, calibration=calibration, coverage=coverage,
+                              conformal_score=conformal_score, conformal=conformal, cache=cache,
+                              skip_unreadable=skip_unreadable)
 
 
 def fit(cache, method: str = "semobridge", shots: int = 16, seeds: Sequence[int] = (1,), *, recipe: str = DEFAULT_RECIPE,
         protocol: str = "clean", hparams: dict[str, Any] | None = None, view_families: Sequence[str] | None = None,
         prompts: Sequence[str] | None = None, device: str = "auto", dtype: str = "float32",
-        precision: str = "auto") -> Run:
+        precision: str = "auto", calibration: str = "temperature") -> Run:
     """Fit `method` on CoOp's few-shot samples of `cache` for all `seeds` at once, as `recipe` says
     (evaluate/recipes; view_families / prompts choose the uniform recipe's inputs), hparams on top, its
     matrix products at `precision` (auto, fp32, bf16, tf32: bridge.precision; meta["precision"] says which
-    ran). The test split is not read (Run.evaluate does that)."""
+    ran), the probabilities' `calibration` ("temperature", fitted per seed on the validation queries the
+    method's selection used, or "none"; evaluate/fitting/calibrate.py). The test split is not read
+    (Run.evaluate does that)."""
     from clipbridge.bridge.precision import resolve_precision
     from clipbridge.bridge.devices import resolve_device
     from clipbridge.evaluate.fitting.plan import plan_fit
+    from clipbridge.evaluate.fitting.calibrate import check_calibration
     from clipbridge.evaluate.fitting.tasks import resolve_dtype
 
     resolve_precision(precision, method, resolve_device(device), resolve_dtype(dtype))   # refused before work
+    check_calibration(calibration)
     plan = plan_fit(cache, method, shots, recipe=recipe, families=view_families, prompts=prompts, overrides=hparams)
     task, meta = plan.task(cache, seeds, protocol=protocol, device=str(resolve_device(device)), dtype=dtype)
     meta.update(classnames=list(cache.classnames), weights=_weights(cache))
-    state = plan.fit(task, precision)
+    state = plan.fit(task, precision, calibration, meta["val_source"])
     meta.update(precision=state.info["precision"])
     return Run(state, meta, dict(plan.overrides))
 

@@ -48,12 +48,13 @@ class FitPlan:
                                     loader=loader, validation=self.recipe.validation)
         return task, {**meta, **self.meta()}
 
-    def fit(self, task, precision: str = "fp32"):
+    def fit(self, task, precision: str = "fp32", calibration: str = "temperature", val_source: str | None = None):
         """The method fitted on `task` with the plan's hyper-parameters (a FittedState, S seeds), its matrix
-        products at `precision` (bridge.precision)."""
+        products at `precision` (bridge.precision), its probabilities' `calibration` fitted on the task's
+        validation queries (`val_source`: the task meta's; evaluate.fitting.calibrate)."""
         from clipbridge.evaluate.fitting.scoring import fit_method
 
-        return fit_method(self.method, task, self.hparams, precision)
+        return fit_method(self.method, task, self.hparams, precision, calibration, val_source)
 
 
 def plan_fit(cache, method: str, shots: int, *, recipe: str = DEFAULT_RECIPE, families: Sequence[str] | None = None,

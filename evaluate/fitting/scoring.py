@@ -1,6 +1,7 @@
 """Fit a method on a task, score a fitted state on test queries, turn results into records.
 
-Shared by `fit`, `evaluate` and `bench`. Scoring on another dataset (distribution shift) restricts the
+Shared by `fit`, `evaluate` and `bench`; `test_records` is the one test score they record (accuracy and
+calibration metrics). Scoring on another dataset (distribution shift) restricts the
 source logits to the target's classes, matched by name.
 """
 from __future__ import annotations
@@ -18,16 +19,21 @@ from clipbridge.bridge.precision import products_in, resolve_precision
 from clipbridge.bridge.registry import FittedState, get_method
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.errors import ClipBridgeError
-from clipbridge.evaluate.reporting.records import make_record
+from clipbridge.evaluate.fitting.calibrate import (DEFAULT_CALIBRATION, fit_calibration, run_calibration,
+                                                  score_calibration)
+from clipbridge.evaluate.reporting.records import calibration_fields, make_record
 
 QUERY_CHUNK = 4096
 
 
 def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = None,
-               precision: str = "fp32") -> FittedState:
+               precision: str = "fp32", calibration: str = DEFAULT_CALIBRATION,
+               val_source: str | None = None) -> FittedState:
     """REGISTRY[name].fit(task, **overrides) (the method checks its arguments, bridge.registry.check_hparams)
     with its matrix products at `precision` (bridge.precision: auto, fp32, bf16, tf32; info["precision"] says
-    which ran); fills fit_seconds/search_seconds if the method did not."""
+    which ran); fills fit_seconds/search_seconds if the method did not; then fits the `calibration`
+    ("temperature": one per seed on the task's validation queries, `val_source` naming them; "none") into
+    info["calibration"] (evaluate.fitting.calibrate; not counted in fit_seconds)."""
     method = get_method(name)
     chosen = resolve_precision(precision, name, task.support.device, task.support.dtype)
     start = time.perf_counter()
@@ -38,6 +44,7 @@ def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = 
     state.info.setdefault("fit_seconds", elapsed)
     state.info.setdefault("search_seconds", 0.0)
     state.info.setdefault("val_accuracy", [float("nan")] * task.num_seeds)
+    state.info["calibration"] = fit_calibration(state, task, calibration, val_source)
     return state
 
 
@@ -93,9 +100,15 @@ def align_classes(source, target) -> Tensor:
 
 def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[float], *,
                  overrides: dict[str, Any] | None = None, eval_dataset: str | None = None,
-                 eval_cache_id: str | None = None) -> list[dict[str, Any]]:
-    """One record per seed of a fitted state (meta from evaluate.fitting.tasks.build_fit_task)."""
+                 eval_cache_id: str | None = None, calibration: Sequence[dict[str, Any]] | None = None,
+                 coverage: Sequence[dict[str, Any]] | None = None,
+                 stored_calibration: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One record per seed of a fitted state (meta from evaluate.fitting.tasks.build_fit_task); calibration
+    (evaluate.fitting.calibrate.score_calibration) and coverage (evaluate.fitting.conformal_sets.score_coverage)
+    per seed, when measured, add their fields (evaluate.reporting.records.calibration_fields);
+    stored_calibration ({"method", "temperature"}) is the calibration applied, default the state's."""
     info = state.info
+    applied = stored_calibration if stored_calibration is not None else info.get("calibration")
     records = []
     for s, seed in enumerate(meta["seeds"]):
         record = make_record(
@@ -113,5 +126,21 @@ def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[fl
         record["validation"] = meta.get("validation", "protocol")     # "sampled": min(K, 4) under any protocol
         if eval_cache_id:
             record["eval_cache_id"] = eval_cache_id
+        record.update(calibration_fields(applied, s, calibration[s] if calibration else None,
+                                         coverage[s] if coverage else None))
         records.append(record)
     return records
+
+
+def test_records(state: FittedState, meta: dict[str, Any], queries: Tensor, labels: Tensor, *,
+                 overrides: dict[str, Any] | None = None, class_map: Tensor | None = None,
+                 calibration: str | None = None, eval_dataset: str | None = None, eval_cache_id: str | None = None,
+                 coverage: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One record per seed of `state` scored on test queries [N, D] with labels [N]: top-1 accuracy and the
+    calibration metrics before and after the state's calibration (or `calibration`: "temperature" | "none";
+    evaluate.fitting.calibrate), coverage fields as given (seed_records)."""
+    chosen = run_calibration(state, len(meta["seeds"]), calibration)
+    return seed_records(state, meta, score_queries(state, queries, labels, class_map), overrides=overrides,
+                        eval_dataset=eval_dataset, eval_cache_id=eval_cache_id,
+                        calibration=score_calibration(state, queries, labels, chosen, class_map), coverage=coverage,
+                        stored_calibration={"method": chosen.method, "temperature": chosen.temperature})

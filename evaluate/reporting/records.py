@@ -78,6 +78,34 @@ def make_record(*, dataset: str, model: str, pretrained: str, method: str, hpara
     }
 
 
+#: calibration metrics a record may carry: `name` of the reported (calibrated) probabilities, `name_raw` of the
+#: softmax of the method's logits (evaluate.fitting.calibrate.score_calibration)
+CALIBRATION_METRICS = ("ece", "nll", "brier", "confidence")
+
+
+def calibration_fields(stored: dict[str, Any] | None, seed_index: int, measured: dict[str, Any] | None = None,
+                       coverage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A record's calibration fields for one seed: "calibration" (temperature | none) and "temperature" from
+    the state's info["calibration"] (None: a run fitted before calibration existed, "none"); with `measured`
+    ({"raw", "calibrated"} metrics of the test split) ece/nll/brier/confidence of the reported probabilities
+    and the same with suffix _raw (before calibration), and the reliability bins of both; with `coverage`
+    the conformal fields (coverage_level, coverage, mean_set_size, conformal_*) as they are."""
+    stored = stored or {"method": "none", "temperature": []}
+    temperatures = stored.get("temperature") or []
+    fields: dict[str, Any] = {
+        "calibration": stored.get("method", "none"),
+        "temperature": float(temperatures[seed_index]) if seed_index < len(temperatures) else 1.0}
+    if measured:
+        for name in CALIBRATION_METRICS:
+            fields[name] = float(measured["calibrated"][name])
+            fields[f"{name}_raw"] = float(measured["raw"][name])
+        fields["reliability"] = measured["calibrated"]["bins"]
+        fields["reliability_raw"] = measured["raw"]["bins"]
+    if coverage:
+        fields.update(coverage)
+    return fields
+
+
 def record_key(record: dict[str, Any]) -> str:
     """A canonical string for the work a record stands for (missing key fields count as null)."""
     return json.dumps([record.get(name) for name in KEY_FIELDS], sort_keys=True, separators=(",", ":"))

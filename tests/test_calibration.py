@@ -1,0 +1,123 @@
+"""Temperature scaling (bridge.calibration) and the calibration metrics (bridge.calibration_metrics): the fitted
+temperature is the NLL minimiser, recovers the temperature the labels were drawn with, follows the logits'
+scale, ignores padding; ECE matches torchmetrics and the reliability bins, NLL and Brier their formulas."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from clipbridge.bridge.calibration import calibrated_probabilities, fit_temperature
+from clipbridge.bridge.calibration_metrics import CalibrationTally
+from clipbridge.evaluate.reporting.reliability import binned_ece
+
+
+def _drawn(temperature: float, n: int = 6000, classes: int = 8, seed: int = 0):
+    """Logits [1, n, C] and labels [1, n] drawn from softmax(logits / temperature)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(1, n, classes, generator=g, dtype=torch.float64)
+    labels = torch.multinomial(torch.softmax(logits[0] / temperature, -1), 1, generator=g)[:, 0]
+    return logits, labels[None]
+
+
+def _nll(logits, labels, temperature: float) -> float:
+    return float(torch.nn.functional.cross_entropy(logits[0] / temperature, labels[0]))
+
+
+@pytest.mark.parametrize("truth", [0.5, 2.0])
+def test_the_fitted_temperature_recovers_the_one_the_labels_were_drawn_with(truth):
+    logits, labels = _drawn(truth)
+    fitted = float(fit_temperature(logits, labels)[0])
+    assert abs(fitted / truth - 1) < 0.08
+
+
+def _smoothed_nll(logits, labels, temperature: float) -> float:
+    n, classes = labels.shape[1], logits.shape[-1]
+    eps = 1 / (n + 2)
+    targets = torch.full((n, classes), eps / (classes - 1), dtype=torch.float64)
+    targets[torch.arange(n), labels[0]] = 1 - eps
+    return float(-(targets * torch.log_softmax(logits[0] / temperature, -1)).sum(-1).mean())
+
+
+def test_the_fitted_temperature_minimises_the_validation_nll_against_platts_targets():
+    logits, labels = _drawn(1.3, n=60)
+    t = float(fit_temperature(logits, labels)[0])
+    best = _smoothed_nll(logits, labels, t)
+    assert best <= _smoothed_nll(logits, labels, t * 0.99) and best <= _smoothed_nll(logits, labels, t * 1.01)
+    plain = float(fit_temperature(logits, labels, smoothing=False)[0])
+    assert _nll(logits, labels, plain) <= min(_nll(logits, labels, plain * 0.99), _nll(logits, labels, plain * 1.01))
+    assert plain < t                              # the targets' prior pulls towards less confidence
+
+
+def test_a_perfectly_separated_validation_set_still_gets_a_finite_temperature():
+    logits = torch.eye(4, dtype=torch.float64)[None].repeat(1, 2, 1) * 5             # every query right
+    labels = torch.arange(4).repeat(2)[None]
+    plain = float(fit_temperature(logits, labels, smoothing=False)[0])
+    smoothed = float(fit_temperature(logits, labels)[0])
+    spread = float(logits[0].sub(logits[0].mean(-1, keepdim=True)).pow(2).mean().sqrt())
+    assert plain == pytest.approx(spread * 1e-2, rel=1e-6)                          # the bound
+    # with 8 queries the true class's target is 1 - 1/10: the fitted softmax gives it exactly that
+    p = torch.softmax(logits[0] / smoothed, -1)
+    assert float(p[0, 0]) == pytest.approx(0.9, abs=1e-6)
+
+
+def test_the_temperature_follows_the_logits_scale_down_to_semobridge_like_spreads():
+    logits, labels = _drawn(1.0, n=800)
+    base = float(fit_temperature(logits, labels)[0])
+    tiny = float(fit_temperature(logits * 1e-5, labels)[0])
+    assert tiny == pytest.approx(base * 1e-5, rel=1e-6)
+
+
+def test_padding_labels_are_ignored_and_seeds_are_fitted_apart():
+    logits, labels = _drawn(0.7, n=400)
+    other, other_labels = _drawn(2.5, n=400, seed=1)
+    padded = torch.cat([logits, 50 * torch.randn(1, 30, 8, dtype=torch.float64)], 1)
+    padded_labels = torch.cat([labels, torch.full((1, 30), -1)], 1)
+    both = fit_temperature(torch.cat([padded, torch.cat([other, other[:, :30]], 1)]),
+                           torch.cat([padded_labels, torch.cat([other_labels, torch.full((1, 30), -1)], 1)]))
+    assert float(both[0]) == pytest.approx(float(fit_temperature(logits, labels)[0]), rel=1e-9)
+    assert float(both[1]) == pytest.approx(float(fit_temperature(other, other_labels)[0]), rel=1e-9)
+
+
+def test_calibrated_probabilities_keep_the_ranking_and_sum_to_one():
+    logits, _ = _drawn(1.0, n=50)
+    p = calibrated_probabilities(logits, torch.tensor([0.3]))
+    assert torch.equal(p.argmax(-1), logits.argmax(-1))
+    assert torch.allclose(p.sum(-1), torch.ones(1, 50, dtype=torch.float64))
+    assert torch.allclose(p[0], torch.softmax(logits[0] / 0.3, -1))
+
+
+def _tally(p, y, chunk=None):
+    tally = CalibrationTally(p.shape[1])
+    for start in range(0, len(y), chunk or len(y)):
+        tally.update(p[start:start + (chunk or len(y))], y[start:start + (chunk or len(y))])
+    return tally.result()
+
+
+def test_metrics_match_their_formulas_torchmetrics_and_the_reliability_bins():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.softmax(2 * torch.randn(700, 6, generator=g, dtype=torch.float64), -1)
+    y = torch.randint(0, 6, (700,), generator=g)
+    result = _tally(p, y, chunk=128)
+    onehot = torch.nn.functional.one_hot(y, 6).double()
+    assert result["nll"] == pytest.approx(float(-p[torch.arange(700), y].log().mean()), rel=1e-9)
+    assert result["brier"] == pytest.approx(float(((p - onehot) ** 2).sum(1).mean()), rel=1e-9)
+    assert result["confidence"] == pytest.approx(float(p.max(1).values.mean()), rel=1e-9)
+    assert result["accuracy"] == pytest.approx(float((p.argmax(1) == y).double().mean()), rel=1e-9)
+    expected = float(multiclass_calibration_error(p.float(), y, num_classes=6, n_bins=15, norm="l1"))
+    assert result["ece"] == pytest.approx(expected, abs=1e-6)
+    assert binned_ece(result["bins"]) == pytest.approx(expected, abs=1e-5)
+    assert sum(result["bins"]["count"]) == 700 and len(result["bins"]["count"]) == 15
+
+
+def test_a_perfectly_confident_correct_model_scores_zero_and_a_wrong_one_the_maximum():
+    y = torch.tensor([0, 1, 2, 1])
+    right = torch.nn.functional.one_hot(y, 3).double()
+    wrong = torch.nn.functional.one_hot((y + 1) % 3, 3).double()
+    good, bad = _tally(right, y), _tally(wrong, y)
+    assert good["ece"] == pytest.approx(0) and good["brier"] == pytest.approx(0) and good["nll"] == pytest.approx(0)
+    assert bad["ece"] == pytest.approx(1) and bad["brier"] == pytest.approx(2)
+    assert bad["nll"] == pytest.approx(-math.log(1e-12))
