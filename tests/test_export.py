@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import clipbridge as cb
+import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.registry import REGISTRY, get_method
 from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.commands.export import export
@@ -101,6 +102,7 @@ def _predicted(run, files, seed: int) -> np.ndarray:
 
 def test_every_method_exported_and_loaded_by_plain_torch_gives_predicts_probabilities(cache_and_images, tmp_path):
     cache, files = cache_and_images
+    assert {"semobridge", "semobridge-t", "tip-adapter", "ape", "clip-adapter", "linear-probe"} <= set(REGISTRY)
     files_out, expected = {}, {}
     for name in sorted(REGISTRY):
         saved = _fit(cache, name).save(tmp_path / "runs")
