@@ -187,8 +187,6 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
             raise ClipBridgeError(f"--name names an imagefolder or splitfile dataset; {dataset!r} is called {spec.name!r}")
         spec.name = name
     families = _families(view_families, spec.name, coverage)
-    if view_families is None and int(os.environ.get("RANK", "0")) == 0:
-        click.echo(default_families_note(families, coverage), err=True)
     prompt_sets = build_prompt_sets(_prompt_set_names(prompts, cupl, templates), spec.name, spec.classnames,
                                     cupl=cupl, templates=templates)
     if pretrained is None:
@@ -210,6 +208,8 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
     ctx = init_distributed(device)
     try:
         loaded = load_model(model, pretrained, device=ctx.device, precision=precision)
+        if view_families is None and ctx.is_main:        # what the default families cost, before encoding
+            click.echo(default_families_note(families, coverage), err=True)
         options = ExtractOptions(families=families, coverage=coverage, batch_size=batch_size, workers=workers,
                                  seed=seed, skip_bad=skip_bad, progress=not no_progress, overwrite=overwrite,
                                  restart=restart, extract_args=extract_args)

@@ -73,7 +73,7 @@ def test_commands_refuse_an_empty_seed_list_before_any_work(command, capsys):
     assert cli.main(command) != 0
     err = capsys.readouterr().err
     option = "--shots" if "--shots" in command else "--seeds"
-    assert f"error: {option} is empty" in err and len(err.strip().splitlines()) == 1
+    assert f"error: {option} '' is not a list of integers" in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_default_extract_stores_the_recipes_families_and_says_what_they_cost(default_cache):
