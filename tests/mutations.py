@@ -146,6 +146,9 @@ MUTATIONS = [
              '["embedding"], positions)', (FAMILIES,)),
     Mutation("family: format-1 flip read as plain", "cache/reader.py",
              '("flip", 1, 2)', '("flip", 0, 1)', (FAMILIES,)),
+    Mutation("hint: the synthetic generator's command drops the families the cache has", "cache/synthetic.py",
+             'merged = {**dict(settings.get("families") or {}), **families}', 'merged = dict(families)',
+             ("tests/test_first_day.py",)),
 ]
 
 

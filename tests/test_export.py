@@ -1,10 +1,11 @@
 """`clipbridge export`: one TorchScript file per fitted run that plain torch loads -- in a process where
-clipbridge and open_clip cannot be imported -- and that, fed images preprocessed from its own metadata with
-torchvision alone, gives `predict`'s probabilities (1e-5) for every registered method; the temperature of
+clipbridge and open_clip cannot be imported -- and that the README's lines (its own metadata's preprocessing,
+torchvision alone) give `predict`'s probabilities (within 1e-5) for every registered method; the temperature of
 the run's calibration is applied; a head the trace cannot reproduce is refused in one line."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,9 @@ from clipbridge.evaluate.fitting.predict import predict_images
 FAST = {"steps": 12, "epochs": 3, "search_rounds": 2, "search_per_round": 16, "max_iter": 50}
 SEEDS = [1, 2]
 
-#: Run by a bare interpreter: clipbridge and open_clip blocked, the README's recipe (torchvision only).
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+#: Run by a bare interpreter (clipbridge and open_clip blocked): the README's lines for each file and image.
 PLAIN_TORCH = r'''
 import importlib.abc, json, sys
 
@@ -38,25 +41,25 @@ class Blocked(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Blocked())
-import torch
-from PIL import Image
-from torchvision import transforms as T
-
-files, images = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-out = {}
+readme, files, images, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+found = {}
 for name, path in files.items():
-    extra = {"clipbridge.json": ""}
-    model = torch.jit.load(path, _extra_files=extra)
-    meta = json.loads(extra["clipbridge.json"])
-    pre = meta["preprocess"]
-    prep = T.Compose([T.Resize(pre["size"][0], interpolation=T.InterpolationMode(pre["interpolation"])),
-                      T.CenterCrop(pre["size"]), T.ToTensor(), T.Normalize(pre["mean"], pre["std"])])
-    batch = torch.stack([prep(Image.open(p).convert(pre["mode"])) for p in images])
-    with torch.no_grad():
-        out[name] = {"classnames": meta["classnames"], "probabilities": model(batch).tolist()}
+    rows = []
+    for image in images:
+        namespace = {}
+        exec(readme.replace('"classifier.pt"', repr(path)).replace('"photo.jpg"', repr(image)), namespace)
+        rows.append(namespace["probs"].tolist())
+    found[name] = {"classnames": namespace["meta"]["classnames"], "probabilities": rows}
 assert "clipbridge" not in sys.modules and "open_clip" not in sys.modules, "imported clipbridge"
-print(json.dumps(out))
+json.dump(found, open(out, "w"))
 '''
+
+
+def _readme_example() -> str:
+    """The Python lines of the README's export example."""
+    text = README.read_text()
+    section = text[text.index("<!-- export-example -->"):text.index("<!-- /export-example -->")]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def _imagefolder(root: Path, classes: int = 3, per_class: int = 6) -> Path:
@@ -112,10 +115,13 @@ def test_every_method_exported_and_loaded_by_plain_torch_gives_predicts_probabil
         assert result.exit_code == 0, (name, result.output, result.exception)
         assert f"exported {name} (seed 2, 3 classes, calibration none, temperature 1)" in result.output
         files_out[name], expected[name] = str(target), _predicted(run, files, seed=2)
-    bare = subprocess.run([sys.executable, "-c", PLAIN_TORCH, json.dumps(files_out), json.dumps(list(map(str, files)))],
+    answer = tmp_path / "plain-torch.json"
+    bare = subprocess.run([sys.executable, "-c", PLAIN_TORCH, _readme_example(), json.dumps(files_out),
+                           json.dumps(list(map(str, files))), str(answer)],
                           cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=600)
     assert bare.returncode == 0, bare.stderr[-2000:]
-    found = json.loads(bare.stdout)
+    assert bare.stdout.count("\n") == len(files) * len(files_out)           # the README's print, per image
+    found = json.loads(answer.read_text())
     for name in sorted(REGISTRY):
         assert found[name]["classnames"] == list(cache.classnames)
         probabilities = np.array(found[name]["probabilities"])
