@@ -9,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import clipbridge as cb
 from clipbridge import cli
@@ -21,24 +19,13 @@ from clipbridge.bridge.registry import REGISTRY, get_method
 from clipbridge.cache.options import parse_int_list
 from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.errors import ClipBridgeError
+from test_export import _imagefolder
 
 #: Methods whose paper recipe uses augmented views on any dataset (they failed after a plain-only extract).
 AUGMENTED_BY_RECIPE = {"tip-adapter", "tip-adapter-f", "ape", "ape-t", "gda", "clip-adapter"}
 TINY = ["--model", "clipbridge-tiny", "--workers", "0", "--no-progress"]
 #: Speed knobs on top of each method's paper recipe (the views are what is checked, not the accuracy).
 FAST = {"steps": 12, "epochs": 2, "search_rounds": 2, "search_per_round": 16, "max_iter": 50}
-
-
-def _imagefolder(root: Path, classes: int = 3, per_class: int = 8) -> Path:
-    rng = np.random.default_rng(2)
-    for label in range(classes):
-        for i in range(per_class):
-            pixels = rng.integers(0, 80, (40, 52, 3), dtype=np.uint8)
-            pixels[:, :, label] += 120
-            path = root / f"kind_{label}" / f"{i:02d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path)
-    return root
 
 
 @pytest.fixture(scope="module")
