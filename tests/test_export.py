@@ -21,8 +21,9 @@ import clipbridge.bridge.methods  # noqa: F401  (registers every method)
 from clipbridge.bridge.registry import REGISTRY, get_method
 from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.commands.export import export
-from clipbridge.evaluate.fitting.export import METADATA_NAME, export_run
+from clipbridge.evaluate.fitting.export import METADATA_NAME, calibration_of, export_run
 from clipbridge.evaluate.fitting.predict import predict_images
+from clipbridge.evaluate.reporting.files import ordinary_mode
 
 #: Speed knobs, applied to the methods that have them (the head's export is checked, not its accuracy).
 FAST = {"steps": 12, "epochs": 3, "search_rounds": 2, "search_per_round": 16, "max_iter": 50}
@@ -113,7 +114,9 @@ def test_every_method_exported_and_loaded_by_plain_torch_gives_predicts_probabil
         target = tmp_path / f"{name}.pt"
         result = CliRunner().invoke(export, [str(saved), "--out", str(target), "--seed", "2"])
         assert result.exit_code == 0, (name, result.output, result.exception)
-        assert f"exported {name} (seed 2, 3 classes, calibration none, temperature 1)" in result.output
+        calibration = calibration_of(run.state)
+        assert (f"exported {name} (seed 2, 3 classes, calibration {calibration['method']}, temperature "
+                f"{calibration['temperature'][1]:.4g})") in result.output
         files_out[name], expected[name] = str(target), _predicted(run, files, seed=2)
     answer = tmp_path / "plain-torch.json"
     bare = subprocess.run([sys.executable, "-c", PLAIN_TORCH, _readme_example(), json.dumps(files_out),
@@ -133,6 +136,7 @@ def test_every_method_exported_and_loaded_by_plain_torch_gives_predicts_probabil
 def test_the_metadata_says_how_to_preprocess_and_where_the_numbers_came_from(cache_and_images, tmp_path):
     cache, _ = cache_and_images
     run = _fit(cache, "tip-adapter")
+    run.state.info["calibration"] = {"method": "temperature", "temperature": [1.5, 2.0], "fitted_on": "val"}
     meta = export_run(run, tmp_path / "sub" / "tip.pt", seed=1)
     extra = {METADATA_NAME: ""}
     torch.jit.load(str(tmp_path / "sub" / "tip.pt"), _extra_files=extra)
@@ -144,14 +148,19 @@ def test_the_metadata_says_how_to_preprocess_and_where_the_numbers_came_from(cac
     assert stored["classnames"] == list(cache.classnames) and stored["method"] == "tip-adapter"
     assert stored["seed"] == 1 and stored["seeds"] == SEEDS and stored["model"] == "clipbridge-tiny"
     assert stored["pretrained"] == "shapes" and len(stored["weights_sha256"]) == 64
-    assert stored["calibration"] == {"method": "none", "temperature": [1.0, 1.0], "temperature_used": 1.0}
+    assert stored["calibration"] == {"method": "temperature", "temperature": [1.5, 2.0], "fitted_on": "val",
+                                     "temperature_used": 1.5}
+    run.state.info.pop("calibration")                        # a run fitted before calibration existed
+    assert calibration_of(run.state) == {"method": "none", "temperature": [1.0, 1.0]}
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["tip.pt"]          # no temp file left
+    assert (tmp_path / "sub" / "tip.pt").stat().st_mode & 0o777 == ordinary_mode()      # not private (mkstemp's)
 
 
 def test_the_runs_temperature_divides_the_logits_of_its_seed(cache_and_images, tmp_path):
     cache, files = cache_and_images
     run = _fit(cache, "zeroshot")
-    plain = torch.tensor(_predicted(run, files, seed=2))
+    run.state.info["calibration"] = {"method": "none", "temperature": [1.0, 1.0]}
+    plain = torch.tensor(_predicted(run, files, seed=2))                  # softmax of the raw logits
     run.state.info["calibration"] = {"method": "temperature", "temperature": [3.0, 0.5]}
     meta = export_run(run, tmp_path / "calibrated.pt", seed=2)
     assert meta["calibration"]["temperature_used"] == 0.5 and meta["calibration"]["method"] == "temperature"

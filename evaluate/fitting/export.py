@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from clipbridge.errors import ClipBridgeError
+from clipbridge.evaluate.reporting.files import ordinary_mode
 
 METADATA_NAME = "clipbridge.json"
 EXPORT_FORMAT = "clipbridge-classifier/1"
@@ -103,7 +104,7 @@ def export_metadata(run, loaded, seed: int, calibration: dict[str, Any], device:
         "output": "class probabilities [B, C] float32, columns in classnames order",
         "preprocess": preprocess_metadata(loaded),
         "classnames": run.classnames,
-        "method": run.method, "run": str(run.path) if run.path else None, "seed": seed, "seeds": run.seeds,
+        "method": run.method, "run": str(Path(run.path).resolve()) if run.path else None, "seed": seed, "seeds": run.seeds,
         "shots": run.meta.get("shots"), "recipe": run.meta.get("recipe"), "protocol": run.meta.get("protocol"),
         "dataset": run.meta.get("dataset"), "cache_id": run.meta.get("cache_id"),
         "model": weights.get("model"), "pretrained": weights.get("pretrained"),
@@ -167,7 +168,10 @@ def export_run(run, out: str | Path, *, seed: int | None = None, pretrained: str
     handle, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(handle)
     try:
-        torch.jit.save(traced, temp, _extra_files={METADATA_NAME: json.dumps(metadata, indent=1)})
+        with warnings.catch_warnings():          # deprecated in torch 2.14, still the format that loads bare
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.* is deprecated", category=FutureWarning)
+            torch.jit.save(traced, temp, _extra_files={METADATA_NAME: json.dumps(metadata, indent=1)})
+        os.chmod(temp, ordinary_mode())          # mkstemp makes it private (0600); the file is an ordinary one
         os.replace(temp, out)
     finally:
         if os.path.exists(temp):
