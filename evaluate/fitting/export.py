@@ -62,7 +62,9 @@ class ExportedClassifier(nn.Module):
 
     encoder: the open_clip model (its `visual` tower becomes the registered submodule; its `encode_image`
     is what runs, as in predict); state: the run's FittedState (all seeds, its tensors registered as
-    buffers); seed_index: the seed's row of the method's [S, N, C] logits; temperature: that seed's.
+    buffers); seed_index: the seed's row of the method's [S, N, C] logits; temperature: that seed's. Every
+    seed's head tensors travel in the file (a method's `logits` scores all seeds at once, as in predict,
+    which keeps the two equal); they are small beside the encoder.
     """
 
     def __init__(self, encoder, method, state, seed_index: int, temperature: float, dtype):
