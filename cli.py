@@ -28,7 +28,7 @@ USER_ERRORS = (ClipBridgeError, BridgeInputError)
 
 #: Commands that run tensors: they flush subnormal floats first (bridge.ops.flush_denormals imports torch,
 #: which the quick commands never need).
-TENSOR_COMMANDS = ("extract", "fit", "evaluate", "bench", "demo", "predict", "analyze")
+TENSOR_COMMANDS = ("extract", "fit", "evaluate", "bench", "demo", "predict", "analyze", "export")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +46,7 @@ def _runs_tensors(argv: list[str]) -> bool:
 def _add_commands() -> None:
     from clipbridge.cache.commands import fewshot, info
     from clipbridge.evaluate.commands.analyze import analyze
+    from clipbridge.evaluate.commands.export import export
     from clipbridge.evaluate.commands.main import bench, demo, evaluate, fit, predict
     from clipbridge.evaluate.commands.methods import methods
     from clipbridge.evaluate.commands.published import published
@@ -53,7 +54,7 @@ def _add_commands() -> None:
     from clipbridge.extract.commands import extract
 
     for command in (extract, fewshot, fit, evaluate, predict, bench, analyze, methods, recipe, published, info,
-                    demo):
+                    demo, export):
         if not any(param.name == "threads" for param in command.params):
             command.params.append(_threads_option())
         group.add_command(command)

@@ -14,7 +14,8 @@ PROTOCOLS = ("clean", "paper")
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
-    """'1-3,5' -> [1, 2, 3, 5] (order kept, duplicates dropped); a malformed list is a ClipBridgeError."""
+    """'1-3,5' -> [1, 2, 3, 5] (order kept, duplicates dropped); an empty or malformed list is a
+    ClipBridgeError (callers pass an empty option here, never read it as "not given")."""
     values: list[int] = []
     for part in str(text).split(","):
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)

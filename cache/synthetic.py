@@ -26,8 +26,11 @@ of both text sets) is recorded as attrs["synthetic"]["expected_centroid_gap"] (t
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -184,6 +187,36 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
                                     recipe={"family": family, "synthetic": "plain view + noise", "seed": seed})
         writer.set_attrs(coverage={"train": "all", "pairs": None, "val": "all"})
         return writer.finish()
+
+
+def synthetic_settings(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The generator's settings a cache's root attrs record (attrs["synthetic"], stored as JSON text), or
+    None for a cache of real images."""
+    settings = attrs.get("synthetic")
+    if isinstance(settings, str):
+        try:
+            settings = json.loads(settings)
+        except ValueError:
+            return None
+    return settings if isinstance(settings, dict) and "classes" in settings else None
+
+
+def synthetic_command(settings: dict[str, Any], dataset: str, path: str | Path, families: dict[str, int]) -> str:
+    """The generator command that writes the synthetic cache of `settings` (its attrs["synthetic"]) and
+    `dataset` again, to `path`, with the augmented view `families` {name: copies} added to those it has (an extract command
+    cannot add views to a cache that no image folder backs)."""
+    merged = {**dict(settings.get("families") or {}), **families}
+    words = ["python -m clipbridge.cache.synthetic", "--classes", str(settings["classes"]), "--shots",
+             str(settings["train_per_class"]), "--dim", str(settings["dim"]), "--width", str(settings["width"]),
+             "--val", str(settings["val"]), "--test", str(settings["test"]), "--prompts", str(settings["prompts"]),
+             "--seed", str(settings["seed"]), "--gap", repr(float(settings.get("gap", DEFAULT_GAP)))]
+    if dataset != "synthetic":
+        words += ["--dataset", shlex.quote(dataset)]
+    if settings.get("projection_bias"):
+        words += ["--projection-bias", repr(float(settings["projection_bias"]))]
+    words += ["--families", ",".join(f"{name}:{copies}" for name, copies in merged.items()),
+              "--overwrite", "--out", shlex.quote(str(path))]
+    return " ".join(words)
 
 
 def _parse_families(text: str) -> dict[str, int]:

@@ -47,12 +47,14 @@ def _prompt_set_names(prompts: str | None, cupl: dict[str, Path], templates: Pat
 
 def _families(text: str | None, dataset: str, coverage) -> tuple[str, ...]:
     """--view-families as a tuple of known family names ('recipes' expanded for the dataset and shots from
-    the recipe table, bridge/recipes, a stage below this one)."""
+    the recipe table, bridge/recipes, a stage below this one). Without --view-families: 'recipes' at the
+    shots stored (every image: DEFAULT_SHOTS), so the default `fit` (recipe paper) of every method finds
+    the views its recipe asks for."""
     from clipbridge.bridge.recipes import recipe_families
     from clipbridge.cache.options import parse_names
     from clipbridge.extract.views import get_family
 
-    names = parse_names(text) or (["plain"] if coverage.is_everything else ["recipes"])
+    names = parse_names(text) or ["recipes"]
     shots = sorted({k for k, _ in coverage.pairs}) if coverage.pairs else parse_names(DEFAULT_SHOTS)
     families: list[str] = []
     for name in names:
@@ -60,6 +62,21 @@ def _families(text: str | None, dataset: str, coverage) -> tuple[str, ...]:
     for name in families:
         get_family(name)
     return tuple(dict.fromkeys(families))
+
+
+def default_families_note(families: tuple[str, ...], coverage) -> str:
+    """What the default view families cost, said before encoding: the augmented views each stored train
+    image gets besides its plain view, and how to store the plain view only."""
+    from clipbridge.extract.views import PLAIN, get_family
+
+    augmented = [(name, get_family(name).copies) for name in families if name != PLAIN]
+    if not augmented:
+        return "view families: plain only (the paper recipes of this dataset use no augmented views)"
+    which = "every train image" if coverage.is_everything else "each sampled train image"
+    listed = ", ".join(f"{name} {copies}" for name, copies in augmented)
+    views = 1 + sum(copies for _, copies in augmented)
+    return (f"view families: the paper recipes' ({listed} views) on {which}: {views} views instead of 1, so "
+            f"the default fit of every method runs; --view-families plain stores the plain view only")
 
 
 def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
@@ -73,8 +90,8 @@ def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
         raise ClipBridgeError(f"--protocols {protocols!r}: use clean, paper or clean,paper")
     if shots is None and seeds is None:
         return Coverage.everything()
-    shot_list = parse_int_list(shots or DEFAULT_SHOTS, "--shots")
-    seed_list = parse_int_list(seeds or DEFAULT_SEEDS, "--seeds")
+    shot_list = parse_int_list(DEFAULT_SHOTS if shots is None else shots, "--shots")
+    seed_list = parse_int_list(DEFAULT_SEEDS if seeds is None else seeds, "--seeds")
     if min(shot_list) < 1:
         raise ClipBridgeError(f"--shots {shots!r}: shots must be at least 1")
     return Coverage.sampled([(k, s) for k in shot_list for s in seed_list], whole_val="paper" in wanted)
@@ -104,7 +121,8 @@ def coverage_from_options(shots: str | None, seeds: str | None, protocols: str):
 @click.option("--view-families", default=None,
               help="View families of the few-shot (train) images, comma-separated; every stored image also gets "
                    "'plain'; 'recipes' = every family the paper recipes use on this dataset at the --shots given "
-                   "(see --list-view-families). [default: recipes with --shots/--seeds, else plain]")
+                   "(see --list-view-families); 'plain' alone for the minimal cache. [default: recipes, at the "
+                   f"--shots given, else at {DEFAULT_SHOTS}, so the default fit of every method runs]")
 @click.option("--shots", default=None, help=f"Store only the train images CoOp's sampler picks for these shot "
               f"counts (e.g. {DEFAULT_SHOTS}; with --seeds, default {DEFAULT_SEEDS}). Default: every image.")
 @click.option("--seeds", default=None, help=f"Seeds of the sampled images (e.g. {DEFAULT_SEEDS}; with --shots, "
@@ -204,6 +222,8 @@ def extract(dataset, root, model, pretrained, prompts, cupl, templates, name, vi
     ctx = init_distributed(device)
     try:
         loaded = load_model(model, pretrained, device=ctx.device, precision=precision)
+        if view_families is None and ctx.is_main:        # what the default families cost, before encoding
+            click.echo(default_families_note(families, coverage), err=True)
         options = ExtractOptions(families=families, coverage=coverage, batch_size=batch_size, workers=workers,
                                  seed=seed, skip_bad=skip_bad, progress=not no_progress, overwrite=overwrite,
                                  restart=restart, extract_args=extract_args)

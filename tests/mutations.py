@@ -170,6 +170,9 @@ MUTATIONS = [
              'return _read_rows(handle[family_group(split, family)]["embedding"], positions)',
              'return _read_rows(handle[family_group(split, "plain" if family == "flip" else family)]["embedding"], '
              'positions)', (FAMILIES,)),
+    Mutation("hint: the synthetic generator's command drops the families the cache has", "cache/synthetic.py",
+             'merged = {**dict(settings.get("families") or {}), **families}', 'merged = dict(families)',
+             ("tests/test_first_day.py",)),
     Mutation("family: format-2 crops read as another crop family", "cache/reader.py",
              'return _read_rows(handle[family_group(split, family)]["embedding"], positions)',
              'return _read_rows(handle[family_group(split, "tip" if family.startswith("semo") else family)]'

@@ -126,7 +126,7 @@ def fit(dataset, cache_path, model, pretrained, cache_root, method, trained, sho
     method = "semobridge-t" if trained else (method or "semobridge")
     if seed is not None and seeds is not None:
         raise ClipBridgeError("give --seed or --seeds, not both")
-    seed_list = parse_int_list(seeds, "--seeds") if seeds else [seed if seed is not None else 1]
+    seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else [seed if seed is not None else 1]
     overrides = parse_hparams(hparam_items)
     trained_only = (("--selection", "selection", selection), ("--parity", "parity_stale_prototypes", parity or None))
     for flag, key, value in trained_only:
@@ -265,6 +265,7 @@ def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache
         check_name(name, "--name")
     method_list = method_names(methods)
     per_method = method_hparams(hparam_items, method_list)
+    shot_list, seed_list = parse_int_list(shots, "--shots"), parse_int_list(seeds, "--seeds")
     writable_dir(results, "--results")
     if datasets and cache_paths:
         raise ClipBridgeError("give --dataset NAMES or --cache PATHS, not both")
@@ -276,7 +277,7 @@ def bench(datasets, cache_paths, methods, shots, seeds, model, pretrained, cache
         caches = (resolve_cache(None, model, pretrained, cache_root),)
     targets = tuple(resolve_cache(e, model, pretrained, cache_root) for e in parse_names(ood) or [])
     spec = BenchSpec(caches=caches, methods=tuple(method_list), hparams=per_method,
-                     shots=tuple(parse_int_list(shots, "--shots")), seeds=tuple(parse_int_list(seeds, "--seeds")),
+                     shots=tuple(shot_list), seeds=tuple(seed_list),
                      protocol=protocol, recipe=recipe_name,
                      view_families=tuple(parse_names(view_families) or ()) or None,
                      prompt_sets=tuple(parse_names(prompts) or ()) or None,

@@ -182,10 +182,8 @@ def check_families(cache, families: Sequence[str]) -> None:
     stored = cache.families("train")
     absent = list(dict.fromkeys(parse_family(f)[0] for f in families if parse_family(f)[0] not in stored))
     if absent:
-        raise ClipBridgeError(
-            f"cache {cache.path} has no view family {', '.join(map(repr, absent))} (it has "
-            f"{', '.join(stored)}); add it with: "
-            + extend_hint(cache, sorted(set(absent) | set(_augmented_families(cache)))))
+        raise ClipBridgeError(f"cache {cache.path} has no view family {', '.join(map(repr, absent))} (it has "
+                              f"{', '.join(stored)}); {_add_families_hint(cache, absent)}")
 
 
 def check_prompt_sets(cache, recipe) -> list[str]:
@@ -208,6 +206,21 @@ def extend_hint(cache, families: Sequence[str] | None) -> str:
                         shots=None if pairs is None else sorted({k for k, _ in pairs}),
                         seeds=None if pairs is None else sorted({s for _, s in pairs}),
                         families=list(families or ["plain"]), protocols=protocols)
+
+
+def _add_families_hint(cache, absent: list[str]) -> str:
+    """How to get the `absent` view families: the extract command that adds them, or, for a cache of the
+    synthetic generator (which no image folder backs), the generator's command with them in --families."""
+    from clipbridge.cache.synthetic import synthetic_command, synthetic_settings
+
+    settings = synthetic_settings(cache.attrs)
+    if settings is not None:
+        from clipbridge.extract.views import get_family
+
+        command = synthetic_command(settings, str(cache.attrs.get("dataset", "synthetic")), cache.path,
+                                    {name: get_family(name).copies for name in absent})
+        return f"this cache is synthetic: write it again with those views: {command}"
+    return "add it with: " + extend_hint(cache, sorted(set(absent) | set(_augmented_families(cache))))
 
 
 def _augmented_families(cache) -> list[str]:
