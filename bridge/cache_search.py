@@ -54,7 +54,7 @@ LEAF_WORK = 1 << 20
 # β slices of the search box on which the pairs that matter anywhere in it are found
 ROOT_BLOCKS = 12
 # affinities per row slice of the exhaustive secondary score (stays in cache)
-SECONDARY_ROWS = 1 << 16
+SECONDARY_ROWS = 1 << 18
 # pairs per row slice of the root pass
 ROOT_ROWS = 1 << 16
 # relative slack of the float32 root pass (generous: it only keeps more pairs)
