@@ -46,20 +46,9 @@ def cmm_logits(v: Tensor, text: Tensor, delta: Tensor, protos: Tensor, logit_sca
     return zeroshot_logits(v, text, logit_scale) + alpha[:, None, None] * cmm
 
 
-def mapped_cosines(v: Tensor, delta: Tensor, protos: Tensor) -> Tensor:
-    """cos(v', T) = v' n(T)ᵀ [S, N, C] for v [S, N, D], Δ [S, D, D], T [S, C, D]: the one product that both the
-    CMM logits (τ·cos) and the triplet distances (1 − cos) of a training step need. Computed as
-    (v (I + Δ)) n(T)ᵀ / ‖v (I + Δ)‖ (= mapped(v, Δ) n(T)ᵀ up to rounding): the division touches [S, N, C],
-    not [S, N, D], in the forward and the backward pass; zero (padded) rows give zero cosines."""
-    eye = torch.eye(delta.shape[-1], dtype=delta.dtype, device=delta.device)
-    u = v @ (eye + delta)
-    norm = u.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-    return (u @ unit(protos).transpose(1, 2)) / norm
-
-
-def triplet_loss(cosines: Tensor, labels: Tensor, margin: float) -> Tensor:
-    """Per-view max(0, m + d(v', T_y) − min_{j≠y} d(v', T_j)), d = 1 − cosine, from cosines [S, N, C] -> [S, N]."""
-    dist = 1 - cosines                                                            # [S, N, C]
+def triplet_loss(v_mapped: Tensor, protos: Tensor, labels: Tensor, margin: float) -> Tensor:
+    """Per-view max(0, m + d(v', T_y) − min_{j≠y} d(v', T_j)), d = 1 − cosine: [S, N, D] -> [S, N]."""
+    dist = 1 - v_mapped @ unit(protos).transpose(1, 2)                            # [S, N, C]
     pos = dist.gather(-1, labels.expand(dist.shape[:2]).unsqueeze(-1)).squeeze(-1)
     own = torch.nn.functional.one_hot(labels, dist.shape[-1]).bool()
     neg = dist.masked_fill(own, float("inf")).amin(-1)
@@ -82,13 +71,13 @@ class CMM:
         tau = task.logit_scale
         train_alpha = torch.full((s,), float(hp["train_alpha"]), dtype=dtype, device=text.device)
 
-        base = zeroshot_logits(views.x, text, tau)                       # the fixed CLIP term, once
+        base = zeroshot_logits(views.x, text, tau)         # the fixed CLIP term of cmm_logits, computed once
 
         def loss(params: dict[str, Tensor], step: int) -> Tensor:
-            cos = mapped_cosines(views.x, params["delta"], params["protos"])          # one v' product per step
-            logits = base + train_alpha[:, None, None] * (tau * cos)
+            logits = base + train_alpha[:, None, None] * (tau * mapped(views.x, params["delta"])
+                                                          @ unit(params["protos"]).transpose(1, 2))
             ce = -torch.log_softmax(logits, -1).gather(-1, views.labels.expand(s, -1).unsqueeze(-1)).squeeze(-1)
-            tri = triplet_loss(cos, views.labels, hp["margin"])
+            tri = triplet_loss(mapped(views.x, params["delta"]), params["protos"], views.labels, hp["margin"])
             return ((ce + hp["triplet_weight"] * tri) * weight).sum(-1) / weight.sum()
 
         val_q, val_y = validation(task, dtype)
