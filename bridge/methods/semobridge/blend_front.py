@@ -66,7 +66,7 @@ def validation_front(maps: Maps, div: Tensor, labels: Tensor, dominators: int = 
     valid = labels >= 0
     y = labels.clamp_min(0)
     t = min(c, dominators)
-    rows = max(1, chunk_elements // max(1, s * c * 4 * t))
+    rows = max(1, chunk_elements // max(1, s * c * 4))
     parts = [_undominated(_features(maps, div, slice(i, i + rows)), y[:, i:i + rows], t) for i in range(0, n, rows)]
     keep = torch.cat(parts, 1) if parts else torch.zeros(s, 0, c, dtype=torch.bool, device=div.device)
     keep &= valid.unsqueeze(-1)                                  # padding queries: nothing to score
@@ -112,11 +112,19 @@ def _features(maps: Maps, div: Tensor, rows: slice) -> Tensor:
 
 def _undominated(feats: Tensor, y: Tensor, t: int) -> Tensor:
     """[S, n, C] bool: classes c ≠ y_i not dominated by any of the candidate dominators (the top t of each
-    of the four features, y excluded); feats [5, S, n, C] (_stack_features)."""
+    of the four features, y excluded); feats [5, S, n, C] (_stack_features). _dominated_by's test, one
+    dominator at a time, so that the work stays [S, n, C] (C is large here, the dominators few)."""
     true = torch.zeros(feats.shape[1:], dtype=torch.bool, device=feats.device).scatter_(-1, y.unsqueeze(-1), True)
     idx = torch.cat([feats[j].masked_fill(true, float("-inf")).topk(t, dim=-1).indices for j in range(4)], -1)
-    cand = feats.gather(-1, idx.unsqueeze(0).expand(5, -1, -1, -1))                    # [5, S, n, 4t]
-    return ~true & ~_dominated_by(cand, feats, idx != y.unsqueeze(-1))
+    cand = feats.gather(-1, idx.unsqueeze(0).expand(5, -1, -1, -1)).unsqueeze(-1)     # [5, S, n, 4t, 1]
+    usable = idx != y.unsqueeze(-1)
+    alive = ~true
+    for i in range(idx.shape[-1]):                     # one dominator at a time: [S, n, C] work, no [.., 4t, C]
+        dom = torch.gt(cand[4, :, :, i], feats[4]).logical_and_(usable[:, :, i:i + 1])
+        for j in range(4):
+            dom.logical_and_(cand[j, :, :, i] >= feats[j])
+        alive.logical_and_(dom.logical_not_())
+    return alive
 
 
 def _dominated_by(cand: Tensor, feats: Tensor, usable: Tensor) -> Tensor:
