@@ -14,7 +14,7 @@ which have measure zero). The front is found exactly in two passes: per query, t
 of a few strong candidates (the top `dominators` of each feature) go first, then the survivors are tested
 against each other.
 
-Fronts are small (about 13 of 100 and 32 of 1,000 classes on the synthetic benchmark caches) but vary from
+Fronts are small (about 13 of 100 and 30 of 1,000 classes on the synthetic benchmark caches) but vary from
 query to query, so queries are sorted by front size and scored in groups, each padded (by repeating its
 first front class) only to the largest front of its group: the work per candidate is about the sum of the
 front sizes, not N × the largest. `ValidationFront.scored_share` is the share of (query, class) pairs
@@ -53,7 +53,7 @@ class ValidationFront(NamedTuple):
     @property
     def scored_share(self) -> float:
         """(query, class) pairs scored per candidate (padding included) over N × C."""
-        s, n = self.valid.shape
+        n = self.valid.shape[1]
         scored = sum(g.index.shape[1] * g.maps.s1.shape[-1] for g in self.groups)
         return scored / max(1, n * self.classes)
 
