@@ -54,7 +54,7 @@ LEAF_WORK = 1 << 20
 # β slices of the search box on which the pairs that matter anywhere in it are found
 ROOT_BLOCKS = 12
 # affinities per row slice of the exhaustive secondary score (stays in cache)
-SECONDARY_ROWS = 1 << 16
+SECONDARY_ROWS = 1 << 18
 # pairs per row slice of the root pass
 ROOT_ROWS = 1 << 16
 # relative slack of the float32 root pass (generous: it only keeps more pairs)
@@ -397,7 +397,8 @@ def _root_edges(b0: float, b1: float) -> list[tuple[float, float]]:
 def _differences(base_c, base_y, c_lo, c_hi, y_lo, y_hi, a0: float, a1: float, eps: float):
     """Upper and lower bounds of l_c − l_y = (base_c − base_y) + α (F_c − F_y) over the box, and the slack
     covering the float scoring's rounding. c_lo, c_hi, y_lo, y_hi: [2, ...] linear-in-β bounds of F_c and
-    F_y given by their values at β0 and β1, so the extremes are at the corners (α ∈ {a0, a1}, β ∈ {β0, β1})."""
+    F_y given by their values at β0 and β1, so the extremes are at the corners (α ∈ {a0, a1}, β ∈ {β0, β1}).
+    Also returns the [2, ...] bounds of F_c − F_y at β0 and β1 (upper, lower) it computed on the way."""
     up, low = c_hi - y_lo, c_lo - y_hi                                          # [2, ...] bounds of F_c − F_y
     corner_max = [a * (up if a >= 0 else low) for a in (a0, a1)]
     corner_min = [a * (low if a >= 0 else up) for a in (a0, a1)]
@@ -406,7 +407,7 @@ def _differences(base_c, base_y, c_lo, c_hi, y_lo, y_hi, a0: float, a1: float, e
     d_min = margin + torch.minimum(corner_min[0].amin(0), corner_min[1].amin(0))
     scale = base_c.abs() + base_y.abs() + max(abs(a0), abs(a1)) * (
         torch.maximum(c_hi.abs(), c_lo.abs()).amax(0) + torch.maximum(y_hi.abs(), y_lo.abs()).amax(0))
-    return d_max, d_min, eps * scale + 1e-300
+    return d_max, d_min, eps * scale + 1e-300, up, low
 
 
 class _Problem:
@@ -473,15 +474,15 @@ class _Problem:
         box = (float(b.min()), float(b.max()), float(g.min()), float(g.max()))
         a0, a1 = float(self.leaf_amin[lo:hi].min()), float(self.leaf_amax[lo:hi].max())
         n = data.base.shape[0]
-        y_lo, y_hi = torch.zeros(2, n, dtype=torch.float64), torch.zeros(2, n, dtype=torch.float64)
-        y_lo[:, queries], y_hi[:, queries] = data.y_bounds(queries, box)
         local = torch.empty(n, dtype=torch.int64)
         local[queries] = torch.arange(queries.numel())
         li = local[pq]
+        q_lo, q_hi = data.y_bounds(queries, box)                                # [2, nq] each
+        y_lo, y_hi = q_lo.index_select(1, li), q_hi.index_select(1, li)         # [2, P]: each pair's query
         flat = pq * data.base.shape[1] + pc
         c_lo, c_hi = data.c_bounds(pq, pc, box, flat)
         base_c, base_y = data.b64.reshape(-1).index_select(0, flat), data.by64.index_select(0, pq)
-        d_max, d_min, slack = _differences(base_c, base_y, c_lo, c_hi, y_lo[:, pq], y_hi[:, pq], a0, a1, data.eps)
+        d_max, d_min, slack, up, low = _differences(base_c, base_y, c_lo, c_hi, y_lo, y_hi, a0, a1, data.eps)
         relevant = d_max >= -slack
         beaten = torch.zeros(queries.numel(), dtype=torch.bool)
         beaten[li[d_min > slack]] = True                                        # wrong everywhere in the box
@@ -492,10 +493,11 @@ class _Problem:
             self.bonus[int(self.leaf_start[lo])] += count
             self.bonus[int(self.leaf_start[hi])] -= count
         keep_q = ~beaten & has_pair
-        keep = relevant & keep_q[li]
+        keep = (relevant & keep_q[li]).nonzero().squeeze(1)                    # one nonzero for every selection
         kq = queries[keep_q]
-        up, low = (c_hi - y_lo[:, pq]).amax(0), (c_lo - y_hi[:, pq]).amin(0)   # F_c − F_y over the box
-        return kq, pq[keep], pc[keep], base_c[keep] - base_y[keep], up[keep], low[keep], slack[keep], (a0, a1)
+        up, low = up.index_select(1, keep).amax(0), low.index_select(1, keep).amin(0)   # F_c − F_y over the box
+        pick = lambda t: t.index_select(0, keep)  # noqa: E731
+        return kq, pick(pq), pick(pc), pick(base_c) - pick(base_y), up, low, pick(slack), (a0, a1)
 
     def _finish(self, lo, hi, queries, pq, pc, margin, up, low, slack, alphas):
         """Decide every (query, candidate) of leaves lo..hi−1: by the α-intervals where the bounds already

@@ -107,7 +107,7 @@ def ours_search(maps: sm.Maps, div: Tensor, labels: Tensor, seed: int, rounds: i
     res = batched_search(lambda c: front_scores(front, c), low, high, num_seeds=1, rounds=rounds,
                          per_round=per_round, seed=seed, grid=torch.tensor(BLEND_GRID, dtype=maps.s1.dtype),
                          final_radius=SEARCH_FINAL_RADIUS)
-    return float(res.best_score[0]), time.perf_counter() - start, front.maps.s1.shape[-1]
+    return float(res.best_score[0]), time.perf_counter() - start, round(front.scored_share * maps.s1.shape[-1], 1)
 
 
 def bench_search(args) -> None:

@@ -71,8 +71,11 @@ class CMM:
         tau = task.logit_scale
         train_alpha = torch.full((s,), float(hp["train_alpha"]), dtype=dtype, device=text.device)
 
+        base = zeroshot_logits(views.x, text, tau)         # the fixed CLIP term of cmm_logits, computed once
+
         def loss(params: dict[str, Tensor], step: int) -> Tensor:
-            logits = cmm_logits(views.x, text, params["delta"], params["protos"], tau, train_alpha)
+            logits = base + train_alpha[:, None, None] * (tau * mapped(views.x, params["delta"])
+                                                          @ unit(params["protos"]).transpose(1, 2))
             ce = -torch.log_softmax(logits, -1).gather(-1, views.labels.expand(s, -1).unsqueeze(-1)).squeeze(-1)
             tri = triplet_loss(mapped(views.x, params["delta"]), params["protos"], views.labels, hp["margin"])
             return ((ce + hp["triplet_weight"] * tri) * weight).sum(-1) / weight.sum()

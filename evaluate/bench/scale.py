@@ -4,7 +4,9 @@ For each class count C (default 100 and 1,000) a synthetic cache (K = 16 train i
 `--val-per-class` validation images per class, the view families the paper recipes use) is written once; every
 method × recipe is then fitted (`clipbridge.fit`, all seeds batched, clean protocol unless --protocol paper) in
 a child process of its own, so that its peak memory (ru_maxrss) and a time limit (--timeout) are its own.
-Printed per fit: fit seconds (the method's own fit_seconds), peak resident memory, the search's pruning share
+Printed per fit: fit seconds (the method's own fit_seconds, wall clock), the child's CPU seconds over the
+fit (process time: on a loaded machine the figure that other processes' load does not inflate), peak
+resident memory, the search's pruning share
 (search_scored_share: the share of (query, class) pairs scored exactly per candidate, 1.0 = exhaustive), and
 for each method the growth factor between the smallest and the largest C. The machine's load average is
 printed too (other processes share the CPU).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,13 +42,13 @@ def _fit_child(spec: dict) -> dict:
     from clipbridge.cache.reader import open_cache
 
     cache = open_cache(spec["cache"])
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     run = cb.fit(cache, method=spec["method"], shots=spec["shots"], seeds=spec["seeds"], recipe=spec["recipe"],
                  protocol=spec["protocol"], hparams=spec.get("hparams") or None, device="cpu")
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     info = run.state.info
     chosen = json.loads(json.dumps(run.state.hparams, default=str))
-    return {"fit_seconds": float(info.get("fit_seconds", wall)), "wall_seconds": wall,
+    return {"fit_seconds": float(info.get("fit_seconds", wall)), "wall_seconds": wall, "cpu_seconds": cpu,
             "search_seconds": float(info.get("search_seconds", 0.0)),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             "scored_share": info.get("search_scored_share"), "chosen": chosen,
@@ -128,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             c = max(classes)
             cache = _write_cache(Path(tmp), c, args.val_queries, methods, args.shots)
             runs += [(c, "paper", "paper", cache)]
-        print(f"{'method':>13} {'recipe':>7} {'protocol':>8} {'C':>5} {'Nv':>6} {'fit s':>8} {'peak MB':>8} "
-              f"{'scored share':>14}")
+        print(f"{'method':>13} {'recipe':>7} {'protocol':>8} {'C':>5} {'Nv':>6} {'fit s':>8} {'cpu s':>8} "
+              f"{'peak MB':>8} {'scored share':>14}")
         for method in methods:
             for c, recipe, protocol, cache in runs:
                 nv = args.val_queries if protocol == "paper" else args.val_per_class * c
@@ -142,16 +145,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{method:>13} {recipe:>7} {protocol:>8} {c:>5} {nv:>6} {out['error']}", flush=True)
                     continue
                 print(f"{method:>13} {recipe:>7} {protocol:>8} {c:>5} {nv:>6} {out['fit_seconds']:8.2f} "
-                      f"{out['peak_mb']:8.0f} {_share(out['scored_share']):>14}   load {os.getloadavg()[0]:.2f}",
+                      f"{out.get('cpu_seconds', float('nan')):8.2f} {out['peak_mb']:8.0f} {_share(out['scored_share']):>14}   load {os.getloadavg()[0]:.2f}",
                       flush=True)
     if len(classes) > 1:
         lo, hi = min(classes), max(classes)
-        print(f"growth from C = {lo} to {hi} (fit seconds):")
+        print(f"growth from C = {lo} to {hi} (fit seconds; CPU seconds):")
         for method in methods:
             for recipe in recipes:
                 a, b = results.get(f"{method}|{recipe}|clean|C{lo}", {}), results.get(f"{method}|{recipe}|clean|C{hi}", {})
                 if "fit_seconds" in a and "fit_seconds" in b:
-                    print(f"{method:>13} {recipe:>7}: {b['fit_seconds'] / max(a['fit_seconds'], 1e-9):7.1f}x")
+                    cpu = b.get("cpu_seconds", math.nan) / max(a.get("cpu_seconds", math.nan), 1e-9)
+                    print(f"{method:>13} {recipe:>7}: {b['fit_seconds'] / max(a['fit_seconds'], 1e-9):7.1f}x; "
+                          f"{cpu:7.1f}x")
     choices = {k: v.get("chosen") for k, v in results.items() if "chosen" in v}
     if args.save_choices:
         Path(args.save_choices).write_text(json.dumps(choices, indent=1, sort_keys=True))

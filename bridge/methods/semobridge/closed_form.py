@@ -8,7 +8,8 @@ Hyper-parameters (`defaults`):
 The blend search maximises validation top-1; ties are broken by the mean validation margin
 log(logit_true / best wrong logit) (see bridge.methods.semobridge.blend_front.front_scores), then by evaluation order
 (the paper's fixed blend is evaluated first). Candidates are scored on each query's Pareto-undominated
-classes only, which is exact and several times cheaper (bridge.methods.semobridge.blend_front).
+classes only, which is exact and several times cheaper (bridge.methods.semobridge.blend_front); info
+"search_scored_share" is the share of (query, class) pairs scored per candidate.
 
 Both variants need the task's EOS features and Wt (`needs = {"eos"}`) and refuse a task without them in one
 line. With an affine text projection (task.text_projection_bias, SigLIP) the bridge inverts t = e Wt + b
@@ -115,7 +116,7 @@ def fit_blend(task, text: ClassText, views: sm.WeightedViews, bridge: Tensor, bi
     hparams = [{**hp, **dict(zip(sm.BLEND_PARAMS, row))} for row in result.best.tolist()]
     info = {**(info or {}), "val_accuracy": accuracy(val_logits, labels).tolist(),
             "fit_seconds": time.perf_counter() - started, "search_seconds": search_seconds,
-            "search_evaluated": result.evaluated}
+            "search_evaluated": result.evaluated, "search_scored_share": front.scored_share}
     return FittedState(method=method, tensors=tensors, hparams=hparams, info=info)
 
 
