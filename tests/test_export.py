@@ -24,6 +24,7 @@ from clipbridge.evaluate.commands.export import export
 from clipbridge.evaluate.fitting.export import METADATA_NAME, calibration_of, export_run
 from clipbridge.evaluate.fitting.predict import predict_images
 from clipbridge.evaluate.reporting.files import ordinary_mode
+from image_folders import striped_imagefolder
 
 #: Speed knobs, applied to the methods that have them (the head's export is checked, not its accuracy).
 FAST = {"steps": 12, "epochs": 3, "search_rounds": 2, "search_per_round": 16, "max_iter": 50}
@@ -63,27 +64,13 @@ def _readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def _imagefolder(root: Path, classes: int = 3, per_class: int = 6) -> Path:
-    """Class folders of non-square generated images (the resize keeps the aspect: shorter side, then crop)."""
-    rng = np.random.default_rng(1)
-    for label in range(classes):
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, (44, 60, 3), dtype=np.uint8)
-            pixels[:, :, label % 3] += 150
-            pixels[:: 2 + label, :, :] = 255
-            path = root / f"class_{label}" / f"{i:02d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path)
-    return root
-
-
 @pytest.fixture(scope="module")
 def cache_and_images(tmp_path_factory):
     """(a cache of a generated imagefolder extracted with the bundled tiny model, its test image files)."""
     from clipbridge import cli
 
     tmp = tmp_path_factory.mktemp("export")
-    root = _imagefolder(tmp / "images")
+    root = striped_imagefolder(tmp / "images", 3, 6, size=(44, 60), seed=1)
     out = tmp / "cache.h5"
     assert cli.main(["extract", "--no-progress", "--dataset", "imagefolder", "--root", str(root), "--model",
                      "clipbridge-tiny", "--workers", "0", "--out", str(out)]) == 0

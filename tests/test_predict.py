@@ -12,25 +12,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 import clipbridge as cb
 from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.commands.main import predict
-
-
-def _imagefolder(root: Path, classes: int = 4, per_class: int = 10) -> Path:
-    """Class folders of generated images whose colour and stripes depend on the class."""
-    rng = np.random.default_rng(0)
-    for label in range(classes):
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, (48, 48, 3), dtype=np.uint8)
-            pixels[:, :, label % 3] += 150
-            pixels[:: 2 + label, :, :] = 255
-            path = root / f"class_{label}" / f"{i:02d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path)
-    return root
+from image_folders import striped_imagefolder
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +27,7 @@ def fitted(tmp_path_factory):
     from clipbridge.extract.models import load_model
 
     tmp = tmp_path_factory.mktemp("predict")
-    root = _imagefolder(tmp / "images")
+    root = striped_imagefolder(tmp / "images", 4, 10)
     tiny = load_model("clipbridge-tiny", "random", device="cpu")
     checkpoint = tmp / "run1" / "epoch_latest.pt"
     checkpoint.parent.mkdir()
