@@ -183,9 +183,9 @@ MUTATIONS = [
              "from clipbridge.bridge.recipes.common import APE_CUPL",
              "from clipbridge.bridge.recipes.common import SEMOBRIDGE_CUPL as APE_CUPL", (CUPL_SETS, RECIPES)),
     Mutation("recipe: a missing CuPL set silently dropped", "bridge/recipes/resolve.py",
-             'return [spec for spec in self.prompts if not spec.endswith("?") and spec not in available]',
-             'return [spec for spec in self.prompts if not spec.endswith("?") and spec not in available '
-             'and not spec.startswith("cupl:")]', (CUPL_SETS,)),
+             'if not spec.endswith("?") and _choice(spec, available) is None]',
+             'if not spec.endswith("?") and _choice(spec, available) is None and not spec.startswith("cupl:")]',
+             (CUPL_SETS,)),
     Mutation("recipe: lpclip validates on the protocol's split", "bridge/recipes/linear_probe.py",
              '"validation": "sampled",', '"validation": "protocol",', (RULES,)),
     Mutation("recipe: APE-T Food101 eps 1e-2 at every shot count", "bridge/recipes/ape_t.py",

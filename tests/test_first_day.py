@@ -19,7 +19,7 @@ from clipbridge.bridge.registry import REGISTRY, get_method
 from clipbridge.cache.options import parse_int_list
 from clipbridge.cache.synthetic import write_synthetic_cache
 from clipbridge.errors import ClipBridgeError
-from test_export import _imagefolder
+from image_folders import striped_imagefolder
 
 #: Methods whose paper recipe uses augmented views on any dataset (they failed after a plain-only extract).
 AUGMENTED_BY_RECIPE = {"tip-adapter", "tip-adapter-f", "ape", "ape-t", "gda", "clip-adapter"}
@@ -38,7 +38,7 @@ def default_cache(tmp_path_factory):
     out = tmp / "flowers.h5"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        status = cli.main(["extract", "--dataset", "imagefolder", "--root", str(_imagefolder(tmp / "images")),
+        status = cli.main(["extract", "--dataset", "imagefolder", "--root", str(striped_imagefolder(tmp / "images", 3, 6, size=(44, 60), seed=1)),
                            *TINY, "--out", str(out)])
     assert status == 0, err.getvalue()
     return cb.open_cache(out), err.getvalue()
@@ -93,7 +93,7 @@ def test_the_default_fit_of_every_method_runs_on_the_default_extract(default_cac
 
 def test_view_families_plain_keeps_the_minimal_cache(tmp_path, capsys):
     out = tmp_path / "plain.h5"
-    status = cli.main(["extract", "--dataset", "imagefolder", "--root", str(_imagefolder(tmp_path / "images")),
+    status = cli.main(["extract", "--dataset", "imagefolder", "--root", str(striped_imagefolder(tmp_path / "images", 3, 6, size=(44, 60), seed=1)),
                        *TINY, "--view-families", "plain", "--out", str(out)])
     assert status == 0
     assert list(cb.open_cache(out).families("train")) == ["plain"]
