@@ -6,7 +6,9 @@
 No method reads files, prints, or knows about HDF5. A method that needs an optional input of the task
 (bridge.task.OPTIONAL_INPUTS, e.g. "eos": the EOS features and Wt, which a cache of a CoCa-style or HF
 text tower may lack) lists it in `needs`; `unmet_needs` tells a caller (bench) beforehand, and
-`require_inputs` is the one-line refusal a method's fit starts with.
+`require_inputs` is the one-line refusal a method's fit starts with. A method that never reads the support
+set (zero-shot CLIP) says so with `reads_support = False`: the task it is fitted on may then hold none (a
+cache without the few-shot images of the pairs asked for still serves it; `reads_support`).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class Method(Protocol):
     summary: str                   # one line saying what the method does
     defaults: dict[str, Any]
     needs: frozenset[str]          # optional task inputs the method cannot do without (may be absent: none)
+    reads_support: bool            # False: fit never reads task.support (may be absent: True)
 
     def fit(self, task, **hparams) -> FittedState: ...
 
@@ -89,6 +92,11 @@ def unmet_needs(method: Method, available: Iterable[str]) -> list[str]:
     return sorted(set(getattr(method, "needs", ())) - set(available))
 
 
+def reads_support(method: Method) -> bool:
+    """Whether `method`'s fit reads the task's support set (its `reads_support`, True when undeclared)."""
+    return bool(getattr(method, "reads_support", True))
+
+
 def methods_needing(input_name: str) -> list[str]:
     """The registered methods whose `needs` include the optional input `input_name`, sorted."""
     import clipbridge.bridge.methods  # noqa: F401  (registers every method)
@@ -97,7 +105,11 @@ def methods_needing(input_name: str) -> list[str]:
 
 
 def require_inputs(method: Method, task) -> None:
-    """Refuse, in one line, a task that lacks an optional input `method` needs."""
+    """Refuse, in one line, a task that lacks an optional input `method` needs, or the support set (a task
+    built without one, bridge.task.FewShotTask.has_support) for a method that reads it."""
+    if reads_support(method) and not task.has_support:
+        raise BridgeInputError(f"{method.name} fits on the few-shot support set, but this task holds none (it was "
+                               "built for a method that reads no support images, such as zeroshot)")
     missing = unmet_needs(method, task.inputs)
     if missing:
         what = "; ".join(OPTIONAL_INPUTS[name] for name in missing)

@@ -24,7 +24,9 @@ class FewShotTask:
 
     support          [S, C, K', D] raw (un-normalised) image embeddings, class-major
     support_mask     [C, K'] bool, True where a view is real; False pads classes that had fewer than
-                     K images (CoOp keeps all a class has). Shared by all seeds.
+                     K images (CoOp keeps all a class has). Shared by all seeds. K' = 0 (support
+                     [S, C, 0, D]): no support set, for a method that reads none (`reads_support = False`
+                     in bridge.registry; every other method refuses such a task, `require_inputs`).
     text_projected   [P, D] per-prompt projected text embeddings t = e·Wt + b (not normalised)
     text_eos         [P, W] per-prompt pre-projection EOS features e (the text tower's pooled feature), or
                      None when the cache holds none (a text tower that does not end in pooling + a linear
@@ -68,6 +70,11 @@ class FewShotTask:
         return self.support.shape[-1]
 
     @property
+    def has_support(self) -> bool:
+        """False for a task built without a support set (K' = 0)."""
+        return self.support.shape[2] > 0
+
+    @property
     def width(self) -> int | None:
         """W, the EOS width (None without EOS features)."""
         return None if self.text_eos is None else self.text_eos.shape[-1]
@@ -100,7 +107,7 @@ def validate_task(task: FewShotTask) -> None:
     if tuple(task.support_mask.shape) != (c, k) or task.support_mask.dtype != torch.bool:
         raise BridgeInputError(f"support_mask must be bool [{c}, {k}], got {task.support_mask.dtype} "
                                f"{list(task.support_mask.shape)}")
-    if not bool(task.support_mask.any(dim=1).all()):
+    if k and not bool(task.support_mask.any(dim=1).all()):
         empty = int((~task.support_mask.any(dim=1)).nonzero()[0])
         raise BridgeInputError(f"class {empty} has no support images")
     p, _ = _shape(task.text_projected, 2, "text_projected")

@@ -63,6 +63,8 @@ MUTATIONS = [
              '"txtp": 0.25', '"txtp": 0.5', (DEFAULTS,)),
     Mutation("default: semobridge-t stale prototypes on", "bridge/methods/semobridge/trained.py",
              '"parity_stale_prototypes": False', '"parity_stale_prototypes": True', (DEFAULTS,)),
+    Mutation("zeroshot: declared as reading the support set", "bridge/methods/zeroshot.py",
+             "    reads_support = False\n", "    reads_support = True\n", ("tests/test_zeroshot_support.py",)),
     Mutation("default: cmm margin 0.2 -> 0.5", "bridge/methods/cmm.py",
              '"margin": 0.2', '"margin": 0.5', (DEFAULTS, LOSSES)),
     Mutation("default: cmm steps 300 -> 100", "bridge/methods/cmm.py",

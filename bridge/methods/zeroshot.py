@@ -1,4 +1,6 @@
-"""Zero-shot CLIP: logits = τ · q̄ T̄ᵀ (METHOD.md §5). Nothing is fitted; validation accuracy is reported."""
+"""Zero-shot CLIP: logits = τ · q̄ T̄ᵀ (METHOD.md §5). Nothing is fitted; validation accuracy is reported.
+It reads no support image (`reads_support = False`): its task may hold no support set, so a cache without
+the few-shot images of the (shots, seed) pairs asked for still serves it (their validation draw is read)."""
 from __future__ import annotations
 
 import time
@@ -21,6 +23,7 @@ class ZeroShot:
     name = "zeroshot"
     summary = "CLIP's zero-shot classifier: cosine to the class text prototypes"
     defaults: dict = {}
+    reads_support = False
 
     def fit(self, task, **hparams) -> FittedState:
         _, start, dtype, text = begin_fit(self, task, hparams)

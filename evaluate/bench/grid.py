@@ -112,16 +112,18 @@ def unrunnable_methods(spec: BenchSpec, sources: list[_Source]) -> dict[tuple[in
 def plan_grid(spec: BenchSpec, sources: list[_Source],
               unrunnable: dict[tuple[int, str], str]) -> dict[tuple[int, int, str], FitPlan]:
     """Every runnable cell's FitPlan, checked before anything is fitted: shot counts against the class sizes,
-    the (shots, seed) pairs and view families the caches hold, text sets, hyper-parameters."""
+    the (shots, seed) pairs and view families the caches hold (only the pairs' validation draws when no
+    method of the grid reads a support set: zero-shot alone), text sets, hyper-parameters."""
     plans = {}
     for i, source in enumerate(sources):
-        check_pairs(source.cache, spec.shots, spec.seeds, spec.protocol)
         for k in spec.shots:
             check_shots(source.cache, k, source.loader)
             for method in (m for m in spec.methods if (i, m) not in unrunnable):
                 plans[(i, k, method)] = plan_fit(source.cache, method, k, recipe=spec.recipe,
                                                  families=spec.view_families, prompts=spec.prompt_sets,
                                                  overrides=spec.overrides(method))
+        support = any(plan.reads_support for (j, _, _), plan in plans.items() if j == i)
+        check_pairs(source.cache, spec.shots, spec.seeds, spec.protocol, support=support, loader=source.loader)
     return plans
 
 
@@ -190,7 +192,7 @@ def run_bench(spec: BenchSpec, results_dir: str | os.PathLike, name: str, *, pro
                                  unit="cell", disable=not wants_bars(bars)):
             pending = pending_of[(i, k, method)]
             source, plan = sources[i], plans[(i, k, method)]
-            task_key = (i, k, pending, plan.families, plan.prompt_sets, plan.recipe.validation)
+            task_key = (i, k, pending, plan.families, plan.prompt_sets, plan.recipe.validation, plan.reads_support)
             if task_key not in built:
                 if any(key[:3] != task_key[:3] for key in built):
                     built.clear()

@@ -37,15 +37,23 @@ class FitPlan:
         return {"recipe": self.recipe.name, "recipe_rows": list(self.recipe.rows),
                 "recipe_hparams": dict(self.recipe.hparams)}
 
+    @property
+    def reads_support(self) -> bool:
+        """Whether the method reads the few-shot support set (bridge.registry.reads_support)."""
+        from clipbridge.bridge.registry import get_method, reads_support
+
+        return reads_support(get_method(self.method))
+
     def task(self, cache, seeds: Sequence[int], *, protocol: str = "clean", device: str = "cpu",
              dtype: str = "float32", loader=None):
         """(FewShotTask of the plan's shots, view families and prompt sets for `seeds`, its meta with the
-        recipe's): evaluate.fitting.tasks.build_fit_task, the cache -> task adapter."""
+        recipe's): evaluate.fitting.tasks.build_fit_task, the cache -> task adapter; without a support set
+        for a method that reads none (`reads_support`)."""
         from clipbridge.evaluate.fitting.tasks import build_fit_task
 
         task, meta = build_fit_task(cache, shots=self.shots, seeds=seeds, families=self.families,
                                     prompt_sets=self.prompt_sets, protocol=protocol, device=device, dtype=dtype,
-                                    loader=loader, validation=self.recipe.validation)
+                                    loader=loader, validation=self.recipe.validation, support=self.reads_support)
         return task, {**meta, **self.meta()}
 
     def fit(self, task, precision: str = "fp32", calibration: str = "temperature", val_source: str | None = None):

@@ -16,7 +16,7 @@ from torch import Tensor
 from clipbridge.bridge.recipes import UNIFORM
 from clipbridge.bridge.ops import accuracy
 from clipbridge.bridge.precision import products_in, resolve_precision
-from clipbridge.bridge.registry import FittedState, get_method
+from clipbridge.bridge.registry import FittedState, get_method, require_inputs
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.fitting.calibrate import (DEFAULT_CALIBRATION, fit_calibration, run_calibration,
@@ -33,8 +33,10 @@ def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = 
     with its matrix products at `precision` (bridge.precision: auto, fp32, bf16, tf32; info["precision"] says
     which ran); fills fit_seconds/search_seconds if the method did not; then fits the `calibration`
     ("temperature": one per seed on the task's validation queries, `val_source` naming them; "none") into
-    info["calibration"] (evaluate.fitting.calibrate; not counted in fit_seconds)."""
+    info["calibration"] (evaluate.fitting.calibrate; not counted in fit_seconds). A task without an input the
+    method reads (bridge.registry.require_inputs) is refused first, in one line."""
     method = get_method(name)
+    require_inputs(method, task)
     chosen = resolve_precision(precision, name, task.support.device, task.support.dtype)
     start = time.perf_counter()
     with products_in(chosen):

@@ -16,7 +16,10 @@ clean protocol's min(K, 4) draw under `paper` too (lpclip, the linear probe's pa
 min(K, 4) images per class, RECIPES.md §2.6); `meta["validation"]` records which rule ran.
 
 Validation and test queries are plain views. A cache holding only sampled images (extract --shots/--seeds)
-must cover every (shots, seed) asked for; otherwise the error names the extract command that adds it.
+must cover every (shots, seed) asked for; otherwise the error names the extract command that adds it. A
+task for a method that reads no support set (bridge.registry.reads_support: zero-shot) is built without
+one (`support=False`, K' = 0): it needs only each pair's validation draw, which a cache extracted with the
+whole val split holds for any pair.
 Test queries are loaded by `load_test`, only for the final score.
 """
 from __future__ import annotations
@@ -87,11 +90,12 @@ def cache_identity(cache) -> dict[str, str]:
 def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequence[str] = DEFAULT_FAMILIES,
                    prompt_sets: Sequence[str] | None = None, protocol: str = "clean", device: str = "cpu",
                    dtype: str = "float32", loader: SplitLoader | None = None,
-                   validation: str = PROTOCOL_VALIDATION) -> tuple[FewShotTask, dict]:
+                   validation: str = PROTOCOL_VALIDATION, support: bool = True) -> tuple[FewShotTask, dict]:
     """The task every method fits on, and its meta (no test data is read, except `paper` without val).
 
     Returns FewShotTask(support [S, C, K·V, D] class-major with index k·V + v (V = the families' copies
-    together), support_mask [C, K·V], val [S, Nv, D] (clean, or validation "sampled") or [1, Nv, D] (paper),
+    together), support_mask [C, K·V] (support=False: [S, C, 0, D] and [C, 0], no support image read), val
+    [S, Nv, D] (clean, or validation "sampled") or [1, Nv, D] (paper),
     val_labels with -1 padding) and a JSON-able meta dict.
     """
     loader = loader or SplitLoader(cache)
@@ -113,7 +117,7 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
     num_classes = len(cache.classnames)
     train_list = loader.list_labels("train")
     short = check_shot_count(shots, train_list, cache.classnames, where)
-    check_coverage(cache, [shots], seeds, families, val_protocol)
+    check_coverage(cache, [shots], seeds, families, val_protocol, support=support, loader=loader)
     sets = list(prompt_sets) if prompt_sets else list(cache.text_sets)
     unknown = [s for s in sets if s not in cache.text_sets]
     if unknown:
@@ -122,7 +126,13 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
     has_val = loader.has("val")
     val_list = loader.list_labels("val") if has_val else None
     draws = [draw_fewshot(train_list, val_list, shots, seed) for seed in seeds]
-    support, mask, views = _gather_support(cache, loader, draws, train_list, num_classes, shots, families)
+    text = cache.text(sets)
+    if support:
+        support_views, mask, views = _gather_support(cache, loader, draws, train_list, num_classes, shots, families)
+    else:
+        support_views = torch.zeros(len(seeds), num_classes, 0, text.projected.shape[-1])
+        mask = torch.zeros(num_classes, 0, dtype=torch.bool)
+        views = sum(_family_width(cache, spec) for spec in families)
     val_is_test = False
     if val_protocol == "clean":
         val, val_y = _padded_queries(cache, loader, draws)
@@ -133,9 +143,8 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
         val, val_y = queries[None], labels[None]
         val_source, val_is_test = ("val-full", False) if has_val else ("test", True)
 
-    text = cache.text(sets)
     task = FewShotTask(
-        support=support, support_mask=mask,
+        support=support_views, support_mask=mask,
         text_projected=text.projected, text_eos=text.eos, text_class=text.classes.long(),
         text_projection=cache.text_projection, logit_scale=float(cache.logit_scale),
         text_projection_bias=cache.text_projection_bias,
@@ -150,29 +159,62 @@ def build_fit_task(cache, *, shots: int, seeds: Sequence[int], families: Sequenc
 
 
 def check_coverage(cache, shots: Sequence[int], seeds: Sequence[int], families: Sequence[str],
-                   protocol: str) -> None:
-    """Refuse, with the extract command that adds them, (shots, seed) pairs, view families or the whole
-    val split (protocol paper) the cache does not hold."""
-    check_pairs(cache, shots, seeds, protocol)
+                   protocol: str, *, support: bool = True, loader: SplitLoader | None = None) -> None:
+    """Refuse, with the extract command that adds them, (shots, seed) pairs (their validation draws only,
+    when support is False), view families or the whole val split (protocol paper) the cache does not hold."""
+    check_pairs(cache, shots, seeds, protocol, support=support, loader=loader)
     check_families(cache, families)
 
 
-def check_pairs(cache, shots: Sequence[int], seeds: Sequence[int], protocol: str) -> None:
-    """Refuse (shots, seed) pairs, or protocol paper's whole val split, that the cache does not hold."""
+def check_pairs(cache, shots: Sequence[int], seeds: Sequence[int], protocol: str, *, support: bool = True,
+                loader: SplitLoader | None = None) -> None:
+    """Refuse (shots, seed) pairs, or protocol paper's whole val split, that the cache does not hold. With
+    support False (methods that read no support set) only the pairs' validation draws must be held."""
     coverage = cache.coverage
     missing = coverage.missing(shots, seeds)
-    if missing:
-        shown = ", ".join(f"{k}-shot seed {s}" for k, s in missing[:4]) + (" ..." if len(missing) > 4 else "")
-        raise ClipBridgeError(
-            f"cache {cache.path} holds the images of {coverage.describe()}, not {shown}; add them with: "
-            + extract_hint(cache.extract_args, path=cache.path, shots=sorted({k for k, _ in missing}),
-                           seeds=sorted({s for _, s in missing}), families=_augmented_families(cache)))
+    if missing and not support:
+        _check_validation_draws(cache, missing, protocol, loader or SplitLoader(cache))
+    elif missing:
+        raise ClipBridgeError(f"cache {cache.path} holds the images of {coverage.describe()}, not "
+                              f"{_shown_pairs(missing)}; add them with: {_add_pairs_hint(cache, missing)}")
     if protocol == "paper" and "val" in cache.splits and not coverage.whole_val:
         raise ClipBridgeError(
             f"protocol paper validates on the whole val split, but cache {cache.path} holds only the sampled "
             "val images (extracted for protocol clean); add the rest with: "
             + extract_hint(cache.extract_args, path=cache.path, shots=sorted({k for k, _ in coverage.pairs}),
                            seeds=sorted({s for _, s in coverage.pairs}), protocols="clean,paper"))
+
+
+def _check_validation_draws(cache, pairs: list[tuple[int, int]], protocol: str, loader: SplitLoader) -> None:
+    """Refuse the (shots, seed) `pairs` whose clean validation draw (min(K, 4) per class, METHOD.md §6) the
+    cache does not hold, naming them as validation images; protocol paper draws none (whole val, or test)."""
+    if protocol == "paper":
+        return
+    train_list = loader.list_labels("train")
+    val_list = loader.list_labels("val") if loader.has("val") else None
+    absent, split = [], "val"
+    for k, s in pairs:
+        draw = draw_fewshot(train_list, val_list, k, s)
+        split = draw.val_split
+        _, held = sorted_positions(loader.rows(split).source, np.array(draw.val, dtype=np.int64))
+        if not held.all():
+            absent.append((k, s))
+    if absent:
+        raise ClipBridgeError(
+            f"cache {cache.path} does not hold the validation images of {_shown_pairs(absent)} (min(K, 4) per "
+            f"class drawn from its {split} split), which a method that reads no few-shot images still validates "
+            f"on; add them with: {_add_pairs_hint(cache, absent)}")
+
+
+def _shown_pairs(pairs: list[tuple[int, int]]) -> str:
+    """'1-shot seed 2, 2-shot seed 1 ...': the first four (shots, seed) pairs."""
+    return ", ".join(f"{k}-shot seed {s}" for k, s in pairs[:4]) + (" ..." if len(pairs) > 4 else "")
+
+
+def _add_pairs_hint(cache, pairs: list[tuple[int, int]]) -> str:
+    """The extract command that adds the images of (shots, seed) `pairs` to `cache`."""
+    return extract_hint(cache.extract_args, path=cache.path, shots=sorted({k for k, _ in pairs}),
+                        seeds=sorted({s for _, s in pairs}), families=_augmented_families(cache))
 
 
 def check_families(cache, families: Sequence[str]) -> None:
@@ -281,12 +323,18 @@ def _gather_support(cache, loader: SplitLoader, draws: list[FewShotDraw], train_
 
 
 def _family_views(cache, spec: str, rows: np.ndarray) -> Tensor:
-    """[n, E, D] views of a family spec for train rows (the first `n` copies of 'name:n')."""
+    """[n, E, D] views of a family spec for train rows (the first E = `n` copies of 'name:n', else all)."""
+    return cache.views("train", parse_family(spec)[0], rows)[:, :_family_width(cache, spec)]
+
+
+def _family_width(cache, spec: str) -> int:
+    """E, the views per shot a family spec gives: n of 'name:n' (refused above the stored copies), else every
+    stored copy."""
     name, count = parse_family(spec)
-    if count is not None and count > cache.family("train", name).copies:
-        raise ClipBridgeError(f"view family {spec!r}: cache {cache.path} stores {cache.family('train', name).copies} "
-                              f"copies of {name!r}")
-    return cache.views("train", name, rows)[:, :count]
+    copies = cache.family("train", name).copies
+    if count is not None and count > copies:
+        raise ClipBridgeError(f"view family {spec!r}: cache {cache.path} stores {copies} copies of {name!r}")
+    return copies if count is None else count
 
 
 def _padded_queries(cache, loader: SplitLoader, draws: list[FewShotDraw]) -> tuple[Tensor, Tensor]:
