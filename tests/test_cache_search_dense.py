@@ -7,6 +7,7 @@ import torch
 import clipbridge.bridge.cache_search as cs
 from clipbridge.bridge.cache_search import CacheFusion, dense_work
 from clipbridge.bridge.fusion import first_best
+from test_cache_search import exhaustive_hits
 
 
 def random_cache(seed, s, n, c, k, d=16):
@@ -36,19 +37,10 @@ def grid(betas, alphas, gammas):
 
 
 def loop_hits(base, y, aff, weight, div, points, formula="ape"):
-    """Right queries [S, G]: one candidate at a time, every class and key, torch.argmax."""
-    s_count, n, c = base.shape
-    k = aff.shape[-1] // c
-    out = torch.zeros(s_count, points.shape[0], dtype=torch.int64)
-    for s in range(s_count):
-        for m, (b, a, g) in enumerate(points):
-            if formula == "tip":
-                terms = torch.exp(-b * (1 - aff[s])) * weight[s]
-            else:
-                terms = torch.exp(b * aff[s] - b) * (weight[s] * torch.exp(div[s] * g))
-            logits = base[s] + a * terms.reshape(n, c, k).sum(-1)
-            out[s, m] = ((logits.argmax(-1) == y[s]) & (y[s] >= 0)).sum()
-    return out
+    """Right queries [S, G] of the grid points [G, 3] by test_cache_search's plain loop (one candidate at a time,
+    every class and key, torch.argmax)."""
+    cand = points.unsqueeze(0).expand(base.shape[0], -1, -1)
+    return exhaustive_hits(base, y, aff, weight, div, cand[..., 0], cand[..., 1], cand[..., 2], formula)
 
 
 def hits_by(path, monkeypatch, base, y, aff, weight, div, points, formula="ape"):
