@@ -32,8 +32,8 @@ which the exhaustive scoring itself resolves by summation order).
 The secondary score (mean true-class log-probability, bridge.fusion.validation_scores) is scored over every
 class, exactly as before, for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore).
 
-Dense path (`dense_hits`, chosen per seed and query chunk when `dense_work` ≤ DENSE_WORK: small problems, where
-the bounds decide little): every pair is scored, the key factors once per distinct β, the cache term F [n, C]
+Dense path (`dense_hits`, chosen per seed and query chunk when the root pass keeps at least DENSE_SHARE of the
+pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem): every pair is scored, the key factors once per distinct β, the cache term F [n, C]
 once per (β, γ) with exact_terms' operations (key_factors × key_scales summed over keys), and the logits
 base + α·F of all the α of that (β, γ) at once, top-1 by torch.argmax itself: the same hits as the pruned path.
 
@@ -69,6 +69,9 @@ ROOT_SLACK = 1e-4
 # 101 classes (3.4e9 at 1 shot, 6.0e9 at 16) went 1.3-1.8× faster dense (FIGURES.md, issue 19); ImageNet's
 # 1,000 classes × 16 shots at ≥ 1,000 queries (3.9e10) stay pruned, where the bounds drop most classes.
 DENSE_WORK = 1 << 33
+# share of the (query, class ≠ y) pairs that the root pass keeps (they can matter somewhere in the search box) at
+# and above which the dense path is taken: below it the pruned path decides most pairs by bounds
+DENSE_SHARE = 0.25
 # elements of the largest tensor the dense scoring builds at a time (bounds its memory)
 DENSE_ELEMENTS = 1 << 22
 
@@ -170,13 +173,15 @@ class CacheFusion:
         data = self._data(s, rows)
         if data is None or m == 0:
             return torch.zeros(m, dtype=torch.int64), 0.0
-        if dense_work(data.aff.shape, beta, gamma) <= DENSE_WORK:
-            return dense_hits(data, beta, alpha, gamma), float(data.aff.shape[0] * data.aff.shape[1] * m)
         problem = _Problem(data, beta, alpha, gamma)
         box = problem.box_of_all()
         if self.box is not None and _inside(box, self.box):
             box = self.box
-        return problem.solve(data.root_pairs(box))
+        pairs = data.root_pairs(box)
+        n, c, _ = data.aff.shape
+        if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and dense_work(data.aff.shape, beta, gamma) <= DENSE_WORK:
+            return dense_hits(data, beta, alpha, gamma), float(n * c * m)
+        return problem.solve(pairs)
 
     def _data(self, s: int, rows: slice) -> "_SeedData | None":
         key = (s, rows.start, rows.stop)

@@ -45,6 +45,7 @@ def loop_hits(base, y, aff, weight, div, points, formula="ape"):
 
 def hits_by(path, monkeypatch, base, y, aff, weight, div, points, formula="ape"):
     monkeypatch.setattr(cs, "DENSE_WORK", float("inf") if path == "dense" else -1.0)
+    monkeypatch.setattr(cs, "DENSE_SHARE", 0.0)
     monkeypatch.setattr(cs, "DENSE_ELEMENTS", 1 << 10)                       # many slices of rows, γ, candidates
     problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, formula)
     cand = points.unsqueeze(0).expand(base.shape[0], -1, -1)
@@ -91,3 +92,16 @@ def test_cost_estimate_keeps_large_class_counts_pruned():
     assert dense_work((4, 101, 16), small[:, 0], small[:, 2]) <= cs.DENSE_WORK
     imagenet = grid([float(i) for i in range(200)], [float(a) for a in range(20)], [0.1 * i for i in range(5)])
     assert dense_work((1000, 1000, 16), imagenet[:, 0], imagenet[:, 2]) > cs.DENSE_WORK
+
+
+def test_route_dense_for_ape_pruned_for_tip():
+    """Default constants: APE's γ leaves the root pass every pair (dense: every pair scored), Tip-Adapter's
+    bounds drop most pairs at the root (pruned: fewer pairs scored); both equal the plain loop."""
+    base, y, aff, weight, div = random_cache(9, 1, 60, 40, 4)
+    for formula, d, gammas in (("ape", div, [0.0, 0.5]), ("tip", None, [0.0])):
+        points = grid([1.0, 3.0, 5.0], [0.5, 1.0, 2.0], gammas)
+        problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, d, formula)
+        cand = points.unsqueeze(0)
+        got = problem.hits(cand[..., 0], cand[..., 1], cand[..., 2])
+        assert torch.equal(got, loop_hits(base, y, aff, weight, d, points, formula))
+        assert (problem.scored[-1] == 1.0) == (formula == "ape")
