@@ -33,9 +33,10 @@ The secondary score (mean true-class log-probability, bridge.fusion.validation_s
 class, exactly as before, for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore).
 
 Dense path (`dense_hits`, chosen per seed and query chunk when the root pass keeps at least DENSE_SHARE of the
-pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem): every pair is scored, the key factors once per distinct β, the cache term F [n, C]
-once per (β, γ) with exact_terms' operations (key_factors × key_scales summed over keys), and the logits
-base + α·F of all the α of that (β, γ) at once, top-1 by torch.argmax itself: the same hits as the pruned path.
+pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem): every pair
+is scored, the key factors once per distinct β, the cache term F [n, C] once per (β, γ) with exact_terms'
+operations (key_factors × key_scales summed over keys), the logits base + α·F of all the α of that (β, γ) at
+once, and top-1 with torch.argmax's first-maximum rule (`first_max_is`): the same hits as the pruned path.
 
 `scored`, `pairs`: exactly scored (query, class) pairs per candidate / (real queries × classes), the measure of
 the pruning (1.0 = exhaustive).
@@ -66,8 +67,8 @@ ROOT_ROWS = 1 << 16
 ROOT_SLACK = 1e-4
 # dense work (dense_work: elements of the key terms and logits) of one seed's query chunk up to which its hits
 # are counted densely (dense_hits) instead of by pruning. The official APE grid (200 × 20 × 20) on 404 queries of
-# 101 classes (3.4e9 at 1 shot, 6.0e9 at 16) went 1.3-1.8× faster dense (FIGURES.md, issue 19); ImageNet's
-# 1,000 classes × 16 shots at ≥ 1,000 queries (3.9e10) stay pruned, where the bounds drop most classes.
+# 101 classes (3.4e9 at 1 shot, 6.0e9 at 16) goes faster dense (FIGURES.md, issue 19); ImageNet's 1,000
+# classes × 16 shots at ≥ 1,000 queries (3.9e10) stay pruned.
 DENSE_WORK = 1 << 33
 # share of the (query, class ≠ y) pairs that the root pass keeps (they can matter somewhere in the search box) at
 # and above which the dense path is taken: below it the pruned path decides most pairs by bounds
@@ -261,6 +262,7 @@ def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) ->
     row_step = max(1, DENSE_ELEMENTS // (c * k))
     for r0 in range(0, n, row_step):
         a, b_rows, y_rows = aff[r0:r0 + row_step], base[r0:r0 + row_step], y[r0:r0 + row_step]
+        base_y = b_rows.gather(1, y_rows.unsqueeze(1)).squeeze(1)                                 # [n]
         rows = a.shape[0]
         gamma_step = max(1, DENSE_ELEMENTS // (rows * c * k))
         cand_step = max(1, DENSE_ELEMENTS // (rows * c))
@@ -270,12 +272,41 @@ def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) ->
                 g1 = min(l1, g0 + gamma_step)
                 scales = key_scales(data.weight, data.div, leaves[g0:g1, 1], a.dim(), data.formula)
                 cache = (factors * scales).sum(-1)                                               # [G, n, C]
+                cache_y = cache.gather(-1, y_rows.view(1, -1, 1).expand(cache.shape[0], -1, 1)).squeeze(-1)
                 cands = order[start[g0]:start[g1]]
-                for i in range(0, cands.numel(), cand_step):
-                    cand = cands[i:i + cand_step]
-                    logits = cache[inverse[cand] - g0].mul_(alpha[cand].view(-1, 1, 1)).add_(b_rows)  # base + α·F
-                    out[cand] += (logits.argmax(-1) == y_rows).sum(-1)
+                per_leaf = start[g0 + 1] - start[g0]
+                uniform = cands.numel() == per_leaf * (g1 - g0)      # as many α at each (β, γ): broadcast them
+                step = max(1, cand_step // per_leaf) * per_leaf if uniform else cand_step
+                for i in range(0, cands.numel(), step):
+                    cand = cands[i:i + step]
+                    if uniform:
+                        leaves_here = slice(i // per_leaf, (i + cand.numel()) // per_leaf)
+                        f, f_y = cache[leaves_here].unsqueeze(1), cache_y[leaves_here].unsqueeze(1)
+                        shape = (-1, per_leaf)
+                    else:
+                        leaf = inverse[cand] - g0
+                        f, f_y, shape = cache[leaf], cache_y[leaf], (-1,)
+                    a_cand = alpha[cand].view(shape + (1,))
+                    logits = (f * a_cand.unsqueeze(-1)).view(-1, rows, c).add_(b_rows)           # base + α·F
+                    at_y = (f_y * a_cand).view(-1, rows).add_(base_y)
+                    out[cand] += first_max_is(logits, at_y, y_rows).sum(-1)
     return out
+
+
+def first_max_is(logits: Tensor, at_y: Tensor, y: Tensor) -> Tensor:
+    """[m, n] whether torch.argmax(logits [m, n, C], −1) == y [n], for logits without NaN; at_y [m, n] = the
+    logits at y, computed by the caller with the same operations. Through amax (several times faster than
+    argmax): y is first iff it beats every other class, or ties their maximum with no class before y reaching it
+    (torch.argmax's first maximum). Overwrites the logits at y."""
+    c = logits.shape[-1]
+    logits[:, torch.arange(y.shape[0]), y] = float("-inf")
+    other = logits.amax(-1)
+    first = at_y > other
+    tied = (at_y == other).nonzero(as_tuple=True)
+    if tied[0].numel():
+        before = torch.arange(c) < y[tied[1]].unsqueeze(1)
+        first[tied] = ~((logits[tied] == at_y[tied].unsqueeze(1)) & before).any(1)
+    return first
 
 
 class _SeedData:
