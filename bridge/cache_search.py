@@ -247,8 +247,9 @@ def dense_work(shape: tuple, beta: Tensor, gamma: Tensor) -> float:
 def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
     """Right queries [m] of candidates beta, alpha, gamma [m] (working dtype), every (query, class) pair scored:
     per distinct β its key factors [n, C, K] once, per γ of that β the cache term F [n, C] with exact_terms'
-    operations, then the logits base + α·F of every candidate at that (β, γ) and torch.argmax (its first maximum:
-    the tie rule the pruned scoring reproduces). Rows, γ and candidates go in slices of DENSE_ELEMENTS."""
+    operations, then the logits base + α·F of every candidate at that (β, γ) (broadcast when each (β, γ) has as
+    many α) and top-1 by first_max_is (torch.argmax's first maximum: the tie rule the pruned scoring reproduces).
+    Rows, γ and candidates go in slices of DENSE_ELEMENTS."""
     aff, base, y = data.aff, data.base, data.y
     n, c, k = aff.shape
     m = beta.shape[0]
