@@ -32,6 +32,12 @@ which the exhaustive scoring itself resolves by summation order).
 The secondary score (mean true-class log-probability, bridge.fusion.validation_scores) is scored over every
 class, exactly as before, for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore).
 
+Dense path (`dense_hits`, chosen per seed and query chunk when the root pass keeps at least DENSE_SHARE of the
+pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem): every pair
+is scored, the key factors once per distinct β, the cache term F [n, C] once per (β, γ) with exact_terms'
+operations (key_factors × key_scales summed over keys), the logits base + α·F of all the α of that (β, γ) at
+once, and top-1 with torch.argmax's first-maximum rule (`first_max_is`): the same hits as the pruned path.
+
 `scored`, `pairs`: exactly scored (query, class) pairs per candidate / (real queries × classes), the measure of
 the pruning (1.0 = exhaustive).
 """
@@ -59,22 +65,44 @@ SECONDARY_ROWS = 1 << 18
 ROOT_ROWS = 1 << 16
 # relative slack of the float32 root pass (generous: it only keeps more pairs)
 ROOT_SLACK = 1e-4
+# dense work (dense_work: elements of the key terms and logits) of one seed's query chunk up to which its hits
+# are counted densely (dense_hits) instead of by pruning. The official APE grid (200 × 20 × 20) on 404 queries of
+# 101 classes (3.4e9 at 1 shot, 6.0e9 at 16) goes faster dense (FIGURES.md, issue 19); ImageNet's 1,000
+# classes × 16 shots at ≥ 1,000 queries (3.9e10) stay pruned.
+DENSE_WORK = 1 << 33
+# share of the (query, class ≠ y) pairs that the root pass keeps (they can matter somewhere in the search box) at
+# and above which the dense path is taken: below it the pruned path decides most pairs by bounds
+DENSE_SHARE = 0.25
+# elements of the largest tensor the dense scoring builds at a time (bounds its memory)
+DENSE_ELEMENTS = 1 << 22
 
 
 def _inside(inner: tuple, outer: tuple) -> bool:
     return all(o0 <= i0 and i1 <= o1 for i0, i1, o0, o1 in zip(inner[::2], inner[1::2], outer[::2], outer[1::2]))
 
 
+def key_factors(aff: Tensor, beta: Tensor, formula: str) -> Tensor:
+    """[L, ...] per-key affinity factors of leaves beta [L] for affinities aff [...]:
+    tip: exp(−β (1 − a)) ;  ape: exp(β a − β)."""
+    b = beta.view((-1,) + (1,) * aff.dim())
+    if formula == "tip":
+        return torch.exp(-b * (1 - aff.unsqueeze(0)))
+    return torch.exp(b * aff.unsqueeze(0) - b)
+
+
+def key_scales(weight: Tensor, div: Tensor | None, gamma: Tensor, dims: int, formula: str) -> Tensor:
+    """Key scales broadcastable to [L, ...] (dims = the affinities' dimensions) of key weights and divergences
+    (div may be None) at leaves gamma [L]: tip, or ape without div: w ;  ape: w · exp(d γ)."""
+    if formula == "tip" or div is None:
+        return weight
+    return weight * torch.exp(div.unsqueeze(0) * gamma.view((-1,) + (1,) * dims))
+
+
 def exact_terms(aff: Tensor, weight: Tensor, div: Tensor | None, beta: Tensor, gamma: Tensor, formula: str) -> Tensor:
     """F [L, ...] in the working dtype, as the exhaustive scorers compute it, for affinities aff [..., K], key
     weights and divergences broadcastable to it (div may be None) and leaves beta, gamma [L].
     tip: Σ_k exp(−β (1 − a)) · w ;  ape: Σ_k exp(β a − β) · (w · exp(d γ))."""
-    shape = (-1,) + (1,) * aff.dim()
-    b = beta.view(shape)
-    if formula == "tip":
-        return (torch.exp(-b * (1 - aff.unsqueeze(0))) * weight).sum(-1)
-    scale = weight if div is None else weight * torch.exp(div.unsqueeze(0) * gamma.view(shape))
-    return (torch.exp(b * aff.unsqueeze(0) - b) * scale).sum(-1)
+    return (key_factors(aff, beta, formula) * key_scales(weight, div, gamma, aff.dim(), formula)).sum(-1)
 
 
 @dataclass
@@ -150,7 +178,11 @@ class CacheFusion:
         box = problem.box_of_all()
         if self.box is not None and _inside(box, self.box):
             box = self.box
-        return problem.solve(data.root_pairs(box))
+        pairs = data.root_pairs(box)
+        n, c, _ = data.aff.shape
+        if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and dense_work(data.aff.shape, beta, gamma) <= DENSE_WORK:
+            return dense_hits(data, beta, alpha, gamma), float(n * c * m)
+        return problem.solve(pairs)
 
     def _data(self, s: int, rows: slice) -> "_SeedData | None":
         key = (s, rows.start, rows.stop)
@@ -200,6 +232,82 @@ class CacheFusion:
                     self.pairs[0] += float(valid.sum()) * c * cand.shape[0]
             out[s] = total / count
         return out
+
+
+def dense_work(shape: tuple, beta: Tensor, gamma: Tensor) -> float:
+    """Elements the dense scoring of candidates beta, gamma [m] handles for affinities of shape [n, C, K]: the key
+    factors [n, C, K] of each distinct β, the products summed into F [n, C] of each distinct (β, γ), the logits
+    [n, C] of each candidate."""
+    n, c, k = shape
+    betas = torch.unique(beta).numel()
+    leaves = torch.unique(torch.stack([beta, gamma], -1), dim=0).shape[0]
+    return float(n * c) * (k * (betas + leaves) + beta.shape[0])
+
+
+def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
+    """Right queries [m] of candidates beta, alpha, gamma [m] (working dtype), every (query, class) pair scored:
+    per distinct β its key factors [n, C, K] once, per γ of that β the cache term F [n, C] with exact_terms'
+    operations, then the logits base + α·F of every candidate at that (β, γ) (broadcast when each (β, γ) has as
+    many α) and top-1 by first_max_is (torch.argmax's first maximum: the tie rule the pruned scoring reproduces).
+    Rows, γ and candidates go in slices of DENSE_ELEMENTS."""
+    aff, base, y = data.aff, data.base, data.y
+    n, c, k = aff.shape
+    m = beta.shape[0]
+    leaves, inverse = torch.unique(torch.stack([beta, gamma], -1), dim=0, return_inverse=True)   # β-major
+    order = torch.argsort(inverse, stable=True)
+    start = torch.cat([torch.zeros(1, dtype=torch.int64),
+                       torch.bincount(inverse, minlength=leaves.shape[0]).cumsum(0)]).tolist()
+    _, per_beta = torch.unique_consecutive(leaves[:, 0], return_counts=True)
+    beta_start = [0] + per_beta.cumsum(0).tolist()
+    out = torch.zeros(m, dtype=torch.int64)
+    row_step = max(1, DENSE_ELEMENTS // (c * k))
+    for r0 in range(0, n, row_step):
+        a, b_rows, y_rows = aff[r0:r0 + row_step], base[r0:r0 + row_step], y[r0:r0 + row_step]
+        base_y = b_rows.gather(1, y_rows.unsqueeze(1)).squeeze(1)                                 # [n]
+        rows = a.shape[0]
+        gamma_step = max(1, DENSE_ELEMENTS // (rows * c * k))
+        cand_step = max(1, DENSE_ELEMENTS // (rows * c))
+        for l0, l1 in zip(beta_start[:-1], beta_start[1:]):
+            factors = key_factors(a, leaves[l0:l0 + 1, 0], data.formula)                        # [1, n, C, K]
+            for g0 in range(l0, l1, gamma_step):
+                g1 = min(l1, g0 + gamma_step)
+                scales = key_scales(data.weight, data.div, leaves[g0:g1, 1], a.dim(), data.formula)
+                cache = (factors * scales).sum(-1)                                               # [G, n, C]
+                cache_y = cache.gather(-1, y_rows.view(1, -1, 1).expand(cache.shape[0], -1, 1)).squeeze(-1)
+                cands = order[start[g0]:start[g1]]
+                per_leaf = start[g0 + 1] - start[g0]
+                uniform = cands.numel() == per_leaf * (g1 - g0)      # as many α at each (β, γ): broadcast them
+                step = max(1, cand_step // per_leaf) * per_leaf if uniform else cand_step
+                for i in range(0, cands.numel(), step):
+                    cand = cands[i:i + step]
+                    if uniform:
+                        leaves_here = slice(i // per_leaf, (i + cand.numel()) // per_leaf)
+                        f, f_y = cache[leaves_here].unsqueeze(1), cache_y[leaves_here].unsqueeze(1)
+                        shape = (-1, per_leaf)
+                    else:
+                        leaf = inverse[cand] - g0
+                        f, f_y, shape = cache[leaf], cache_y[leaf], (-1,)
+                    a_cand = alpha[cand].view(shape + (1,))
+                    logits = (f * a_cand.unsqueeze(-1)).view(-1, rows, c).add_(b_rows)           # base + α·F
+                    at_y = (f_y * a_cand).view(-1, rows).add_(base_y)
+                    out[cand] += first_max_is(logits, at_y, y_rows).sum(-1)
+    return out
+
+
+def first_max_is(logits: Tensor, at_y: Tensor, y: Tensor) -> Tensor:
+    """[m, n] whether torch.argmax(logits [m, n, C], −1) == y [n], for logits without NaN; at_y [m, n] = the
+    logits at y, computed by the caller with the same operations. Through amax (several times faster than
+    argmax): y is first iff it beats every other class, or ties their maximum with no class before y reaching it
+    (torch.argmax's first maximum). Overwrites the logits at y."""
+    c = logits.shape[-1]
+    logits[:, torch.arange(y.shape[0]), y] = float("-inf")
+    other = logits.amax(-1)
+    first = at_y > other
+    tied = (at_y == other).nonzero(as_tuple=True)
+    if tied[0].numel():
+        before = torch.arange(c) < y[tied[1]].unsqueeze(1)
+        first[tied] = ~((logits[tied] == at_y[tied].unsqueeze(1)) & before).any(1)
+    return first
 
 
 class _SeedData:

@@ -9,8 +9,8 @@ search="grid" (the paper recipe) is yangyangyang127/APE:main.py's grid (APE and 
 visited β outer, α, γ inner; the first candidate with the strictly highest validation top-1 accuracy wins
 (bridge.fusion.first_best; the official loop starts from accuracy 0 and parameters (0, 0, 0), so when every
 candidate scores 0 % it keeps (0, 0, 0); we keep the first grid point then). Every candidate's hits are those
-of the exhaustive top-1 scoring, counted by bridge.cache_search (which scores exactly only the (query, class)
-pairs that can change a decision).
+of the exhaustive top-1 scoring, counted by bridge.cache_search: densely on small problems (the cache term once
+per (β, γ), its 20 α at once), else scoring exactly only the (query, class) pairs that can change a decision.
 
 search="batched" (the default, the uniform recipe) is bridge.search.batched_search through bridge.fusion.search_fusion over the box the grid
 spans, [0.1, scale_β] × [0.1, scale_α] (× [0, scale_γ]): round 0 scores a regular grid of `grid_points` per

@@ -9,16 +9,19 @@ For every (validation size, shots) pair, one synthetic task of S seeds (bridge.s
 512) is fitted by each method with each search (grids: Tip-Adapter 200 × 20 over the paper recipe's default
 box, APE 200 × 20 × 20, GDA the 7 powers of ten), interleaved `--repeats` times; the minimum of each is
 printed with its ratio to Tip-Adapter's batched fit (the minimum is the figure least disturbed by other
-processes on a shared machine).
+processes on a shared machine). `--pruned` adds APE's grid scored by bridge.cache_search's pruned path alone
+(its dense path turned off), the scoring before the dense path existed.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 
 import torch
 
 import clipbridge.bridge.methods  # noqa: F401  (registers every method)
+from clipbridge.bridge import cache_search
 from clipbridge.bridge.ops import benchmark_process
 from clipbridge.bridge.recipes.tip_adapter import TIP_DEFAULT, tip_search
 from clipbridge.bridge.registry import REGISTRY
@@ -28,6 +31,18 @@ CONTENDERS = (("tip batched", "tip-adapter", {}), ("tip grid", "tip-adapter", ti
               ("ape batched", "ape", {"search": "batched"}), ("ape grid", "ape", {"search": "grid"}),
               ("gda batched", "gda", {"search": "batched"}), ("gda grid", "gda", {"search": "grid"}))
 REFERENCE = "tip batched"
+PRUNED = ("ape grid pruned", "ape", {"search": "grid"})
+
+
+@contextmanager
+def pruned_only(on: bool):
+    """bridge.cache_search without its dense path while `on`."""
+    saved = cache_search.DENSE_WORK
+    cache_search.DENSE_WORK = -1.0 if on else saved
+    try:
+        yield
+    finally:
+        cache_search.DENSE_WORK = saved
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,24 +54,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--pruned", action="store_true", help="also APE's grid scored by the pruned path alone")
     args = parser.parse_args(argv)
+    contenders = CONTENDERS + ((PRUNED,) if args.pruned else ())
     benchmark_process(args.threads)
     print(f"{args.classes} classes, D = W = 512, {args.seeds} seeds, min of {args.repeats} interleaved fits, "
           f"torch threads {torch.get_num_threads()}")
-    print("| val queries | shots | " + " | ".join(f"{name} s" for name, _, _ in CONTENDERS) + " | "
-          + " | ".join(f"{name} / {REFERENCE}" for name, _, _ in CONTENDERS[1:]) + " |")
-    print("|---" * (2 * len(CONTENDERS) + 1) + "|")
+    print("| val queries | shots | " + " | ".join(f"{name} s" for name, _, _ in contenders) + " | "
+          + " | ".join(f"{name} / {REFERENCE}" for name, _, _ in contenders[1:]) + " |")
+    print("|---" * (2 * len(contenders) + 1) + "|")
     for val in args.val:
         for shots in args.shots:
             task = synthetic_task(classes=args.classes, shots=shots, val=val, seeds=tuple(range(1, args.seeds + 1)))
-            best = {name: float("inf") for name, _, _ in CONTENDERS}
+            best = {name: float("inf") for name, _, _ in contenders}
             for _ in range(args.repeats):
-                for name, method, hp in CONTENDERS:
+                for name, method, hp in contenders:
                     start = time.perf_counter()
-                    REGISTRY[method].fit(task, **hp)
+                    with pruned_only(name == PRUNED[0]):
+                        REGISTRY[method].fit(task, **hp)
                     best[name] = min(best[name], time.perf_counter() - start)
-            cells = " | ".join(f"{best[name]:.3f}" for name, _, _ in CONTENDERS)
-            ratios = " | ".join(f"{best[name] / best[REFERENCE]:.2f}×" for name, _, _ in CONTENDERS[1:])
+            cells = " | ".join(f"{best[name]:.3f}" for name, _, _ in contenders)
+            ratios = " | ".join(f"{best[name] / best[REFERENCE]:.2f}×" for name, _, _ in contenders[1:])
             print(f"| {val} | {shots} | {cells} | {ratios} |", flush=True)
 
 
