@@ -61,6 +61,20 @@ def test_prompt_sweep_fits_every_method_on_each_set_combination(tmp_path, cache)
     assert (tmp_path / "prompts" / "sensitivity.csv").is_file()
 
 
+def test_another_sweep_of_the_same_name_is_refused_before_it_fits_and_drops_no_table(tmp_path, cache):
+    _bench(tmp_path, cache, "--methods", "zeroshot", "--sweep", "prompts=ensemble,cupl", "--name", "shared")
+    tables = {path.name: path.read_bytes() for path in (tmp_path / "shared").iterdir()}
+    count = len(read_records(tmp_path / "results.jsonl"))
+    result = CliRunner().invoke(bench, ["--dataset", str(cache), "--results", str(tmp_path), *GRID, "--methods",
+                                        "zeroshot", "--sweep", "prompts=ensemble+cupl", "--name", "shared"])
+    assert result.exit_code != 0 and "holds the tables of prompts over ['ensemble', 'cupl']" in str(result.exception)
+    assert "another --name" in str(result.exception) and "\n" not in str(result.exception)
+    assert len(read_records(tmp_path / "results.jsonl")) == count                     # nothing fitted
+    assert {path.name: path.read_bytes() for path in (tmp_path / "shared").iterdir()} == tables
+    again = _bench(tmp_path, cache, "--methods", "zeroshot", "--sweep", "prompts=ensemble,cupl", "--name", "shared")
+    assert "cells fitted: 0" in again.output                                       # the same sweep: its own folder
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--sweep", "prompts=ensemble,classname"], "['classname'] not in cache"),
     (["--sweep", "prompts=ensemble", "--prompts", "cupl"], "do not also give --prompts"),

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from clipbridge.errors import ClipBridgeError
 from clipbridge.evaluate.bench.grid import BenchSpec, run_bench
-from clipbridge.evaluate.reporting.files import write_text_atomic
+from clipbridge.evaluate.reporting.files import folder_lock, write_text_atomic
 from clipbridge.evaluate.reporting.records import latest_by_key, package_version, read_records, results_path
 from clipbridge.bridge.recipes import order_methods
 from clipbridge.evaluate.reporting.tables import AVERAGE, Cell, build_table, provenance
@@ -32,6 +32,8 @@ from clipbridge.evaluate.reporting.tables import AVERAGE, Cell, build_table, pro
 PROMPTS = "prompts"
 SENSITIVITY_CSV, SENSITIVITY_MD, SENSITIVITY_PNG, SUMMARY_JSON = (
     "sensitivity.csv", "sensitivity.md", "sensitivity.png", "summary.json")
+#: what a sweep's folder holds the sweep of (claimed before any fit, under the folder's lock)
+SWEEP_CLAIM = "sweep.json"
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ def run_sweep(spec: BenchSpec, sweep: Sweep, results_dir: str | os.PathLike, nam
     from clipbridge.cache.reader import open_cache
 
     check_sweep(sweep, spec, [open_cache(p, model=spec.model, pretrained=spec.pretrained) for p in spec.caches])
+    if int(os.environ.get("RANK", "0")) == 0:
+        claim_sweep_folder(Path(results_dir) / name, sweep, spec)
     outcome = SweepOutcome()
     wanted: set[str] = set()
     for value in sweep.values:
@@ -133,6 +137,33 @@ def run_sweep(spec: BenchSpec, sweep: Sweep, results_dir: str | os.PathLike, nam
             echo(f"warning: {len(wanted) - len(records)} of {len(wanted)} results of the sweep are missing")
         write_sweep_outputs(Path(results_dir) / name, sweep, records, spec, outcome)
     return outcome
+
+
+def sweep_identity(sweep: Sweep, spec: BenchSpec) -> dict[str, Any]:
+    """What a sweep's tables show (JSON-able): the swept quantity, its values and the grid around it."""
+    return {"sweep": sweep.name, "values": list(sweep.values), "methods": list(spec.methods),
+            "shots": list(spec.shots), "seeds": list(spec.seeds), "caches": [str(Path(c).resolve()) for c in spec.caches],
+            "protocol": spec.protocol, "recipe": spec.recipe}
+
+
+def claim_sweep_folder(folder: Path, sweep: Sweep, spec: BenchSpec) -> None:
+    """Record in `folder` (under its lock) which sweep its tables belong to; a folder already holding another
+    sweep's tables is refused in one line before any fit, so two sweeps of one --name never overwrite each other
+    (the same sweep again, or at once from two processes, rewrites the same tables from the same records)."""
+    identity = sweep_identity(sweep, spec)
+    with folder_lock(folder):
+        claim = folder / SWEEP_CLAIM
+        if claim.is_file():
+            try:
+                held = json.loads(claim.read_text())
+            except ValueError:
+                held = None
+            if held != identity:
+                shown = f"{held.get('sweep')} over {held.get('values')}" if isinstance(held, dict) else "another sweep"
+                raise ClipBridgeError(f"{folder} holds the tables of {shown} (another grid or values); give this "
+                                      f"sweep another --name, or remove {folder}")
+        else:
+            write_text_atomic(claim, json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)
@@ -223,12 +254,18 @@ def value_positions(values: Sequence[Any]) -> tuple[list[float] | None, bool]:
 
 def write_sweep_outputs(folder: Path, sweep: Sweep, records: list[dict[str, Any]], spec: BenchSpec,
                         outcome: SweepOutcome) -> None:
-    """sensitivity.csv, sensitivity.md, sensitivity.png and summary.json of the sweep's records."""
+    """sensitivity.csv, sensitivity.md, sensitivity.png and summary.json of the sweep's records (under the
+    folder's lock: two writers take turns)."""
+    with folder_lock(folder):
+        _write_sweep_outputs(folder, sweep, records, spec, outcome)
+
+
+def _write_sweep_outputs(folder: Path, sweep: Sweep, records: list[dict[str, Any]], spec: BenchSpec,
+                         outcome: SweepOutcome) -> None:
     from clipbridge.evaluate.reporting.plots import save_figure, sensitivity_figure
 
     table = sensitivity(sweep, records)
     datasets = sorted({r["dataset"] for r in records}) or [Path(c).stem for c in spec.caches]
-    folder.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(table, datasets)
     write_text_atomic(folder / SENSITIVITY_CSV, to_csv(table))
     write_text_atomic(folder / SENSITIVITY_MD, markdown)
