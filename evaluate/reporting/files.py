@@ -17,21 +17,29 @@ def ordinary_mode(folder: bool = False) -> int:
     return (0o777 if folder else 0o666) & ~umask
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder renamed into place; returns path."""
+@contextmanager
+def atomic_file(path: str | os.PathLike, *, suffix: str = "", mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path in `path`'s folder (created if needed) for the caller to write; when the block
+    ends without error it gets `mode` (default ordinary_mode()) and is renamed to `path`, otherwise it is
+    removed: `path` is written whole or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.chmod(temporary, ordinary_mode())
+        yield Path(temporary)
+        os.chmod(temporary, ordinary_mode() if mode is None else mode)   # mkstemp makes it private (0600)
         os.replace(temporary, path)
-    except BaseException:
+    finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-        raise
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder renamed into place; returns path."""
+    with atomic_file(path) as temporary:
+        temporary.write_text(text, encoding="utf-8", newline="")
+    return Path(path)
 
 
 @contextmanager

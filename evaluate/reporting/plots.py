@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Sequence
 
+from clipbridge.evaluate.reporting.files import atomic_file
 from clipbridge.evaluate.reporting.published import footnotes
 from clipbridge.evaluate.reporting.tables import AVERAGE, Table
 
@@ -97,19 +97,12 @@ def shot_marker(shots: int, all_shots: Sequence[int]) -> str:
 def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write `figure` as a PNG atomically (temporary file renamed into place), close it, return the path."""
     plt = pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
+        with atomic_file(path, suffix=".png", mode=0o644) as temporary:
+            figure.savefig(temporary, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    return Path(path)
 
 
 def add_provenance(figure, line: str) -> None:
