@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from clipbridge.errors import ClipBridgeError
-from clipbridge.evaluate.reporting.files import ordinary_mode
+from clipbridge.bridge.calibration import calibrated_probabilities
+from clipbridge.evaluate.reporting.files import atomic_file
 
 METADATA_NAME = "clipbridge.json"
 EXPORT_FORMAT = "clipbridge-classifier/1"
@@ -47,17 +46,14 @@ TRACE_BATCH, CHECK_BATCH = 2, 3
 
 
 def calibration_of(state) -> dict[str, Any]:
-    """The run's calibration: state.info["calibration"] ({"method": "temperature" | "none", "temperature":
-    [S floats], ...}); a run without one is "none" with temperature 1.0 for every seed."""
-    found = dict(state.info.get("calibration") or {})
-    seeds = len(state.hparams)
-    found.setdefault("method", "none")
-    temperature = found.get("temperature")
-    if temperature is None:
-        found["temperature"] = [1.0] * seeds
-    elif len(temperature) != seeds:
-        raise ClipBridgeError(f"the run's calibration has {len(temperature)} temperature(s) for {seeds} seed(s)")
-    return found
+    """The run's calibration as the file's metadata states it: state.info["calibration"] ({"method":
+    "temperature" | "none", "temperature": [S floats], ...}) with the method and temperatures that
+    evaluate.fitting.calibrate.run_calibration applies (a run without one: "none", temperature 1.0 for every
+    seed)."""
+    from clipbridge.evaluate.fitting.calibrate import run_calibration
+
+    applied = run_calibration(state, len(state.hparams))
+    return {**(state.info.get("calibration") or {}), "method": applied.method, "temperature": applied.temperature}
 
 
 class ExportedClassifier(nn.Module):
@@ -82,7 +78,7 @@ class ExportedClassifier(nn.Module):
     def forward(self, images):
         features = self.encode_image(images.to(self.input_dtype), normalize=False).float()     # [B, D]
         logits = self.method.logits(self.state, features)[self.seed_index]                     # [B, C]
-        return torch.softmax(logits.double() / self.temperature, -1).float()
+        return calibrated_probabilities(logits, self.temperature).float()
 
 
 def preprocess_metadata(loaded) -> dict[str, Any]:
@@ -122,16 +118,13 @@ def export_metadata(run, loaded, seed: int, calibration: dict[str, Any], device:
 def build_classifier(run, *, seed: int | None = None, pretrained: str | None = None, device: str = "cpu"):
     """(ExportedClassifier of `run`'s seed `seed` (default its first), the LoadedModel, the seed)."""
     from clipbridge.bridge.registry import get_method
-    from clipbridge.evaluate.fitting.predict import run_weights
-    from clipbridge.extract.models import load_model
+    from clipbridge.evaluate.fitting.predict import load_run_model, run_weights
 
     seed = run.seeds[0] if seed is None else seed
     if seed not in run.seeds:
         raise ClipBridgeError(f"the run was fitted with seeds {', '.join(map(str, run.seeds))}, not {seed}")
     calibration = calibration_of(run.state)
-    source = run_weights(run, pretrained)
-    weights = run.meta["weights"]
-    loaded = load_model(weights["model"], source, device=device, precision=weights.get("precision") or "fp32")
+    loaded = load_run_model(run, run_weights(run, pretrained), device)
     index = run.seeds.index(seed)
     classifier = ExportedClassifier(loaded.model, get_method(run.method), run.state.on(str(loaded.device)), index,
                                     calibration["temperature"][index], loaded.dtype).eval()
@@ -181,16 +174,8 @@ def export_run(run, out: str | Path, *, seed: int | None = None, pretrained: str
     classifier, loaded, seed, calibration = build_classifier(run, seed=seed, pretrained=pretrained, device=device)
     traced = trace_classifier(classifier, loaded, run.method)
     metadata = export_metadata(run, loaded, seed, calibration, str(loaded.device))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(handle)
-    try:
-        with warnings.catch_warnings():          # deprecated in torch 2.14, still the format that loads bare
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.* is deprecated", category=FutureWarning)
-            torch.jit.save(traced, temp, _extra_files={METADATA_NAME: json.dumps(metadata, indent=1)})
-        os.chmod(temp, ordinary_mode())          # mkstemp makes it private (0600); the file is an ordinary one
-        os.replace(temp, out)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with atomic_file(out, suffix=".tmp") as temporary, warnings.catch_warnings():
+        # deprecated in torch 2.14, still the format that loads bare
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.* is deprecated", category=FutureWarning)
+        torch.jit.save(traced, str(temporary), _extra_files={METADATA_NAME: json.dumps(metadata, indent=1)})
     return metadata

@@ -90,6 +90,15 @@ def run_weights(run, pretrained: str | None) -> str:
     return source
 
 
+def load_run_model(run, source: str, device: str):
+    """The open_clip model (extract.models.LoadedModel) of `run`'s weights from `source` (run_weights' checked
+    file or tag), on `device`, at the precision the run's cache was encoded with."""
+    from clipbridge.extract.models import load_model
+
+    weights = run.meta["weights"]
+    return load_model(weights["model"], source, device=device, precision=weights.get("precision") or "fp32")
+
+
 def predict_images(run, images, *, topk: int = 5, seed: int | None = None, pretrained: str | None = None,
                    device: str = "auto", batch_size: int = 64, calibration: str | None = None,
                    coverage: float | None = None, conformal_score: str = "lac", conformal: str = "marginal",
@@ -151,11 +160,9 @@ def _encoded_batches(run, files: list[Path], source: str, device: str, batch_siz
     import torch
 
     from clipbridge.extract.datasets.registry import load_rgb
-    from clipbridge.extract.models import load_model
     from clipbridge.extract.run import READ_ERRORS, encode_images
 
-    weights = run.meta["weights"]
-    loaded = load_model(weights["model"], source, device=device, precision=weights.get("precision") or "fp32")
+    loaded = load_run_model(run, source, device)
     state = run.state.on(str(loaded.device))
     for start in range(0, len(files), batch_size):
         batch = files[start:start + batch_size]
