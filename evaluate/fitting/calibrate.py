@@ -115,25 +115,25 @@ def run_calibration(state: FittedState, num_seeds: int, asked: str | None = None
     return RunCalibration("temperature", temperature, f"temperature fitted on {stored.get('fitted_on', '?')}")
 
 
-def score_calibration(state: FittedState, queries: Tensor, labels: Tensor, calibration: RunCalibration,
-                      class_map: Tensor | None = None, chunk: int = 4096) -> list[dict[str, Any]]:
-    """Per seed, the calibration metrics (bridge.calibration_metrics) of the test queries [N, D] with labels
-    [N]: {"raw": softmax of the logits, "calibrated": with the run's calibration}. class_map as in
-    evaluate.fitting.scoring.score_queries."""
-    method = get_method(state.method)
-    tallies: list[dict[str, CalibrationTally]] | None = None
-    with torch.no_grad():
-        for start in range(0, queries.shape[0], chunk):
-            logits = method.logits(state, queries[start:start + chunk])                  # [S, n, C]
-            if class_map is not None:
-                logits = logits[..., class_map.to(logits.device)]
-            target = labels[start:start + chunk]
-            if tallies is None:
-                tallies = [{"raw": CalibrationTally(logits.shape[-1]), "calibrated": CalibrationTally(logits.shape[-1])}
-                           for _ in range(logits.shape[0])]
-            for s, tally in enumerate(tallies):
-                tally["raw"].update(torch.softmax(logits[s].double(), -1), target)
-                tally["calibrated"].update(calibration.probabilities(logits[s], s), target)
-    if tallies is None:
-        raise ClipBridgeError("the test split is empty")
-    return [{name: t.result() for name, t in tally.items()} for tally in tallies]
+class CalibrationScores:
+    """The test split's calibration metrics per seed (bridge.calibration_metrics), accumulated over chunks of
+    the method's logits: {"raw": softmax of the logits, "calibrated": with the run's `calibration`}."""
+
+    def __init__(self, calibration: RunCalibration) -> None:
+        self.calibration = calibration
+        self.tallies: list[dict[str, CalibrationTally]] | None = None
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        """Add one chunk: logits [S, n, C] (restricted to the scored classes), labels [n]."""
+        if self.tallies is None:
+            self.tallies = [{"raw": CalibrationTally(logits.shape[-1]), "calibrated": CalibrationTally(logits.shape[-1])}
+                            for _ in range(logits.shape[0])]
+        for s, tally in enumerate(self.tallies):
+            tally["raw"].update(torch.softmax(logits[s].double(), -1), labels)
+            tally["calibrated"].update(self.calibration.probabilities(logits[s], s), labels)
+
+    def results(self) -> list[dict[str, Any]]:
+        """Per seed {"raw": metrics, "calibrated": metrics}."""
+        if self.tallies is None:
+            raise ClipBridgeError("the test split is empty")
+        return [{name: t.result() for name, t in tally.items()} for tally in self.tallies]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -19,8 +19,8 @@ from clipbridge.bridge.precision import products_in, resolve_precision
 from clipbridge.bridge.registry import FittedState, get_method, require_inputs
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.errors import ClipBridgeError
-from clipbridge.evaluate.fitting.calibrate import (DEFAULT_CALIBRATION, fit_calibration, run_calibration,
-                                                  score_calibration)
+from clipbridge.evaluate.fitting.calibrate import (DEFAULT_CALIBRATION, CalibrationScores, fit_calibration,
+                                                  run_calibration)
 from clipbridge.evaluate.reporting.records import calibration_fields, make_record
 
 QUERY_CHUNK = 4096
@@ -50,27 +50,44 @@ def fit_method(name: str, task: FewShotTask, overrides: dict[str, Any] | None = 
     return state
 
 
-def score_queries(state: FittedState, queries: Tensor, labels: Tensor,
-                  class_map: Tensor | None = None) -> list[float]:
-    """Top-1 accuracy (%) per seed of `state` on queries [N, D] with labels [N].
-
-    class_map [C'] (optional): source class index of each target class; logits are restricted to those
-    columns so labels index the target's classes. Queries are scored in chunks to bound memory.
-    """
+def test_logits(state: FittedState, queries: Tensor, labels: Tensor,
+                class_map: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """(logits [S, n, C], labels [n] on their device) of `state` on queries [N, D] with labels [N], chunk by
+    chunk (QUERY_CHUNK queries) to bound memory. class_map [C'] (optional): source class index of each
+    target class; logits are restricted to those columns so labels index the target's classes."""
     method = get_method(state.method)
-    hits, total = None, 0
     for start in range(0, queries.shape[0], QUERY_CHUNK):
-        chunk = queries[start:start + QUERY_CHUNK]
-        target = labels[start:start + QUERY_CHUNK]
-        logits = method.logits(state, chunk)                     # [S, n, C]
+        logits = method.logits(state, queries[start:start + QUERY_CHUNK])                   # [S, n, C]
         if class_map is not None:
             logits = logits[..., class_map.to(logits.device)]
-        correct = accuracy(logits, target.to(logits.device)).double() * target.shape[0] / 100.0
-        hits = correct if hits is None else hits + correct
-        total += target.shape[0]
-    if hits is None:
-        raise ClipBridgeError("the test split is empty")
-    return (100.0 * hits / total).tolist()
+        yield logits, labels[start:start + QUERY_CHUNK].to(logits.device)
+
+
+class HitCount:
+    """Top-1 accuracy (%) per seed, accumulated over chunks of logits [S, n, C] and labels [n]."""
+
+    def __init__(self) -> None:
+        self.hits: Tensor | None = None
+        self.total = 0
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        correct = accuracy(logits, labels).double() * labels.shape[0] / 100.0
+        self.hits = correct if self.hits is None else self.hits + correct
+        self.total += labels.shape[0]
+
+    def percent(self) -> list[float]:
+        if self.hits is None:
+            raise ClipBridgeError("the test split is empty")
+        return (100.0 * self.hits / self.total).tolist()
+
+
+def score_queries(state: FittedState, queries: Tensor, labels: Tensor,
+                  class_map: Tensor | None = None) -> list[float]:
+    """Top-1 accuracy (%) per seed of `state` on queries [N, D] with labels [N] (class_map as test_logits)."""
+    hits = HitCount()
+    for logits, target in test_logits(state, queries, labels, class_map):
+        hits.update(logits, target)
+    return hits.percent()
 
 
 def _name_key(name: str) -> str:
@@ -106,7 +123,7 @@ def seed_records(state: FittedState, meta: dict[str, Any], test_acc: Sequence[fl
                  coverage: Sequence[dict[str, Any]] | None = None,
                  stored_calibration: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One record per seed of a fitted state (meta from evaluate.fitting.tasks.build_fit_task); calibration
-    (evaluate.fitting.calibrate.score_calibration) and coverage (evaluate.fitting.conformal_sets.score_coverage)
+    (evaluate.fitting.calibrate.CalibrationScores) and coverage (evaluate.fitting.conformal_sets.score_coverage)
     per seed, when measured, add their fields (evaluate.reporting.records.calibration_fields);
     stored_calibration ({"method", "temperature"}) is the calibration applied, default the state's."""
     info = state.info
@@ -142,7 +159,11 @@ def test_records(state: FittedState, meta: dict[str, Any], queries: Tensor, labe
     calibration metrics before and after the state's calibration (or `calibration`: "temperature" | "none";
     evaluate.fitting.calibrate), coverage fields as given (seed_records)."""
     chosen = run_calibration(state, len(meta["seeds"]), calibration)
-    return seed_records(state, meta, score_queries(state, queries, labels, class_map), overrides=overrides,
-                        eval_dataset=eval_dataset, eval_cache_id=eval_cache_id,
-                        calibration=score_calibration(state, queries, labels, chosen, class_map), coverage=coverage,
+    hits, metrics = HitCount(), CalibrationScores(chosen)
+    with torch.no_grad():
+        for logits, target in test_logits(state, queries, labels, class_map):   # one pass: both scores
+            hits.update(logits, target)
+            metrics.update(logits, target)
+    return seed_records(state, meta, hits.percent(), overrides=overrides, eval_dataset=eval_dataset,
+                        eval_cache_id=eval_cache_id, calibration=metrics.results(), coverage=coverage,
                         stored_calibration={"method": chosen.method, "temperature": chosen.temperature})

@@ -2,7 +2,7 @@
 against the bin's mean confidence (a perfectly calibrated model sits on the diagonal), before (the softmax
 of the method's logits) and after calibration, for one dataset and shot count.
 
-The points are the records' reliability bins (evaluate.fitting.calibrate.score_calibration, 15 equal-width
+The points are the records' reliability bins (evaluate.fitting.calibrate.CalibrationScores, 15 equal-width
 bins), pooled over seeds: counts add up, and each bin's mean confidence and accuracy are weighted by its
 counts. The legend gives the pooled ECE of each curve (the same bins' |accuracy − confidence| weighted by
 their share of the queries); a point's area grows with its bin's share of the queries. The table (calibration.md): per dataset and method, for each shot count, the test
