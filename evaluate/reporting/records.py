@@ -79,7 +79,7 @@ def make_record(*, dataset: str, model: str, pretrained: str, method: str, hpara
 
 
 #: calibration metrics a record may carry: `name` of the reported (calibrated) probabilities, `name_raw` of the
-#: softmax of the method's logits (evaluate.fitting.calibrate.score_calibration)
+#: softmax of the method's logits (evaluate.fitting.calibrate.CalibrationScores)
 CALIBRATION_METRICS = ("ece", "nll", "brier", "confidence")
 
 
@@ -156,12 +156,19 @@ def append_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -
         return 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as handle, locked(handle):
-        if handle.tell() > 0 and _last_byte(path) != b"\n":
-            lines = "\n" + lines
-        handle.write(lines.encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    return lines.count("\n") - lines.startswith("\n")
+        _append_lines(handle, path, lines)
+    return lines.count("\n")
+
+
+def _append_lines(handle, path: Path, text: str) -> None:
+    """Write whole lines `text` at the end of `path`'s locked `handle`, flushed to disk; a previous writer killed
+    mid-line left a line without a newline: one is added first so the new lines stay readable."""
+    handle.seek(0, os.SEEK_END)
+    if handle.tell() > 0 and _last_byte(path) != b"\n":
+        text = "\n" + text
+    handle.write(text.encode("utf-8"))
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def append_new_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> tuple[int, int]:
@@ -181,12 +188,7 @@ def append_new_records(path: str | os.PathLike, records: Iterable[dict[str, Any]
         fresh = [r for r in records if _stable(held.get(record_key(r))) != _stable(r)]
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in fresh)
         if text:
-            handle.seek(0, os.SEEK_END)
-            if handle.tell() > 0 and _last_byte(path) != b"\n":
-                text = "\n" + text
-            handle.write(text.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+            _append_lines(handle, path, text)
     return len(fresh), len(records) - len(fresh)
 
 
