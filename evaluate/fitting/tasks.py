@@ -181,8 +181,7 @@ def check_pairs(cache, shots: Sequence[int], seeds: Sequence[int], protocol: str
         raise ClipBridgeError(
             f"protocol paper validates on the whole val split, but cache {cache.path} holds only the sampled "
             "val images (extracted for protocol clean); add the rest with: "
-            + extract_hint(cache.extract_args, path=cache.path, shots=sorted({k for k, _ in coverage.pairs}),
-                           seeds=sorted({s for _, s in coverage.pairs}), protocols="clean,paper"))
+            + _pairs_hint(cache, coverage.pairs, protocols="clean,paper"))
 
 
 def _check_validation_draws(cache, pairs: list[tuple[int, int]], protocol: str, loader: SplitLoader) -> None:
@@ -213,8 +212,15 @@ def _shown_pairs(pairs: list[tuple[int, int]]) -> str:
 
 def _add_pairs_hint(cache, pairs: list[tuple[int, int]]) -> str:
     """The extract command that adds the images of (shots, seed) `pairs` to `cache`."""
-    return extract_hint(cache.extract_args, path=cache.path, shots=sorted({k for k, _ in pairs}),
-                        seeds=sorted({s for _, s in pairs}), families=_augmented_families(cache))
+    return _pairs_hint(cache, pairs, families=_augmented_families(cache))
+
+
+def _pairs_hint(cache, pairs: Sequence[tuple[int, int]] | None, **options) -> str:
+    """cache.coverage.extract_hint for `cache` at the shots and seeds of (shots, seed) `pairs` (None: every
+    image), with its other `options` (families, protocols)."""
+    return extract_hint(cache.extract_args, path=cache.path,
+                        shots=None if pairs is None else sorted({k for k, _ in pairs}),
+                        seeds=None if pairs is None else sorted({s for _, s in pairs}), **options)
 
 
 def check_families(cache, families: Sequence[str]) -> None:
@@ -244,10 +250,7 @@ def extend_hint(cache, families: Sequence[str] | None) -> str:
     split, protocol clean only (cache.coverage.extract_hint)."""
     pairs = cache.coverage.pairs
     protocols = "clean" if pairs is not None and not cache.coverage.whole_val else None
-    return extract_hint(cache.extract_args, path=cache.path,
-                        shots=None if pairs is None else sorted({k for k, _ in pairs}),
-                        seeds=None if pairs is None else sorted({s for _, s in pairs}),
-                        families=list(families or ["plain"]), protocols=protocols)
+    return _pairs_hint(cache, pairs, families=list(families or ["plain"]), protocols=protocols)
 
 
 def _add_families_hint(cache, absent: list[str]) -> str:
