@@ -14,8 +14,12 @@ lowered both at 1-2 shots (FIGURES.md).
     probabilities = calibrated_probabilities(logits, temperature)   # [S, N, C]
 
 The objective is convex in the inverse temperature b = 1/T (a log-sum-exp of b·z minus the linear b·Σ_c t_c z_c
-for targets t), so its derivative mean_i(Σ_c (softmax(b·z_i)_c − t_ic) z_ic) increases with b and the minimum is
-found by bisection on the sign of that derivative, in log b, per seed: deterministic, no step size.
+for targets t), so its derivative g(b) = mean_i(Σ_c softmax(b·z_i)_c z_ic − Σ_c t_ic z_ic) increases with b, and
+g'(b) = mean_i Var_{softmax(b·z_i)}(z_i) ≥ 0. The minimum is found per seed by safeguarded Newton steps on g
+inside a bracket that every evaluation narrows (the bracket's geometric middle where a Newton step would
+leave it, as plain bisection in log b would take): deterministic, no step size, a handful of passes over the
+logits instead of one per halving. The targets' term Σ_c t_ic z_ic does not depend on b; it is computed once
+from the labels, without a dense [S, N, C] target tensor.
 
 Methods' logits live on very different scales (CLIP's 100·cosine; SeMoBridge's blended scores spread over
 1e-4), so the search runs on logits divided by their spread s (the standard deviation, over the labelled
@@ -35,7 +39,11 @@ from clipbridge.bridge.errors import BridgeInputError
 #: bounds of T' = T / s, the temperature of spread-normalised logits (s: their standard deviation)
 MIN_TEMPERATURE = 1e-2
 MAX_TEMPERATURE = 1e2
-BISECTION_STEPS = 64
+#: a seed's search stops after a Newton step this small (relative to b; the step is still taken: Newton's
+#: error is then about its square), or when its bracket of b is this narrow (relative), or after NEWTON_STEPS
+STEP_TOLERANCE = 1e-9
+BRACKET_TOLERANCE = 1e-13
+NEWTON_STEPS = 100
 
 
 def _labelled(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -51,25 +59,33 @@ def _labelled(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return logits.double(), labels.clamp_min(0), mask
 
 
-def smoothed_targets(labels: Tensor, num_classes: int, smoothing: bool = True) -> Tensor:
-    """[S, N, C] float64 targets of labels [S, N] (-1 = padding, rows of zeros): one-hot, or with `smoothing`
-    Platt's 1 − ε on the true class and ε / (C − 1) elsewhere, ε = 1 / (n + 2) for a seed's n labelled queries."""
+def target_dot(logits: Tensor, labels: Tensor, smoothing: bool = True) -> Tensor:
+    """[S, N] Σ_c t_c z_c of each query for Platt's smoothed targets t (module docstring; 0 for padding),
+    without building them: (1 − ε) z_y + ε / (C − 1) (Σ_c z_c − z_y), ε = 1 / (n + 2) for a seed's n labelled
+    queries; z_y without smoothing (one-hot targets). logits [S, N, C], labels [S, N] (-1 = padding)."""
     mask = labels >= 0
-    onehot = torch.nn.functional.one_hot(labels.clamp_min(0), num_classes).double() * mask[..., None]
-    if not smoothing:
-        return onehot
-    eps = (1.0 / (mask.sum(1).double() + 2))[:, None, None]
-    return (onehot * (1 - eps) + (1 - onehot) * eps / max(num_classes - 1, 1)) * mask[..., None]
-
-
-def nll_slope(logits: Tensor, targets: Tensor, inverse_temperature: Tensor) -> Tensor:
-    """d/db of the mean cross-entropy of softmax(b·logits) against targets at b = inverse_temperature [S]:
-    logits [S, N, C], targets [S, N, C] (rows of zeros = padding, ignored) -> [S]."""
     z = logits.double()
-    weight = targets.sum(-1)                                                       # [S, N]: 1, or 0 for padding
-    p = torch.softmax(inverse_temperature.double()[:, None, None] * z, dim=-1)
-    per_query = weight * (p * z).sum(-1) - (targets * z).sum(-1)                  # [S, N]
-    return per_query.sum(1) / weight.sum(1)
+    at_y = z.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    if smoothing:
+        eps = (1.0 / (mask.sum(1).double() + 2)).unsqueeze(1)
+        at_y = at_y * (1 - eps) + (z.sum(-1) - at_y) * eps / max(z.shape[-1] - 1, 1)
+    return at_y * mask
+
+
+def nll_slope(logits: Tensor, target_terms: Tensor, mask: Tensor, inverse_temperature: Tensor,
+              curvature: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """d/db of the mean cross-entropy of softmax(b·logits) against the targets at b = inverse_temperature [S]:
+    logits [S, N, C] float64, target_terms [S, N] (target_dot), mask [S, N] (False = padding) -> [S]; with
+    `curvature` also the second derivative [S] (the mean variance of the logits under the softmax)."""
+    weight = mask.double()
+    p = torch.softmax(inverse_temperature.double()[:, None, None] * logits, dim=-1)
+    mean = (p * logits).sum(-1)                                                   # [S, N]
+    count = weight.sum(1)
+    slope = ((mean - target_terms) * weight).sum(1) / count
+    if not curvature:
+        return slope
+    variance = (p * logits.square()).sum(-1) - mean.square()
+    return slope, (variance.clamp_min(0) * weight).sum(1) / count
 
 
 def logit_spread(logits: Tensor, labels: Tensor) -> Tensor:
@@ -89,17 +105,33 @@ def fit_temperature(logits: Tensor, labels: Tensor, smoothing: bool = True) -> T
     logits [S, N, C] (any real scores), labels [S, N] or [1, N] int (-1 = padding)."""
     spread = logit_spread(logits, labels)
     scaled = logits.double() / spread[:, None, None]
-    targets = smoothed_targets(labels.to(logits.device).long().expand(logits.shape[0], -1), logits.shape[-1],
-                               smoothing)
-    low = torch.full((logits.shape[0],), math.log(1.0 / MAX_TEMPERATURE), dtype=torch.float64,
-                     device=logits.device)
-    high = torch.full_like(low, math.log(1.0 / MIN_TEMPERATURE))
-    for _ in range(BISECTION_STEPS):
-        middle = (low + high) / 2
-        rising = nll_slope(scaled, targets, middle.exp()) > 0                  # past the minimum: go left
-        high = torch.where(rising, middle, high)
-        low = torch.where(rising, low, middle)
-    return spread * (-(low + high) / 2).exp()
+    labels = labels.to(logits.device).long().expand(logits.shape[0], -1)
+    terms, mask = target_dot(scaled, labels, smoothing), labels >= 0
+    low = torch.full((logits.shape[0],), 1.0 / MAX_TEMPERATURE, dtype=torch.float64, device=logits.device)
+    high = torch.full_like(low, 1.0 / MIN_TEMPERATURE)
+    # the minimum at or beyond a bound of T': the bound itself (the derivative's sign there says so)
+    at_low, at_high = (nll_slope(scaled, terms, mask, bound) for bound in (low, high))
+    done = (at_low >= 0) | (at_high <= 0)
+    b = torch.where(at_low >= 0, low, torch.where(at_high <= 0, high, torch.ones_like(low)))   # else T' = 1
+    previous_step = high - low
+    for _ in range(NEWTON_STEPS):
+        if bool(done.all()):
+            break
+        slope, curve = nll_slope(scaled, terms, mask, b, curvature=True)
+        rising = slope > 0                                                     # past the minimum: go left
+        high = torch.where(rising, b, high)
+        low = torch.where(rising, low, b)
+        newton = b - slope / curve.clamp_min(torch.finfo(torch.float64).tiny)
+        # Newton's step where it stays in the bracket and at least halves the step before it, else the
+        # bracket's geometric middle (bisection in log b)
+        fast = (newton > low) & (newton < high) & (2 * (newton - b).abs() <= previous_step)
+        step = torch.where(fast, newton, (low * high).sqrt())
+        converged = ((newton - b).abs() <= STEP_TOLERANCE * b) | ((high - low) <= BRACKET_TOLERANCE * high)
+        step = torch.where(converged & ~fast, b, step)             # converged: Newton's last step, or none
+        previous_step = torch.where(done, previous_step, (step - b).abs())
+        b = torch.where(done, b, step)
+        done = done | converged
+    return spread / b
 
 
 def calibrated_probabilities(logits: Tensor, temperature: Tensor | float) -> Tensor:

@@ -129,7 +129,7 @@ MUTATIONS = [
     Mutation("conformal: APS counts only the classes ranked strictly above", "bridge/conformal.py",
              "at_rank = cumulative.gather(-1, last)", "at_rank = cumulative.gather(-1, last) - ordered", (CONFORMAL,)),
     Mutation("calibration: temperature search walks the wrong way", "bridge/calibration.py",
-             "rising = nll_slope(scaled, targets, middle.exp()) > 0", "rising = nll_slope(scaled, targets, middle.exp()) < 0",
+             "rising = slope > 0", "rising = slope < 0",
              (CALIBRATION,)),
     Mutation("calibration: Platt's target smoothing dropped", "bridge/calibration.py",
              "eps = (1.0 / (mask.sum(1).double() + 2))", "eps = (0.0 / (mask.sum(1).double() + 2))", (CALIBRATION,)),

@@ -80,6 +80,48 @@ def test_padding_labels_are_ignored_and_seeds_are_fitted_apart():
     assert float(both[1]) == pytest.approx(float(fit_temperature(other, other_labels)[0]), rel=1e-9)
 
 
+def _smoothed_slope(logits, labels, temperature):
+    """d/db of the mean NLL against Platt's targets at b = 1 / temperature, by autograd (the definition)."""
+    b = torch.tensor(1.0 / temperature, dtype=torch.float64, requires_grad=True)
+    mask = labels[0] >= 0
+    z, y = logits[0][mask], labels[0][mask]
+    eps = 1.0 / (int(mask.sum()) + 2)
+    onehot = torch.nn.functional.one_hot(y, z.shape[-1]).double()
+    targets = onehot * (1 - eps) + (1 - onehot) * eps / (z.shape[-1] - 1)
+    nll = -(targets * torch.log_softmax(b * z, -1)).sum(-1).mean()
+    nll.backward()
+    return float(b.grad), float(torch.autograd.functional.hessian(
+        lambda v: -(targets * torch.log_softmax(v * z, -1)).sum(-1).mean(), b.detach()))
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_the_temperature_is_a_stationary_point_or_a_bound_and_found_in_few_passes(trial, monkeypatch):
+    """Safeguarded Newton: the NLL's derivative vanishes at the fitted temperature (or the minimum lies past a
+    bound of T / spread and T sits on it), in at most 20 passes over the logits where 64 bisection steps were
+    the old cost."""
+    import clipbridge.bridge.calibration as calibration
+
+    g = torch.Generator().manual_seed(trial)
+    n, classes = 40 + 50 * trial, 3 + 7 * trial
+    scale = 10.0 ** (trial - 3)
+    logits = scale * torch.randn(1, n, classes, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, classes, (1, n), generator=g)
+    if trial % 2:                                                     # some signal: an interior minimum
+        logits.scatter_add_(-1, labels[..., None], torch.full((1, n, 1), 2.0 * scale, dtype=torch.float64))
+    labels[0, :5] = -1
+    passes = []
+    real = calibration.nll_slope
+    monkeypatch.setattr(calibration, "nll_slope", lambda *a, **k: passes.append(1) or real(*a, **k))
+    t = float(calibration.fit_temperature(logits, labels)[0])
+    slope, curve = _smoothed_slope(logits, labels, t)
+    spread = float(calibration.logit_spread(logits, labels)[0])
+    at_bound = t == pytest.approx(spread * calibration.MAX_TEMPERATURE, rel=1e-12) and slope >= 0 \
+        or t == pytest.approx(spread * calibration.MIN_TEMPERATURE, rel=1e-12) and slope <= 0
+    assert at_bound or abs(slope) <= 1e-9 * max(1.0, curve / t)
+    assert trial % 2 == 0 or not at_bound
+    assert len(passes) <= 20
+
+
 def test_calibrated_probabilities_keep_the_ranking_and_sum_to_one():
     logits, _ = _drawn(1.0, n=50)
     p = calibrated_probabilities(logits, torch.tensor([0.3]))

@@ -4,8 +4,10 @@ For each class count C (default 100 and 1,000) a synthetic cache (K = 16 train i
 `--val-per-class` validation images per class, the view families the paper recipes use) is written once; every
 method × recipe is then fitted (`clipbridge.fit`, all seeds batched, clean protocol unless --protocol paper) in
 a child process of its own, so that its peak memory (ru_maxrss) and a time limit (--timeout) are its own.
-Printed per fit: fit seconds (the method's own fit_seconds, wall clock), the child's CPU seconds over the
-fit (process time: on a loaded machine the figure that other processes' load does not inflate), peak
+Printed per fit: fit seconds (the method's own fit_seconds, wall clock), total seconds (the whole
+clipbridge.fit call as a user waits for it: the task built from the cache, the fit, the temperature
+calibration), the child's CPU seconds over that call (process time: on a loaded machine the figure that other
+processes' load does not inflate), peak
 resident memory, the search's pruning share
 (search_scored_share: the share of (query, class) pairs scored exactly per candidate, 1.0 = exhaustive), and
 for each method the growth factor between the smallest and the largest C. The machine's load average is
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             c = max(classes)
             cache = _write_cache(Path(tmp), c, args.val_queries, methods, args.shots)
             runs += [(c, "paper", "paper", cache)]
-        print(f"{'method':>13} {'recipe':>7} {'protocol':>8} {'C':>5} {'Nv':>6} {'fit s':>8} {'cpu s':>8} "
+        print(f"{'method':>13} {'recipe':>7} {'protocol':>8} {'C':>5} {'Nv':>6} {'fit s':>8} {'total s':>8} {'cpu s':>8} "
               f"{'peak MB':>8} {'scored share':>14}")
         for method in methods:
             for c, recipe, protocol, cache in runs:
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{method:>13} {recipe:>7} {protocol:>8} {c:>5} {nv:>6} {out['error']}", flush=True)
                     continue
                 print(f"{method:>13} {recipe:>7} {protocol:>8} {c:>5} {nv:>6} {out['fit_seconds']:8.2f} "
-                      f"{out.get('cpu_seconds', float('nan')):8.2f} {out['peak_mb']:8.0f} {_share(out['scored_share']):>14}   load {os.getloadavg()[0]:.2f}",
+                      f"{out.get('wall_seconds', float('nan')):8.2f} {out.get('cpu_seconds', float('nan')):8.2f} {out['peak_mb']:8.0f} {_share(out['scored_share']):>14}   load {os.getloadavg()[0]:.2f}",
                       flush=True)
     if len(classes) > 1:
         lo, hi = min(classes), max(classes)
