@@ -29,7 +29,6 @@ validation set the logits separate perfectly).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
