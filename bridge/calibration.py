@@ -29,7 +29,6 @@ validation set the logits separate perfectly).
 """
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
