@@ -4,8 +4,8 @@ For each of the 11 CoOp datasets (or --datasets) a synthetic cache with that dat
 (classes, val and test images of CoOp's splits, 16 train images per class, D = W = 512, the view families
 the paper recipes use on it, recorded under the dataset's name so its recipe rows apply); then
 `bench --methods all --shots 1,2,4,8,16 --seeds 1-3 --recipe paper` runs on it (the clean protocol, as bench
-defaults). Printed: per dataset and method the fit seconds, and the totals (fit, and the whole bench:
-task building, fitting, test scoring, records, tables).
+defaults). Printed: per dataset and method the fit seconds, the bench's wall and CPU (process) seconds, and
+the totals (fit, and the whole bench: task building, fitting, test scoring, records, tables).
 
 --train-fraction f (--quick sets 0.02 and, unless --datasets is given, three small datasets): the trained
 methods' steps / epochs are set to max(1, round(f × their recipe value)) and their fit seconds are then
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                                   dataset=dataset)
             spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
                              device="cpu", hparams=overrides, recipe="paper")
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             run_bench(spec, Path(folder) / "results", "paper-grid", progress=False, echo=lambda text: None)
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             records = read_records(results_path(Path(folder) / "results"))
         line, extra = [], 0.0
         for method in methods:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             totals[method] += fit
             line.append(f"{method} {fit:.1f}" + ("*" if method in factor else ""))
         whole += seconds + extra
-        print(f"{dataset:>15} (C={classes}, val {val}, test {test}): bench {seconds:.1f} s measured"
+        print(f"{dataset:>15} (C={classes}, val {val}, test {test}): bench {seconds:.1f} s measured (CPU {cpu:.1f} s)"
               f"{f' + {extra:.1f} s extrapolated' if factor else ''}; fit s: " + ", ".join(line), flush=True)
     print("per method, all datasets (fit seconds; * = extrapolated from a shortened schedule):")
     for method in methods:
