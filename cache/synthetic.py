@@ -113,13 +113,16 @@ def _balanced_labels(rng: np.random.Generator, classes: int, count: int) -> np.n
 def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: int, dim: int, width: int,
                           val: int, test: int, families: dict[str, int] | None = None, prompts: int = 3,
                           seed: int = 0, dataset: str = "synthetic", overwrite: bool = False,
-                          projection_bias: float = 0.0, gap: float = DEFAULT_GAP) -> Path:
+                          projection_bias: float = 0.0, gap: float = DEFAULT_GAP,
+                          named_cupl: tuple[str, ...] = ()) -> Path:
     """Write a valid synthetic cache (splits train [C*train_per_class], val [val], test [test]); its path.
 
     Every image has the plain view; train images also have the augmented view `families` {name: copies}
     (e.g. {"flip": 1, "tip": 10}). Text sets: "coop" (one template per class, the first of "ensemble"),
     "ensemble" (`prompts` templates per class) and "cupl" (`prompts` sentences per class), as an extraction
-    with --prompts coop,ensemble,cupl would store. Coverage: every image. projection_bias: the norm of the
+    with --prompts coop,ensemble,cupl would store, plus "cupl:NAME" for each name of `named_cupl` (the same
+    sentences' embeddings, as `extract --cupl NAME=FILE` would add them; the paper recipes read cupl:ape and
+    cupl:semobridge on the 11 datasets). Coverage: every image. projection_bias: the norm of the
     bias b of an affine text projection (0: linear, no bias stored). `gap` = ‖g‖, the modality-gap vector's
     length (0: no shared shift); the centroid gap it should produce is recorded (module docstring).
     """
@@ -133,6 +136,9 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
             raise ClipBridgeError(f"synthetic cache {path}: {name} must be at least {low}, got {value}")
     if "plain" in families:
         raise ClipBridgeError(f"synthetic cache {path}: every image has the plain view; list augmented families only")
+    bad_names = [n for n in named_cupl if not n or not n.replace("_", "").replace("-", "").isalnum()]
+    if bad_names:
+        raise ClipBridgeError(f"synthetic cache {path}: named CuPL sets need plain names, got {bad_names}")
     if not projection_bias >= 0:
         raise ClipBridgeError(f"synthetic cache {path}: projection_bias must be >= 0, got {projection_bias}")
     rng = np.random.default_rng(seed)
@@ -163,12 +169,15 @@ def write_synthetic_cache(path: str | Path, *, classes: int, train_per_class: in
                                expected_centroid_gap(centres, gap_vector, labels["test"], prototypes)}}
     if bias is not None:
         attrs["synthetic"]["projection_bias"] = projection_bias
+    if named_cupl:
+        attrs["synthetic"]["named_cupl"] = list(named_cupl)
     with CacheWriter(path, attrs=attrs, overwrite=overwrite, restart=True) as writer:
         writer.write_model(projection.astype(np.float32), 100.0, projection_bias=bias)
         writer.write_classes(names, [n.replace(" ", "_") for n in names])
         sets = {"coop": (slice(0, 1), list(TEMPLATES[:1])),          # the first "ensemble" template
                 "ensemble": (slice(0, prompts), list(TEMPLATES)),
                 "cupl": (slice(prompts, 2 * prompts), [f"{{}} seen in sentence {i}." for i in range(prompts)])}
+        sets.update({f"cupl:{name}": sets["cupl"] for name in named_cupl})
         for set_name, (part, texts) in sets.items():
             count = part.stop - part.start
             writer.write_text(set_name, [texts[p % len(texts)].format(names[c]) for c in range(classes)
@@ -214,6 +223,8 @@ def synthetic_command(settings: dict[str, Any], dataset: str, path: str | Path, 
         words += ["--dataset", shlex.quote(dataset)]
     if settings.get("projection_bias"):
         words += ["--projection-bias", repr(float(settings["projection_bias"]))]
+    if settings.get("named_cupl"):
+        words += ["--named-cupl", ",".join(settings["named_cupl"])]
     words += ["--families", ",".join(f"{name}:{copies}" for name, copies in merged.items()),
               "--overwrite", "--out", shlex.quote(str(path))]
     return " ".join(words)
@@ -249,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="synthetic", help="dataset name recorded in the cache")
     parser.add_argument("--projection-bias", type=float, default=0.0,
                         help="norm of the bias of an affine text projection, as SigLIP's (0: linear)")
+    parser.add_argument("--named-cupl", default="", help="also store the CuPL sentences as these named sets "
+                        "cupl:NAME (comma-separated, e.g. ape,semobridge: the sets the paper recipes read)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     parser.add_argument("--out", required=True, help="cache file to write (.h5)")
     args = parser.parse_args(argv)
@@ -257,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                                      width=args.width, val=args.val, test=args.test,
                                      families=_parse_families(args.families),
                                      prompts=args.prompts, seed=args.seed, dataset=args.dataset,
-                                     overwrite=args.overwrite, projection_bias=args.projection_bias, gap=args.gap)
+                                     overwrite=args.overwrite, projection_bias=args.projection_bias, gap=args.gap,
+                                     named_cupl=tuple(filter(None, (n.strip() for n in args.named_cupl.split(",")))))
     except ClipBridgeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -99,3 +99,21 @@ def test_module_command_writes_a_valid_cache(tmp_path):
     assert list(cache.families("train")) == ["plain", "flip", "tip"]
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_named_cupl_sets_let_the_paper_recipes_of_the_11_datasets_plan_on_a_synthetic_cache(tmp_path):
+    """named_cupl stores cupl:NAME beside the unnamed set (the paper grid benchmark's caches need cupl:ape and
+    cupl:semobridge); without them the paper recipe of APE on dtd stops, with them it plans."""
+    from clipbridge.evaluate.fitting.plan import plan_fit
+
+    small = {**SIZE, "test": 20, "dataset": "dtd", "families": {"coop-rrc": 1, "tip": 2, "semo-r0.5-j": 2}}
+    bare = open_cache(write_synthetic_cache(tmp_path / "bare.h5", **small))
+    with pytest.raises(ClipBridgeError, match="uses text set"):
+        plan_fit(bare, "ape", 1, recipe="paper")
+    named = open_cache(write_synthetic_cache(tmp_path / "named.h5", named_cupl=("ape", "semobridge"), **small))
+    assert named.text_sets == ["coop", "ensemble", "cupl", "cupl:ape", "cupl:semobridge"]
+    assert torch.equal(named.text(["cupl:ape"]).eos, named.text(["cupl"]).eos)
+    assert plan_fit(named, "ape", 1, recipe="paper").prompt_sets[-1] == "cupl:ape"
+    assert plan_fit(named, "semobridge", 1, recipe="paper").prompt_sets[-1] == "cupl:semobridge"
+    with pytest.raises(ClipBridgeError, match="named CuPL sets need plain names"):
+        write_synthetic_cache(tmp_path / "bad.h5", named_cupl=("a b",), **small)

@@ -1,7 +1,8 @@
 """`python -m clipbridge.evaluate.bench.paper_grid`: the time of the whole paper grid (issue 21, item 5).
 
 For each of the 11 CoOp datasets (or --datasets) a synthetic cache with that dataset's real size is written
-(classes, val and test images of CoOp's splits, 16 train images per class, D = W = 512, the view families
+(classes, val and test images of CoOp's splits, 16 train images per class, D = W = 512, the named CuPL sets
+cupl:ape and cupl:semobridge the paper recipes read (the synthetic CuPL sentences), the view families
 the paper recipes use on it, recorded under the dataset's name so its recipe rows apply); then
 `bench --methods all --shots 1,2,4,8,16 --seeds 1-3 --recipe paper` runs on it (the clean protocol, as bench
 defaults). Printed: per dataset and method the fit seconds, the bench's wall and CPU (process) seconds, and
@@ -46,6 +47,7 @@ SCHEDULE = {"semobridge-t": "steps", "cmm": "steps", "tip-adapter-f": "epochs", 
 QUICK_DATASETS = "eurosat,dtd,oxford_pets"
 
 
+
 def schedule_length(method: str, dataset: str, shots: int) -> int | None:
     """The recipe's (or the default) steps / epochs of a trained method, None for the others."""
     from clipbridge.bridge.registry import get_method
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from clipbridge.cache.options import parse_int_list
     from clipbridge.evaluate.commands.options import method_names
     from clipbridge.bridge.recipes import recipe_families
+    from clipbridge.bridge.recipes.common import APE_CUPL, SEMOBRIDGE_CUPL
     from clipbridge.evaluate.reporting.records import read_records, results_path
     from clipbridge.extract.views import get_family
 
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             cache = Path(folder) / f"{dataset}.h5"
             write_synthetic_cache(cache, classes=classes, train_per_class=max(shots), dim=512, width=512,
                                   val=max(val, classes), test=test, families=families, prompts=3, seed=0,
-                                  dataset=dataset)
+                                  dataset=dataset,
+                                  named_cupl=tuple(name.partition(':')[2] for name in (APE_CUPL, SEMOBRIDGE_CUPL)))
             spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
                              device="cpu", hparams=overrides, recipe="paper")
             start, cpu_start = time.perf_counter(), time.process_time()
