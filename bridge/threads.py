@@ -10,6 +10,7 @@ at least 1: every core on an idle machine, one thread fewer per busy process.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 from clipbridge.bridge.errors import BridgeInputError
 
@@ -71,3 +72,20 @@ def apply_threads(option: str | int | None = None) -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+@contextmanager
+def single_thread():
+    """Run the block on one torch thread, then restore the count. For dense linear algebra made of hundreds of
+    small parallel steps (an eigendecomposition of a few hundred rows): on a busy CPU every step's barrier waits
+    for a descheduled thread (FIGURES.md, "Scale (issue 21)": GDA's 512 × 512 pinv took 0.07 s on one thread and
+    0.1-20 s on two of the shared 2-core VM right after other parallel work), and one thread also makes the
+    result independent of the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
