@@ -30,7 +30,14 @@ exhaustive scoring of all classes except where float rounding alone decides (a c
 which the exhaustive scoring itself resolves by summation order).
 
 The secondary score (mean true-class log-probability, bridge.fusion.validation_scores) is scored over every
-class, exactly as before, for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore).
+class for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore): per row slice of
+SECONDARY_ROWS affinities the cache terms of every distinct (β, γ) while the slice is in cache
+(`leaf_cache_terms`, bit for bit exact_terms on that slice), then the log-softmax once per distinct (β, γ, α).
+
+Work runs in independent pieces side by side (bridge.threads.map_single_threaded), each on one torch thread:
+the hits by (seed, part of a row chunk), the secondary by (seed, group of leaves). A query's hits do not depend
+on its piece and a candidate's secondary is computed by one piece alone, so the results do not depend on the
+number of threads or pieces.
 
 Dense path (`dense_hits`, chosen per seed and query chunk when the root pass keeps at least DENSE_SHARE of the
 pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem): every pair
