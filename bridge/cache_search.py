@@ -30,7 +30,14 @@ exhaustive scoring of all classes except where float rounding alone decides (a c
 which the exhaustive scoring itself resolves by summation order).
 
 The secondary score (mean true-class log-probability, bridge.fusion.validation_scores) is scored over every
-class, exactly as before, for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore).
+class for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore): per row slice of
+SECONDARY_ROWS affinities the cache terms of every distinct (β, γ) while the slice is in cache
+(`leaf_cache_terms`, bit for bit exact_terms on that slice), then the log-softmax once per distinct (β, γ, α).
+
+Work runs in independent pieces side by side (bridge.threads.map_single_threaded), each on one torch thread:
+the hits by (seed, part of a row chunk), the secondary by (seed, group of leaves). A query's hits do not depend
+on its piece and a candidate's secondary is computed by one piece alone, so the results do not depend on the
+number of threads or pieces.
 
 Dense path (`dense_hits`, chosen per seed and query chunk when the root pass keeps at least DENSE_SHARE of the
 pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem): every pair
@@ -50,6 +57,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from clipbridge.bridge.threads import map_single_threaded
+
 FORMULAS = ("tip", "ape")
 # bytes of affinities kept in memory between calls (beyond it they are recomputed per query chunk)
 KEEP_AFFINITY_BYTES = 1 << 31
@@ -61,6 +70,8 @@ LEAF_WORK = 1 << 20
 ROOT_BLOCKS = 12
 # affinities per row slice of the exhaustive secondary score (stays in cache)
 SECONDARY_ROWS = 1 << 18
+# bytes of cache terms F [n, C] the secondary score holds at once (one per distinct (β, γ) of the call)
+SECONDARY_LEAF_BYTES = 1 << 28
 # pairs per row slice of the root pass
 ROOT_ROWS = 1 << 16
 # relative slack of the float32 root pass (generous: it only keeps more pairs)
@@ -128,6 +139,7 @@ class CacheFusion:
     pairs: list = field(default_factory=lambda: [0.0, 0.0])   # pairs scored (hits and secondary), pairs of hits
     _kept: dict = field(default_factory=dict)
     _seed_data: dict = field(default_factory=dict)
+    _kept_shifted: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.formula not in FORMULAS:
@@ -153,21 +165,39 @@ class CacheFusion:
 
     # ---- hits -------------------------------------------------------------------------------------------
     def hits(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
-        """Right validation queries [S, M] (int64) of candidates beta, alpha, gamma [S, M]."""
+        """Right validation queries [S, M] (int64) of candidates beta, alpha, gamma [S, M]. The queries of each
+        seed are split into independent pieces (`_pieces`) that run side by side
+        (bridge.threads.map_single_threaded); a query's decisions do not depend on the piece it is in."""
         s_count, n, c = self.base.shape
         out = torch.zeros(s_count, beta.shape[1], dtype=torch.int64)
+        pieces = self._pieces()
+        results = map_single_threaded(lambda piece: self._seed_hits(piece[0], piece[1], beta[piece[0]],
+                                                                    alpha[piece[0]], gamma[piece[0]]), pieces)
         scored, total = 0.0, 0.0
-        for s in range(s_count):
-            for r0 in range(0, n, self.rows()):
-                rows = slice(r0, min(n, r0 + self.rows()))
-                h, work = self._seed_hits(s, rows, beta[s], alpha[s], gamma[s])
-                out[s] += h
-                scored += work
-                total += float((self.labels[s, rows] >= 0).sum()) * c * beta.shape[1]
+        for (s, rows), (h, work) in zip(pieces, results):
+            out[s] += h
+            scored += work
+            total += float((self.labels[s, rows] >= 0).sum()) * c * beta.shape[1]
         self.scored.append(scored / max(total, 1.0))
         self.pairs[0] += scored
         self.pairs[1] += total
         return out
+
+    def _pieces(self) -> list[tuple[int, slice]]:
+        """(seed, rows) pieces of the hit counts: each row chunk (`rows`) cut into as many parts as make at least
+        two pieces per torch thread (the seeds alone would leave a thread idle, e.g. 3 seeds on 2), after the
+        chunks' affinities are computed (side by side, once, when kept)."""
+        s_count, n, _ = self.base.shape
+        chunks = [(s, slice(r0, min(n, r0 + self.rows()))) for s in range(s_count) for r0 in range(0, n, self.rows())]
+        if self.keep:
+            missing = [(s, r) for s, r in chunks if (s, r.start, r.stop) not in self._kept]
+            map_single_threaded(lambda chunk: self.affinities(*chunk), missing)
+        parts = max(1, -(-2 * torch.get_num_threads() // len(chunks)))
+        pieces = []
+        for s, rows in chunks:
+            step = -(-(rows.stop - rows.start) // parts)
+            pieces += [(s, slice(r0, min(rows.stop, r0 + step))) for r0 in range(rows.start, rows.stop, step)]
+        return pieces
 
     def _seed_hits(self, s: int, rows: slice, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
         m = beta.shape[0]
@@ -185,6 +215,7 @@ class CacheFusion:
         return problem.solve(pairs)
 
     def _data(self, s: int, rows: slice) -> "_SeedData | None":
+        """The _SeedData of seed s's real queries among `rows` (inside one row chunk), kept when affinities are."""
         key = (s, rows.start, rows.stop)
         if key not in self._seed_data:
             y_all = self.labels[s, rows]
@@ -193,45 +224,117 @@ class CacheFusion:
                 return None
             c, k = self.base.shape[-1], self.keys
             div = None if self.div is None else self.div[s].reshape(c, k)
-            data = _SeedData(self.affinities(s, rows)[real], self.base[s, rows][real], y_all[real],
-                             self.weight[s].reshape(c, k), div, self.formula)
+            if self.keep:
+                start = rows.start - rows.start % self.rows()                       # the row chunk holding rows
+                chunk = self.affinities(s, slice(start, min(self.base.shape[1], start + self.rows())))
+                aff = chunk[rows.start - start:rows.stop - start]
+            else:
+                aff = self.affinity(s, rows).reshape(-1, c, k)
+            base = self.base[s, rows]
+            if real.numel() < y_all.numel():
+                aff, base = aff[real], base[real]
+            data = _SeedData(aff, base, y_all[real], self.weight[s].reshape(c, k), div, self.formula)
             if not self.keep:
                 return data
             self._seed_data[key] = data
         return self._seed_data[key]
 
     # ---- secondary score --------------------------------------------------------------------------------
+    def _shifted(self, s: int, rows: slice) -> Tensor:
+        """[n, C, K] 1 − a of seed s, rows `rows` (Tip's secondary; kept with the affinities)."""
+        key = (s, rows.start, rows.stop)
+        if key in self._kept_shifted:
+            return self._kept_shifted[key]
+        shifted = 1 - self.affinities(s, rows)
+        if self.keep:
+            self._kept_shifted[key] = shifted
+        return shifted
+
     def mean_log_prob(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
         """Mean log-probability of the true class [S, M] (bridge.fusion.validation_scores' second score),
-        scored over every class."""
-        s_count, n, c = self.base.shape
+        scored over every class. Pieces of (seed, distinct (β, γ) leaves) run side by side
+        (bridge.threads.map_single_threaded); each computes, per row chunk, the cache terms F [n, C] of its
+        leaves (leaf_cache_terms), then per leaf the log-softmax of base + α·F at each distinct α of the leaf's
+        candidates (bridge.search pads a seed's candidates by repeating one)."""
+        s_count = self.base.shape[0]
         out = torch.zeros(s_count, beta.shape[1], dtype=self.base.dtype)
+        pieces = []
         for s in range(s_count):
             if not bool(torch.isfinite(beta[s]).any()):                   # not needed (bridge.search.LazyScore)
                 out[s] = float("nan")
                 continue
-            valid_all = self.labels[s] >= 0
-            count = valid_all.sum().clamp_min(1).to(self.base.dtype)
             leaves, inverse = torch.unique(torch.stack([gamma[s], beta[s]], -1), dim=0, return_inverse=True)
-            total = torch.zeros(beta.shape[1], dtype=self.base.dtype)
-            weight = self.weight[s].reshape(c, self.keys)
-            div = None if self.div is None else self.div[s].reshape(c, self.keys)
-            for r0 in range(0, n, self.rows()):
-                rows = slice(r0, min(n, r0 + self.rows()))
-                aff = self.affinities(s, rows)
-                y, valid = self.labels[s, rows].clamp_min(0), valid_all[rows]
-                step = max(1, SECONDARY_ROWS // max(1, c * self.keys))       # rows per slice kept in cache
-                for leaf in range(leaves.shape[0]):
-                    g, b = leaves[leaf, 0:1], leaves[leaf, 1:2]
-                    cand = (inverse == leaf).nonzero().squeeze(1)
-                    cache = torch.cat([exact_terms(aff[i:i + step], weight, div, b, g, self.formula)[0]
-                                       for i in range(0, aff.shape[0], step)])              # [n, C]
-                    logits = self.base[s, rows].unsqueeze(0) + alpha[s, cand][:, None, None] * cache
-                    logp = torch.log_softmax(logits, -1).gather(-1, y.expand(cand.shape[0], -1).unsqueeze(-1))
-                    total[cand] += (logp.squeeze(-1) * valid).sum(-1)
-                    self.pairs[0] += float(valid.sum()) * c * cand.shape[0]
-            out[s] = total / count
+            groups = max(1, min(leaves.shape[0], torch.get_num_threads()))   # a seed's leaves over the workers
+            pieces += [(s, leaves, inverse, part) for part in torch.arange(leaves.shape[0]).tensor_split(groups)]
+        if self.formula == "tip":                                  # 1 − a of the pieces' seeds, side by side, once
+            n = self.base.shape[1]
+            chunks = {(piece[0], r0) for piece in pieces for r0 in range(0, n, self.rows())}
+            map_single_threaded(lambda chunk: self._shifted(chunk[0], slice(chunk[1], min(n, chunk[1] + self.rows()))),
+                                sorted(chunks))
+        for (s, _, _, _), (cand, total, work) in zip(pieces, map_single_threaded(
+                lambda piece: self._leaf_log_prob(piece[0], alpha[piece[0]], *piece[1:]), pieces)):
+            out[s, cand] = total
+            self.pairs[0] += work
         return out
+
+    def _leaf_log_prob(self, s: int, alpha: Tensor, leaves: Tensor, inverse: Tensor, part: Tensor):
+        """(candidates [m'] of seed s at the leaves `part`, their mean true-class log-probability [m'], pairs
+        scored): mean_log_prob's piece."""
+        n, c = self.base.shape[1:]
+        valid_all = self.labels[s] >= 0
+        count = valid_all.sum().clamp_min(1).to(self.base.dtype)
+        weight = self.weight[s].reshape(c, self.keys)
+        div = None if self.div is None else self.div[s].reshape(c, self.keys)
+        cands = [(inverse == leaf).nonzero().squeeze(1) for leaf in part.tolist()]
+        total = torch.zeros(inverse.shape[0], dtype=self.base.dtype)
+        work = 0.0
+        for r0 in range(0, n, self.rows()):
+            rows = slice(r0, min(n, r0 + self.rows()))
+            aff = self.affinities(s, rows)
+            y, valid = self.labels[s, rows].clamp_min(0), valid_all[rows]
+            group = max(1, SECONDARY_LEAF_BYTES // max(1, aff.shape[0] * c * self.base.element_size()))
+            for g0 in range(0, part.shape[0], group):
+                chosen = part[g0:g0 + group]
+                caches = leaf_cache_terms(aff, weight, div, leaves[chosen, 1], leaves[chosen, 0], self.formula,
+                                          self._shifted(s, rows) if self.formula == "tip" else None)
+                for cand, cache in zip(cands[g0:g0 + group], caches):                       # [n, C] each
+                    alphas, same = torch.unique(alpha[cand], return_inverse=True)   # repeated candidates once
+                    logits = self.base[s, rows].unsqueeze(0) + alphas[:, None, None] * cache
+                    logp = torch.log_softmax(logits, -1).gather(-1, y.expand(alphas.shape[0], -1).unsqueeze(-1))
+                    total[cand] += (logp.squeeze(-1) * valid).sum(-1)[same]
+                    work += float(valid.sum()) * c * alphas.shape[0]
+        picked = torch.cat(cands)
+        return picked, total[picked] / count, work
+
+
+def leaf_cache_terms(aff: Tensor, weight: Tensor, div: Tensor | None, beta: Tensor, gamma: Tensor,
+                     formula: str, shifted: Tensor | None = None) -> Tensor:
+    """F [L, n, C] of leaves beta, gamma [L] for affinities aff [n, C, K], key weights / divergences [C, K]:
+    exact_terms' values bit for bit (the same operations, in order, on the same row slices of SECONDARY_ROWS
+    affinities), computed slice by slice for every leaf while the slice is in cache, in one reused buffer
+    (tip: 1 − a, given as `shifted` [n, C, K] or computed once per slice; key scales of exactly 1 everywhere
+    are not multiplied)."""
+    n, c, k = aff.shape
+    out = torch.empty(beta.shape[0], n, c, dtype=aff.dtype)
+    step = max(1, SECONDARY_ROWS // max(1, c * k))
+    buffer = torch.empty(min(step, n), c, k, dtype=aff.dtype)
+    scales = [key_scales(weight, div, gamma[j:j + 1], 2, formula) for j in range(beta.shape[0])]
+    scales = [None if bool((w == 1).all()) else w.reshape(c, k) for w in scales]
+    values = beta.tolist()
+    for i in range(0, n, step):
+        a = aff[i:i + step]
+        buf = buffer[:a.shape[0]]
+        x = (1 - a if shifted is None else shifted[i:i + step]) if formula == "tip" else None
+        for j, b in enumerate(values):
+            if formula == "tip":
+                torch.mul(x, -b, out=buf)                                  # −β (1 − a)
+            else:
+                torch.mul(a, b, out=buf).sub_(b)                            # β a − β
+            buf.exp_()
+            if scales[j] is not None:
+                buf.mul_(scales[j])
+            torch.sum(buf, -1, out=out[j, i:i + a.shape[0]])
+    return out
 
 
 def dense_work(shape: tuple, beta: Tensor, gamma: Tensor) -> float:

@@ -10,10 +10,15 @@ at least 1: every core on an idle machine, one thread fewer per busy process.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Sequence, TypeVar
 
 from clipbridge.bridge.errors import BridgeInputError
 
 ENV = "CLIPBRIDGE_THREADS"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def available_cpus() -> int:
@@ -71,3 +76,43 @@ def apply_threads(option: str | int | None = None) -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+@contextmanager
+def single_thread():
+    """Run the block on one torch thread, then restore the count. For dense linear algebra made of hundreds of
+    small parallel steps (an eigendecomposition of a few hundred rows): on a busy CPU every step's barrier waits
+    for a descheduled thread (FIGURES.md, "Scale (issue 21)": GDA's 512 × 512 pinv took 0.07 s on one thread and
+    0.1-20 s on two of the shared 2-core VM right after other parallel work), and one thread also makes the
+    result independent of the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def map_single_threaded(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
+    """[fn(item) for item in items], run on up to `workers` Python threads (default: torch's thread count), each
+    item's torch work on one thread (single_thread). For independent pieces of work made of many small tensor
+    operations (one seed's pruned validation search): the pieces run side by side instead of every small
+    operation waiting on a parallel barrier, and each piece computes exactly what it computes alone on one
+    thread, whatever the number of workers or pieces. Results in the order of `items`."""
+    import torch
+
+    items = list(items)
+    workers = min(torch.get_num_threads() if workers is None else workers, len(items))
+    with single_thread():
+        if workers <= 1:
+            return [fn(item) for item in items]
+        grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+        def run(item: T) -> R:                             # autograd modes are per thread: the caller's
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return fn(item)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(run, items))

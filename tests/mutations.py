@@ -98,7 +98,7 @@ MUTATIONS = [
     Mutation("logits: tip-adapter affinity sign flipped", "bridge/methods/tip_adapter.py",
              "(1 - affinity.unsqueeze(1))", "(1 + affinity.unsqueeze(1))", (FUSED,)),
     Mutation("logits: gda precision without the D factor", "bridge/methods/gda.py",
-             "return mu, d * torch.linalg.pinv(", "return mu, torch.linalg.pinv(", ("tests/test_baselines.py",)),
+             "return mu, d * precision", "return mu, precision", ("tests/test_baselines.py",)),
     # ------------------------------------------------------------ the few-shot term switched off (alpha = 0)
     Mutation("alpha 0: cmm", "bridge/methods/cmm.py",
              "alpha = choice.best[:, 0]", "alpha = choice.best[:, 0] * 0", (FUSED,)),

@@ -131,3 +131,69 @@ def test_lazy_secondary_gives_the_eager_result():
                               seed=seed, grid=torch.cartesian_prod(torch.linspace(0, 3, 5), torch.linspace(0, 3, 5)))
         assert torch.equal(eager.best, lazy.best) and torch.equal(eager.best_score, lazy.best_score)
         assert lazy_score.secondary_calls < 3 * (25 + 4 * 32)
+
+
+@pytest.mark.parametrize("formula", ["tip", "ape"])
+@pytest.mark.parametrize("seed,n,c,k", [(0, 37, 9, 3), (1, 70, 300, 4), (2, 20, 1000, 16), (3, 5, 11, 1)])
+def test_leaf_cache_terms_are_exact_terms_bit_for_bit(formula, seed, n, c, k, monkeypatch):
+    """Every leaf's F [n, C], computed slice by slice for all leaves in one buffer, equals exact_terms on the same
+    row slices exactly (padded keys with weight 0, all-ones weights skipped, γ terms, 1 − a given or not)."""
+    import clipbridge.bridge.cache_search as cs
+
+    monkeypatch.setattr(cs, "SECONDARY_ROWS", 7 * c * k)                      # 7 rows per slice, a short last one
+    base, y, aff, weight, div = random_problem(seed, 1, n, c, k, formula=formula)
+    beta, _, gamma = candidates(seed, 1, 9, gamma=formula == "ape")
+    a = aff[0].reshape(n, c, k)
+    for w in (weight[0].reshape(c, k), torch.ones(c, k)):
+        d = None if div is None else div[0].reshape(c, k)
+        got = cs.leaf_cache_terms(a, w, d, beta[0], gamma[0], formula)
+        given = cs.leaf_cache_terms(a, w, d, beta[0], gamma[0], formula, 1 - a if formula == "tip" else None)
+        for j in range(beta.shape[1]):
+            want = torch.cat([cs.exact_terms(a[i:i + 7], w, d, beta[0, j:j + 1], gamma[0, j:j + 1], formula)[0]
+                              for i in range(0, n, 7)])
+            assert torch.equal(got[j], want) and torch.equal(given[j], want)
+
+
+def test_mean_log_prob_of_repeated_candidates_and_any_thread_count():
+    """Repeated candidates (bridge.search pads with them) get the value of their first copy; the values do not
+    depend on torch's thread count (pieces run on one thread each) and equal the log-softmax reference."""
+    base, y, aff, weight, _ = random_problem(8, 3, 60, 40, 3)
+    beta, alpha, gamma = candidates(8, 3, 12)
+    beta[:, 6:], alpha[:, 6:] = beta[:, :6], alpha[:, :6]                     # every candidate twice
+    threads = torch.get_num_threads()
+    values = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, None, "tip")
+            values.append(problem.mean_log_prob(beta, alpha, gamma))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(values[0], values[1]) and torch.equal(values[0], values[2])
+    assert torch.equal(values[0][:, 6:], values[0][:, :6])
+    for s in range(3):
+        for m in range(6):
+            cache = (torch.exp(-beta[s, m] * (1 - aff[s])) * weight[s]).reshape(60, 40, 3).sum(-1)
+            logp = torch.log_softmax(base[s] + alpha[s, m] * cache, -1)
+            valid = y[s] >= 0
+            assert math.isclose(float(values[0][s, m]), float(logp[valid, y[s][valid]].mean()), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_hits_in_pieces_equal_exhaustive_at_any_thread_count(threads, monkeypatch):
+    """The queries of each seed are cut into more pieces the more threads there are (and row chunks on top):
+    the counts stay those of the exhaustive scoring."""
+    import clipbridge.bridge.cache_search as cs
+
+    monkeypatch.setattr(cs, "CHUNK_AFFINITY_ELEMENTS", 50 * 25 * 3)         # 50 rows per chunk
+    base, y, aff, weight, div = random_problem(9, 2, 131, 25, 3)
+    beta, alpha, gamma = candidates(9, 2, 60)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, None, "tip")
+        got = problem.hits(beta, alpha, gamma)
+        assert len(problem._pieces()) >= min(2 * threads, 131 * 2)
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "tip"))

@@ -100,3 +100,41 @@ def test_the_threads_table_script_runs_valid_commands_at_1_2_and_all_threads():
         main(["--workloads", "nope"])
     with pytest.raises(click.exceptions.NoSuchOption):
         cli.group.commands["fit"].make_context("fit", ["--no-such-option"])
+
+
+def test_single_thread_restores_the_count_even_on_error():
+    import torch
+
+    from clipbridge.bridge.threads import single_thread
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError):
+        with single_thread():
+            assert torch.get_num_threads() == 1
+            raise ValueError("inside")
+    assert torch.get_num_threads() == before
+
+
+def test_map_single_threaded_keeps_order_runs_side_by_side_on_one_thread_each():
+    import threading
+
+    import torch
+
+    from clipbridge.bridge.threads import map_single_threaded
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        barrier = threading.Barrier(2, timeout=20)           # both items must be running at once to pass it
+
+        def work(i):
+            barrier.wait()
+            return i * 10, torch.get_num_threads(), torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+        with torch.inference_mode():
+            got = map_single_threaded(work, [3, 4])
+        assert got == [(30, 1, False, True), (40, 1, False, True)]
+        assert torch.get_num_threads() == 2
+        assert map_single_threaded(lambda i: (i, torch.get_num_threads()), range(3), workers=1) == [(0, 1), (1, 1), (2, 1)]
+    finally:
+        torch.set_num_threads(before)

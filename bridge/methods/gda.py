@@ -31,20 +31,32 @@ from clipbridge.bridge.errors import BridgeInputError
 from clipbridge.bridge.fusion import SEARCH_MODES, FusionChoice, first_best, linear_fusion_scorer, log_grid, search_fusion
 from clipbridge.bridge.methods.zeroshot import zeroshot_logits
 from clipbridge.bridge.registry import FittedState, register_method
+from clipbridge.bridge.threads import single_thread
 
 
 def gda_statistics(x: Tensor, labels: Tensor, mask: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """Class means μ [S, C, D] and the precision Pr = D · pinv((N − 1)Σ + tr(Σ) I) [S, D, D] of normalised views
-    x [S, N, D] (zero where mask [N] is False), labels [N]."""
-    s, n, d = x.shape
-    weight = mask.to(x.dtype)
-    onehot = torch.nn.functional.one_hot(labels, num_classes).to(x.dtype) * weight.unsqueeze(-1)   # [N, C]
-    mu = (onehot.transpose(0, 1) @ x) / onehot.sum(0).clamp_min(1).unsqueeze(-1)                   # [S, C, D]
-    centred = (x - mu[:, labels]) * weight.unsqueeze(-1)                                            # [S, N, D]
+    x [S, N, D] (zero where mask [N] is False), labels [N].
+
+    Only the real views enter: the class sums are one index_add over them (N·D work, where a one-hot product
+    costs N·C·D: at 1,000 classes × 160 views that product was most of the fit), the centred views are
+    gathered once and subtracted in place; the pinv runs on one thread (bridge.threads.single_thread)."""
+    d = x.shape[-1]
+    real = mask.nonzero().squeeze(1)
+    if real.numel() < mask.numel():
+        x, labels = x.index_select(1, real), labels.index_select(0, real)
+    count = torch.zeros(num_classes, dtype=x.dtype, device=x.device).index_add_(
+        0, labels, torch.ones_like(labels, dtype=x.dtype))
+    sums = torch.zeros(x.shape[0], num_classes, d, dtype=x.dtype, device=x.device).index_add_(1, labels, x)
+    mu = sums / count.clamp_min(1).unsqueeze(-1)                                                    # [S, C, D]
+    centred = mu.index_select(1, labels)
+    torch.sub(x, centred, out=centred)                                                              # [S, N, D]
     scatter = centred.transpose(1, 2) @ centred                                                    # (N−1)Σ
-    trace = scatter.diagonal(dim1=1, dim2=2).sum(-1) / max(int(mask.sum()) - 1, 1)                 # tr(Σ)
+    trace = scatter.diagonal(dim1=1, dim2=2).sum(-1) / max(int(real.numel()) - 1, 1)               # tr(Σ)
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    return mu, d * torch.linalg.pinv(scatter + trace[:, None, None] * eye, hermitian=True)
+    with single_thread():
+        precision = torch.linalg.pinv(scatter + trace[:, None, None] * eye, hermitian=True)
+    return mu, d * precision
 
 
 def gda_classifier(x: Tensor, labels: Tensor, mask: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
