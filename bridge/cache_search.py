@@ -323,11 +323,10 @@ class _SeedData:
         self.xmax = aff.amax(-1).to(f64) - 1.0                                 # [n, C]
         self.xmin = aff.amin(-1).to(f64) - 1.0
         self.w64 = weight.to(f64)
-        self.d64 = None if div is None else div.to(f64)
+        self.shift, self.d64 = divergence_shift(weight, div)
         self.b64 = base.to(f64)
         self.by64 = self.b64.gather(1, y.unsqueeze(1)).squeeze(1)              # base of the true class [n]
-        self.monotone = bool((weight >= 0).all()) and (div is None or bool((div >= 0).all())) \
-            and float(self.xmax.max()) <= 0.0
+        self.monotone = bool((weight >= 0).all()) and float(self.xmax.max()) <= 0.0     # (shifted d ≥ 0)
         self._sums: dict = {}
         self._roots: dict = {}
 
@@ -437,6 +436,7 @@ class _SeedData:
     def _root_rows(self, q: Tensor, box) -> Tensor:
         """[r, C] relevance of the rows q (see root_pairs), monotone case, α ≥ 0."""
         b0, b1, a0, a1, g0, g1 = box
+        a0, a1 = folded_alphas(a0, a1, g0, g1, self.shift)
         f32 = torch.float32
         xmax, xmin = self.xmax[q].to(f32), self.xmin[q].to(f32)
         w1, s1, e1 = self.sums(_ladder(g1, up=True))
@@ -481,6 +481,26 @@ class _RowView:
         return w, s[self._q], e[self._q]
 
     c_bounds = _SeedData.c_bounds
+
+
+def divergence_shift(weight: Tensor, div: Tensor | None) -> tuple[float, Tensor | None]:
+    """(shift, d − shift in float64 [C, K]) with shift = the smallest divergence of a real key (w ≠ 0; padded keys
+    get 0). The bounds work with G = Σ_k w_k exp(γ (d_k − shift)) exp(β (a_k − 1)), F = exp(γ·shift)·G, and fold
+    the common factor into α (folded_alphas): APE's divergences are large and close together (≈ 9.5-10 on the
+    synthetic ImageNet-sized cache), so exp(γ d) alone would make every bound over a γ range loose by
+    exp(Δγ·d), where exp(Δγ·(d − shift)) is close to 1; the shifted divergences stay ≥ 0 (monotone case)."""
+    if div is None:
+        return 0.0, None
+    real = weight != 0
+    shift = float(div[real].min()) if bool(real.any()) else 0.0
+    return shift, torch.where(real, div.to(torch.float64) - shift, torch.zeros((), dtype=torch.float64))
+
+
+def folded_alphas(a0: float, a1: float, g0: float, g1: float, shift: float) -> tuple[float, float]:
+    """The range of α·exp(γ·shift) over [a0, a1] × [g0, g1] (extremes at the corners: a product of α and a
+    positive factor monotone in γ)."""
+    corners = [a * math.exp(g * shift) for a in (a0, a1) for g in (g0, g1)]
+    return min(corners), max(corners)
 
 
 def _ladder(gamma: float, up: bool) -> float:
@@ -533,7 +553,7 @@ class _Problem:
         self.order, self.cand_leaf, self.cand_alpha = order, inverse[order], alpha[order]
         counts = torch.bincount(inverse, minlength=leaves.shape[0])
         self.leaf_start = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
-        a64 = alpha.to(f64)[order]
+        a64 = (alpha.to(f64) * torch.exp(gamma.to(f64) * data.shift))[order]       # folded: α·exp(γ·shift)
         self.alpha64 = a64
         self.leaf_amin = torch.full((leaves.shape[0],), float("inf"), dtype=f64).scatter_reduce(
             0, self.cand_leaf, a64, "amin")

@@ -131,3 +131,23 @@ def test_lazy_secondary_gives_the_eager_result():
                               seed=seed, grid=torch.cartesian_prod(torch.linspace(0, 3, 5), torch.linspace(0, 3, 5)))
         assert torch.equal(eager.best, lazy.best) and torch.equal(eager.best_score, lazy.best_score)
         assert lazy_score.secondary_calls < 3 * (25 + 4 * 32)
+
+
+@pytest.mark.parametrize("seed,c,k,offset", [(21, 40, 4, 9.5), (22, 15, 3, -2.0), (23, 60, 2, 30.0)])
+def test_hits_equal_exhaustive_with_large_close_divergences(seed, c, k, offset, monkeypatch):
+    """APE's divergences on many classes are large and close together (≈ 9.5-10): the bounds fold their common
+    part exp(γ·min d) into α (cache_search.divergence_shift); hits still equal the exhaustive scoring, also with
+    a negative smallest divergence, a padded key (weight 0, divergence 0) per class and a γ = 0 edge (pruned path)."""
+    import clipbridge.bridge.cache_search as cs
+
+    monkeypatch.setattr(cs, "DENSE_WORK", 0)
+    base, y, aff, weight, div = random_problem(seed, 2, 90, c, k, formula="ape", spread=1.2)
+    div = offset + 0.5 * div / 3 if offset > 0 else offset + div
+    div = div * (weight != 0)                                                 # padded keys: d = 0
+    beta, alpha, gamma = candidates(seed, 2, 80, gamma=True)
+    if offset > 20:
+        gamma = gamma / 10                                                    # keep exp(γ d) finite in float32
+    gamma[:, 5:9] = 0
+    problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, "ape")
+    got = problem.hits(beta, alpha, gamma)
+    assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
