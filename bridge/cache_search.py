@@ -70,11 +70,18 @@ ROOT_SLACK = 1e-4
 # 101 classes (3.4e9 at 1 shot, 6.0e9 at 16) goes faster dense (FIGURES.md, issue 19); ImageNet's 1,000
 # classes × 16 shots at ≥ 1,000 queries (3.9e10) stay pruned.
 DENSE_WORK = 1 << 33
+# ... and up to which spread-out candidates (at most DENSE_SPREAD per distinct β, e.g. the batched search's
+# Sobol points) are: each of their leaves is a box of its own, whose bounds cost more than its dense scoring
+# (APE's batched search on 4,000 queries of 1,000 classes × 16 keys, 4.9e10: 4-7× faster dense, FIGURES.md),
+# while the official grid's close leaves (200 β × 20 α × 20 γ) prune in boxes of many leaves
+DENSE_WORK_SPREAD = 1 << 36
+DENSE_SPREAD = 8
 # share of the (query, class ≠ y) pairs that the root pass keeps (they can matter somewhere in the search box) at
 # and above which the dense path is taken: below it the pruned path decides most pairs by bounds
 DENSE_SHARE = 0.25
-# elements of the largest tensor the dense scoring builds at a time (bounds its memory)
-DENSE_ELEMENTS = 1 << 22
+# elements of the largest tensor the dense scoring builds at a time (bounds its memory; 4 MB slices stay in the
+# CPU's cache: 1.7× faster than 16 MB ones on APE's C = 1,000 batched search, FIGURES.md)
+DENSE_ELEMENTS = 1 << 20
 
 
 def _inside(inner: tuple, outer: tuple) -> bool:
@@ -180,7 +187,7 @@ class CacheFusion:
             box = self.box
         pairs = data.root_pairs(box)
         n, c, _ = data.aff.shape
-        if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and dense_work(data.aff.shape, beta, gamma) <= DENSE_WORK:
+        if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and _dense_pays(data.aff.shape, beta, gamma):
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)
         return problem.solve(pairs)
 
@@ -242,6 +249,14 @@ def dense_work(shape: tuple, beta: Tensor, gamma: Tensor) -> float:
     betas = torch.unique(beta).numel()
     leaves = torch.unique(torch.stack([beta, gamma], -1), dim=0).shape[0]
     return float(n * c) * (k * (betas + leaves) + beta.shape[0])
+
+
+def _dense_pays(shape: tuple, beta: Tensor, gamma: Tensor) -> bool:
+    """Whether dense_hits is the cheaper way for candidates beta, gamma [m] on affinities [n, C, K] (see
+    DENSE_WORK, DENSE_WORK_SPREAD)."""
+    work = dense_work(shape, beta, gamma)
+    return work <= DENSE_WORK or (work <= DENSE_WORK_SPREAD
+                                  and beta.shape[0] <= DENSE_SPREAD * torch.unique(beta).numel())
 
 
 def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
