@@ -350,8 +350,9 @@ class _SeedData:
         return self.w64 if self.d64 is None else self.w64 * torch.exp(self.d64 * gamma)
 
     def sums(self, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
-        """Σ_k W_k [C], Σ_k W_k (a_k − 1) [n, C] and a bound of that sum's rounding error [n, C], with
-        W = w·exp(γ d) (monotone case; the sum is taken in float32 and its error bounded, float64 results)."""
+        """Σ_k W_k [C] and an upper and a lower bound [n, C] of Σ_k W_k (a_k − 1), with W = w·exp(γ d) (monotone
+        case; the sum is taken in float32, widened by a bound of its rounding error and clamped to
+        [W·xmin, W·xmax]; float64 results)."""
         key = 0.0 if self.d64 is None else float(gamma)
         if key not in self._sums:
             w = self.key_weights(key)
@@ -361,7 +362,8 @@ class _SeedData:
             err = prod.abs().sum(-1).to(torch.float64) * (2.0 * (k + 2) * 2.0 ** -24)
             err = err + (w - w32.to(torch.float64)).abs().sum(-1)                  # weights rounded to float32
             total = w.sum(-1)
-            self._sums[key] = (total, dot - total, err)
+            s = dot - total
+            self._sums[key] = (total, torch.minimum(s + err, total * self.xmax), torch.maximum(s - err, total * self.xmin))
         return self._sums[key]
 
     def y_bounds(self, q: Tensor, box) -> tuple[Tensor, Tensor]:
@@ -402,11 +404,9 @@ class _SeedData:
         pick_c = (lambda t: t) if q is None else (lambda t: t.index_select(0, c))
         xmax, xmin = pick(self.xmax), pick(self.xmin)
         if self.monotone and b0 >= 0:
-            w1, s1, e1 = self.sums(_ladder(g1, up=True))
-            w0, s0, e0 = self.sums(_ladder(g0, up=False))
-            w1, s1, w0, s0 = pick_c(w1), pick(s1) + pick(e1), pick_c(w0), pick(s0) - pick(e0)
-            s1 = torch.minimum(s1, w1 * xmax)                  # Σ W (a − 1) lies in [W·xmin, W·xmax]
-            s0 = torch.maximum(s0, w0 * xmin)
+            w1, s1, _ = self.sums(_ladder(g1, up=True))
+            w0, _, s0 = self.sums(_ladder(g0, up=False))
+            w1, s1, w0, s0 = pick_c(w1), pick(s1), pick_c(w0), pick(s0)
             span = xmax - xmin
             wide = span > 1e-6
             safe = torch.where(wide, span, torch.ones_like(span))
@@ -454,10 +454,9 @@ class _SeedData:
         a0, a1 = folded_alphas(a0, a1, g0, g1, self.shift)
         f32 = torch.float32
         xmax, xmin = self.xmax[q].to(f32), self.xmin[q].to(f32)
-        w1, s1, e1 = self.sums(_ladder(g1, up=True))
-        w0, s0, e0 = self.sums(_ladder(g0, up=False))
-        s1 = torch.minimum(s1[q] + e1[q], w1 * self.xmax[q]).to(f32)
-        s0 = torch.maximum(s0[q] - e0[q], w0 * self.xmin[q]).to(f32)
+        w1, s1, _ = self.sums(_ladder(g1, up=True))
+        w0, _, s0 = self.sums(_ladder(g0, up=False))
+        s1, s0 = s1[q].to(f32), s0[q].to(f32)
         w1, w0 = w1.to(f32), w0.to(f32)
         span = xmax - xmin
         wide = span > 1e-2
@@ -480,22 +479,6 @@ class _SeedData:
             up = torch.maximum(ex[lo] - y_lo[0].to(f32).unsqueeze(1), ex[hi] - y_lo[1].to(f32).unsqueeze(1))
             relevant |= torch.maximum(a0 * up, a1 * up) >= threshold
         return relevant
-
-
-class _RowView:
-    """The per-pair summaries of some query rows of a _SeedData (its c_bounds on those rows only)."""
-
-    def __init__(self, data: "_SeedData", q: Tensor):
-        self.xmax, self.xmin, self.b64, self.y = data.xmax[q], data.xmin[q], data.b64[q], data.y[q]
-        self.monotone, self.d64, self.w64 = data.monotone, data.d64, data.w64
-        self.key_weights = data.key_weights
-        self._data, self._q = data, q
-
-    def sums(self, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
-        w, s, e = self._data.sums(gamma)
-        return w, s[self._q], e[self._q]
-
-    c_bounds = _SeedData.c_bounds
 
 
 def divergence_shift(weight: Tensor, div: Tensor | None) -> tuple[float, Tensor | None]:
@@ -638,9 +621,9 @@ class _Problem:
         keep_q = ~beaten & has_pair
         keep = (relevant & keep_q[li]).nonzero().squeeze(1)                    # one nonzero for every selection
         kq = queries[keep_q]
-        up, low = up.index_select(1, keep).amax(0), low.index_select(1, keep).amin(0)   # F_c − F_y over the box
+        up, low = up.amax(0).index_select(0, keep), low.amin(0).index_select(0, keep)   # F_c − F_y over the box
         pick = lambda t: t.index_select(0, keep)  # noqa: E731
-        return kq, pick(pq), pick(pc), pick(base_c) - pick(base_y), up, low, pick(slack), (a0, a1)
+        return kq, pick(pq), pick(pc), pick(base_c - base_y), up, low, pick(slack), (a0, a1)
 
     def _finish(self, lo, hi, queries, pq, pc, margin, up, low, slack, alphas):
         """Decide every (query, candidate) of leaves lo..hi−1: by the α-intervals where the bounds already
