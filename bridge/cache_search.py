@@ -16,6 +16,11 @@ bounded by functions linear in β, so l_c − l_y is bounded at the box's corner
     weighted sum of affinities (the chord through the extremes above, Jensen's inequality below: each term is
     convex in a), the sums taken at γ rounded outwards to a ladder so that few are ever computed;
   - otherwise (e.g. APE-T's signed weights): per-term extremes at the corners (exp of a linear exponent).
+With divergences (APE) the bounds are of G = exp(−γ·d₀)·F, d₀ = the smallest divergence of a real key
+(`divergence_shift`: key weights w·exp(γ (d − d₀)), shifted d ≥ 0), and α is replaced by α·exp(γ·d₀) (per
+candidate, and its range over a box, `folded_alphas`): l_c − l_y = (base_c − base_y) + α·exp(γ d₀)·(G_c − G_y)
+exactly, and a box's γ range loosens G's bounds by exp(Δγ·(d − d₀)) instead of exp(Δγ·d) (APE's d ≈ 9.5-10 on
+1,000 synthetic classes: e^0.05 instead of e^1 for Δγ = 0.1).
 Per box:
   - a pair (n, c) whose l_c − l_y < 0 everywhere in the box cannot change query n's decision: dropped;
   - a query with a class that beats y everywhere is wrong for every candidate in the box;
@@ -33,7 +38,8 @@ The secondary score (mean true-class log-probability, bridge.fusion.validation_s
 class, exactly as before, for the candidates bridge.search asks it for (CacheFusionScore is a LazyScore).
 
 Dense path (`dense_hits`, chosen per seed and query chunk when the root pass keeps at least DENSE_SHARE of the
-pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem): every pair
+pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem, or
+≤ DENSE_WORK_SPREAD for candidates spread out in β, whose leaves would each be a box of its own): every pair
 is scored, the key factors once per distinct β, the cache term F [n, C] once per (β, γ) with exact_terms'
 operations (key_factors × key_scales summed over keys), the logits base + α·F of all the α of that (β, γ) at
 once, and top-1 with torch.argmax's first-maximum rule (`first_max_is`): the same hits as the pruned path.
