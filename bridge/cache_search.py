@@ -563,6 +563,7 @@ class _Problem:
             0, self.cand_leaf, a64, "amin")
         self.leaf_amax = torch.full((leaves.shape[0],), float("-inf"), dtype=f64).scatter_reduce(
             0, self.cand_leaf, a64, "amax")
+        self.alpha_range = (float(alpha.min()), float(alpha.max())) if alpha.numel() else (0.0, 0.0)   # unfolded
         self.m = beta.shape[0]
         self.bonus = torch.zeros(self.m + 1, dtype=torch.int64)                # difference array, sorted order
         self.hits_sorted = torch.zeros(self.m, dtype=torch.int64)
@@ -574,8 +575,9 @@ class _Problem:
         return torch.zeros(count, dtype=x.dtype).scatter(0, inverse, x)
 
     def box_of_all(self) -> tuple:
-        return (float(self.leaf_beta.min()), float(self.leaf_beta.max()), float(self.leaf_amin.min()),
-                float(self.leaf_amax.max()), float(self.leaf_gamma.min()), float(self.leaf_gamma.max()))
+        """(β0, β1, α0, α1, γ0, γ1) holding every candidate (α as given: root_pairs folds it itself)."""
+        return (float(self.leaf_beta.min()), float(self.leaf_beta.max()), *self.alpha_range,
+                float(self.leaf_gamma.min()), float(self.leaf_gamma.max()))
 
     def solve(self, pairs: tuple[Tensor, Tensor]) -> tuple[Tensor, float]:
         n = self.data.base.shape[0]

@@ -151,3 +151,16 @@ def test_hits_equal_exhaustive_with_large_close_divergences(seed, c, k, offset, 
     problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, "ape")
     got = problem.hits(beta, alpha, gamma)
     assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
+
+
+def test_root_pass_of_the_search_box_is_computed_once_with_divergences():
+    """Candidates inside the search box reuse its root pairs across calls (the box's α is the candidates' own,
+    not the folded α·exp(γ·min d) the bounds use), and the hits still equal the exhaustive scoring."""
+    base, y, aff, weight, div = random_problem(31, 1, 70, 12, 3, formula="ape")
+    div = 9.5 + div / 6
+    problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, "ape", box=(0.0, 10.0, 0.0, 5.0, 0.0, 1.0))
+    for seed in (31, 32):
+        beta, alpha, gamma = candidates(seed, 1, 40, gamma=True)
+        got = problem.hits(beta, alpha, gamma)
+        assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
+    assert list(problem._seed_data[(0, 0, 70)]._roots) == [(0.0, 10.0, 0.0, 5.0, 0.0, 1.0)]
