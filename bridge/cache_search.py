@@ -88,6 +88,8 @@ DENSE_SHARE = 0.25
 # elements of the largest tensor the dense scoring builds at a time (bounds its memory; 4 MB slices stay in the
 # CPU's cache: 1.7× faster than 16 MB ones on APE's C = 1,000 batched search, FIGURES.md)
 DENSE_ELEMENTS = 1 << 20
+# elements of the key scales w·exp(γ d) [leaves, C, K] that the dense scoring keeps for all its row slices
+DENSE_SCALES = 1 << 25
 
 
 def _inside(inner: tuple, outer: tuple) -> bool:
@@ -282,6 +284,8 @@ def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) ->
     beta_start = [0] + per_beta.cumsum(0).tolist()
     out = torch.zeros(m, dtype=torch.int64)
     row_step = max(1, DENSE_ELEMENTS // (c * k))
+    kept_scales = {}                    # key scales [G, 1, C, K] per γ slice, computed once for all row slices
+    keep_scales = leaves.shape[0] * c * k <= DENSE_SCALES
     for r0 in range(0, n, row_step):
         a, b_rows, y_rows = aff[r0:r0 + row_step], base[r0:r0 + row_step], y[r0:r0 + row_step]
         base_y = b_rows.gather(1, y_rows.unsqueeze(1)).squeeze(1)                                 # [n]
@@ -292,7 +296,11 @@ def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) ->
             factors = key_factors(a, leaves[l0:l0 + 1, 0], data.formula)                        # [1, n, C, K]
             for g0 in range(l0, l1, gamma_step):
                 g1 = min(l1, g0 + gamma_step)
-                scales = key_scales(data.weight, data.div, leaves[g0:g1, 1], a.dim(), data.formula)
+                scales = kept_scales.get((g0, g1))
+                if scales is None:
+                    scales = key_scales(data.weight, data.div, leaves[g0:g1, 1], a.dim(), data.formula)
+                    if keep_scales:
+                        kept_scales[(g0, g1)] = scales
                 cache = (factors * scales).sum(-1)                                               # [G, n, C]
                 cache_y = cache.gather(-1, y_rows.view(1, -1, 1).expand(cache.shape[0], -1, 1)).squeeze(-1)
                 cands = order[start[g0]:start[g1]]
