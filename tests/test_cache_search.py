@@ -141,6 +141,7 @@ def test_hits_equal_exhaustive_with_large_close_divergences(seed, c, k, offset, 
     import clipbridge.bridge.cache_search as cs
 
     monkeypatch.setattr(cs, "DENSE_WORK", 0)
+    monkeypatch.setattr(cs, "DENSE_WORK_SPREAD", 0)
     base, y, aff, weight, div = random_problem(seed, 2, 90, c, k, formula="ape", spread=1.2)
     div = offset + 0.5 * div / 3 if offset > 0 else offset + div
     div = div * (weight != 0)                                                 # padded keys: d = 0

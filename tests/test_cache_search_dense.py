@@ -45,6 +45,7 @@ def loop_hits(base, y, aff, weight, div, points, formula="ape"):
 
 def hits_by(path, monkeypatch, base, y, aff, weight, div, points, formula="ape"):
     monkeypatch.setattr(cs, "DENSE_WORK", float("inf") if path == "dense" else -1.0)
+    monkeypatch.setattr(cs, "DENSE_WORK_SPREAD", float("inf") if path == "dense" else -1.0)
     monkeypatch.setattr(cs, "DENSE_SHARE", 0.0)
     monkeypatch.setattr(cs, "DENSE_ELEMENTS", 1 << 10)                       # many slices of rows, γ, candidates
     problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, formula)
