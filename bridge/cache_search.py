@@ -16,6 +16,11 @@ bounded by functions linear in β, so l_c − l_y is bounded at the box's corner
     weighted sum of affinities (the chord through the extremes above, Jensen's inequality below: each term is
     convex in a), the sums taken at γ rounded outwards to a ladder so that few are ever computed;
   - otherwise (e.g. APE-T's signed weights): per-term extremes at the corners (exp of a linear exponent).
+With divergences (APE) the bounds are of G = exp(−γ·d₀)·F, d₀ = the smallest divergence of a real key
+(`divergence_shift`: key weights w·exp(γ (d − d₀)), shifted d ≥ 0), and α is replaced by α·exp(γ·d₀) (per
+candidate, and its range over a box, `folded_alphas`): l_c − l_y = (base_c − base_y) + α·exp(γ d₀)·(G_c − G_y)
+exactly, and a box's γ range loosens G's bounds by exp(Δγ·(d − d₀)) instead of exp(Δγ·d) (APE's d ≈ 9.5-10 on
+1,000 synthetic classes: e^0.05 instead of e^1 for Δγ = 0.1).
 Per box:
   - a pair (n, c) whose l_c − l_y < 0 everywhere in the box cannot change query n's decision: dropped;
   - a query with a class that beats y everywhere is wrong for every candidate in the box;
@@ -40,7 +45,8 @@ on its piece and a candidate's secondary is computed by one piece alone, so the 
 number of threads or pieces.
 
 Dense path (`dense_hits`, chosen per seed and query chunk when the root pass keeps at least DENSE_SHARE of the
-pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem): every pair
+pairs, i.e. the bounds decide little, as for APE, and `dense_work` ≤ DENSE_WORK, a small problem, or
+≤ DENSE_WORK_SPREAD for candidates spread out in β, whose leaves would each be a box of its own): every pair
 is scored, the key factors once per distinct β, the cache term F [n, C] once per (β, γ) with exact_terms'
 operations (key_factors × key_scales summed over keys), the logits base + α·F of all the α of that (β, γ) at
 once, and top-1 with torch.argmax's first-maximum rule (`first_max_is`): the same hits as the pruned path.
@@ -81,11 +87,20 @@ ROOT_SLACK = 1e-4
 # 101 classes (3.4e9 at 1 shot, 6.0e9 at 16) goes faster dense (FIGURES.md, issue 19); ImageNet's 1,000
 # classes × 16 shots at ≥ 1,000 queries (3.9e10) stay pruned.
 DENSE_WORK = 1 << 33
+# ... and up to which spread-out candidates (at most DENSE_SPREAD per distinct β, e.g. the batched search's
+# Sobol points) are: each of their leaves is a box of its own, whose bounds cost more than its dense scoring
+# (APE's batched search on 4,000 queries of 1,000 classes × 16 keys, 4.9e10: 4-7× faster dense, FIGURES.md),
+# while the official grid's close leaves (200 β × 20 α × 20 γ) prune in boxes of many leaves
+DENSE_WORK_SPREAD = 1 << 36
+DENSE_SPREAD = 8
 # share of the (query, class ≠ y) pairs that the root pass keeps (they can matter somewhere in the search box) at
 # and above which the dense path is taken: below it the pruned path decides most pairs by bounds
 DENSE_SHARE = 0.25
-# elements of the largest tensor the dense scoring builds at a time (bounds its memory)
-DENSE_ELEMENTS = 1 << 22
+# elements of the largest tensor the dense scoring builds at a time (bounds its memory; 4 MB slices stay in the
+# CPU's cache: 1.7× faster than 16 MB ones on APE's C = 1,000 batched search, FIGURES.md)
+DENSE_ELEMENTS = 1 << 20
+# elements of the key scales w·exp(γ d) [leaves, C, K] that the dense scoring keeps for all its row slices
+DENSE_SCALES = 1 << 25
 
 
 def _inside(inner: tuple, outer: tuple) -> bool:
@@ -210,7 +225,7 @@ class CacheFusion:
             box = self.box
         pairs = data.root_pairs(box)
         n, c, _ = data.aff.shape
-        if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and dense_work(data.aff.shape, beta, gamma) <= DENSE_WORK:
+        if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and _dense_pays(data.aff.shape, beta, gamma):
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)
         return problem.solve(pairs)
 
@@ -347,6 +362,14 @@ def dense_work(shape: tuple, beta: Tensor, gamma: Tensor) -> float:
     return float(n * c) * (k * (betas + leaves) + beta.shape[0])
 
 
+def _dense_pays(shape: tuple, beta: Tensor, gamma: Tensor) -> bool:
+    """Whether dense_hits is the cheaper way for candidates beta, gamma [m] on affinities [n, C, K] (see
+    DENSE_WORK, DENSE_WORK_SPREAD)."""
+    work = dense_work(shape, beta, gamma)
+    return work <= DENSE_WORK or (work <= DENSE_WORK_SPREAD
+                                  and beta.shape[0] <= DENSE_SPREAD * torch.unique(beta).numel())
+
+
 def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
     """Right queries [m] of candidates beta, alpha, gamma [m] (working dtype), every (query, class) pair scored:
     per distinct β its key factors [n, C, K] once, per γ of that β the cache term F [n, C] with exact_terms'
@@ -364,6 +387,8 @@ def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) ->
     beta_start = [0] + per_beta.cumsum(0).tolist()
     out = torch.zeros(m, dtype=torch.int64)
     row_step = max(1, DENSE_ELEMENTS // (c * k))
+    kept_scales = {}                    # key scales [G, 1, C, K] per γ slice, computed once for all row slices
+    keep_scales = leaves.shape[0] * c * k <= DENSE_SCALES
     for r0 in range(0, n, row_step):
         a, b_rows, y_rows = aff[r0:r0 + row_step], base[r0:r0 + row_step], y[r0:r0 + row_step]
         base_y = b_rows.gather(1, y_rows.unsqueeze(1)).squeeze(1)                                 # [n]
@@ -374,7 +399,11 @@ def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) ->
             factors = key_factors(a, leaves[l0:l0 + 1, 0], data.formula)                        # [1, n, C, K]
             for g0 in range(l0, l1, gamma_step):
                 g1 = min(l1, g0 + gamma_step)
-                scales = key_scales(data.weight, data.div, leaves[g0:g1, 1], a.dim(), data.formula)
+                scales = kept_scales.get((g0, g1))
+                if scales is None:
+                    scales = key_scales(data.weight, data.div, leaves[g0:g1, 1], a.dim(), data.formula)
+                    if keep_scales:
+                        kept_scales[(g0, g1)] = scales
                 cache = (factors * scales).sum(-1)                                               # [G, n, C]
                 cache_y = cache.gather(-1, y_rows.view(1, -1, 1).expand(cache.shape[0], -1, 1)).squeeze(-1)
                 cands = order[start[g0]:start[g1]]
@@ -426,11 +455,10 @@ class _SeedData:
         self.xmax = aff.amax(-1).to(f64) - 1.0                                 # [n, C]
         self.xmin = aff.amin(-1).to(f64) - 1.0
         self.w64 = weight.to(f64)
-        self.d64 = None if div is None else div.to(f64)
+        self.shift, self.d64 = divergence_shift(weight, div)
         self.b64 = base.to(f64)
         self.by64 = self.b64.gather(1, y.unsqueeze(1)).squeeze(1)              # base of the true class [n]
-        self.monotone = bool((weight >= 0).all()) and (div is None or bool((div >= 0).all())) \
-            and float(self.xmax.max()) <= 0.0
+        self.monotone = bool((weight >= 0).all()) and float(self.xmax.max()) <= 0.0     # (shifted d ≥ 0)
         self._sums: dict = {}
         self._roots: dict = {}
 
@@ -439,8 +467,9 @@ class _SeedData:
         return self.w64 if self.d64 is None else self.w64 * torch.exp(self.d64 * gamma)
 
     def sums(self, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
-        """Σ_k W_k [C], Σ_k W_k (a_k − 1) [n, C] and a bound of that sum's rounding error [n, C], with
-        W = w·exp(γ d) (monotone case; the sum is taken in float32 and its error bounded, float64 results)."""
+        """Σ_k W_k [C] and an upper and a lower bound [n, C] of Σ_k W_k (a_k − 1), with W = w·exp(γ d) (monotone
+        case; the sum is taken in float32, widened by a bound of its rounding error and clamped to
+        [W·xmin, W·xmax]; float64 results)."""
         key = 0.0 if self.d64 is None else float(gamma)
         if key not in self._sums:
             w = self.key_weights(key)
@@ -450,7 +479,8 @@ class _SeedData:
             err = prod.abs().sum(-1).to(torch.float64) * (2.0 * (k + 2) * 2.0 ** -24)
             err = err + (w - w32.to(torch.float64)).abs().sum(-1)                  # weights rounded to float32
             total = w.sum(-1)
-            self._sums[key] = (total, dot - total, err)
+            s = dot - total
+            self._sums[key] = (total, torch.minimum(s + err, total * self.xmax), torch.maximum(s - err, total * self.xmin))
         return self._sums[key]
 
     def y_bounds(self, q: Tensor, box) -> tuple[Tensor, Tensor]:
@@ -491,11 +521,9 @@ class _SeedData:
         pick_c = (lambda t: t) if q is None else (lambda t: t.index_select(0, c))
         xmax, xmin = pick(self.xmax), pick(self.xmin)
         if self.monotone and b0 >= 0:
-            w1, s1, e1 = self.sums(_ladder(g1, up=True))
-            w0, s0, e0 = self.sums(_ladder(g0, up=False))
-            w1, s1, w0, s0 = pick_c(w1), pick(s1) + pick(e1), pick_c(w0), pick(s0) - pick(e0)
-            s1 = torch.minimum(s1, w1 * xmax)                  # Σ W (a − 1) lies in [W·xmin, W·xmax]
-            s0 = torch.maximum(s0, w0 * xmin)
+            w1, s1, _ = self.sums(_ladder(g1, up=True))
+            w0, _, s0 = self.sums(_ladder(g0, up=False))
+            w1, s1, w0, s0 = pick_c(w1), pick(s1), pick_c(w0), pick(s0)
             span = xmax - xmin
             wide = span > 1e-6
             safe = torch.where(wide, span, torch.ones_like(span))
@@ -540,12 +568,12 @@ class _SeedData:
     def _root_rows(self, q: Tensor, box) -> Tensor:
         """[r, C] relevance of the rows q (see root_pairs), monotone case, α ≥ 0."""
         b0, b1, a0, a1, g0, g1 = box
+        a0, a1 = folded_alphas(a0, a1, g0, g1, self.shift)
         f32 = torch.float32
         xmax, xmin = self.xmax[q].to(f32), self.xmin[q].to(f32)
-        w1, s1, e1 = self.sums(_ladder(g1, up=True))
-        w0, s0, e0 = self.sums(_ladder(g0, up=False))
-        s1 = torch.minimum(s1[q] + e1[q], w1 * self.xmax[q]).to(f32)
-        s0 = torch.maximum(s0[q] - e0[q], w0 * self.xmin[q]).to(f32)
+        w1, s1, _ = self.sums(_ladder(g1, up=True))
+        w0, _, s0 = self.sums(_ladder(g0, up=False))
+        s1, s0 = s1[q].to(f32), s0[q].to(f32)
         w1, w0 = w1.to(f32), w0.to(f32)
         span = xmax - xmin
         wide = span > 1e-2
@@ -570,20 +598,24 @@ class _SeedData:
         return relevant
 
 
-class _RowView:
-    """The per-pair summaries of some query rows of a _SeedData (its c_bounds on those rows only)."""
+def divergence_shift(weight: Tensor, div: Tensor | None) -> tuple[float, Tensor | None]:
+    """(shift, d − shift in float64 [C, K]) with shift = the smallest divergence of a real key (w ≠ 0; padded keys
+    get 0). The bounds work with G = Σ_k w_k exp(γ (d_k − shift)) exp(β (a_k − 1)), F = exp(γ·shift)·G, and fold
+    the common factor into α (folded_alphas): APE's divergences are large and close together (≈ 9.5-10 on the
+    synthetic ImageNet-sized cache), so exp(γ d) alone would make every bound over a γ range loose by
+    exp(Δγ·d), where exp(Δγ·(d − shift)) is close to 1; the shifted divergences stay ≥ 0 (monotone case)."""
+    if div is None:
+        return 0.0, None
+    real = weight != 0
+    shift = float(div[real].min()) if bool(real.any()) else 0.0
+    return shift, torch.where(real, div.to(torch.float64) - shift, torch.zeros((), dtype=torch.float64))
 
-    def __init__(self, data: "_SeedData", q: Tensor):
-        self.xmax, self.xmin, self.b64, self.y = data.xmax[q], data.xmin[q], data.b64[q], data.y[q]
-        self.monotone, self.d64, self.w64 = data.monotone, data.d64, data.w64
-        self.key_weights = data.key_weights
-        self._data, self._q = data, q
 
-    def sums(self, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
-        w, s, e = self._data.sums(gamma)
-        return w, s[self._q], e[self._q]
-
-    c_bounds = _SeedData.c_bounds
+def folded_alphas(a0: float, a1: float, g0: float, g1: float, shift: float) -> tuple[float, float]:
+    """The range of α·exp(γ·shift) over [a0, a1] × [g0, g1] (extremes at the corners: a product of α and a
+    positive factor monotone in γ)."""
+    corners = [a * math.exp(g * shift) for a in (a0, a1) for g in (g0, g1)]
+    return min(corners), max(corners)
 
 
 def _ladder(gamma: float, up: bool) -> float:
@@ -636,12 +668,13 @@ class _Problem:
         self.order, self.cand_leaf, self.cand_alpha = order, inverse[order], alpha[order]
         counts = torch.bincount(inverse, minlength=leaves.shape[0])
         self.leaf_start = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
-        a64 = alpha.to(f64)[order]
+        a64 = (alpha.to(f64) * torch.exp(gamma.to(f64) * data.shift))[order]       # folded: α·exp(γ·shift)
         self.alpha64 = a64
         self.leaf_amin = torch.full((leaves.shape[0],), float("inf"), dtype=f64).scatter_reduce(
             0, self.cand_leaf, a64, "amin")
         self.leaf_amax = torch.full((leaves.shape[0],), float("-inf"), dtype=f64).scatter_reduce(
             0, self.cand_leaf, a64, "amax")
+        self.alpha_range = (float(alpha.min()), float(alpha.max())) if alpha.numel() else (0.0, 0.0)   # unfolded
         self.m = beta.shape[0]
         self.bonus = torch.zeros(self.m + 1, dtype=torch.int64)                # difference array, sorted order
         self.hits_sorted = torch.zeros(self.m, dtype=torch.int64)
@@ -653,8 +686,9 @@ class _Problem:
         return torch.zeros(count, dtype=x.dtype).scatter(0, inverse, x)
 
     def box_of_all(self) -> tuple:
-        return (float(self.leaf_beta.min()), float(self.leaf_beta.max()), float(self.leaf_amin.min()),
-                float(self.leaf_amax.max()), float(self.leaf_gamma.min()), float(self.leaf_gamma.max()))
+        """(β0, β1, α0, α1, γ0, γ1) holding every candidate (α as given: root_pairs folds it itself)."""
+        return (float(self.leaf_beta.min()), float(self.leaf_beta.max()), *self.alpha_range,
+                float(self.leaf_gamma.min()), float(self.leaf_gamma.max()))
 
     def solve(self, pairs: tuple[Tensor, Tensor]) -> tuple[Tensor, float]:
         n = self.data.base.shape[0]
@@ -706,9 +740,9 @@ class _Problem:
         keep_q = ~beaten & has_pair
         keep = (relevant & keep_q[li]).nonzero().squeeze(1)                    # one nonzero for every selection
         kq = queries[keep_q]
-        up, low = up.index_select(1, keep).amax(0), low.index_select(1, keep).amin(0)   # F_c − F_y over the box
+        up, low = up.amax(0).index_select(0, keep), low.amin(0).index_select(0, keep)   # F_c − F_y over the box
         pick = lambda t: t.index_select(0, keep)  # noqa: E731
-        return kq, pick(pq), pick(pc), pick(base_c) - pick(base_y), up, low, pick(slack), (a0, a1)
+        return kq, pick(pq), pick(pc), pick(base_c - base_y), up, low, pick(slack), (a0, a1)
 
     def _finish(self, lo, hi, queries, pq, pc, margin, up, low, slack, alphas):
         """Decide every (query, candidate) of leaves lo..hi−1: by the α-intervals where the bounds already

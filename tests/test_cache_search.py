@@ -197,3 +197,37 @@ def test_hits_in_pieces_equal_exhaustive_at_any_thread_count(threads, monkeypatc
     finally:
         torch.set_num_threads(saved)
     assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "tip"))
+@pytest.mark.parametrize("seed,c,k,offset", [(21, 40, 4, 9.5), (22, 15, 3, -2.0), (23, 60, 2, 30.0)])
+def test_hits_equal_exhaustive_with_large_close_divergences(seed, c, k, offset, monkeypatch):
+    """APE's divergences on many classes are large and close together (≈ 9.5-10): the bounds fold their common
+    part exp(γ·min d) into α (cache_search.divergence_shift); hits still equal the exhaustive scoring, also with
+    a negative smallest divergence, a padded key (weight 0, divergence 0) per class and a γ = 0 edge (pruned path)."""
+    import clipbridge.bridge.cache_search as cs
+
+    monkeypatch.setattr(cs, "DENSE_WORK", 0)
+    monkeypatch.setattr(cs, "DENSE_WORK_SPREAD", 0)
+    base, y, aff, weight, div = random_problem(seed, 2, 90, c, k, formula="ape", spread=1.2)
+    div = offset + 0.5 * div / 3 if offset > 0 else offset + div
+    div = div * (weight != 0)                                                 # padded keys: d = 0
+    beta, alpha, gamma = candidates(seed, 2, 80, gamma=True)
+    if offset > 20:
+        gamma = gamma / 10                                                    # keep exp(γ d) finite in float32
+    gamma[:, 5:9] = 0
+    problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, "ape")
+    got = problem.hits(beta, alpha, gamma)
+    assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
+
+
+def test_root_pass_of_the_search_box_is_computed_once_with_divergences():
+    """Candidates inside the search box reuse its root pairs across calls (the box's α is the candidates' own,
+    not the folded α·exp(γ·min d) the bounds use), and the hits still equal the exhaustive scoring."""
+    base, y, aff, weight, div = random_problem(31, 1, 70, 12, 3, formula="ape")
+    div = 9.5 + div / 6
+    problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, "ape", box=(0.0, 10.0, 0.0, 5.0, 0.0, 1.0))
+    for seed in (31, 32):
+        beta, alpha, gamma = candidates(seed, 1, 40, gamma=True)
+        got = problem.hits(beta, alpha, gamma)
+        assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
+    assert problem._seed_data                                               # pieces of seed 0's rows
+    for data in problem._seed_data.values():
+        assert list(data._roots) == [(0.0, 10.0, 0.0, 5.0, 0.0, 1.0)]

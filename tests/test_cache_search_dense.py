@@ -45,6 +45,7 @@ def loop_hits(base, y, aff, weight, div, points, formula="ape"):
 
 def hits_by(path, monkeypatch, base, y, aff, weight, div, points, formula="ape"):
     monkeypatch.setattr(cs, "DENSE_WORK", float("inf") if path == "dense" else -1.0)
+    monkeypatch.setattr(cs, "DENSE_WORK_SPREAD", float("inf") if path == "dense" else -1.0)
     monkeypatch.setattr(cs, "DENSE_SHARE", 0.0)
     monkeypatch.setattr(cs, "DENSE_ELEMENTS", 1 << 10)                       # many slices of rows, γ, candidates
     problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, formula)
@@ -105,3 +106,16 @@ def test_route_dense_for_ape_pruned_for_tip():
         got = problem.hits(cand[..., 0], cand[..., 1], cand[..., 2])
         assert torch.equal(got, loop_hits(base, y, aff, weight, d, points, formula))
         assert (problem.scored[-1] == 1.0) == (formula == "ape")
+
+
+def test_spread_out_candidates_go_dense_at_imagenet_size():
+    """The batched search's spread-out candidates (≈ 1 per β) on 4,000 queries of 1,000 classes × 16 keys are
+    scored densely (each of their leaves would be a box of its own); the official grid's close leaves on the same
+    problem (400 candidates per β) stay pruned, and so does the same spread-out set beyond DENSE_WORK_SPREAD."""
+    g = torch.Generator().manual_seed(0)
+    spread = torch.rand(470, 3, generator=g) * torch.tensor([7.0, 7.0, 1.0])
+    assert cs._dense_pays((4000, 1000, 16), spread[:, 0], spread[:, 2])
+    assert not cs._dense_pays((40000, 1000, 16), spread[:, 0], spread[:, 2])
+    official = grid([0.1 + 0.0345 * i for i in range(200)], [0.1 + 0.345 * a for a in range(20)],
+                    [0.05 * i for i in range(20)])
+    assert not cs._dense_pays((4000, 1000, 16), official[:, 0], official[:, 2])

@@ -37,12 +37,13 @@ PRUNED = ("ape grid pruned", "ape", {"search": "grid"})
 @contextmanager
 def pruned_only(on: bool):
     """bridge.cache_search without its dense path while `on`."""
-    saved = cache_search.DENSE_WORK
-    cache_search.DENSE_WORK = -1.0 if on else saved
+    saved = cache_search.DENSE_WORK, cache_search.DENSE_WORK_SPREAD
+    if on:
+        cache_search.DENSE_WORK = cache_search.DENSE_WORK_SPREAD = -1.0
     try:
         yield
     finally:
-        cache_search.DENSE_WORK = saved
+        cache_search.DENSE_WORK, cache_search.DENSE_WORK_SPREAD = saved
 
 
 def main(argv: list[str] | None = None) -> None:
