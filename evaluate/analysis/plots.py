@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from clipbridge.bridge.threads import single_thread
 from clipbridge.evaluate.analysis.measure import Measurement
 from clipbridge.evaluate.analysis.representations import RAW, Representation
 from clipbridge.evaluate.reporting.plots import pyplot
@@ -120,17 +121,13 @@ def principal_axes(points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(mean [D], the top two principal axes [D, 2], their share of the variance [2]) of points [n, D]: the
     leading eigenvectors of the scatter matrix [D, D] (torch.linalg.eigh; signs as eigh returns them).
 
-    eigh runs on one thread: a D × D eigendecomposition is hundreds of small parallel steps, and on a busy
-    CPU every step's barrier waits for a descheduled thread (D = 512: 6.8 s on two threads of this project's
-    shared 2-core VM under load, 0.08 s on one)."""
+    eigh runs on one thread (bridge.threads.single_thread): a D × D eigendecomposition is hundreds of small
+    parallel steps, and on a busy CPU every step's barrier waits for a descheduled thread (D = 512: 6.8 s on
+    two threads of this project's shared 2-core VM under load, 0.08 s on one)."""
     mean = points.mean(0)
     centred = points - mean
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         variance, vectors = torch.linalg.eigh(centred.T @ centred)                  # ascending
-    finally:
-        torch.set_num_threads(threads)
     return mean, vectors[:, [-1, -2]], variance[[-1, -2]] / variance.clamp_min(0).sum()
 
 
