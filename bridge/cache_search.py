@@ -99,6 +99,9 @@ DENSE_SHARE = 0.25
 # elements of the largest tensor the dense scoring builds at a time (bounds its memory; 4 MB slices stay in the
 # CPU's cache: 1.7× faster than 16 MB ones on APE's C = 1,000 batched search, FIGURES.md)
 DENSE_ELEMENTS = 1 << 20
+# ... on a GPU, where each slice is a few kernel launches and memory is plenty: larger slices, and always dense
+# (the pruned path's per-box Python and host synchronisations cost more there than scoring every pair)
+DEVICE_DENSE_ELEMENTS = 1 << 27
 # elements of the key scales w·exp(γ d) [leaves, C, K] that the dense scoring keeps for all its row slices
 DENSE_SCALES = 1 << 25
 
@@ -184,7 +187,7 @@ class CacheFusion:
         seed are split into independent pieces (`_pieces`) that run side by side
         (bridge.threads.map_single_threaded); a query's decisions do not depend on the piece it is in."""
         s_count, n, c = self.base.shape
-        out = torch.zeros(s_count, beta.shape[1], dtype=torch.int64)
+        out = torch.zeros(s_count, beta.shape[1], dtype=torch.int64, device=self.base.device)
         pieces = self._pieces()
         results = map_single_threaded(lambda piece: self._seed_hits(piece[0], piece[1], beta[piece[0]],
                                                                     alpha[piece[0]], gamma[piece[0]]), pieces)
@@ -223,8 +226,10 @@ class CacheFusion:
         box = problem.box_of_all()
         if self.box is not None and _inside(box, self.box):
             box = self.box
-        pairs = data.root_pairs(box)
         n, c, _ = data.aff.shape
+        if data.aff.device.type != "cpu":
+            return dense_hits(data, beta, alpha, gamma), float(n * c * m)
+        pairs = data.root_pairs(box)
         if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and _dense_pays(data.aff.shape, beta, gamma):
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)
         return problem.solve(pairs)
@@ -272,7 +277,7 @@ class CacheFusion:
         leaves (leaf_cache_terms), then per leaf the log-softmax of base + α·F at each distinct α of the leaf's
         candidates (bridge.search pads a seed's candidates by repeating one)."""
         s_count = self.base.shape[0]
-        out = torch.zeros(s_count, beta.shape[1], dtype=self.base.dtype)
+        out = torch.zeros(s_count, beta.shape[1], dtype=self.base.dtype, device=self.base.device)
         pieces = []
         for s in range(s_count):
             if not bool(torch.isfinite(beta[s]).any()):                   # not needed (bridge.search.LazyScore)
@@ -301,7 +306,7 @@ class CacheFusion:
         weight = self.weight[s].reshape(c, self.keys)
         div = None if self.div is None else self.div[s].reshape(c, self.keys)
         cands = [(inverse == leaf).nonzero().squeeze(1) for leaf in part.tolist()]
-        total = torch.zeros(inverse.shape[0], dtype=self.base.dtype)
+        total = torch.zeros(inverse.shape[0], dtype=self.base.dtype, device=self.base.device)
         work = 0.0
         for r0 in range(0, n, self.rows()):
             rows = slice(r0, min(n, r0 + self.rows()))
@@ -330,9 +335,9 @@ def leaf_cache_terms(aff: Tensor, weight: Tensor, div: Tensor | None, beta: Tens
     (tip: 1 − a, given as `shifted` [n, C, K] or computed once per slice; key scales of exactly 1 everywhere
     are not multiplied)."""
     n, c, k = aff.shape
-    out = torch.empty(beta.shape[0], n, c, dtype=aff.dtype)
-    step = max(1, SECONDARY_ROWS // max(1, c * k))
-    buffer = torch.empty(min(step, n), c, k, dtype=aff.dtype)
+    out = torch.empty(beta.shape[0], n, c, dtype=aff.dtype, device=aff.device)
+    step = max(1, (SECONDARY_ROWS if aff.device.type == "cpu" else DEVICE_DENSE_ELEMENTS) // max(1, c * k))
+    buffer = torch.empty(min(step, n), c, k, dtype=aff.dtype, device=aff.device)
     scales = [key_scales(weight, div, gamma[j:j + 1], 2, formula) for j in range(beta.shape[0])]
     scales = [None if bool((w == 1).all()) else w.reshape(c, k) for w in scales]
     values = beta.tolist()
@@ -381,20 +386,20 @@ def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) ->
     m = beta.shape[0]
     leaves, inverse = torch.unique(torch.stack([beta, gamma], -1), dim=0, return_inverse=True)   # β-major
     order = torch.argsort(inverse, stable=True)
-    start = torch.cat([torch.zeros(1, dtype=torch.int64),
-                       torch.bincount(inverse, minlength=leaves.shape[0]).cumsum(0)]).tolist()
+    start = [0] + torch.bincount(inverse, minlength=leaves.shape[0]).cumsum(0).tolist()
     _, per_beta = torch.unique_consecutive(leaves[:, 0], return_counts=True)
     beta_start = [0] + per_beta.cumsum(0).tolist()
-    out = torch.zeros(m, dtype=torch.int64)
-    row_step = max(1, DENSE_ELEMENTS // (c * k))
+    out = torch.zeros(m, dtype=torch.int64, device=aff.device)
+    elements = DENSE_ELEMENTS if aff.device.type == "cpu" else DEVICE_DENSE_ELEMENTS
+    row_step = max(1, elements // (c * k))
     kept_scales = {}                    # key scales [G, 1, C, K] per γ slice, computed once for all row slices
     keep_scales = leaves.shape[0] * c * k <= DENSE_SCALES
     for r0 in range(0, n, row_step):
         a, b_rows, y_rows = aff[r0:r0 + row_step], base[r0:r0 + row_step], y[r0:r0 + row_step]
         base_y = b_rows.gather(1, y_rows.unsqueeze(1)).squeeze(1)                                 # [n]
         rows = a.shape[0]
-        gamma_step = max(1, DENSE_ELEMENTS // (rows * c * k))
-        cand_step = max(1, DENSE_ELEMENTS // (rows * c))
+        gamma_step = max(1, elements // (rows * c * k))
+        cand_step = max(1, elements // (rows * c))
         for l0, l1 in zip(beta_start[:-1], beta_start[1:]):
             factors = key_factors(a, leaves[l0:l0 + 1, 0], data.formula)                        # [1, n, C, K]
             for g0 in range(l0, l1, gamma_step):
@@ -432,12 +437,12 @@ def first_max_is(logits: Tensor, at_y: Tensor, y: Tensor) -> Tensor:
     argmax): y is first iff it beats every other class, or ties their maximum with no class before y reaching it
     (torch.argmax's first maximum). Overwrites the logits at y."""
     c = logits.shape[-1]
-    logits[:, torch.arange(y.shape[0]), y] = float("-inf")
+    logits[:, torch.arange(y.shape[0], device=y.device), y] = float("-inf")
     other = logits.amax(-1)
     first = at_y > other
     tied = (at_y == other).nonzero(as_tuple=True)
     if tied[0].numel():
-        before = torch.arange(c) < y[tied[1]].unsqueeze(1)
+        before = torch.arange(c, device=y.device) < y[tied[1]].unsqueeze(1)
         first[tied] = ~((logits[tied] == at_y[tied].unsqueeze(1)) & before).any(1)
     return first
 

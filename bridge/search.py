@@ -83,7 +83,7 @@ def batched_search(score: Score, low: Tensor, high: Tensor, *, num_seeds: int, r
     first = torch.stack([eng.draw(per_round).to(torch.float64) for eng in engines]) if per_round \
         else torch.empty(s, 0, p, dtype=torch.float64)
     if grid is not None and grid.shape[0]:
-        first = torch.cat([box.to_unit(grid.to(torch.float64)).unsqueeze(0).expand(s, -1, -1), first], 1)
+        first = torch.cat([box.to_unit(grid.detach().to("cpu", torch.float64)).unsqueeze(0).expand(s, -1, -1), first], 1)
     pool = _Pool.empty(s, p, elites)
     resolve = _resolver(score, box) if isinstance(score, LazyScore) else None
     pool = pool.merge(first, *_evaluate(score, box, first), resolve=resolve)

@@ -69,7 +69,8 @@ def fusion_search(hp: dict, base: Tensor, val_q: Tensor, val_y: Tensor, keys: Te
                           box=(hp["beta_low"], hp["beta_high"], hp["alpha_low"], hp["alpha_high"], 0.0, 0.0))
     low, high = [hp["alpha_low"], hp["beta_low"]], [hp["alpha_high"], hp["beta_high"]]
     beta_alpha = box_grid(low[::-1], high[::-1], [int(hp["grid_beta"]), int(hp["grid_alpha"])],
-                          endpoint=bool(hp["grid_endpoint"]), dtype=base.dtype)   # β outer, as the official loop
+                          endpoint=bool(hp["grid_endpoint"]), dtype=base.dtype,
+                          device=base.device)                                      # β outer, as the official loop
     score = CacheFusionScore(problem, beta=1, alpha=0)
     if hp["search"] == "grid":
         alpha_beta = beta_alpha.flip(-1)

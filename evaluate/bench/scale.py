@@ -17,6 +17,10 @@ printed too (other processes share the CPU).
 FILE compares this run's choices with such a file and exits non-zero on any difference (the before/after
 check of issue 21: faster searches must choose the same hyper-parameters).
 --val-queries N adds a paper-protocol run whose validation set is the cache's N val images (ImageNet: 50,000).
+--device cuda fits on the GPU (times synchronised; peak MB is then the GPU's peak allocation), --precision picks
+the fits' matrix-product precision (bridge.precision; default fp32, the figures' reference). --in-process fits
+in this process (one CUDA start-up for all fits; a fit past --timeout is stopped at its next Python line, and
+peak MB is only meaningful on CUDA), --budget stops starting fits after that many seconds (a device's lease).
 """
 from __future__ import annotations
 
@@ -43,18 +47,49 @@ def _fit_child(spec: dict) -> dict:
     import clipbridge as cb
     from clipbridge.cache.reader import open_cache
 
+    import torch
+
+    device = spec.get("device", "cpu")
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     cache = open_cache(spec["cache"])
     start, cpu_start = time.perf_counter(), time.process_time()
     run = cb.fit(cache, method=spec["method"], shots=spec["shots"], seeds=spec["seeds"], recipe=spec["recipe"],
-                 protocol=spec["protocol"], hparams=spec.get("hparams") or None, device="cpu")
+                 protocol=spec["protocol"], hparams=spec.get("hparams") or None, device=device,
+                 precision=spec.get("precision", "fp32"))
+    if cuda:
+        torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     info = run.state.info
     chosen = json.loads(json.dumps(run.state.hparams, default=str))
+    peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     return {"fit_seconds": float(info.get("fit_seconds", wall)), "wall_seconds": wall, "cpu_seconds": cpu,
-            "search_seconds": float(info.get("search_seconds", 0.0)),
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "search_seconds": float(info.get("search_seconds", 0.0)), "peak_mb": peak,
             "scored_share": info.get("search_scored_share"), "chosen": chosen,
-            "val_accuracy": info.get("val_accuracy")}
+            "val_accuracy": info.get("val_accuracy"), "precision": run.meta.get("precision")}
+
+
+def _run_in_process(spec: dict, timeout: float) -> dict:
+    """_fit_child in this process, stopped (SIGALRM) at its first Python line after `timeout` seconds."""
+    import signal
+
+    def stop(*_):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return _fit_child(spec)
+    except TimeoutError:
+        return {"error": f"not finished after {timeout:.0f} s"}
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports a failed fit and goes on
+        return {"error": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _run_child(spec: dict, timeout: float) -> dict:
@@ -68,6 +103,33 @@ def _run_child(spec: dict, timeout: float) -> dict:
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["?"]
         return {"error": f"failed: {tail[0]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _warm_up(device: str, cache: str, shots: int) -> None:
+    """One untimed zero-shot fit and product on `device`: the CUDA context and the GEMM libraries start here,
+    not inside the first timed fit."""
+    import torch
+
+    torch.ones(64, 64, device=device).matmul(torch.ones(64, 64, device=device))
+    _fit_child({"cache": cache, "method": "zeroshot", "shots": shots, "seeds": [1], "recipe": "uniform",
+                "protocol": "clean", "device": device, "precision": "fp32"})
+
+
+def _checked_device(name: str, precision: str, methods: list[str]) -> str:
+    """The device's name (cpu, cuda:i) after refusing, before any cache is written, a device this machine does
+    not have or a precision it cannot run (one line, SystemExit)."""
+    from clipbridge.bridge.devices import resolve_device
+    from clipbridge.bridge.errors import BridgeInputError
+    from clipbridge.bridge.precision import resolve_precision
+    from clipbridge.errors import ClipBridgeError
+
+    try:
+        device = resolve_device(name)
+        for method in methods:
+            resolve_precision(precision, method, device)
+    except (ClipBridgeError, BridgeInputError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return str(device)
 
 
 def _write_cache(folder: Path, classes: int, val: int, methods: list[str], shots: int, seed: int = 0) -> Path:
@@ -104,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fit with --protocol paper on a cache of this many val images (largest C)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per fit (child process)")
     parser.add_argument("--hparam", action="append", default=[], metavar="METHOD.KEY=VALUE")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--precision", default="fp32", help="auto, fp32, bf16 or tf32 (bridge.precision)")
+    parser.add_argument("--in-process", action="store_true", help="fit in this process (no child per fit)")
+    parser.add_argument("--budget", type=float, default=0.0, help="start no fit after this many seconds (0: none)")
     parser.add_argument("--save-choices", help="write the chosen hyper-parameters to this JSON file")
     parser.add_argument("--check-choices", help="compare the chosen hyper-parameters with this JSON file")
     args = parser.parse_args(argv)
@@ -119,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_int_list(args.seeds, "--seeds")
     recipes = [r for r in args.recipes.split(",") if r]
     overrides = method_hparams(args.hparam, methods)
-    print(f"scale: methods {', '.join(methods)}; C = {classes}; K = {args.shots}, D = W = 512, seeds {seeds}, "
+    device = _checked_device(args.device, args.precision, methods)
+    began = time.perf_counter()
+    print(f"scale: device {device}, precision {args.precision}; methods {', '.join(methods)}; C = {classes}; K = {args.shots}, D = W = 512, seeds {seeds}, "
           f"recipes {recipes}, val {args.val_per_class}/class (clean protocol); OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; load average {os.getloadavg()[0]:.2f} on "
           f"{os.cpu_count()} CPUs")
@@ -133,14 +201,20 @@ def main(argv: list[str] | None = None) -> int:
             c = max(classes)
             cache = _write_cache(Path(tmp), c, args.val_queries, methods, args.shots)
             runs += [(c, "paper", "paper", cache)]
+        if args.in_process and device.startswith("cuda") and runs:
+            _warm_up(device, str(runs[0][3]), args.shots)
         print(f"{'method':>13} {'recipe':>7} {'protocol':>8} {'C':>5} {'Nv':>6} {'fit s':>8} {'total s':>8} {'cpu s':>8} "
               f"{'peak MB':>8} {'scored share':>14}")
         for method in methods:
             for c, recipe, protocol, cache in runs:
                 nv = args.val_queries if protocol == "paper" else args.val_per_class * c
                 spec = {"cache": str(cache), "method": method, "shots": args.shots, "seeds": seeds,
-                        "recipe": recipe, "protocol": protocol, "hparams": overrides.get(method, {})}
-                out = _run_child(spec, args.timeout)
+                        "recipe": recipe, "protocol": protocol, "hparams": overrides.get(method, {}),
+                        "device": device, "precision": args.precision}
+                if args.budget and time.perf_counter() - began > args.budget:
+                    out = {"error": f"not started (--budget {args.budget:.0f} s spent)"}
+                else:
+                    out = (_run_in_process if args.in_process else _run_child)(spec, args.timeout)
                 key = f"{method}|{recipe}|{protocol}|C{c}"
                 results[key] = out
                 if "error" in out:
