@@ -221,14 +221,14 @@ class CacheFusion:
         m = beta.shape[0]
         data = self._data(s, rows)
         if data is None or m == 0:
-            return torch.zeros(m, dtype=torch.int64), 0.0
+            return torch.zeros(m, dtype=torch.int64, device=self.base.device), 0.0
+        n, c, _ = data.aff.shape
+        if data.aff.device.type != "cpu":
+            return dense_hits(data, beta, alpha, gamma), float(n * c * m)
         problem = _Problem(data, beta, alpha, gamma)
         box = problem.box_of_all()
         if self.box is not None and _inside(box, self.box):
             box = self.box
-        n, c, _ = data.aff.shape
-        if data.aff.device.type != "cpu":
-            return dense_hits(data, beta, alpha, gamma), float(n * c * m)
         pairs = data.root_pairs(box)
         if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and _dense_pays(data.aff.shape, beta, gamma):
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Callable, Sequence, TypeVar
 
 from clipbridge.bridge.errors import BridgeInputError
@@ -109,10 +109,21 @@ def map_single_threaded(fn: Callable[[T], R], items: Sequence[T], workers: int |
         if workers <= 1:
             return [fn(item) for item in items]
         grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+        modes = _function_modes()
 
-        def run(item: T) -> R:                             # autograd modes are per thread: the caller's
-            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+        def run(item: T) -> R:              # autograd and torch function modes are per thread: the caller's
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad), ExitStack() as stack:
+                for mode in modes:
+                    stack.enter_context(mode)
                 return fn(item)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(run, items))
+
+
+def _function_modes() -> list:
+    """The calling thread's torch function modes, outermost first (bridge.precision's reduced-precision products,
+    for one): a worker thread starts without them and must enter them itself."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    return list(_get_current_function_mode_stack())

@@ -74,7 +74,8 @@ def search_alpha(hp: dict, base: Tensor, extra: Tensor, val_y: Tensor, seeds: tu
     """α per seed by hp["search"] (module docstring) for the validation logits base + α·extra (both
     [S, Nv, C]; labels val_y [S, Nv], -1 = padding). Returns best [S, 1]."""
     start = time.perf_counter()
-    grid = log_grid(hp["alpha_low"], hp["alpha_high"], int(hp["alpha_points"]), dtype=base.dtype).unsqueeze(-1)
+    grid = log_grid(hp["alpha_low"], hp["alpha_high"], int(hp["alpha_points"]), dtype=base.dtype,
+                    device=base.device).unsqueeze(-1)
     score = linear_fusion_scorer(base, extra, val_y)
     if hp["search"] == "grid":
         accuracy, _ = score(grid.unsqueeze(0).expand(base.shape[0], -1, -1))
