@@ -39,3 +39,23 @@ def test_fit_and_extract_refuse_tpu_in_one_line(command, tmp_path, capsys, monke
     code = cli.main([*command, "--device", "tpu", "--cache-root", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and err.startswith("error: --device 'tpu': this machine has auto, cpu")
+
+
+@pytest.mark.parametrize("bench", ["scale", "paper_grid"])
+def test_the_benchmarks_refuse_an_absent_device_in_one_line_before_any_work(bench, tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"clipbridge.evaluate.bench.{bench}")
+    with pytest.raises(SystemExit) as stopped:
+        module.main(["--device", "cuda:99"])
+    assert str(stopped.value).startswith("error: --device 'cuda:99'") and "\n" not in str(stopped.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_scale_benchmark_refuses_a_precision_the_device_cannot_run():
+    from clipbridge.evaluate.bench.options import checked_device
+
+    with pytest.raises(SystemExit, match="^error: precision tf32 needs a CUDA device"):
+        checked_device("cpu", "tf32", ["gda"])
+    assert checked_device("cpu", "bf16", ["gda"]) == "cpu"

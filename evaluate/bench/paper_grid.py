@@ -68,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="1-3")
     parser.add_argument("--train-fraction", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="train fraction 0.02, three small datasets")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (the GPU figure)")
     args = parser.parse_args(argv)
     from clipbridge.bridge.ops import benchmark_process
 
     benchmark_process(None)
     from clipbridge.cache.synthetic import write_synthetic_cache
+    from clipbridge.evaluate.bench.options import checked_device
     from clipbridge.evaluate.bench.grid import BenchSpec, run_bench
     from clipbridge.cache.options import parse_int_list
     from clipbridge.evaluate.commands.options import method_names
@@ -87,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown dataset(s) {unknown}; known: {', '.join(COOP_SPLITS)}")
     methods = method_names(args.methods)
+    device = checked_device(args.device)
     shots, seeds = parse_int_list(args.shots, "--shots"), parse_int_list(args.seeds, "--seeds")
-    print(f"paper grid: {len(names)} datasets, {len(methods)} methods, shots {shots}, seeds {seeds}, recipe paper, "
+    print(f"paper grid on {device}: {len(names)} datasets, {len(methods)} methods, shots {shots}, seeds {seeds}, recipe paper, "
           f"protocol clean; trained schedules x{fraction:g} (extrapolated linearly when < 1); OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.2f}")
     totals: dict[str, float] = {m: 0.0 for m in methods}
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                                   dataset=dataset,
                                   named_cupl=tuple(name.partition(':')[2] for name in (APE_CUPL, SEMOBRIDGE_CUPL)))
             spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
-                             device="cpu", hparams=overrides, recipe="paper")
+                             device=device, hparams=overrides, recipe="paper")
             start, cpu_start = time.perf_counter(), time.process_time()
             run_bench(spec, Path(folder) / "results", "paper-grid", progress=False, echo=lambda text: None)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         print(f"{method:>14}: {totals[method]:9.1f} s")
     print(f"{'total':>14}: fit {sum(totals.values()):.1f} s; whole bench {whole:.1f} s ({whole / 3600:.2f} h) on "
-          f"this CPU, load average {os.getloadavg()[0]:.2f}")
+          f"{device}, load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -115,23 +115,6 @@ def _warm_up(device: str, cache: str, shots: int) -> None:
                 "protocol": "clean", "device": device, "precision": "fp32"})
 
 
-def _checked_device(name: str, precision: str, methods: list[str]) -> str:
-    """The device's name (cpu, cuda:i) after refusing, before any cache is written, a device this machine does
-    not have or a precision it cannot run (one line, SystemExit)."""
-    from clipbridge.bridge.devices import resolve_device
-    from clipbridge.bridge.errors import BridgeInputError
-    from clipbridge.bridge.precision import resolve_precision
-    from clipbridge.errors import ClipBridgeError
-
-    try:
-        device = resolve_device(name)
-        for method in methods:
-            resolve_precision(precision, method, device)
-    except (ClipBridgeError, BridgeInputError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    return str(device)
-
-
 def _write_cache(folder: Path, classes: int, val: int, methods: list[str], shots: int, seed: int = 0) -> Path:
     from clipbridge.cache.synthetic import write_synthetic_cache
     from clipbridge.bridge.recipes import recipe_families
@@ -178,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from clipbridge.cache.options import parse_int_list
+    from clipbridge.evaluate.bench.options import checked_device
     from clipbridge.evaluate.commands.options import method_hparams
 
     methods = [m for m in args.methods.split(",") if m]
@@ -185,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_int_list(args.seeds, "--seeds")
     recipes = [r for r in args.recipes.split(",") if r]
     overrides = method_hparams(args.hparam, methods)
-    device = _checked_device(args.device, args.precision, methods)
+    device = checked_device(args.device, args.precision, methods)
     began = time.perf_counter()
     print(f"scale: device {device}, precision {args.precision}; methods {', '.join(methods)}; C = {classes}; K = {args.shots}, D = W = 512, seeds {seeds}, "
           f"recipes {recipes}, val {args.val_per_class}/class (clean protocol); OMP_NUM_THREADS="
