@@ -27,3 +27,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fake-cuda", action="store_true",
+                     help="run every test as on a machine with one GPU, imitated on the CPU (tests/fake_cuda.py): "
+                          "torch reports a CUDA device, so device 'auto' picks it")
+
+
+@pytest.fixture(autouse=True)
+def imitated_gpu(request):
+    """With --fake-cuda: the test runs inside fake_cuda() (torch reports one CUDA device)."""
+    if not request.config.getoption("--fake-cuda"):
+        yield
+        return
+    from fake_cuda import fake_cuda
+
+    with fake_cuda():
+        yield

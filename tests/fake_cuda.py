@@ -10,7 +10,7 @@ refuses is refused the same way:
   - numpy() of a device tensor.
 Moves behave as on a GPU: `.to("cuda")`, `.cuda()`, `.to(device_tensor)` and factories given `device=` a cuda
 device return device tensors, `.cpu()` and `.to("cpu")` plain ones. Code that asks torch.cuda itself (streams,
-synchronize, memory statistics) is not imitated: the fake covers what tensors do.
+kernels, devices' properties) is not imitated beyond what fake_cuda() answers: the fake covers what tensors do.
 
 Worker threads see the fake only where the code under test carries the caller's torch function modes into them
 (bridge.threads.map_single_threaded does).
@@ -152,8 +152,35 @@ class FakeCuda(TorchFunctionMode):
         return _cross(out, target) if out is x else (on_device(out) if target else on_host(out))
 
 
+def _load(load):
+    """torch.load that maps what it loads to the imitated device when asked (map_location cuda)."""
+    def loaded(*args, map_location=None, **kwargs):
+        if _target(map_location) is not True:
+            return load(*args, map_location=map_location, **kwargs)
+        out = load(*args, map_location="cpu", **kwargs)
+        return {k: on_device(v) for k, v in out.items()} if isinstance(out, dict) else on_device(out)
+    return loaded
+
+
 @contextlib.contextmanager
 def fake_cuda() -> Iterator[None]:
-    """Imitate a CUDA device for the block (module docstring)."""
-    with FakeCuda():
-        yield
+    """Imitate a CUDA device for the block (module docstring): torch reports one CUDA device (so device "auto"
+    picks it), torch.cuda's timing and memory calls answer as on an idle GPU, torch.load maps to it."""
+    answers = {"is_available": lambda: True, "device_count": lambda: 1, "synchronize": lambda *a, **k: None,
+               "reset_peak_memory_stats": lambda *a, **k: None, "max_memory_allocated": lambda *a, **k: 0,
+               "empty_cache": lambda: None, "get_device_name": lambda *a, **k: "fake CUDA device (CPU)",
+               "manual_seed_all": lambda *a, **k: None}
+    saved = {name: getattr(torch.cuda, name) for name in answers}
+    saved_load, saved_accelerator = torch.load, torch.accelerator.current_accelerator
+    try:
+        for name, answer in answers.items():
+            setattr(torch.cuda, name, answer)
+        torch.load = _load(saved_load)
+        # torch's optimisers ask the accelerator for graph capture: no real one is there to ask
+        torch.accelerator.current_accelerator = lambda *args, **kwargs: None
+        with FakeCuda():
+            yield
+    finally:
+        for name, original in saved.items():
+            setattr(torch.cuda, name, original)
+        torch.load, torch.accelerator.current_accelerator = saved_load, saved_accelerator
