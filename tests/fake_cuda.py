@@ -104,6 +104,8 @@ class FakeCuda(TorchFunctionMode):
                             "to host memory first. (fake_cuda)")
         if func is Tensor.to:
             return self._move(func, args, kwargs)
+        if func is torch._C._nn._parse_to:                   # Module.to reads its device here: keep it
+            return func(*args, **kwargs)
         target = _target(kwargs.get("device"))
         if target is not None:
             kwargs["device"] = "cpu"
@@ -124,7 +126,7 @@ class FakeCuda(TorchFunctionMode):
 
     @staticmethod
     def _check(func, name: str, args: tuple, kwargs: dict) -> None:
-        if func is Tensor.copy_:
+        if func is Tensor.copy_ or func is torch._has_compatible_shallow_copy_type:     # a copy; a type query
             return
         if func in (Tensor.__getitem__, Tensor.__setitem__):
             self_, index = args[0], list(_leaves(args[1]))
@@ -165,22 +167,27 @@ def _load(load):
 @contextlib.contextmanager
 def fake_cuda() -> Iterator[None]:
     """Imitate a CUDA device for the block (module docstring): torch reports one CUDA device (so device "auto"
-    picks it), torch.cuda's timing and memory calls answer as on an idle GPU, torch.load maps to it."""
+    picks it), torch.cuda's timing and memory calls answer as on an idle GPU, torch.load maps to it, and
+    nn.Module.to("cuda") gives the module device parameters."""
     answers = {"is_available": lambda: True, "device_count": lambda: 1, "synchronize": lambda *a, **k: None,
                "reset_peak_memory_stats": lambda *a, **k: None, "max_memory_allocated": lambda *a, **k: 0,
                "empty_cache": lambda: None, "get_device_name": lambda *a, **k: "fake CUDA device (CPU)",
                "manual_seed_all": lambda *a, **k: None}
     saved = {name: getattr(torch.cuda, name) for name in answers}
     saved_load, saved_accelerator = torch.load, torch.accelerator.current_accelerator
+    overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
     try:
         for name, answer in answers.items():
             setattr(torch.cuda, name, answer)
         torch.load = _load(saved_load)
         # torch's optimisers ask the accelerator for graph capture: no real one is there to ask
         torch.accelerator.current_accelerator = lambda *args, **kwargs: None
+        # Module.to replaces parameters instead of assigning .data, so that they become device tensors too
+        torch.__future__.set_overwrite_module_params_on_conversion(True)
         with FakeCuda():
             yield
     finally:
         for name, original in saved.items():
             setattr(torch.cuda, name, original)
         torch.load, torch.accelerator.current_accelerator = saved_load, saved_accelerator
+        torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
