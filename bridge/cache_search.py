@@ -203,14 +203,15 @@ class CacheFusion:
 
     def _pieces(self) -> list[tuple[int, slice]]:
         """(seed, rows) pieces of the hit counts: each row chunk (`rows`) cut into as many parts as make at least
-        two pieces per torch thread (the seeds alone would leave a thread idle, e.g. 3 seeds on 2), after the
-        chunks' affinities are computed (side by side, once, when kept)."""
+        two pieces per torch thread (the seeds alone would leave a thread idle, e.g. 3 seeds on 2; on a GPU whole
+        chunks: its kernels are wide already), after the chunks' affinities are computed (side by side, once,
+        when kept)."""
         s_count, n, _ = self.base.shape
         chunks = [(s, slice(r0, min(n, r0 + self.rows()))) for s in range(s_count) for r0 in range(0, n, self.rows())]
         if self.keep:
             missing = [(s, r) for s, r in chunks if (s, r.start, r.stop) not in self._kept]
             map_single_threaded(lambda chunk: self.affinities(*chunk), missing)
-        parts = max(1, -(-2 * torch.get_num_threads() // len(chunks)))
+        parts = 1 if self.base.device.type != "cpu" else max(1, -(-2 * torch.get_num_threads() // len(chunks)))
         pieces = []
         for s, rows in chunks:
             step = -(-(rows.stop - rows.start) // parts)
@@ -284,7 +285,8 @@ class CacheFusion:
                 out[s] = float("nan")
                 continue
             leaves, inverse = torch.unique(torch.stack([gamma[s], beta[s]], -1), dim=0, return_inverse=True)
-            groups = max(1, min(leaves.shape[0], torch.get_num_threads()))   # a seed's leaves over the workers
+            workers = torch.get_num_threads() if self.base.device.type == "cpu" else 1    # a GPU: whole seeds
+            groups = max(1, min(leaves.shape[0], workers))                   # a seed's leaves over the workers
             pieces += [(s, leaves, inverse, part) for part in torch.arange(leaves.shape[0]).tensor_split(groups)]
         if self.formula == "tip":                                  # 1 − a of the pieces' seeds, side by side, once
             n = self.base.shape[1]
