@@ -63,6 +63,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from clipbridge.bridge import cache_screen
 from clipbridge.bridge.threads import map_single_threaded
 
 FORMULAS = ("tip", "ape")
@@ -99,6 +100,9 @@ DENSE_SHARE = 0.25
 # elements of the largest tensor the dense scoring builds at a time (bounds its memory; 4 MB slices stay in the
 # CPU's cache: 1.7× faster than 16 MB ones on APE's C = 1,000 batched search, FIGURES.md)
 DENSE_ELEMENTS = 1 << 20
+# (query, class) pairs of a seed's query chunk from which APE's hits are counted by bridge.cache_screen (a float32
+# bound per pair and leaf, exact suspects and undecided pairs) instead of densely or by boxes
+SCREEN_PAIRS = 1 << 18
 # elements of the key scales w·exp(γ d) [leaves, C, K] that the dense scoring keeps for all its row slices
 DENSE_SCALES = 1 << 25
 
@@ -223,8 +227,10 @@ class CacheFusion:
         box = problem.box_of_all()
         if self.box is not None and _inside(box, self.box):
             box = self.box
-        pairs = data.root_pairs(box)
         n, c, _ = data.aff.shape
+        if n * c >= SCREEN_PAIRS and self.formula == "ape" and cache_screen.applies(data.weight, beta, alpha, gamma):
+            return cache_screen.screened_hits(data.screen(), beta, alpha, gamma)
+        pairs = data.root_pairs(box)
         if pairs[0].numel() >= DENSE_SHARE * n * (c - 1) and _dense_pays(data.aff.shape, beta, gamma):
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)
         return problem.solve(pairs)
@@ -461,6 +467,15 @@ class _SeedData:
         self.monotone = bool((weight >= 0).all()) and float(self.xmax.max()) <= 0.0     # (shifted d ≥ 0)
         self._sums: dict = {}
         self._roots: dict = {}
+        self._screen = None
+
+    def screen(self) -> cache_screen.Screen:
+        """The bridge.cache_screen preparation of these queries (made once)."""
+        if self._screen is None:
+            formula = self.formula
+            self._screen = cache_screen.Screen(self.aff, self.base, self.y, self.weight, self.div,
+                                               lambda a, w, d, b, g: exact_terms(a, w, d, b, g, formula))
+        return self._screen
 
     def key_weights(self, gamma: float) -> Tensor:
         """[C, K] w·exp(γ d) in float64."""
