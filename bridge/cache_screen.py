@@ -36,6 +36,12 @@ MOMENT_ORDER = 2
 # suspects per proxy (zero-shot logit, mean affinity, largest affinity, cache term at SUSPECT_BETA)
 SUSPECTS_PER_PROXY = 3
 SUSPECT_BETA = 3.5
+# candidates per leaf from which a query's sure α are found as one interval (`Screen._zones`) instead of α by α
+ZONE_ALPHAS = 4
+# leaves of one γ (consecutive β) whose items are first decided together (Screen.box_right)
+BOX_LEAVES = 16
+# critical classes per query (on average) up to which a box's items left are scored exactly on them
+CRITICAL_CLASSES = 64
 # relative widening of the float32 upper bound (its own rounding is a few 1e-7)
 RELATIVE_SLACK = 1e-4
 # absolute slack per query, relative to max_c |base| + |l_y| (the exhaustive logits' rounding is ~1e-7 of that)
@@ -91,19 +97,21 @@ class Screen:
         orders = MOMENT_ORDER + 2
         wd = torch.stack([self.w64 * delta ** j for j in range(orders)])                 # [J+2, C, K]
         wd32 = _round_up(wd).to(aff.dtype)
-        # per query: a_min − 1, a_max − 1, 1/span (0 where span = 0: then D = 0), the moments N_j  [n, 3 + J+2, C]
-        self.packed = torch.empty(n, 3 + orders, c, dtype=aff.dtype)
-        self.packed[:, 0], self.packed[:, 1] = amin - 1, amax - 1
-        self.packed[:, 2] = torch.where(span > 0, 1 / span, torch.zeros_like(span)) * (1 + 1e-6)
+        # per query: base, a_min − 1, a_max − 1, 1/span (0 where span = 0: then D = 0), the moments N_j
+        # [n, 4 + J+2, C] (one gather per block of rows)
+        self.packed = torch.empty(n, 4 + orders, c, dtype=aff.dtype)
+        self.packed[:, 0], self.packed[:, 1], self.packed[:, 2] = base, amin - 1, amax - 1
+        self.packed[:, 3] = torch.where(span > 0, 1 / span, torch.zeros_like(span)) * (1 + 1e-6)
         step = max(1, SCREEN_ELEMENTS // (c * k) * 4)
         for r0 in range(0, n, step):
             diff = aff[r0:r0 + step] - amin[r0:r0 + step].unsqueeze(-1)                   # ≥ 0 (monotone rounding)
-            self.packed[r0:r0 + step, 3:] = torch.einsum("nck,jck->njc", diff, wd32) * (1 + 1e-5)   # + sums' rounding
+            self.packed[r0:r0 + step, 4:] = torch.einsum("nck,jck->njc", diff, wd32) * (1 + 1e-5)   # + sums' rounding
         self.bmax = base.abs().amax(-1)                                                   # [n]
         self.base_y = base.gather(1, y.unsqueeze(1)).squeeze(1)
         self.suspects = suspect_classes(aff, base, y, SUSPECTS_PER_PROXY)                 # [n, T]
         rows = torch.arange(n)
         self.aff_y = aff[rows, y]                                                         # [n, K]
+        self.x_ref = self.aff_y.to(f64).mean(-1) - 1                                      # [n] (box_right)
         self.aff_s = aff[rows.unsqueeze(1), self.suspects]                                # [n, T, K]
         self.base_s = base.gather(1, self.suspects)                                       # [n, T]
 
@@ -115,20 +123,113 @@ class Screen:
     def leaf_right(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, float]:
         """([m, n] whether each query is right at candidates (β, alphas[i], γ), pairs scored exactly) for one leaf:
         beta, gamma 0-d and alpha [m] in the working dtype."""
-        n, c, _ = self.aff.shape
-        y = self.y
-        f_y = self._exact(self.aff_y, y, beta, gamma)                                     # [n]
+        f_y, l_y, wrong, work = self.witness(beta, gamma, alpha)
+        right = torch.zeros_like(wrong)
+        return right, work + self.settle(beta, gamma, alpha, f_y, l_y, ~wrong, right)
+
+    def witness(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+        """(F_y [n], l_y [m, n], wrong [m, n], pairs scored) at one leaf: the exact cache term and logit of the
+        true class, and the queries a suspect beats (torch.argmax's tie rule: a class before y wins a tie)."""
+        n = self.aff.shape[0]
+        f_y = self._exact(self.aff_y, self.y, beta, gamma)                                # [n]
         f_s = self._exact(self.aff_s, self.suspects, beta, gamma)                         # [n, T]
         a = alpha.view(-1, 1)
         l_y = self.base_y + a * f_y                                                       # [m, n]
         l_s = self.base_s + a.unsqueeze(-1) * f_s                                         # [m, n, T]
-        before = self.suspects < y.unsqueeze(1)
+        before = self.suspects < self.y.unsqueeze(1)
         wrong = torch.where(before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)     # [m, n]
-        right = torch.zeros_like(wrong)
-        work = float(n * (1 + self.suspects.shape[1]) * alpha.shape[0])
-        open_mask = (~wrong).any(0)
+        return f_y, l_y, wrong, float(n * (1 + self.suspects.shape[1]) * alpha.shape[0])
+
+    def box_right(self, betas: Tensor, gamma: Tensor, alphas: list[Tensor]) -> tuple[list[Tensor], float]:
+        """Right queries [m_j, n] of the leaves (betas[j], γ), betas [L] increasing, alphas[j] [m_j], and the pairs
+        scored exactly. With x_r = the mean of a − 1 over the query's true-class keys, l_c = base_c + B·H_c where
+        B = α·exp(γ d₀ + β x_r) and H_c(β) = exp(−β x_r)·G_c(β) is convex in β, so on [β₀, β_L] it stays below the
+        larger of its chord bounds at the ends (Ĥ_c), and H_y above its smallest exact value at the leaves (Ȟ_y):
+        every item (leaf, α) whose B lies where every class surely loses, (base_c − base_y + σ) + B·(Ĥ_c − Ȟ_y) < 0,
+        is right; the rest are settled leaf by leaf."""
+        g = float(gamma)
+        seen = [self.witness(b, gamma, a) for b, a in zip(betas, alphas)]
+        rights = [torch.zeros_like(w[2]) for w in seen]
+        todos = [~w[2] for w in seen]
+        work = sum(w[3] for w in seen)
+        open_mask = torch.stack([t.any(0) for t in todos]).any(0)
+        if bool(open_mask.any()):
+            b_ends = (float(betas[0]), float(betas[-1]))
+            total, coef = self.gamma_terms(g)
+            x_r = self.x_ref
+            scale = [_round_up(torch.exp(-b * x_r)).to(self.aff.dtype) for b in b_ends]    # exp(−β x_r) [n]
+            h_y = torch.stack([w[0].to(torch.float64) * torch.exp(-g * self.shift - float(b) * x_r)
+                               for w, b in zip(seen, betas)]).amin(0) * (1 - RELATIVE_SLACK)
+            h_y = h_y.to(self.aff.dtype)                                                   # rounding: in the slack
+            items = [(a.to(torch.float64).view(-1, 1) * torch.exp(g * self.shift + float(b) * x_r)).to(self.aff.dtype)
+                     for a, b in zip(alphas, betas)]                                       # B [m_j, n]
+            sigma = ABSOLUTE_SLACK * (self.bmax + self.base_y.abs())
+            step = max(1, SCREEN_ELEMENTS // self.aff.shape[1])
+            for r0 in range(0, open_mask.numel(), step):
+                rows = open_mask[r0:r0 + step].nonzero().squeeze(1) + r0
+                if rows.numel() == 0:
+                    continue
+                packed = self.packed[rows]
+                h_c = torch.maximum(self._upper(packed, b_ends[0], total, coef).mul_(scale[0][rows].unsqueeze(1)),
+                                    self._upper(packed, b_ends[1], total, coef).mul_(scale[1][rows].unsqueeze(1)))
+                margin = packed[:, 0] - (self.base_y[rows] - sigma[rows]).unsqueeze(1)
+                slope = h_c.mul_(1 + RELATIVE_SLACK).sub_(h_y[rows].unsqueeze(1))
+                ends, pad, rising, falling, stays, lo, hi = _intervals(margin, slope, self.y[rows])
+                free = ~stays.any(1)
+                b_hi = torch.full((rows.numel(),), -math.inf, dtype=self.aff.dtype)          # B range left per query
+                b_lo = torch.full((rows.numel(),), math.inf, dtype=self.aff.dtype)
+                for j, t in enumerate(items):
+                    b_rows = t[:, rows]
+                    todo = todos[j][:, rows]
+                    sure = (b_rows > lo) & (b_rows < hi) & free & todo
+                    rights[j][:, rows] |= sure
+                    todo &= ~sure
+                    todos[j][:, rows] = todo
+                    b_hi = torch.maximum(b_hi, torch.where(todo, b_rows, -math.inf).amax(0))
+                    b_lo = torch.minimum(b_lo, torch.where(todo, b_rows, math.inf).amin(0))
+                left = (b_hi >= b_lo).nonzero().squeeze(1)
+                if left.numel() == 0:
+                    continue
+                critical = ((rising[left] & (ends[left] - pad[left] <= b_hi[left].unsqueeze(1)))
+                            | (falling[left] & (ends[left] + pad[left] >= b_lo[left].unsqueeze(1))) | stays[left])
+                pr, pc = critical.nonzero(as_tuple=True)
+                if pr.numel() > CRITICAL_CLASSES * left.numel():
+                    continue                                                              # settled leaf by leaf
+                work += self._settle_critical(rows[left], pr, pc, betas, gamma, alphas, seen, todos, rights)
+        for j, (b, a) in enumerate(zip(betas, alphas)):
+            work += self.settle(b, gamma, a, seen[j][0], seen[j][1], todos[j], rights[j])
+        return rights, work
+
+    def _settle_critical(self, rows: Tensor, pr: Tensor, pc: Tensor, betas: Tensor, gamma: Tensor,
+                         alphas: list[Tensor], seen: list, todos: list[Tensor], rights: list[Tensor]) -> float:
+        """Decide every item left of the queries `rows` at the box's leaves by scoring exactly their critical pairs
+        (rows[pr], pc): the classes that do not surely lose at every item left of the query (box_right); the other
+        classes surely lose at all of them. Returns the pairs scored exactly."""
+        q = rows[pr]
+        aff, base_c = self.aff[q, pc], self.base[q, pc]
+        work = 0.0
+        for j, (b, a) in enumerate(zip(betas, alphas)):
+            todo = todos[j][:, rows]                                                      # [m_j, r]
+            if not bool(todo.any()):
+                continue
+            lc = base_c + a.view(-1, 1) * self._exact(aff, pc, b, gamma)                 # [m_j, P]
+            ly = seen[j][1][:, q]
+            beats = torch.where(pc < self.y[q], lc >= ly, lc > ly)
+            lost = torch.zeros(todo.shape, dtype=torch.int32).index_add_(1, pr, beats.to(torch.int32)) > 0
+            rights[j][:, rows] |= todo & ~lost
+            todos[j][:, rows] = torch.zeros_like(todo)
+            work += float(pr.numel() * a.shape[0])
+        return work
+
+    def settle(self, beta: Tensor, gamma: Tensor, alpha: Tensor, f_y: Tensor, l_y: Tensor, todo_all: Tensor,
+               right: Tensor) -> float:
+        """Decide the items todo_all [m, n] (no suspect beats y) of one leaf, marking right [m, n]: the bound per pair,
+        then α by α (`_certify`) or all α at once (`_zones`). Returns the pairs scored exactly."""
+        n, c, _ = self.aff.shape
+        work = 0.0
+        open_mask = todo_all.any(0)
         if not bool(open_mask.any()):
-            return right, work
+            return work
         g, b = float(gamma), float(beta)
         total, coef = self.gamma_terms(g)
         folded = _round_up(alpha.to(torch.float64) * math.exp(g * self.shift) * (1 + RELATIVE_SLACK)).to(self.aff.dtype)
@@ -140,41 +241,88 @@ class Screen:
                 continue
             if count * 2 >= block.numel():                                                # most rows open: no gather
                 rows = torch.arange(r0, r0 + block.numel())
-                bound = self._upper(slice(r0, r0 + block.numel()), b, total, coef)
+                packed = self.packed[r0:r0 + block.numel()]
             else:
                 rows = block.nonzero().squeeze(1) + r0
-                bound = self._upper(rows, b, total, coef)                                 # [r, C]
-            for i in range(alpha.shape[0]):
-                todo = ~wrong[i, rows]
-                if bool(todo.any()):
-                    work += self._certify(rows, todo, bound, folded[i], l_y[i], alpha[i], beta, gamma, right[i])
-        return right, work
+                packed = self.packed[rows]                                                # [r, 4 + J+2, C]
+            bound = self._upper(packed, b, total, coef)
+            todo = todo_all[:, rows]                                                      # [m, r]
+            base = packed[:, 0]
+            if alpha.shape[0] >= ZONE_ALPHAS:                    # all α at once: each query's interval of sure α
+                work += self._zones(rows, todo, base, bound, math.exp(g * self.shift) * (1 + RELATIVE_SLACK), f_y,
+                                    l_y, alpha, beta, gamma, right)
+                continue
+            which, local = todo.nonzero(as_tuple=True)                                  # (candidate, row) left
+            if which.numel():
+                work += self._certify(rows, local, which, base, bound, folded, l_y, alpha, beta, gamma, right)
+        return work
 
-    def _certify(self, rows: Tensor, todo: Tensor, bound: Tensor, folded: Tensor, l_y: Tensor, alpha: Tensor,
-                 beta: Tensor, gamma: Tensor, right: Tensor) -> float:
-        """Mark right[rows] for the queries `todo` (no suspect beats y) that no class beats at this candidate: by
-        the bound [r, C] (folded = A rounded up), else by scoring the undecided pairs exactly. Returns their count."""
-        y = self.y
-        y_r = y[rows]
-        ly = l_y[rows]
-        sigma = ABSOLUTE_SLACK * (self.bmax[rows] + ly.abs())
-        upper = torch.addcmul(self.base[rows], bound, folded)
-        upper[torch.arange(rows.numel()), y_r] = -math.inf
-        limit = ly - sigma
-        sure = upper.amax(1) < limit
-        open_ = todo & ~sure
-        right[rows[todo & sure]] = True
-        if not bool(open_.any()):
+    def _zones(self, rows: Tensor, todo: Tensor, base: Tensor, bound: Tensor, factor: float, f_y: Tensor,
+               l_y: Tensor, alpha: Tensor, beta: Tensor, gamma: Tensor, right: Tensor) -> float:
+        """Decide the items todo [m, r] (candidate i, query rows[j]; no suspect beats y) of all α at once; returns the
+        pairs scored exactly. Class c surely loses to y where (base_c − base_y + σ) + α·(factor·U_c − F_y) < 0
+        (factor = exp(γ d₀) widened, U_c = bound [r, C], σ the slack at the largest α): on one side of its end
+        −(base_c − base_y + σ)/(factor·U_c − F_y), moved inwards by a relative 1e-5 against rounding. A query is
+        right at the α where every class surely loses; for its other items, the classes whose end lies among
+        those α (or that never surely lose) are scored exactly once and compared at each α (tie rule)."""
+        y_r = self.y[rows]
+        fy = f_y[rows]
+        base_y = self.base_y[rows]
+        sigma = ABSOLUTE_SLACK * (self.bmax[rows] + base_y.abs() + float(alpha.max()) * fy.abs())
+        ends, pad, rising, falling, stays, lo, hi = _intervals(base - (base_y - sigma).unsqueeze(1),
+                                                               torch.mul(bound, factor).sub_(fy.unsqueeze(1)), y_r)
+        a = alpha.view(-1, 1)
+        sure = (a > lo) & (a < hi) & ~stays.any(1) & todo                                 # [m, r]
+        right[:, rows] |= sure
+        left = todo & ~sure
+        open_rows = left.any(0).nonzero().squeeze(1)
+        if open_rows.numel() == 0:
             return 0.0
-        pq, pc = (upper >= limit.unsqueeze(1)).logical_and_(open_.unsqueeze(1)).nonzero(as_tuple=True)  # undecided
-        q = rows[pq]
-        lc = self.base[q, pc] + alpha * self._exact(self.aff[q, pc], pc, beta, gamma)
-        ly_p = l_y[q]
-        beats = torch.where(pc < y[q], lc >= ly_p, lc > ly_p)
-        lost = torch.zeros(rows.numel(), dtype=torch.bool)
-        lost[pq[beats]] = True
-        right[rows[open_ & ~lost]] = True
-        return float(pq.numel())
+        big = torch.tensor(math.inf, dtype=alpha.dtype)
+        a_hi = torch.where(left[:, open_rows], a, -big).amax(0).unsqueeze(1)              # α range left per query
+        a_lo = torch.where(left[:, open_rows], a, big).amin(0).unsqueeze(1)
+        critical = ((rising[open_rows] & (ends[open_rows] - pad[open_rows] <= a_hi))
+                    | (falling[open_rows] & (ends[open_rows] + pad[open_rows] >= a_lo)) | stays[open_rows])
+        pr, pc = critical.nonzero(as_tuple=True)
+        q = rows[open_rows[pr]]
+        f = self._exact(self.aff[q, pc], pc, beta, gamma)                                 # [P], every α alike
+        lc = self.base[q, pc] + a * f                                                     # [m, P]
+        ly = l_y[:, q]
+        beats = torch.where(pc < self.y[q], lc >= ly, lc > ly)
+        lost = torch.zeros(alpha.shape[0], open_rows.numel(), dtype=torch.int32).index_add_(
+            1, pr, beats.to(torch.int32)) > 0
+        ok = left[:, open_rows] & ~lost
+        sub = right[:, rows]
+        sub[:, open_rows] |= ok
+        right[:, rows] = sub
+        return float(pr.numel() * alpha.shape[0])
+
+    def _certify(self, rows: Tensor, local: Tensor, which: Tensor, base: Tensor, bound: Tensor, folded: Tensor,
+                 l_y: Tensor, alpha: Tensor, beta: Tensor, gamma: Tensor, right: Tensor) -> float:
+        """Decide the (candidate which[i], query rows[local[i]]) items (no suspect beats y): right where every class
+        is below y by the bound (bound [r, C] of the rows, base their zero-shot logits, folded = A rounded up [m]),
+        else by scoring the undecided pairs exactly (torch.argmax's tie rule). Returns the pairs scored exactly."""
+        q_all = rows[local]
+        ly = l_y[which, q_all]
+        limit = ly - ABSOLUTE_SLACK * (self.bmax[q_all] + ly.abs())
+        upper = torch.addcmul(base[local], bound[local], folded[which].unsqueeze(1))     # [P, C]
+        upper[torch.arange(local.numel()), self.y[q_all]] = -math.inf
+        sure = upper.amax(1) < limit
+        right[which[sure], q_all[sure]] = True
+        undecided = (~sure).nonzero().squeeze(1)
+        if undecided.numel() == 0:
+            return 0.0
+        pu, pc = (upper[undecided] >= limit[undecided].unsqueeze(1)).nonzero(as_tuple=True)
+        item = undecided[pu]                                                              # pairs to score exactly
+        q = q_all[item]
+        lc = self.base[q, pc] + alpha[which[item]] * self._exact(self.aff[q, pc], pc, beta, gamma)
+        ly_p = ly[item]
+        beats = torch.where(pc < self.y[q], lc >= ly_p, lc > ly_p)
+        lost = torch.zeros(local.numel(), dtype=torch.bool)
+        lost[item[beats]] = True
+        ok = undecided[~lost[undecided]]
+        right[which[ok], q_all[ok]] = True
+        return float(item.numel())
 
     def gamma_terms(self, gamma: float) -> tuple[Tensor, Tensor]:
         """(W(γ) [C], the moments' coefficients [J+2]: γ^j/j! for j ≤ J, then exp(γ δ_max)·γ^{J+1}/(J+1)!), rounded
@@ -185,28 +333,61 @@ class Screen:
         dtype = self.aff.dtype
         return _round_up(total).to(dtype), _round_up(torch.tensor(coef, dtype=torch.float64)).to(dtype)
 
-    def _upper(self, rows: Tensor | slice, beta: float, total: Tensor, coef: Tensor) -> Tensor:
-        """[r, C] upper bound of G (module docstring) for the queries `rows` at β and the γ of `total` (W(γ) [C]) and
-        `coef` ([J+2] the moments' coefficients). exp(β (a_max − 1)) − exp(β (a_min − 1)) is taken with the larger
-        term widened by its rounding (both exps and a − 1), so the chord's slope stays an upper bound."""
-        packed = self.packed[rows]                                                        # [r, 3 + J+2, C]
-        low = torch.mul(packed[:, 0], beta).exp_()                                        # exp(β (a_min − 1))
+    @staticmethod
+    def _upper(packed: Tensor, beta: float, total: Tensor, coef: Tensor) -> Tensor:
+        """[r, C] upper bound of G (module docstring) for the rows `packed` (of self.packed) at β and the γ of `total`
+        (W(γ) [C]) and `coef` ([J+2] the moments' coefficients). exp(β (a_max − 1)) − exp(β (a_min − 1)) is taken
+        with the larger term widened by its rounding (both exps and a − 1), so the chord's slope stays an upper
+        bound; the float32 rounding of the rest (positive terms, a few ulp) is covered by the folded α's slack."""
+        low = torch.mul(packed[:, 1], beta).exp_()                                        # exp(β (a_min − 1))
         widen = math.log1p((16 + 4 * beta) * 2.0 ** -24)
-        high = torch.mul(packed[:, 1], beta).add_(widen).exp_()                           # widened by its rounding
-        slope = high.sub_(low).mul_(packed[:, 2])                                         # ≥ (e^{β·span} − 1)·low/span
-        d = torch.matmul(coef, packed[:, 3:])                                             # D(γ) bound [r, C]
+        high = torch.mul(packed[:, 2], beta).add_(widen).exp_()                           # widened by its rounding
+        slope = high.sub_(low).mul_(packed[:, 3])                                         # ≥ (e^{β·span} − 1)·low/span
+        d = torch.matmul(coef, packed[:, 4:])                                             # D(γ) bound [r, C]
         return torch.addcmul(d.mul_(slope), low, total)          # float32 rounding: folded α carries the slack
 
 
+def _intervals(margin: Tensor, slope: Tensor, y: Tensor):
+    """Where class c surely loses, margin_c + t·slope_c < 0 ([r, C] each; y [r] is no constraint), as one interval
+    (lo, hi) of t per query: (ends −margin/slope, their pads 1e-5·|end| against rounding, rising = slope > 0 (c loses
+    below its end), falling = slope < 0 (above it), stays = c never surely loses, lo [r], hi [r])."""
+    local = torch.arange(margin.shape[0])
+    margin[local, y] = -math.inf
+    slope[local, y] = 1.0
+    ends = torch.div(margin, slope).neg_()
+    pad = torch.where(ends.isfinite(), ends.abs().mul_(1e-5), 0.0)                     # inf − inf would be NaN
+    inf = torch.tensor(math.inf)
+    rising, falling = slope > 0, slope < 0
+    stays = (slope == 0) & (margin >= 0)
+    hi = torch.where(rising, ends - pad, inf).amin(1)
+    lo = torch.where(falling, ends + pad, -inf).amax(1)
+    return ends, pad, rising, falling, stays, lo, hi
+
+
 def screened_hits(screen: Screen, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
-    """(right queries [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working dtype), leaf by leaf."""
+    """(right queries [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working dtype): leaf by leaf,
+    or, where each leaf has at least ZONE_ALPHAS α (a grid), in boxes of BOX_LEAVES leaves of one γ
+    (Screen.box_right)."""
     m = beta.shape[0]
-    leaves, inverse = torch.unique(torch.stack([beta, gamma], -1), dim=0, return_inverse=True)
+    leaves, inverse = torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)     # γ-major
+    cands = [(inverse == leaf).nonzero().squeeze(1) for leaf in range(leaves.shape[0])]
     out = torch.zeros(m, dtype=torch.int64)
     work = 0.0
-    for leaf in range(leaves.shape[0]):
-        cand = (inverse == leaf).nonzero().squeeze(1)
-        right, w = screen.leaf_right(leaves[leaf, 0], leaves[leaf, 1], alpha[cand])
-        out[cand] = right.sum(1)
+    start = 0
+    while start < leaves.shape[0]:
+        stop = start + 1
+        if cands[start].numel() >= ZONE_ALPHAS:
+            while (stop < leaves.shape[0] and stop - start < BOX_LEAVES and leaves[stop, 0] == leaves[start, 0]
+                   and cands[stop].numel() >= ZONE_ALPHAS):
+                stop += 1
+        if stop - start == 1:
+            right, w = screen.leaf_right(leaves[start, 1], leaves[start, 0], alpha[cands[start]])
+            rights = [right]
+        else:
+            rights, w = screen.box_right(leaves[start:stop, 1], leaves[start, 0],
+                                         [alpha[cands[j]] for j in range(start, stop)])
+        for j, right in zip(range(start, stop), rights):
+            out[cands[j]] = right.sum(1)
         work += w
+        start = stop
     return out, work

@@ -63,8 +63,20 @@ def test_screen_bound_is_above_the_exact_cache_term():
     for b, g in [(0.0, 0.0), (0.1, 1.0), (3.0, 0.5), (9.0, 0.0), (20.0, 2.0)]:
         f = exact_terms(a, w, d, torch.tensor([b]), torch.tensor([g]), "ape")[0]          # [n, C]
         total, coef = screen.gamma_terms(g)
-        bound = screen._upper(torch.arange(50), b, total, coef) * math.exp(g * screen.shift) \
+        bound = screen._upper(screen.packed, b, total, coef) * math.exp(g * screen.shift) \
             * (1 + screen_module.RELATIVE_SLACK)
         assert bool((bound >= f).all())
         if b <= 3:                                                             # a bound, not a blank cheque
             assert float((bound / f).median()) < 2
+
+
+@pytest.mark.parametrize("zone_alphas", [1, 4, 1000])
+def test_screened_grid_equals_exhaustive(monkeypatch, zone_alphas):
+    """An official-style grid (every α at each (β, γ), α = 0 included): α by α, or each query's interval of sure α."""
+    monkeypatch.setattr(screen_module, "ZONE_ALPHAS", zone_alphas)
+    base, y, aff, weight, div = random_problem(21, 2, 110, 40, 4, formula="ape", spread=0.7)
+    axes = [torch.tensor(v) for v in ([0.0, 0.5, 2.0, 6.5], [0.0, 0.3, 1.0, 2.5, 6.0], [0.0, 0.2, 0.9])]
+    grid = torch.cartesian_prod(*axes)
+    beta, alpha, gamma = (grid[:, i].unsqueeze(0).expand(2, -1).contiguous() for i in range(3))
+    got = _screened(monkeypatch, base, y, aff, weight, div, beta, alpha, gamma)
+    assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
