@@ -40,6 +40,9 @@ SUSPECT_BETA = 3.5
 ZONE_ALPHAS = 4
 # leaves of one γ (consecutive β) whose items are first decided together (Screen.box_right)
 BOX_LEAVES = 16
+# γ bins and β spans of the boxes of spread-out leaves (leaf_boxes)
+BOX_GAMMA = 0.06
+BOX_BETA = 0.6
 # critical classes per query (on average) up to which a box's items left are scored exactly on them
 CRITICAL_CLASSES = 64
 # relative widening of the float32 upper bound (its own rounding is a few 1e-7)
@@ -140,29 +143,29 @@ class Screen:
         wrong = torch.where(before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)     # [m, n]
         return f_y, l_y, wrong, float(n * (1 + self.suspects.shape[1]) * alpha.shape[0])
 
-    def box_right(self, betas: Tensor, gamma: Tensor, alphas: list[Tensor]) -> tuple[list[Tensor], float]:
-        """Right queries [m_j, n] of the leaves (betas[j], γ), betas [L] increasing, alphas[j] [m_j], and the pairs
-        scored exactly. With x_r = the mean of a − 1 over the query's true-class keys, l_c = base_c + B·H_c where
-        B = α·exp(γ d₀ + β x_r) and H_c(β) = exp(−β x_r)·G_c(β) is convex in β, so on [β₀, β_L] it stays below the
-        larger of its chord bounds at the ends (Ĥ_c), and H_y above its smallest exact value at the leaves (Ȟ_y):
+    def box_right(self, betas: Tensor, gammas: Tensor, alphas: list[Tensor]) -> tuple[list[Tensor], float]:
+        """Right queries [m_j, n] of the leaves (betas[j], gammas[j]), alphas[j] [m_j], and the pairs scored exactly.
+        With x_r = the mean of a − 1 over the query's true-class keys, l_c = base_c + B·H_c where
+        B = α·exp(γ d₀ + β x_r) and H_c(β, γ) = exp(−β x_r)·G_c(β, γ) is convex in β and grows with γ (w, δ ≥ 0), so
+        over the leaves it stays below the larger of its chord bounds at the smallest and largest β and the largest
+        γ (Ĥ_c), and H_y above its smallest exact value at the leaves (Ȟ_y):
         every item (leaf, α) whose B lies where every class surely loses, (base_c − base_y + σ) + B·(Ĥ_c − Ȟ_y) < 0,
         is right; the rest are settled leaf by leaf."""
-        g = float(gamma)
-        seen = [self.witness(b, gamma, a) for b, a in zip(betas, alphas)]
+        seen = [self.witness(b, g, a) for b, g, a in zip(betas, gammas, alphas)]
         rights = [torch.zeros_like(w[2]) for w in seen]
         todos = [~w[2] for w in seen]
         work = sum(w[3] for w in seen)
         open_mask = torch.stack([t.any(0) for t in todos]).any(0)
         if bool(open_mask.any()):
-            b_ends = (float(betas[0]), float(betas[-1]))
-            total, coef = self.gamma_terms(g)
+            b_ends = (float(betas.min()), float(betas.max()))
+            total, coef = self.gamma_terms(float(gammas.max()))
             x_r = self.x_ref
             scale = [_round_up(torch.exp(-b * x_r)).to(self.aff.dtype) for b in b_ends]    # exp(−β x_r) [n]
-            h_y = torch.stack([w[0].to(torch.float64) * torch.exp(-g * self.shift - float(b) * x_r)
-                               for w, b in zip(seen, betas)]).amin(0) * (1 - RELATIVE_SLACK)
+            h_y = torch.stack([w[0].to(torch.float64) * torch.exp(-float(g) * self.shift - float(b) * x_r)
+                               for w, b, g in zip(seen, betas, gammas)]).amin(0) * (1 - RELATIVE_SLACK)
             h_y = h_y.to(self.aff.dtype)                                                   # rounding: in the slack
-            items = [(a.to(torch.float64).view(-1, 1) * torch.exp(g * self.shift + float(b) * x_r)).to(self.aff.dtype)
-                     for a, b in zip(alphas, betas)]                                       # B [m_j, n]
+            items = [(a.to(torch.float64).view(-1, 1) * torch.exp(float(g) * self.shift + float(b) * x_r))
+                     .to(self.aff.dtype) for a, b, g in zip(alphas, betas, gammas)]                                       # B [m_j, n]
             sigma = ABSOLUTE_SLACK * (self.bmax + self.base_y.abs())
             step = max(1, SCREEN_ELEMENTS // self.aff.shape[1])
             for r0 in range(0, open_mask.numel(), step):
@@ -195,12 +198,12 @@ class Screen:
                 pr, pc = critical.nonzero(as_tuple=True)
                 if pr.numel() > CRITICAL_CLASSES * left.numel():
                     continue                                                              # settled leaf by leaf
-                work += self._settle_critical(rows[left], pr, pc, betas, gamma, alphas, seen, todos, rights)
-        for j, (b, a) in enumerate(zip(betas, alphas)):
-            work += self.settle(b, gamma, a, seen[j][0], seen[j][1], todos[j], rights[j])
+                work += self._settle_critical(rows[left], pr, pc, betas, gammas, alphas, seen, todos, rights)
+        for j, (b, g, a) in enumerate(zip(betas, gammas, alphas)):
+            work += self.settle(b, g, a, seen[j][0], seen[j][1], todos[j], rights[j])
         return rights, work
 
-    def _settle_critical(self, rows: Tensor, pr: Tensor, pc: Tensor, betas: Tensor, gamma: Tensor,
+    def _settle_critical(self, rows: Tensor, pr: Tensor, pc: Tensor, betas: Tensor, gammas: Tensor,
                          alphas: list[Tensor], seen: list, todos: list[Tensor], rights: list[Tensor]) -> float:
         """Decide every item left of the queries `rows` at the box's leaves by scoring exactly their critical pairs
         (rows[pr], pc): the classes that do not surely lose at every item left of the query (box_right); the other
@@ -208,11 +211,11 @@ class Screen:
         q = rows[pr]
         aff, base_c = self.aff[q, pc], self.base[q, pc]
         work = 0.0
-        for j, (b, a) in enumerate(zip(betas, alphas)):
+        for j, (b, g, a) in enumerate(zip(betas, gammas, alphas)):
             todo = todos[j][:, rows]                                                      # [m_j, r]
             if not bool(todo.any()):
                 continue
-            lc = base_c + a.view(-1, 1) * self._exact(aff, pc, b, gamma)                 # [m_j, P]
+            lc = base_c + a.view(-1, 1) * self._exact(aff, pc, b, g)                 # [m_j, P]
             ly = seen[j][1][:, q]
             beats = torch.where(pc < self.y[q], lc >= ly, lc > ly)
             lost = torch.zeros(todo.shape, dtype=torch.int32).index_add_(1, pr, beats.to(torch.int32)) > 0
@@ -364,30 +367,54 @@ def _intervals(margin: Tensor, slope: Tensor, y: Tensor):
     return ends, pad, rising, falling, stays, lo, hi
 
 
+def leaf_boxes(leaves: Tensor, counts: list[int]) -> list[list[int]]:
+    """Groups of leaves ([L, 2] (γ, β), sorted γ-major; counts = candidates per leaf) decided together by
+    Screen.box_right: grid leaves (≥ ZONE_ALPHAS α each) in runs of consecutive β at one γ; other leaves by γ bins of
+    BOX_GAMMA and, inside a bin, runs of β spanning at most BOX_BETA; at most BOX_LEAVES leaves each. Any grouping
+    gives the same hits (the bound holds for any set of leaves); these keep the boxes tight."""
+    groups, single = [], []
+    start = 0
+    while start < leaves.shape[0]:                                       # grid leaves: runs of β at one γ
+        stop = start + 1
+        if counts[start] >= ZONE_ALPHAS:
+            while (stop < leaves.shape[0] and stop - start < BOX_LEAVES and leaves[stop, 0] == leaves[start, 0]
+                   and counts[stop] >= ZONE_ALPHAS):
+                stop += 1
+            groups.append(list(range(start, stop)))
+        else:
+            single.append(start)
+        start = stop
+    bins: dict = {}
+    for i in single:
+        bins.setdefault(math.floor(float(leaves[i, 0]) / BOX_GAMMA), []).append(i)
+    for members in bins.values():
+        members.sort(key=lambda i: float(leaves[i, 1]))
+        group = [members[0]]
+        for i in members[1:]:
+            if len(group) < BOX_LEAVES and float(leaves[i, 1] - leaves[group[0], 1]) <= BOX_BETA:
+                group.append(i)
+            else:
+                groups.append(group)
+                group = [i]
+        groups.append(group)
+    return groups
+
+
 def screened_hits(screen: Screen, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
-    """(right queries [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working dtype): leaf by leaf,
-    or, where each leaf has at least ZONE_ALPHAS α (a grid), in boxes of BOX_LEAVES leaves of one γ
-    (Screen.box_right)."""
+    """(right queries [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working dtype): groups of leaves
+    (`leaf_boxes`) by Screen.box_right, single leaves by Screen.leaf_right."""
     m = beta.shape[0]
     leaves, inverse = torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)     # γ-major
     cands = [(inverse == leaf).nonzero().squeeze(1) for leaf in range(leaves.shape[0])]
     out = torch.zeros(m, dtype=torch.int64)
     work = 0.0
-    start = 0
-    while start < leaves.shape[0]:
-        stop = start + 1
-        if cands[start].numel() >= ZONE_ALPHAS:
-            while (stop < leaves.shape[0] and stop - start < BOX_LEAVES and leaves[stop, 0] == leaves[start, 0]
-                   and cands[stop].numel() >= ZONE_ALPHAS):
-                stop += 1
-        if stop - start == 1:
-            right, w = screen.leaf_right(leaves[start, 1], leaves[start, 0], alpha[cands[start]])
+    for group in leaf_boxes(leaves, [c.numel() for c in cands]):
+        if len(group) == 1:
+            right, w = screen.leaf_right(leaves[group[0], 1], leaves[group[0], 0], alpha[cands[group[0]]])
             rights = [right]
         else:
-            rights, w = screen.box_right(leaves[start:stop, 1], leaves[start, 0],
-                                         [alpha[cands[j]] for j in range(start, stop)])
-        for j, right in zip(range(start, stop), rights):
+            rights, w = screen.box_right(leaves[group, 1], leaves[group, 0], [alpha[cands[j]] for j in group])
+        for j, right in zip(group, rights):
             out[cands[j]] = right.sum(1)
         work += w
-        start = stop
     return out, work
