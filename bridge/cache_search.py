@@ -51,6 +51,12 @@ is scored, the key factors once per distinct β, the cache term F [n, C] once pe
 operations (key_factors × key_scales summed over keys), the logits base + α·F of all the α of that (β, γ) at
 once, and top-1 with torch.argmax's first-maximum rule (`first_max_is`): the same hits as the pruned path.
 
+Screened path (`bridge.cache_screen`, APE with w ≥ 0 and β, α, γ ≥ 0, chosen per seed and query chunk of at least
+SCREEN_PAIRS (query, class) pairs, e.g. 1,000 classes): a few suspect classes per query scored exactly (one that
+beats y makes the query wrong), then a float32 chord bound per pair and leaf (its γ dependence by moments) decides
+the rest, all α of a leaf at once and boxes of leaves together (convexity in β); the pairs it cannot decide are
+scored exactly with exact_terms' operations: the same hits as the exhaustive scoring.
+
 `scored`, `pairs`: exactly scored (query, class) pairs per candidate / (real queries × classes), the measure of
 the pruning (1.0 = exhaustive).
 """
