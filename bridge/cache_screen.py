@@ -66,14 +66,21 @@ def _round_up(x: Tensor) -> Tensor:
     return torch.where(y.to(torch.float64) < x, torch.nextafter(y, torch.tensor(math.inf)), y)
 
 
-def suspect_classes(aff: Tensor, base: Tensor, y: Tensor, per_proxy: int) -> Tensor:
+def suspect_classes(aff: Tensor, amax: Tensor, base: Tensor, y: Tensor, per_proxy: int) -> Tensor:
     """[n, T] classes ≠ y most likely to beat y somewhere (T = 4·per_proxy, repeats possible): the top per_proxy
-    by zero-shot logit, mean affinity, largest affinity and Σ_k exp(SUSPECT_BETA·(a − 1)). aff [n, C, K]."""
-    n, c, _ = aff.shape
+    by zero-shot logit, mean affinity, largest affinity (amax [n, C]) and Σ_k exp(SUSPECT_BETA·(a − 1)).
+    aff [n, C, K], taken in row slices."""
+    n, c, k = aff.shape
     per_proxy = min(per_proxy, c - 1)
+    mean, soft = torch.empty(n, c, dtype=aff.dtype), torch.empty(n, c, dtype=aff.dtype)
+    step = max(1, SCREEN_ELEMENTS // (c * k) * 4)
+    for r0 in range(0, n, step):
+        part = aff[r0:r0 + step]
+        torch.mean(part, -1, out=mean[r0:r0 + step])
+        torch.sum(torch.exp(part * SUSPECT_BETA - SUSPECT_BETA), -1, out=soft[r0:r0 + step])
     rows = torch.arange(n)
     picks = []
-    for proxy in (base, aff.mean(-1), aff.amax(-1), torch.exp(SUSPECT_BETA * (aff - 1)).sum(-1)):
+    for proxy in (base, mean, amax, soft):
         p = proxy.clone()
         p[rows, y] = -math.inf
         picks.append(p.topk(per_proxy, 1).indices)
@@ -111,7 +118,7 @@ class Screen:
             self.packed[r0:r0 + step, 4:] = torch.einsum("nck,jck->njc", diff, wd32) * (1 + 1e-5)   # + sums' rounding
         self.bmax = base.abs().amax(-1)                                                   # [n]
         self.base_y = base.gather(1, y.unsqueeze(1)).squeeze(1)
-        self.suspects = suspect_classes(aff, base, y, SUSPECTS_PER_PROXY)                 # [n, T]
+        self.suspects = suspect_classes(aff, amax, base, y, SUSPECTS_PER_PROXY)           # [n, T]
         rows = torch.arange(n)
         self.aff_y = aff[rows, y]                                                         # [n, K]
         self.x_ref = self.aff_y.to(f64).mean(-1) - 1                                      # [n] (box_right)
@@ -308,14 +315,21 @@ class Screen:
         q_all = rows[local]
         ly = l_y[which, q_all]
         limit = ly - ABSOLUTE_SLACK * (self.bmax[q_all] + ly.abs())
-        upper = torch.addcmul(base[local], bound[local], folded[which].unsqueeze(1))     # [P, C]
-        upper[torch.arange(local.numel()), self.y[q_all]] = -math.inf
-        sure = upper.amax(1) < limit
+        if folded.shape[0] == 1 and 2 * local.numel() >= rows.numel():          # one α, most rows: no gather
+            upper = torch.addcmul(base, bound, folded)                                    # [r, C]
+            upper[torch.arange(rows.numel()), self.y[rows]] = -math.inf
+            sure = upper.amax(1)[local] < limit
+            pick = local
+        else:
+            upper = torch.addcmul(base[local], bound[local], folded[which].unsqueeze(1))  # [P, C]
+            upper[torch.arange(local.numel()), self.y[q_all]] = -math.inf
+            sure = upper.amax(1) < limit
+            pick = torch.arange(local.numel())
         right[which[sure], q_all[sure]] = True
         undecided = (~sure).nonzero().squeeze(1)
         if undecided.numel() == 0:
             return 0.0
-        pu, pc = (upper[undecided] >= limit[undecided].unsqueeze(1)).nonzero(as_tuple=True)
+        pu, pc = (upper[pick[undecided]] >= limit[undecided].unsqueeze(1)).nonzero(as_tuple=True)
         item = undecided[pu]                                                              # pairs to score exactly
         q = q_all[item]
         lc = self.base[q, pc] + alpha[which[item]] * self._exact(self.aff[q, pc], pc, beta, gamma)
