@@ -20,8 +20,8 @@ Decision of query n at candidate (β, α, γ), with l_y computed exactly (the ex
   2. otherwise every class c ≠ y whose bound base_c + A·U_c is below l_y − σ (σ = ABSOLUTE_SLACK·(max_c |base_nc| +
      |l_y|), above the rounding of the exhaustive logits) loses to y in the exhaustive scoring;
   3. the classes the bound cannot decide are scored exactly (same operations), with the tie rule.
-So the hits equal the exhaustive scoring's (the exact values are its own float values: `terms` is
-bridge.cache_search.exact_terms on gathered pairs).
+So the hits equal the exhaustive scoring's (the exact values are its own float values: bridge.cache_search's
+key_factors times its key_scales of the leaf's γ, gathered per pair, summed over keys, as exact_terms).
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ ABSOLUTE_SLACK = 1e-5
 # elements of the [rows, C] tensors of the bound taken at a time (stay in the CPU's cache)
 SCREEN_ELEMENTS = 1 << 18
 
-Terms = Callable[[Tensor, Tensor, "Tensor | None", Tensor, Tensor], Tensor]
+Factors = Callable[[Tensor, Tensor], Tensor]
+Scales = Callable[[Tensor, "Tensor | None", Tensor], Tensor]
 
 
 def applies(weight: Tensor, beta: Tensor, alpha: Tensor, gamma: Tensor) -> bool:
@@ -89,12 +90,16 @@ def suspect_classes(aff: Tensor, amax: Tensor, base: Tensor, y: Tensor, per_prox
 
 class Screen:
     """One seed's (chunk of) real queries prepared for screening: aff [n, C, K], base [n, C] (working dtype), y [n],
-    weight, div [C, K] (div may be None: no γ term). terms(aff [..., K], w, d, β [1], γ [1]) -> F [1, ...] is the
-    exhaustive scoring's cache term (bridge.cache_search.exact_terms)."""
+    weight, div [C, K] (div may be None: no γ term). factors(aff [..., K], β [1]) -> [1, ..., K] and
+    scales(weight, div, γ [1]) -> [C, K] (or [1, C, K]) are the exhaustive scoring's key factors and key scales
+    (bridge.cache_search.key_factors, key_scales)."""
 
-    def __init__(self, aff: Tensor, base: Tensor, y: Tensor, weight: Tensor, div: Tensor | None, terms: Terms):
+    def __init__(self, aff: Tensor, base: Tensor, y: Tensor, weight: Tensor, div: Tensor | None, factors: Factors,
+                 scales: Scales):
         f64 = torch.float64
-        self.aff, self.base, self.y, self.weight, self.div, self.terms = aff, base, y, weight, div, terms
+        self.aff, self.base, self.y, self.weight, self.div = aff, base, y, weight, div
+        self.factors, self.scales = factors, scales
+        self._scale_table: tuple = (None, None)                                           # (γ, [C, K]) of the last leaf
         n, c, k = aff.shape
         real = weight != 0
         self.shift = float(div[real].min()) if div is not None and bool(real.any()) else 0.0
@@ -126,9 +131,12 @@ class Screen:
         self.base_s = base.gather(1, self.suspects)                                       # [n, T]
 
     def _exact(self, aff: Tensor, classes: Tensor, beta: Tensor, gamma: Tensor) -> Tensor:
-        """F [...] of affinities aff [..., K] of classes [...] at one leaf (the exhaustive scoring's values)."""
-        div = None if self.div is None else self.div[classes]
-        return self.terms(aff, self.weight[classes], div, beta.view(1), gamma.view(1))[0]
+        """F [...] of affinities aff [..., K] of classes [...] at one leaf (the exhaustive scoring's values): the key
+        factors times the key scales, computed once per γ for every key and gathered."""
+        g = float(gamma)
+        if self._scale_table[0] != g:
+            self._scale_table = (g, self.scales(self.weight, self.div, gamma.view(1)).reshape(self.weight.shape))
+        return (self.factors(aff, beta.view(1))[0] * self._scale_table[1][classes]).sum(-1)
 
     def leaf_right(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, float]:
         """([m, n] whether each query is right at candidates (β, alphas[i], γ), pairs scored exactly) for one leaf:

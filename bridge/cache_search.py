@@ -480,7 +480,8 @@ class _SeedData:
         if self._screen is None:
             formula = self.formula
             self._screen = cache_screen.Screen(self.aff, self.base, self.y, self.weight, self.div,
-                                               lambda a, w, d, b, g: exact_terms(a, w, d, b, g, formula))
+                                               lambda a, b: key_factors(a, b, formula),
+                                               lambda w, d, g: key_scales(w, d, g, 2, formula))
         return self._screen
 
     def key_weights(self, gamma: float) -> Tensor:

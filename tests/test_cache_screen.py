@@ -9,7 +9,7 @@ import torch
 
 import clipbridge.bridge.cache_screen as screen_module
 import clipbridge.bridge.cache_search as cs
-from clipbridge.bridge.cache_search import CacheFusion, exact_terms
+from clipbridge.bridge.cache_search import CacheFusion, exact_terms, key_factors, key_scales
 from test_cache_search import candidates, exhaustive_hits, random_problem
 
 
@@ -58,8 +58,8 @@ def test_screened_hits_with_tied_classes_and_no_gamma(monkeypatch):
 def test_screen_bound_is_above_the_exact_cache_term():
     base, y, aff, weight, div = random_problem(3, 1, 50, 40, 5, formula="ape", spread=1.2)
     a, w, d = aff[0].reshape(50, 40, 5), weight[0].reshape(40, 5), div[0].reshape(40, 5)
-    screen = screen_module.Screen(a, base[0], y[0].clamp_min(0), w, d,
-                                  lambda *t: exact_terms(*t, "ape"))
+    screen = screen_module.Screen(a, base[0], y[0].clamp_min(0), w, d, lambda x, b: key_factors(x, b, "ape"),
+                                  lambda *t: key_scales(*t, 2, "ape"))
     for b, g in [(0.0, 0.0), (0.1, 1.0), (3.0, 0.5), (9.0, 0.0), (20.0, 2.0)]:
         f = exact_terms(a, w, d, torch.tensor([b]), torch.tensor([g]), "ape")[0]          # [n, C]
         total, coef = screen.gamma_terms(g)
