@@ -20,6 +20,11 @@ Decision of query n at candidate (β, α, γ), with l_y computed exactly (the ex
   2. otherwise every class c ≠ y whose bound base_c + A·U_c is below l_y − σ (σ = ABSOLUTE_SLACK·(max_c |base_nc| +
      |l_y|), above the rounding of the exhaustive logits) loses to y in the exhaustive scoring;
   3. the classes the bound cannot decide are scored exactly (same operations), with the tie rule.
+Many α at one leaf (a grid): each class's constraint is a half-line in α, so each query's sure α form one interval
+(`_zones`), and the classes whose ends fall among the α left are scored once and compared at each α. Several leaves
+(`box_right`, grouped by `leaf_boxes`): with B = α·exp(γ d₀ + β x_r) per query, H_c = exp(−β x_r)·G_c is convex in β
+and grows with γ, so the larger of its chord bounds at the smallest and largest β (largest γ) bounds it over the box,
+and every (leaf, α) item whose B lies in the query's sure interval is right; the rest go leaf by leaf.
 So the hits equal the exhaustive scoring's (the exact values are its own float values: bridge.cache_search's
 key_factors times its key_scales of the leaf's γ, gathered per pair, summed over keys, as exact_terms).
 """
