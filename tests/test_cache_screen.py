@@ -80,3 +80,17 @@ def test_screened_grid_equals_exhaustive(monkeypatch, zone_alphas):
     beta, alpha, gamma = (grid[:, i].unsqueeze(0).expand(2, -1).contiguous() for i in range(3))
     got = _screened(monkeypatch, base, y, aff, weight, div, beta, alpha, gamma)
     assert torch.equal(got, exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
+
+
+def test_signed_weights_are_not_screened(monkeypatch):
+    """APE-T's trained weights may be negative: the chord bound would not hold, so such chunks take the other paths
+    (and still equal the exhaustive scoring)."""
+    monkeypatch.setattr(cs, "SCREEN_PAIRS", 0)
+    calls = []
+    monkeypatch.setattr(screen_module, "screened_hits", lambda *a: calls.append(1))
+    base, y, aff, weight, div = random_problem(3, 1, 80, 12, 5, formula="ape", signed=True)
+    beta, alpha, gamma = candidates(3, 1, 40, gamma=True)
+    problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, "ape")
+    assert torch.equal(problem.hits(beta, alpha, gamma),
+                       exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
+    assert not calls
