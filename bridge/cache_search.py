@@ -51,6 +51,12 @@ is scored, the key factors once per distinct β, the cache term F [n, C] once pe
 operations (key_factors × key_scales summed over keys), the logits base + α·F of all the α of that (β, γ) at
 once, and top-1 with torch.argmax's first-maximum rule (`first_max_is`): the same hits as the pruned path.
 
+Screened path (`bridge.cache_screen`, APE with w ≥ 0 and β, α, γ ≥ 0, chosen per seed and query chunk of at least
+SCREEN_PAIRS (query, class) pairs, e.g. 1,000 classes): a few suspect classes per query scored exactly (one that
+beats y makes the query wrong), then a float32 chord bound per pair and leaf (its γ dependence by moments) decides
+the rest, all α of a leaf at once and boxes of leaves together (convexity in β); the pairs it cannot decide are
+scored exactly with exact_terms' operations: the same hits as the exhaustive scoring.
+
 `scored`, `pairs`: exactly scored (query, class) pairs per candidate / (real queries × classes), the measure of
 the pruning (1.0 = exhaustive).
 """
@@ -63,6 +69,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from clipbridge.bridge import cache_screen
 from clipbridge.bridge.threads import map_single_threaded
 
 FORMULAS = ("tip", "ape")
@@ -102,6 +109,9 @@ DENSE_ELEMENTS = 1 << 20
 # ... on a GPU, where each slice is a few kernel launches and memory is plenty: larger slices, and always dense
 # (the pruned path's per-box Python and host synchronisations cost more there than scoring every pair)
 DEVICE_DENSE_ELEMENTS = 1 << 27
+# (query, class) pairs of a seed's query chunk from which APE's hits are counted by bridge.cache_screen (a float32
+# bound per pair and leaf, exact suspects and undecided pairs) instead of densely or by boxes
+SCREEN_PAIRS = 1 << 18
 # elements of the key scales w·exp(γ d) [leaves, C, K] that the dense scoring keeps for all its row slices
 DENSE_SCALES = 1 << 25
 
@@ -226,6 +236,8 @@ class CacheFusion:
         n, c, _ = data.aff.shape
         if data.aff.device.type != "cpu":
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)
+        if n * c >= SCREEN_PAIRS and self.formula == "ape" and cache_screen.applies(data.weight, beta, alpha, gamma):
+            return cache_screen.screened_hits(data.screen(), beta, alpha, gamma)
         problem = _Problem(data, beta, alpha, gamma)
         box = problem.box_of_all()
         if self.box is not None and _inside(box, self.box):
@@ -468,6 +480,16 @@ class _SeedData:
         self.monotone = bool((weight >= 0).all()) and float(self.xmax.max()) <= 0.0     # (shifted d ≥ 0)
         self._sums: dict = {}
         self._roots: dict = {}
+        self._screen = None
+
+    def screen(self) -> cache_screen.Screen:
+        """The bridge.cache_screen preparation of these queries (made once)."""
+        if self._screen is None:
+            formula = self.formula
+            self._screen = cache_screen.Screen(self.aff, self.base, self.y, self.weight, self.div,
+                                               lambda a, b: key_factors(a, b, formula),
+                                               lambda w, d, g: key_scales(w, d, g, 2, formula))
+        return self._screen
 
     def key_weights(self, gamma: float) -> Tensor:
         """[C, K] w·exp(γ d) in float64."""

@@ -194,6 +194,16 @@ MUTATIONS = [
              'for shots in (1, 2)})', 'for shots in (1, 2, 4, 8, 16)})', (RULES,)),
     Mutation("recipe: GDA's ImageNet crops as Tip's", "bridge/recipes/gda.py",
              '"families": ["gda-imagenet"]', '"families": ["tip"]', (RULES,)),
+    # ------------------------------------------------------------ APE's screened hit counts (bridge/cache_screen.py)
+    Mutation("screen: a suspect tying y after it beats y", "bridge/cache_screen.py",
+             "wrong = torch.where(before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)",
+             "wrong = (l_s >= l_y.unsqueeze(-1)).any(-1)", ("tests/test_cache_screen.py",)),
+    Mutation("screen: the moments' tail dropped from the bound", "bridge/cache_screen.py",
+             "coef.append(math.exp(gamma * self.delta_max)", "coef.append(0 * math.exp(gamma * self.delta_max)",
+             ("tests/test_cache_screen.py",)),
+    Mutation("screen: the chord's slope without the larger end", "bridge/cache_screen.py",
+             "slope = high.sub_(low).mul_(packed[:, 3])", "slope = high.sub_(high).mul_(packed[:, 3])",
+             ("tests/test_cache_screen.py",)),
 ]
 
 
