@@ -133,6 +133,8 @@ MUTATIONS = [
              (CALIBRATION,)),
     Mutation("calibration: Platt's target smoothing dropped", "bridge/calibration.py",
              "eps = (1.0 / (mask.sum(1).double() + 2))", "eps = (0.0 / (mask.sum(1).double() + 2))", (CALIBRATION,)),
+    Mutation("calibration: the slope's row slices leave the last rows out", "bridge/calibration.py",
+             "for r0 in range(0, n, rows):", "for r0 in range(0, n - 1, rows):", (CALIBRATION,)),
     Mutation("calibration: Brier score without the true-class term", "bridge/calibration_metrics.py",
              "((p ** 2).sum(1) - 2 * true + 1)", "((p ** 2).sum(1) + 1)", (CALIBRATION,)),
     # ------------------------------------------------------------ the linear probe

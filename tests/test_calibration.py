@@ -163,3 +163,25 @@ def test_a_perfectly_confident_correct_model_scores_zero_and_a_wrong_one_the_max
     assert good["ece"] == pytest.approx(0) and good["brier"] == pytest.approx(0) and good["nll"] == pytest.approx(0)
     assert bad["ece"] == pytest.approx(1) and bad["brier"] == pytest.approx(2)
     assert bad["nll"] == pytest.approx(-math.log(1e-12))
+
+
+@pytest.mark.parametrize("elements", [1, 700, 1 << 16])
+def test_the_slope_over_row_slices_equals_the_slope_over_the_whole_logits_bit_for_bit(elements, monkeypatch):
+    """nll_slope works on row slices of SLOPE_ELEMENTS (cache-sized); each row's softmax and sums are the same
+    operations as on the whole tensor, so slope and curvature equal the one-piece computation exactly, and so
+    the fitted temperatures do."""
+    import clipbridge.bridge.calibration as calibration
+
+    g = torch.Generator().manual_seed(elements)
+    logits = 4 * torch.randn(3, 301, 37, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 37, (3, 301), generator=g)
+    labels[1, :9] = -1
+    terms, mask = calibration.target_dot(logits, labels), labels >= 0
+    b = torch.tensor([0.3, 1.0, 2.5], dtype=torch.float64)
+    monkeypatch.setattr(calibration, "SLOPE_ELEMENTS", 1 << 40)
+    whole = calibration.nll_slope(logits, terms, mask, b, curvature=True)
+    temperature = calibration.fit_temperature(logits, labels)
+    monkeypatch.setattr(calibration, "SLOPE_ELEMENTS", elements)
+    sliced = calibration.nll_slope(logits, terms, mask, b, curvature=True)
+    assert all(torch.equal(x, y) for x, y in zip(sliced, whole))
+    assert torch.equal(calibration.fit_temperature(logits, labels), temperature)
