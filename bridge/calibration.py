@@ -43,7 +43,7 @@ STEP_TOLERANCE = 1e-9
 BRACKET_TOLERANCE = 1e-13
 NEWTON_STEPS = 100
 # elements of the [S, rows, C] logit slices each pass of nll_slope works on (float64, 512 KB: they stay in the CPU's
-# cache; 6.7x faster than whole [3, 50,000, 1,000] tensors, FIGURES.md "GPU (issue 21)"), the same values per row
+# cache; 6.7x faster than whole [3, 50,000, 1,000] tensors, FIGURES.md "Scale (issue 21)"), the same values per row
 SLOPE_ELEMENTS = 1 << 16
 
 
