@@ -116,6 +116,17 @@ SCREEN_PAIRS = 1 << 18
 DENSE_SCALES = 1 << 25
 
 
+def on_gpu(x: Tensor) -> bool:
+    """Whether x lives on an accelerator: there the searches score densely, in DEVICE_DENSE_ELEMENTS slices, with
+    whole seeds and row chunks per piece (its kernels are wide already: no pruning, no splitting over CPU threads)."""
+    return x.device.type != "cpu"
+
+
+def slice_elements(x: Tensor, on_cpu: int) -> int:
+    """Elements per slice of the work on x: `on_cpu` (sized for the CPU's cache) or DEVICE_DENSE_ELEMENTS on a GPU."""
+    return DEVICE_DENSE_ELEMENTS if on_gpu(x) else on_cpu
+
+
 def _inside(inner: tuple, outer: tuple) -> bool:
     return all(o0 <= i0 and i1 <= o1 for i0, i1, o0, o1 in zip(inner[::2], inner[1::2], outer[::2], outer[1::2]))
 
@@ -221,7 +232,7 @@ class CacheFusion:
         if self.keep:
             missing = [(s, r) for s, r in chunks if (s, r.start, r.stop) not in self._kept]
             map_single_threaded(lambda chunk: self.affinities(*chunk), missing)
-        parts = 1 if self.base.device.type != "cpu" else max(1, -(-2 * torch.get_num_threads() // len(chunks)))
+        parts = 1 if on_gpu(self.base) else max(1, -(-2 * torch.get_num_threads() // len(chunks)))
         pieces = []
         for s, rows in chunks:
             step = -(-(rows.stop - rows.start) // parts)
@@ -234,7 +245,7 @@ class CacheFusion:
         if data is None or m == 0:
             return torch.zeros(m, dtype=torch.int64, device=self.base.device), 0.0
         n, c, _ = data.aff.shape
-        if data.aff.device.type != "cpu":
+        if on_gpu(data.aff):
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)
         if n * c >= SCREEN_PAIRS and self.formula == "ape" and cache_screen.applies(data.weight, beta, alpha, gamma):
             return cache_screen.screened_hits(data.screen(), beta, alpha, gamma)
@@ -297,7 +308,7 @@ class CacheFusion:
                 out[s] = float("nan")
                 continue
             leaves, inverse = torch.unique(torch.stack([gamma[s], beta[s]], -1), dim=0, return_inverse=True)
-            workers = torch.get_num_threads() if self.base.device.type == "cpu" else 1    # a GPU: whole seeds
+            workers = 1 if on_gpu(self.base) else torch.get_num_threads()
             groups = max(1, min(leaves.shape[0], workers))                   # a seed's leaves over the workers
             pieces += [(s, leaves, inverse, part) for part in torch.arange(leaves.shape[0]).tensor_split(groups)]
         if self.formula == "tip":                                  # 1 − a of the pieces' seeds, side by side, once
@@ -350,7 +361,7 @@ def leaf_cache_terms(aff: Tensor, weight: Tensor, div: Tensor | None, beta: Tens
     are not multiplied)."""
     n, c, k = aff.shape
     out = torch.empty(beta.shape[0], n, c, dtype=aff.dtype, device=aff.device)
-    step = max(1, (SECONDARY_ROWS if aff.device.type == "cpu" else DEVICE_DENSE_ELEMENTS) // max(1, c * k))
+    step = max(1, slice_elements(aff, SECONDARY_ROWS) // max(1, c * k))
     buffer = torch.empty(min(step, n), c, k, dtype=aff.dtype, device=aff.device)
     scales = [key_scales(weight, div, gamma[j:j + 1], 2, formula) for j in range(beta.shape[0])]
     scales = [None if bool((w == 1).all()) else w.reshape(c, k) for w in scales]
@@ -404,7 +415,7 @@ def dense_hits(data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) ->
     _, per_beta = torch.unique_consecutive(leaves[:, 0], return_counts=True)
     beta_start = [0] + per_beta.cumsum(0).tolist()
     out = torch.zeros(m, dtype=torch.int64, device=aff.device)
-    elements = DENSE_ELEMENTS if aff.device.type == "cpu" else DEVICE_DENSE_ELEMENTS
+    elements = slice_elements(aff, DENSE_ELEMENTS)
     row_step = max(1, elements // (c * k))
     kept_scales = {}                    # key scales [G, 1, C, K] per γ slice, computed once for all row slices
     keep_scales = leaves.shape[0] * c * k <= DENSE_SCALES
