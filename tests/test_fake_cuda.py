@@ -69,6 +69,42 @@ def test_emulated_bf16_products_in_worker_threads_are_rounded_as_in_the_caller()
     assert all(torch.equal(p, rounded) for p in products)
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_cache_search_pieces_run_side_by_side_on_the_cpu_and_one_after_another_on_a_gpu(device, monkeypatch):
+    import threading
+
+    from clipbridge.bridge import cache_search as cs
+
+    g = torch.Generator().manual_seed(5)
+    s, n, c, k = 3, 40, 6, 4
+    keys, queries = torch.randn(s, c * k, 8, generator=g), torch.randn(s, n, 8, generator=g)
+    base, labels = torch.randn(s, n, c, generator=g), torch.randint(0, c, (s, n), generator=g)
+    threads = set()
+    real = cs.CacheFusion._seed_hits
+
+    def seed_hits(self, *args):
+        threads.add(threading.get_ident())
+        return real(self, *args)
+
+    monkeypatch.setattr(cs.CacheFusion, "_seed_hits", seed_hits)
+    monkeypatch.setattr(cs, "CHUNK_AFFINITY_ELEMENTS", 20 * c * k)          # two row chunks per seed: 6 pieces
+    candidates = [torch.rand(s, 5, generator=g) * 3 for _ in range(3)]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)                                                 # two workers on the CPU
+    with fake_cuda(), torch.inference_mode():
+        to = (lambda t: t.to("cuda")) if device == "cuda" else (lambda t: t)
+        q, kk = to(queries), to(keys)
+        problem = cs.CacheFusion(to(base), to(labels), lambda i, rows: q[i, rows] @ kk[i].T,
+                                 to(torch.ones(s, c * k)), None, "tip")
+        try:
+            hits = problem.hits(*(to(t) for t in candidates))
+        finally:
+            torch.set_num_threads(saved)
+    assert hits.shape == (s, 5)
+    # on a GPU the pieces queue on one stream: side by side they would only hold more slices in its memory
+    assert threads == {threading.get_ident()} if device == "cuda" else len(threads) == 2
+
+
 @pytest.mark.parametrize("name,search", CASES)
 def test_every_method_fits_and_scores_on_the_device_as_on_the_cpu(name, search):
     m = REGISTRY[name]
