@@ -445,3 +445,20 @@ def screened_hits(screen: Screen, beta: Tensor, alpha: Tensor, gamma: Tensor) ->
             out[cands[j]] = right.sum(1)
         work += w
     return out, work
+
+
+def open_counts(screen: Screen, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
+    """(queries no suspect beats [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working dtype): an
+    upper bound of each candidate's hits (a query a suspect beats is wrong, exactly: Screen.witness), at the cost of
+    the suspects' exact terms alone. bridge.cache_search.CacheFusion.top_hits scores exactly only the candidates
+    whose bound can reach the best ones."""
+    m = beta.shape[0]
+    leaves, inverse = torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)
+    order = torch.argsort(inverse, stable=True)
+    out = torch.zeros(m, dtype=torch.int64)
+    work = 0.0
+    for leaf, cand in enumerate(order.split(torch.bincount(inverse, minlength=leaves.shape[0]).tolist())):
+        _, _, wrong, w = screen.witness(leaves[leaf, 1], leaves[leaf, 0], alpha[cand])
+        out[cand] = wrong.shape[1] - wrong.sum(1)
+        work += w
+    return out, work

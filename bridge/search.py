@@ -15,6 +15,10 @@ the candidate evaluated first (grid points, then earlier rounds, then lower inde
 [S, M] from [S, M, p]: the secondary is then asked only for the candidates whose order it can change (those
 in the top `elites` of their round's merge that share their primary score with another of them), so a
 costly secondary is scored for a few candidates instead of all; the result is the same as scoring it for all.
+A LazyScore may also offer bounded_primary(candidates, keep, elites): the primary, exact wherever a candidate
+can be among the best `keep` of `elites` [S, E] (the primaries of the elites kept so far) and these candidates,
+any value below the keep-th best of them elsewhere. Such a candidate can neither enter the elites nor tie
+with them, so the result is again the same; the search then asks for it with keep = `elites`.
 
 Algorithm (all in the unit cube; a parameter with log_scale=True is searched uniformly in log space):
   round 0      the caller's `grid` points (same for every seed) plus `per_round` scrambled-Sobol points;
@@ -86,14 +90,14 @@ def batched_search(score: Score, low: Tensor, high: Tensor, *, num_seeds: int, r
         first = torch.cat([box.to_unit(grid.detach().to("cpu", torch.float64)).unsqueeze(0).expand(s, -1, -1), first], 1)
     pool = _Pool.empty(s, p, elites)
     resolve = _resolver(score, box) if isinstance(score, LazyScore) else None
-    pool = pool.merge(first, *_evaluate(score, box, first), resolve=resolve)
+    pool = pool.merge(first, *_evaluate(score, box, first, pool), resolve=resolve)
     evaluated = first.shape[1]
 
     shrink = (final_radius / 0.5) ** (1.0 / max(1, rounds - 2))
     for r in range(1, rounds if per_round else 1):           # per_round 0: the grid alone
         radius = max(final_radius, 0.5 * shrink ** (r - 1))
         cand = _propose(pool, per_round, radius, gens)
-        pool = pool.merge(cand, *_evaluate(score, box, cand), resolve=resolve)
+        pool = pool.merge(cand, *_evaluate(score, box, cand, pool), resolve=resolve)
         evaluated += per_round
     best = box.from_unit(pool.points[:, 0]).to(dtype=low.dtype, device=low.device)
     return SearchResult(best=best, best_score=pool.primary[:, 0].to(low.device), evaluated=evaluated)
@@ -182,11 +186,14 @@ def _resolver(score: "LazyScore", box: "_Box") -> Callable[[Tensor, Tensor], Ten
     return resolve
 
 
-def _evaluate(score: Score, box: _Box, unit: Tensor) -> tuple[Tensor, Tensor | None]:
+def _evaluate(score: Score, box: _Box, unit: Tensor, pool: "_Pool") -> tuple[Tensor, Tensor | None]:
     """Score unit-cube candidates [S, M, p]; returns (primary, secondary) [S, M] float64 on the CPU (a
-    LazyScore's secondary: None, scored later where needed)."""
+    LazyScore's secondary: None, scored later where needed; its bounded_primary, when it has one, told the
+    pool's elites)."""
     if isinstance(score, LazyScore):
-        primary = score.primary(box.from_unit(unit).to(device=box.device, dtype=box.dtype))
+        candidates = box.from_unit(unit).to(device=box.device, dtype=box.dtype)
+        bounded = getattr(score, "bounded_primary", None)
+        primary = score.primary(candidates) if bounded is None else bounded(candidates, pool.size, pool.primary)
         if tuple(primary.shape) != tuple(unit.shape[:2]):
             raise BridgeInputError(f"search score must return [{unit.shape[0]}, {unit.shape[1]}] scores, "
                                    f"got {list(primary.shape)}")

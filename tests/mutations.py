@@ -206,6 +206,17 @@ MUTATIONS = [
     Mutation("screen: the chord's slope without the larger end", "bridge/cache_screen.py",
              "slope = high.sub_(low).mul_(packed[:, 3])", "slope = high.sub_(high).mul_(packed[:, 3])",
              ("tests/test_cache_screen.py",)),
+    Mutation("top hits: a bound equal to the floor skipped", "bridge/cache_search.py",
+             "left = (~done & (upper >= floor))", "left = (~done & (upper > floor))", ("tests/test_cache_screen.py",)),
+    Mutation("search: bounded primary asked for the best one only", "bridge/search.py",
+             "bounded(candidates, pool.size, pool.primary)", "bounded(candidates, 1, pool.primary)",
+             ("tests/test_cache_screen.py",)),
+    # ------------------------------------------------------------ devices and precisions
+    Mutation("device: search pieces side by side on a GPU", "bridge/cache_search.py",
+             "workers=1 if on_gpu(self.base) else None)", "workers=None)", ("tests/test_fake_cuda.py",)),
+    Mutation("precision: cast kernel drops the add forms' input", "bridge/precision.py",
+             "result = product if beta == 0 else product.add_(base if beta == 1 else base * beta)",
+             "result = product", ("tests/test_precision.py",)),
 ]
 
 

@@ -94,3 +94,82 @@ def test_signed_weights_are_not_screened(monkeypatch):
     assert torch.equal(problem.hits(beta, alpha, gamma),
                        exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape"))
     assert not calls
+
+
+# ------------------------------------------------------------------ only the candidates that can be the best
+def _problem(monkeypatch, base, y, aff, weight, div):
+    monkeypatch.setattr(cs, "SCREEN_PAIRS", 0)                                 # every chunk screened
+    return CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, div, "ape")
+
+
+def test_open_counts_bound_every_candidates_hits(monkeypatch):
+    base, y, aff, weight, div = random_problem(31, 2, 120, 40, 4, formula="ape", spread=0.7)
+    beta, alpha, gamma = candidates(31, 2, 60, gamma=True)
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    upper, _ = _problem(monkeypatch, base, y, aff, weight, div)._open_counts(beta, alpha, gamma)
+    assert bool((upper >= exact).all())
+    assert bool((upper < (y >= 0).sum(1, keepdim=True)).any())                  # a bound that bites somewhere
+
+
+@pytest.mark.parametrize("seed,keep,known", [(40, 1, 0), (41, 8, 0), (42, 8, 8), (43, 3, 2)])
+def test_top_hits_are_exact_wherever_a_candidate_can_be_among_the_best(monkeypatch, seed, keep, known):
+    """Exact for every candidate whose count reaches the keep-th largest of the known counts and all of these;
+    every other candidate below that (so the first maximum, the top `keep` and their ties are those of hits)."""
+    base, y, aff, weight, div = random_problem(seed, 2, 140, 50, 3, formula="ape", spread=0.6)
+    beta, alpha, gamma = candidates(seed, 2, 80, gamma=True)
+    alpha[:, 5:9] = alpha[:, 1:2]                                              # repeated candidates: tied counts
+    beta[:, 5:9], gamma[:, 5:9] = beta[:, 1:2], gamma[:, 1:2]
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    g = torch.Generator().manual_seed(seed)
+    elites = exact.topk(known, 1).values - torch.randint(0, 3, (2, known), generator=g) if known else None
+    problem = _problem(monkeypatch, base, y, aff, weight, div)
+    got = problem.top_hits(beta, alpha, gamma, keep=keep, known=elites)
+    every = exact if elites is None else torch.cat([elites, exact], 1)
+    floor = every.topk(keep, 1).values[:, -1:]
+    contenders = exact >= floor
+    assert torch.equal(got[contenders], exact[contenders])
+    assert bool((got[~contenders] < floor.expand_as(got)[~contenders]).all())
+    assert torch.equal(got.argmax(1), exact.argmax(1))
+    assert problem.scored[-1] < 1.0                                              # most candidates were not scored
+
+
+def test_top_hits_fall_back_to_hits_where_nothing_is_screened():
+    base, y, aff, weight, div = random_problem(44, 2, 60, 12, 3, formula="tip", spread=0.7)
+    beta, alpha, gamma = candidates(44, 2, 30, gamma=False)
+    problem = CacheFusion(base, y, lambda i, rows: aff[i, rows], weight, None, "tip")
+    assert torch.equal(problem.top_hits(beta, alpha, gamma, keep=1), problem.hits(beta, alpha, gamma))
+
+
+def test_searches_asking_only_for_the_best_candidates_choose_as_with_every_count(monkeypatch):
+    """The batched search (elites = 8) and the official grid (first maximum) choose the same (β, α, γ) and score when
+    only the candidates that can be among the best are counted exactly."""
+    from clipbridge.bridge.cache_search import CacheFusionScore
+    from clipbridge.bridge.fusion import first_best
+    from clipbridge.bridge.search import batched_search
+
+    base, y, aff, weight, div = random_problem(45, 3, 150, 40, 4, formula="ape", spread=0.7)
+    problem = _problem(monkeypatch, base, y, aff, weight, div)
+    score = CacheFusionScore(problem, beta=0, alpha=1, gamma=2)
+    low, high = torch.tensor([0.1, 0.1, 0.0]), torch.tensor([7.0, 7.0, 1.0])
+    import clipbridge.bridge.search as search_module
+
+    pools, counted = [], []                     # every round's elites in order; candidates counted exactly
+    merge, screened = search_module._Pool.merge, screen_module.screened_hits
+    monkeypatch.setattr(screen_module, "screened_hits", lambda sc, b, *a: counted.append(b.shape[0]) or screened(sc, b, *a))
+    monkeypatch.setattr(search_module._Pool, "merge",
+                        lambda self, *a, **k: pools.append(merge(self, *a, **k)) or pools[-1])
+    bounded = batched_search(score, low, high, num_seeds=3, rounds=4, per_round=40, seed=[1, 2, 3])
+    bounded_pools, pools[:], bounded_counted, counted[:] = list(pools), [], sum(counted), []
+    monkeypatch.delattr(CacheFusionScore, "bounded_primary")
+    every = batched_search(score, low, high, num_seeds=3, rounds=4, per_round=40, seed=[1, 2, 3])
+    assert torch.equal(bounded.best, every.best) and torch.equal(bounded.best_score, every.best_score)
+    for ours, theirs in zip(bounded_pools, pools, strict=True):                # the same elites, values and order
+        assert torch.equal(ours.points, theirs.points) and torch.equal(ours.primary, theirs.primary)
+    assert bounded_counted < sum(counted) / 2                                  # counting under half the candidates
+    grid = torch.cartesian_prod(*[torch.linspace(0.1, 7, 9), torch.linspace(0.1, 7, 8), torch.linspace(0, 1, 5)])
+    cand = grid.unsqueeze(0).expand(3, -1, -1)
+    split = (cand[..., 0].contiguous(), cand[..., 1].contiguous(), cand[..., 2].contiguous())
+    count = (y >= 0).sum(1, keepdim=True).to(base.dtype)
+    top = first_best(100.0 * problem.top_hits(*split, keep=1).to(base.dtype) / count, grid, 0.0)
+    full = first_best(100.0 * problem.hits(*split).to(base.dtype) / count, grid, 0.0)
+    assert torch.equal(top.best, full.best) and torch.equal(top.val_accuracy, full.val_accuracy)

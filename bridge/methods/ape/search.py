@@ -57,8 +57,8 @@ def grid_search(model: CacheModel, val_q: Tensor, val_y: Tensor, axes: list[list
     grid = grid.reshape(-1, len(axes)).to(**like)                                        # β, α, γ order
     problem = cache_problem(model, base, val_y, affinity, with_gamma)
     cand = grid.unsqueeze(0).expand(s, -1, -1)
-    hits = problem.hits(cand[..., 0], cand[..., 1],
-                        cand[..., 2] if with_gamma else torch.zeros_like(cand[..., 0]))           # [S, G]
+    hits = problem.top_hits(cand[..., 0], cand[..., 1],                # exact wherever it can be the first maximum
+                            cand[..., 2] if with_gamma else torch.zeros_like(cand[..., 0]), keep=1)   # [S, G]
     accuracy = 100.0 * hits.to(base.dtype) / valid.sum(-1, keepdim=True).clamp_min(1).to(base.dtype)
     return first_best(accuracy, grid, start, scored_share=problem.scored[-1])
 
