@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     rates = gemm_rates()
     print(f"device {device}, torch threads {torch.get_num_threads()}, bf16 kernel on this CPU: "
-          f"{'native' if bp.native_bf16('cpu') else 'none (emulated)'}; GEMM [4096,512]x[512,512]: fp32 "
+          f"{bp.bf16_kernel('cpu')}; GEMM [4096,512]x[512,512]: fp32 "
           f"{rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.1f} GFLOP/s")
     print("| cache | method | precision (kernel) | fp32 test % | mean Δ | max |Δ| seed | fp32 s | reduced s | "
           "speed-up | auto-safe |")
