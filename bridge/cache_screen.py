@@ -105,6 +105,7 @@ class Screen:
         self.aff, self.base, self.y, self.weight, self.div = aff, base, y, weight, div
         self.factors, self.scales = factors, scales
         self._scale_table: tuple = (None, None)                                           # (γ, [C, K]) of the last leaf
+        self._witness_scales: tuple = (None, None, None)              # (γ, key scales of y [n, K], of suspects [n, T, K])
         n, c, k = aff.shape
         real = weight != 0
         self.shift = float(div[real].min()) if div is not None and bool(real.any()) else 0.0
@@ -134,14 +135,22 @@ class Screen:
         self.x_ref = self.aff_y.to(f64).mean(-1) - 1                                      # [n] (box_right)
         self.aff_s = aff[rows.unsqueeze(1), self.suspects]                                # [n, T, K]
         self.base_s = base.gather(1, self.suspects)                                       # [n, T]
+        self.before = self.suspects < y.unsqueeze(1)                   # [n, T] suspects that win a tie with y
 
-    def _exact(self, aff: Tensor, classes: Tensor, beta: Tensor, gamma: Tensor) -> Tensor:
+    def _exact(self, aff: Tensor, classes: Tensor, beta: Tensor, gamma: Tensor, scales: Tensor | None = None) -> Tensor:
         """F [...] of affinities aff [..., K] of classes [...] at one leaf (the exhaustive scoring's values): the key
-        factors times the key scales, computed once per γ for every key and gathered."""
+        factors times the key scales, computed once per γ for every key and gathered (or given: `scales`, the
+        same gather kept for this γ)."""
+        if scales is None:
+            scales = self._scales(gamma)[classes]
+        return (self.factors(aff, beta.view(1))[0] * scales).sum(-1)
+
+    def _scales(self, gamma: Tensor) -> Tensor:
+        """[C, K] key scales at γ (kept for the last γ asked)."""
         g = float(gamma)
         if self._scale_table[0] != g:
             self._scale_table = (g, self.scales(self.weight, self.div, gamma.view(1)).reshape(self.weight.shape))
-        return (self.factors(aff, beta.view(1))[0] * self._scale_table[1][classes]).sum(-1)
+        return self._scale_table[1]
 
     def leaf_right(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, float]:
         """([m, n] whether each query is right at candidates (β, alphas[i], γ), pairs scored exactly) for one leaf:
@@ -154,13 +163,16 @@ class Screen:
         """(F_y [n], l_y [m, n], wrong [m, n], pairs scored) at one leaf: the exact cache term and logit of the
         true class, and the queries a suspect beats (torch.argmax's tie rule: a class before y wins a tie)."""
         n = self.aff.shape[0]
-        f_y = self._exact(self.aff_y, self.y, beta, gamma)                                # [n]
-        f_s = self._exact(self.aff_s, self.suspects, beta, gamma)                         # [n, T]
+        g = float(gamma)
+        if self._witness_scales[0] != g:                        # a grid's leaves share each γ over many β
+            table = self._scales(gamma)
+            self._witness_scales = (g, table[self.y], table[self.suspects])
+        f_y = self._exact(self.aff_y, self.y, beta, gamma, self._witness_scales[1])      # [n]
+        f_s = self._exact(self.aff_s, self.suspects, beta, gamma, self._witness_scales[2])   # [n, T]
         a = alpha.view(-1, 1)
         l_y = self.base_y + a * f_y                                                       # [m, n]
         l_s = self.base_s + a.unsqueeze(-1) * f_s                                         # [m, n, T]
-        before = self.suspects < self.y.unsqueeze(1)
-        wrong = torch.where(before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)     # [m, n]
+        wrong = torch.where(self.before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)     # [m, n]
         return f_y, l_y, wrong, float(n * (1 + self.suspects.shape[1]) * alpha.shape[0])
 
     def box_right(self, betas: Tensor, gammas: Tensor, alphas: list[Tensor]) -> tuple[list[Tensor], float]:

@@ -288,8 +288,8 @@ class CacheFusion:
     def _open_counts(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> "tuple[Tensor, float] | None":
         """(cache_screen.open_counts summed over each seed's pieces [S, M], pairs scored), or None unless every
         piece is screened (`_screens`) and kept (affinities and screens made once for all calls)."""
-        if not self.keep:                                   # each call would rebuild every piece's screen
-            return None
+        if not self.keep or self.formula != "ape" or on_gpu(self.base):   # (not kept: each call would rebuild
+            return None                                                  # every piece's screen)
         pieces = [(s, rows) for s, rows in self._pieces() if self._data(s, rows) is not None]     # not all padding
         if not all(self._screens(self._data(s, rows), beta[s], alpha[s], gamma[s]) for s, rows in pieces):
             return None

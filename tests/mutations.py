@@ -198,7 +198,7 @@ MUTATIONS = [
              '"families": ["gda-imagenet"]', '"families": ["tip"]', (RULES,)),
     # ------------------------------------------------------------ APE's screened hit counts (bridge/cache_screen.py)
     Mutation("screen: a suspect tying y after it beats y", "bridge/cache_screen.py",
-             "wrong = torch.where(before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)",
+             "wrong = torch.where(self.before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)",
              "wrong = (l_s >= l_y.unsqueeze(-1)).any(-1)", ("tests/test_cache_screen.py",)),
     Mutation("screen: the moments' tail dropped from the bound", "bridge/cache_screen.py",
              "coef.append(math.exp(gamma * self.delta_max)", "coef.append(0 * math.exp(gamma * self.delta_max)",
