@@ -70,6 +70,7 @@ the pruning (1.0 = exhaustive).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -570,20 +571,40 @@ class _SeedData:
     (float64: largest and smallest a − 1, and the weighted sums of a − 1 per γ) and the root pairs per box."""
 
     def __init__(self, aff, base, y, weight, div, formula):
-        f64 = torch.float64
         self.aff, self.base, self.y, self.weight, self.div, self.formula = aff, base, y, weight, div, formula
         self.dtype = base.dtype
         self.eps = 64.0 * torch.finfo(self.dtype).eps
-        self.xmax = aff.amax(-1).to(f64) - 1.0                                 # [n, C]
-        self.xmin = aff.amin(-1).to(f64) - 1.0
-        self.w64 = weight.to(f64)
+        self.w64 = weight.to(torch.float64)
         self.shift, self.d64 = divergence_shift(weight, div)
-        self.b64 = base.to(f64)
-        self.by64 = self.b64.gather(1, y.unsqueeze(1)).squeeze(1)              # base of the true class [n]
-        self.monotone = bool((weight >= 0).all()) and float(self.xmax.max()) <= 0.0     # (shifted d ≥ 0)
         self._sums: dict = {}
         self._roots: dict = {}
         self._screen = None
+
+    # the pruned path's float64 summaries, made on first use (the dense and screened paths never read them)
+    @functools.cached_property
+    def xmax(self) -> Tensor:
+        """[n, C] largest a − 1 of each (query, class) (float64)."""
+        return self.aff.amax(-1).to(torch.float64) - 1.0
+
+    @functools.cached_property
+    def xmin(self) -> Tensor:
+        """[n, C] smallest a − 1 of each (query, class) (float64)."""
+        return self.aff.amin(-1).to(torch.float64) - 1.0
+
+    @functools.cached_property
+    def b64(self) -> Tensor:
+        """[n, C] zero-shot logits (float64)."""
+        return self.base.to(torch.float64)
+
+    @functools.cached_property
+    def by64(self) -> Tensor:
+        """[n] zero-shot logit of the true class (float64)."""
+        return self.b64.gather(1, self.y.unsqueeze(1)).squeeze(1)
+
+    @functools.cached_property
+    def monotone(self) -> bool:
+        """Whether w ≥ 0 and every a ≤ 1 (with the shifted d ≥ 0: every term grows with γ and falls with β)."""
+        return bool((self.weight >= 0).all()) and float(self.xmax.max()) <= 0.0
 
     def screen(self) -> cache_screen.Screen:
         """The bridge.cache_screen preparation of these queries (made once)."""
