@@ -185,11 +185,22 @@ class _ProductMode(TorchFunctionMode):
             if all(isinstance(t, Tensor) and t.dtype == torch.float32 for t in operands):
                 operands = [self.convert(t) for t in operands]
             return func(equation, *operands, **kwargs)
-        positions = _OPERANDS.get(func)
-        if positions is None or not all(i < len(args) and isinstance(args[i], Tensor)
-                                        and args[i].dtype == torch.float32 for i in positions):
+        positions = _matrix_positions(func, args)
+        if positions is None:
             return func(*args, **kwargs)
         return func(*(self.convert(a) if i in positions else a for i, a in enumerate(args)), **kwargs)
+
+
+def _matrix_positions(func, args: tuple) -> "tuple[int, int] | None":
+    """The positions of func's two float32 matrix operands in args, or None where func is no product of
+    _OPERANDS, an operand is not a float32 tensor, or an add form is called the deprecated way (a number first:
+    addmm(beta, input, m1, m2), whose operands stand elsewhere; it runs untouched)."""
+    positions = _OPERANDS.get(func)
+    if positions is None or (func in _ADD_FORMS and not (args and isinstance(args[0], Tensor))):
+        return None
+    if not all(i < len(args) and isinstance(args[i], Tensor) and args[i].dtype == torch.float32 for i in positions):
+        return None
+    return positions
 
 
 _LINEAR = torch.nn.functional.linear
@@ -229,25 +240,27 @@ class _CastMode(TorchFunctionMode):
             if len(operands) > 1 and all(isinstance(t, Tensor) and t.dtype == torch.float32 for t in operands):
                 return func(equation, *[t.to(torch.bfloat16) for t in operands], **kwargs).to(torch.float32)
             return func(*args, **kwargs)
-        positions = _OPERANDS.get(func)
-        if positions is None or not all(i < len(args) and isinstance(args[i], Tensor)
-                                        and args[i].dtype == torch.float32 for i in positions):
-            return func(*args, **kwargs)
+        positions = _matrix_positions(func, args)
+        bias = (args[2] if len(args) > 2 else kwargs.get("bias")) if func is _LINEAR else None
+        others = (args[0] if func in _ADD_FORMS else None, bias, kwargs.get("out"))
+        if positions is None or any(isinstance(t, Tensor) and t.dtype != torch.float32 for t in others):
+            return func(*args, **kwargs)                  # torch's own kernel (and its own dtype errors)
         out = kwargs.pop("out", None)
         product = _bf16_product(func, args[positions[0]], args[positions[1]])
         if func is _LINEAR:
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
             result = product if bias is None else product.add_(bias)
         elif func in _ADD_FORMS:
             base, beta, alpha = args[0], kwargs.get("beta", 1), kwargs.get("alpha", 1)
-            if alpha != 1:
-                product = product.mul_(alpha)
+            if alpha != 1:                                 # alpha 0: the product is ignored (inf, NaN too)
+                product = product.mul_(alpha) if alpha != 0 else torch.zeros_like(product)
             if func in _IN_PLACE:
                 return base.copy_(product) if beta == 0 else base.mul_(beta).add_(product)
             result = product if beta == 0 else product.add_(base if beta == 1 else base * beta)
         else:
             result = product
         if out is not None:
+            if out.shape != result.shape:
+                out.resize_(result.shape)                 # as torch's out= does
             return out.copy_(result)
         return result
 

@@ -3,6 +3,7 @@ bf16, fp32 unchanged, and `auto` following its measured table."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -252,3 +253,29 @@ def test_rounded_operands_pass_gradients_straight_through():
             (x @ w).sum().backward()
         torch.testing.assert_close(x.grad, rounding(w).sum(1).expand(4, -1), rtol=0, atol=0)
         x.grad = None
+
+
+def test_cast_kernel_keeps_torchs_conventions_at_the_edges():
+    """The deprecated addmm(beta, input, m1, m2) runs untouched (its operands stand elsewhere), an empty out= is
+    resized as torch resizes it, alpha = 0 ignores inf and NaN in the matrices, and a float64 input or bias is
+    left to torch (which refuses it)."""
+    g = torch.Generator().manual_seed(6)
+    base, m1, m2 = torch.randn(3, 4, generator=g), torch.randn(3, 5, generator=g), torch.randn(5, 4, generator=g)
+    def cast():
+        return bp.products_in(bp.Precision("bf16", "cast"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                                        # the deprecated signature
+        expected = torch.addmm(0.5, base, m1, m2)
+        with cast():
+            assert torch.equal(torch.addmm(0.5, base, m1, m2), expected)
+    with cast():
+        out = torch.mm(m1, m2, out=torch.empty(0))
+    assert out.shape == (3, 4) and (out.double() - _bf16(m1) @ _bf16(m2)).abs().max() < 2.0 ** -8 * 20
+    poisoned = m1.clone()
+    poisoned[0, 0] = float("inf")
+    with cast():
+        ignored = torch.addmm(base, poisoned, m2, alpha=0)
+    assert torch.equal(ignored, base)
+    with cast(), pytest.raises(RuntimeError):
+        torch.addmm(base.double(), m1, m2)
