@@ -70,7 +70,6 @@ the pruning (1.0 = exhaustive).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -565,6 +564,21 @@ def first_max_is(logits: Tensor, at_y: Tensor, y: Tensor) -> Tensor:
     return first
 
 
+class _lazy:
+    """An attribute computed on an instance's first use and kept in its __dict__ (functools.cached_property
+    without its lock: on Python 3.11 that lock is shared by every instance, so the pieces' first uses in
+    bridge.threads workers would run one at a time; each _SeedData belongs to one piece)."""
+
+    def __init__(self, compute):
+        self.compute, self.name, self.__doc__ = compute, compute.__name__, compute.__doc__
+
+    def __get__(self, owner, cls=None):
+        if owner is None:
+            return self
+        value = owner.__dict__[self.name] = self.compute(owner)
+        return value
+
+
 class _SeedData:
     """One seed's (chunk of) real validation queries: affinities aff [n, C, K] and logits base [n, C] in the
     working dtype, labels y [n], key weight / divergence [C, K]; the per-pair summaries the bounds use
@@ -581,27 +595,27 @@ class _SeedData:
         self._screen = None
 
     # the pruned path's float64 summaries, made on first use (the dense and screened paths never read them)
-    @functools.cached_property
+    @_lazy
     def xmax(self) -> Tensor:
         """[n, C] largest a − 1 of each (query, class) (float64)."""
         return self.aff.amax(-1).to(torch.float64) - 1.0
 
-    @functools.cached_property
+    @_lazy
     def xmin(self) -> Tensor:
         """[n, C] smallest a − 1 of each (query, class) (float64)."""
         return self.aff.amin(-1).to(torch.float64) - 1.0
 
-    @functools.cached_property
+    @_lazy
     def b64(self) -> Tensor:
         """[n, C] zero-shot logits (float64)."""
         return self.base.to(torch.float64)
 
-    @functools.cached_property
+    @_lazy
     def by64(self) -> Tensor:
         """[n] zero-shot logit of the true class (float64)."""
         return self.b64.gather(1, self.y.unsqueeze(1)).squeeze(1)
 
-    @functools.cached_property
+    @_lazy
     def monotone(self) -> bool:
         """Whether w ≥ 0 and every a ≤ 1 (with the shifted d ≥ 0: every term grows with γ and falls with β)."""
         return bool((self.weight >= 0).all()) and float(self.xmax.max()) <= 0.0
