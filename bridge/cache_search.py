@@ -269,12 +269,29 @@ class CacheFusion:
     def _count(self, beta: Tensor, alpha: Tensor, gamma: Tensor, pick: list[Tensor] | None = None):
         """(hits [S, M], pairs scored exactly) of the candidates, or of seed i's candidates pick[i] only (the
         others 0)."""
+        return self._sum_over_pieces(self._seed_hits, self._pieces(), beta, alpha, gamma, pick)
+
+    def _open_counts(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> "tuple[Tensor, float] | None":
+        """(cache_screen.open_counts summed over each seed's pieces [S, M], pairs scored), or None unless every
+        piece is screened (`_screens`) and kept (not kept, each call would rebuild every piece's screen)."""
+        if not self.keep:
+            return None
+        pieces = [(s, rows) for s, rows in self._pieces() if self._data(s, rows) is not None]     # not all padding
+        if not all(self._screens(self._data(s, rows), beta[s], alpha[s], gamma[s]) for s, rows in pieces):
+            return None
+        return self._sum_over_pieces(lambda s, rows, *candidates: cache_screen.open_counts(
+            self._data(s, rows).screen(), *candidates), pieces, beta, alpha, gamma)
+
+    def _sum_over_pieces(self, count, pieces: list, beta: Tensor, alpha: Tensor, gamma: Tensor,
+                         pick: list[Tensor] | None = None) -> tuple[Tensor, float]:
+        """(per-seed sums [S, M] of count(s, rows, beta, alpha, gamma) -> ([m] int64, pairs scored) over the
+        (seed, rows) pieces, side by side; with `pick`, of seed i's candidates pick[i] only (the others 0),
+        pairs scored)."""
         s_count = self.base.shape[0]
         out = torch.zeros(s_count, beta.shape[1], dtype=torch.int64, device=self.base.device)
         pick = pick or [None] * s_count
         chosen = lambda t, s: t[s] if pick[s] is None else t[s, pick[s]]            # noqa: E731
-        pieces = self._pieces()
-        results = self._side_by_side(lambda piece: self._seed_hits(
+        results = self._side_by_side(lambda piece: count(
             piece[0], piece[1], chosen(beta, piece[0]), chosen(alpha, piece[0]), chosen(gamma, piece[0])), pieces)
         scored = 0.0
         for (s, _), (h, work) in zip(pieces, results):
@@ -284,21 +301,6 @@ class CacheFusion:
                 out[s, pick[s]] += h
             scored += work
         return out, scored
-
-    def _open_counts(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> "tuple[Tensor, float] | None":
-        """(cache_screen.open_counts summed over each seed's pieces [S, M], pairs scored), or None unless every
-        piece is screened (`_screens`) and kept (affinities and screens made once for all calls)."""
-        if not self.keep or self.formula != "ape" or on_gpu(self.base):   # (not kept: each call would rebuild
-            return None                                                  # every piece's screen)
-        pieces = [(s, rows) for s, rows in self._pieces() if self._data(s, rows) is not None]     # not all padding
-        if not all(self._screens(self._data(s, rows), beta[s], alpha[s], gamma[s]) for s, rows in pieces):
-            return None
-        results = self._side_by_side(lambda piece: cache_screen.open_counts(
-            self._data(piece[0], piece[1]).screen(), beta[piece[0]], alpha[piece[0]], gamma[piece[0]]), pieces)
-        out = torch.zeros(beta.shape, dtype=torch.int64)
-        for (s, _), (h, _) in zip(pieces, results):
-            out[s] += h
-        return out, sum(work for _, work in results)
 
     def _account(self, scored: float, m: int) -> None:
         """Record a call's pairs scored exactly against the exhaustive scoring's (every pair of its m candidates)."""
