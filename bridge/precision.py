@@ -69,10 +69,10 @@ AUTO_SAFE: dict[str, frozenset[str]] = {
 
 class Precision(NamedTuple):
     """A resolved precision: name ("fp32", "fp64", "bf16" or "tf32") and, for bf16, the kernel
-    ("native" or "emulated"; "" otherwise)."""
+    ("native", "cast" or "emulated"; "" otherwise)."""
 
     name: str
-    kernel: str = ""          # bf16: "native", "cast" or "emulated" (bf16_kernel)
+    kernel: str = ""
 
     def record(self) -> dict[str, str]:
         """The fields a result record and run.json carry."""
@@ -179,9 +179,7 @@ class _ProductMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.einsum:
-            equation, *operands = args
-            nested = len(operands) == 1 and isinstance(operands[0], (list, tuple))
-            operands = list(operands[0]) if nested else operands
+            equation, operands = _einsum_operands(args)
             if all(isinstance(t, Tensor) and t.dtype == torch.float32 for t in operands):
                 operands = [self.convert(t) for t in operands]
             return func(equation, *operands, **kwargs)
@@ -189,6 +187,13 @@ class _ProductMode(TorchFunctionMode):
         if positions is None:
             return func(*args, **kwargs)
         return func(*(self.convert(a) if i in positions else a for i, a in enumerate(args)), **kwargs)
+
+
+def _einsum_operands(args: tuple) -> tuple[str, list]:
+    """(equation, operands) of torch.einsum's arguments, given either as einsum(eq, a, b) or einsum(eq, [a, b])."""
+    equation, *operands = args
+    nested = len(operands) == 1 and isinstance(operands[0], (list, tuple))
+    return equation, list(operands[0]) if nested else operands
 
 
 def _matrix_positions(func, args: tuple) -> "tuple[int, int] | None":
@@ -212,18 +217,12 @@ _IN_PLACE = (Tensor.addmm_, Tensor.baddbmm_)
 def _bf16_product(func, a: Tensor, b: Tensor) -> Tensor:
     """The product func stands for, of a and b cast to bfloat16, returned as float32 (kernel "cast")."""
     a, b = a.to(torch.bfloat16), b.to(torch.bfloat16)
-    if func is _LINEAR:
-        product = _LINEAR(a, b)
-    elif func is Tensor.__rmatmul__:
-        product = torch.matmul(b, a)
-    elif func in _ADD_FORMS:
-        inner = _ADD_FORMS[func]
-        if inner is None:                                              # addbmm: the batch summed in float32
-            return torch.bmm(a, b).to(torch.float32).sum(0)
-        product = inner(a, b)
-    else:
-        product = torch.matmul(a, b) if func in (torch.matmul, Tensor.matmul, Tensor.__matmul__) else func(a, b)
-    return product.to(torch.float32)
+    if func not in _ADD_FORMS:                                         # matmul, mm, bmm, linear (no bias), @
+        return func(a, b).to(torch.float32)
+    inner = _ADD_FORMS[func]
+    if inner is None:                                                  # addbmm: the batch summed in float32
+        return torch.bmm(a, b).to(torch.float32).sum(0)
+    return inner(a, b).to(torch.float32)
 
 
 class _CastMode(TorchFunctionMode):
@@ -234,9 +233,7 @@ class _CastMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
         if func is torch.einsum:
-            equation, *operands = args
-            nested = len(operands) == 1 and isinstance(operands[0], (list, tuple))
-            operands = list(operands[0]) if nested else operands
+            equation, operands = _einsum_operands(args)
             if len(operands) > 1 and all(isinstance(t, Tensor) and t.dtype == torch.float32 for t in operands):
                 return func(equation, *[t.to(torch.bfloat16) for t in operands], **kwargs).to(torch.float32)
             return func(*args, **kwargs)
