@@ -66,6 +66,20 @@ def applies(weight: Tensor, beta: Tensor, alpha: Tensor, gamma: Tensor) -> bool:
     return bool((weight >= 0).all()) and all(bool((t >= 0).all()) for t in (beta, alpha, gamma))
 
 
+def divergence_shift(weight: Tensor, div: Tensor | None) -> tuple[float, Tensor | None]:
+    """(shift, d − shift in float64 [C, K]) with shift = the smallest divergence of a real key (w ≠ 0; padded keys
+    get 0). The bounds (bridge.cache_search's and Screen's) work with G = Σ_k w_k exp(γ (d_k − shift)) exp(β (a_k − 1)),
+    F = exp(γ·shift)·G, and fold the common factor into α (bridge.cache_search.folded_alphas): APE's divergences
+    are large and close together (≈ 9.5-10 on the synthetic ImageNet-sized cache), so exp(γ d) alone would make
+    every bound over a γ range loose by exp(Δγ·d), where exp(Δγ·(d − shift)) is close to 1; the shifted
+    divergences stay ≥ 0 (monotone case)."""
+    if div is None:
+        return 0.0, None
+    real = weight != 0
+    shift = float(div[real].min()) if bool(real.any()) else 0.0
+    return shift, torch.where(real, div.to(torch.float64) - shift, torch.zeros((), dtype=torch.float64))
+
+
 def _round_up(x: Tensor) -> Tensor:
     """float64 -> float32 rounded towards +inf (x ≥ 0)."""
     y = x.to(torch.float32)
@@ -105,12 +119,10 @@ class Screen:
         self.aff, self.base, self.y, self.weight, self.div = aff, base, y, weight, div
         self.factors, self.scales = factors, scales
         self._scale_table: tuple = (None, None)                                           # (γ, [C, K]) of the last leaf
-        self._witness_scales: tuple = (None, None, None)              # (γ, key scales of y [n, K], of suspects [n, T, K])
+        self._witness_scales: tuple = (None, None, None)       # (γ, key scales of y [n, K], of suspects [n, T, K])
         n, c, k = aff.shape
-        real = weight != 0
-        self.shift = float(div[real].min()) if div is not None and bool(real.any()) else 0.0
-        delta = torch.zeros(c, k, dtype=f64) if div is None else \
-            torch.where(real, (div.to(f64) - self.shift).clamp_min(0), torch.zeros((), dtype=f64))
+        self.shift, shifted = divergence_shift(weight, div)
+        delta = torch.zeros(c, k, dtype=f64) if shifted is None else shifted                # ≥ 0
         self.delta, self.w64 = delta, weight.to(f64)
         self.delta_max = float(delta.max()) if delta.numel() else 0.0
         amin, amax = aff.amin(-1), aff.amax(-1)                                           # [n, C]
@@ -439,12 +451,18 @@ def leaf_boxes(leaves: Tensor, counts: list[int]) -> list[list[int]]:
     return groups
 
 
+def _leaves(beta: Tensor, gamma: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """(leaves [L, 2] = the distinct (γ, β), γ-major; the candidates of each leaf, in order) of candidates [m]."""
+    leaves, inverse = torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)
+    order = torch.argsort(inverse, stable=True)
+    return leaves, list(order.split(torch.bincount(inverse, minlength=leaves.shape[0]).tolist()))
+
+
 def screened_hits(screen: Screen, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
     """(right queries [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working dtype): groups of leaves
     (`leaf_boxes`) by Screen.box_right, single leaves by Screen.leaf_right."""
     m = beta.shape[0]
-    leaves, inverse = torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)     # γ-major
-    cands = [(inverse == leaf).nonzero().squeeze(1) for leaf in range(leaves.shape[0])]
+    leaves, cands = _leaves(beta, gamma)
     out = torch.zeros(m, dtype=torch.int64)
     work = 0.0
     for group in leaf_boxes(leaves, [c.numel() for c in cands]):
@@ -465,11 +483,10 @@ def open_counts(screen: Screen, beta: Tensor, alpha: Tensor, gamma: Tensor) -> t
     the suspects' exact terms alone. bridge.cache_search.CacheFusion.top_hits scores exactly only the candidates
     whose bound can reach the best ones."""
     m = beta.shape[0]
-    leaves, inverse = torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)
-    order = torch.argsort(inverse, stable=True)
+    leaves, cands = _leaves(beta, gamma)
     out = torch.zeros(m, dtype=torch.int64)
     work = 0.0
-    for leaf, cand in enumerate(order.split(torch.bincount(inverse, minlength=leaves.shape[0]).tolist())):
+    for leaf, cand in enumerate(cands):
         _, _, wrong, w = screen.witness(leaves[leaf, 1], leaves[leaf, 0], alpha[cand])
         out[cand] = wrong.shape[1] - wrong.sum(1)
         work += w

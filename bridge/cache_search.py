@@ -78,6 +78,7 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge import cache_screen
+from clipbridge.bridge.cache_screen import divergence_shift
 from clipbridge.bridge.threads import map_single_threaded
 
 FORMULAS = ("tip", "ape")
@@ -765,19 +766,6 @@ class _SeedData:
             up = torch.maximum(ex[lo] - y_lo[0].to(f32).unsqueeze(1), ex[hi] - y_lo[1].to(f32).unsqueeze(1))
             relevant |= torch.maximum(a0 * up, a1 * up) >= threshold
         return relevant
-
-
-def divergence_shift(weight: Tensor, div: Tensor | None) -> tuple[float, Tensor | None]:
-    """(shift, d − shift in float64 [C, K]) with shift = the smallest divergence of a real key (w ≠ 0; padded keys
-    get 0). The bounds work with G = Σ_k w_k exp(γ (d_k − shift)) exp(β (a_k − 1)), F = exp(γ·shift)·G, and fold
-    the common factor into α (folded_alphas): APE's divergences are large and close together (≈ 9.5-10 on the
-    synthetic ImageNet-sized cache), so exp(γ d) alone would make every bound over a γ range loose by
-    exp(Δγ·d), where exp(Δγ·(d − shift)) is close to 1; the shifted divergences stay ≥ 0 (monotone case)."""
-    if div is None:
-        return 0.0, None
-    real = weight != 0
-    shift = float(div[real].min()) if bool(real.any()) else 0.0
-    return shift, torch.where(real, div.to(torch.float64) - shift, torch.zeros((), dtype=torch.float64))
 
 
 def folded_alphas(a0: float, a1: float, g0: float, g1: float, shift: float) -> tuple[float, float]:
