@@ -29,6 +29,9 @@ Algorithm (all in the unit cube; a parameter with log_scale=True is searched uni
                  1/8 coordinate moves (the best point with one coordinate redrawn in a twice wider box),
                  1/8 uniform over the whole cube (keeps exploring).
                Points are clamped to the cube, so bounds (often optimal, e.g. λ = 0) are reachable.
+Only the best point of the last round's merge is returned, so that merge keeps one elite: a LazyScore's
+secondary and bounded primary are then asked only for what can change the best (its first maximum by
+(primary, secondary, evaluation order) is the same as in a merge keeping `elites`).
 Randomness comes from one torch.Generator and one SobolEngine per problem, seeded with `seed` (or the
 problem's own seed): same inputs and seeds, same result.
 """
@@ -88,15 +91,18 @@ def batched_search(score: Score, low: Tensor, high: Tensor, *, num_seeds: int, r
         else torch.empty(s, 0, p, dtype=torch.float64)
     if grid is not None and grid.shape[0]:
         first = torch.cat([box.to_unit(grid.detach().to("cpu", torch.float64)).unsqueeze(0).expand(s, -1, -1), first], 1)
-    pool = _Pool.empty(s, p, elites)
+    last = max(1, rounds) - 1 if per_round else 0            # per_round 0: the grid alone
+    pool = _Pool.empty(s, p, elites if last else 1)
     resolve = _resolver(score, box) if isinstance(score, LazyScore) else None
     pool = pool.merge(first, *_evaluate(score, box, first, pool), resolve=resolve)
     evaluated = first.shape[1]
 
     shrink = (final_radius / 0.5) ** (1.0 / max(1, rounds - 2))
-    for r in range(1, rounds if per_round else 1):           # per_round 0: the grid alone
+    for r in range(1, last + 1):
         radius = max(final_radius, 0.5 * shrink ** (r - 1))
         cand = _propose(pool, per_round, radius, gens)
+        if r == last:                                         # only the best of the last merge is returned
+            pool = pool.resized(1)
         pool = pool.merge(cand, *_evaluate(score, box, cand, pool), resolve=resolve)
         evaluated += per_round
     best = box.from_unit(pool.points[:, 0]).to(dtype=low.dtype, device=low.device)
@@ -135,6 +141,10 @@ class _Pool:
     def empty(cls, s: int, p: int, size: int) -> "_Pool":
         z = torch.empty(s, 0, dtype=torch.float64)
         return cls(torch.empty(s, 0, p, dtype=torch.float64), z, z.clone(), size)
+
+    def resized(self, size: int) -> "_Pool":
+        """The same elites (all of them take part in the next merge and in proposals), keeping `size` after a merge."""
+        return _Pool(self.points, self.primary, self.secondary, size, self.known)
 
     def merge(self, points: Tensor, primary: Tensor, secondary: Tensor | None,
               resolve: Callable[[Tensor, Tensor], Tensor] | None = None) -> "_Pool":

@@ -211,6 +211,8 @@ MUTATIONS = [
     Mutation("search: bounded primary asked for the best one only", "bridge/search.py",
              "bounded(candidates, pool.size, pool.primary)", "bounded(candidates, 1, pool.primary)",
              ("tests/test_cache_screen.py",)),
+    Mutation("search: the last merge keeps every elite", "bridge/search.py",
+             "            pool = pool.resized(1)", "            pool = pool.resized(pool.size)", ("tests/test_search.py",)),
     # ------------------------------------------------------------ devices and precisions
     Mutation("device: search pieces side by side on a GPU", "bridge/cache_search.py",
              "workers=1 if on_gpu(self.base) else None)", "workers=None)", ("tests/test_fake_cuda.py",)),

@@ -76,3 +76,57 @@ def test_box_grid_without_endpoint_is_the_official_tip_adapter_grid():
     assert grid.shape == (4000, 2)
     torch.testing.assert_close(grid[21], torch.tensor([0.1 + 1 * 11.9 / 200, 0.1 + 1 * 4.9 / 20], dtype=torch.float64))
     assert float(grid[:, 0].max()) < 12.0 and float(grid[:, 1].max()) < 5.0
+
+
+class _TiedLazy:
+    """A LazyScore with a tied primary and a smooth secondary; records, per secondary call, its candidates (seeds
+    that need any × the widest seed's), and the `keep` each bounded_primary call was asked for."""
+
+    def __init__(self):
+        self.secondary_needed, self.keeps, self.asked = [], [], []
+
+    @staticmethod
+    def _scores(x):
+        primary = torch.floor(-30 * ((x[..., 0] - 1).abs() + (x[..., 1] - 2).abs()))    # a sharp, tied peak
+        return primary, -(x[..., 0] - 1.3) ** 2 - (x[..., 1] - 0.7) ** 2
+
+    def primary(self, x):
+        return self._scores(x)[0]
+
+    def bounded_primary(self, x, keep, elites):
+        self.keeps.append(keep)
+        self.asked.append(x.clone())
+        return self.primary(x)
+
+    def secondary(self, x):
+        self.secondary_needed.append(int(torch.isfinite(x[..., 0]).any(-1).sum()) * x.shape[1])
+        return self._scores(x)[1]
+
+
+def test_the_last_round_keeps_only_the_best_and_chooses_as_a_merge_keeping_every_elite(monkeypatch):
+    """Only the best point is returned, so the last merge keeps one elite: its bounded primary is asked for keep = 1,
+    its secondary only for ties at the top, and the proposals and the choice equal those of a last merge keeping all
+    8 elites."""
+    import clipbridge.bridge.search as search_module
+
+    grid = torch.cartesian_prod(torch.linspace(0, 3, 5), torch.linspace(0, 3, 5))
+    run = lambda score, seed: batched_search(score, torch.zeros(2), 3 * torch.ones(2), num_seeds=3, rounds=4,  # noqa: E731
+                                             per_round=32, seed=seed, grid=grid)
+    fewer = 0
+    for seed in range(6):
+        ours = _TiedLazy()
+        got = run(ours, seed)
+        assert ours.keeps == [8, 8, 8, 1]
+        with monkeypatch.context() as patch:                           # every merge keeps 8 elites, as before
+            patch.setattr(search_module._Pool, "resized", lambda self, size: self)
+            every = _TiedLazy()
+            want = run(every, seed)
+        assert every.keeps == [8, 8, 8, 8]
+        assert torch.equal(got.best, want.best) and torch.equal(got.best_score, want.best_score)
+        assert all(torch.equal(a, b) for a, b in zip(ours.asked, every.asked, strict=True))   # the same proposals
+        assert ours.secondary_needed[:-1] == every.secondary_needed[:len(ours.secondary_needed) - 1]
+        fewer += sum(every.secondary_needed) - sum(ours.secondary_needed)
+    assert fewer > 0
+    grid_only = _TiedLazy()                                            # no rounds: the grid's merge is the last
+    batched_search(grid_only, torch.zeros(2), 3 * torch.ones(2), num_seeds=1, rounds=3, per_round=0, seed=0, grid=grid)
+    assert grid_only.keeps == [1]
