@@ -37,6 +37,7 @@ from clipbridge.bridge.methods.semobridge.training import TrainSettings, learnin
 from clipbridge.bridge.task import FewShotTask
 from clipbridge.bridge.text import ClassText, class_text
 
+MIN_FLOOR_STEPS = 5      # a step timed as (T(n) − T(1)) / (n − 1): at least 4 steps' difference, even at 1,000 classes
 
 # ------------------------------------------------------------------------------------------ synthetic task
 def synthetic_task(*, classes: int, shots: int, dim: int = 512, width: int = 512, val: int, seeds=(1,),
@@ -262,7 +263,7 @@ def bench_floor(args) -> None:
           f"{torch.get_num_threads()}")
     for c in args.floor_classes:
         task = synthetic_task(classes=c, shots=args.shots, dim=args.dim, width=args.dim, val=args.val)
-        steps = max(2, args.floor_steps * 101 // c)
+        steps = max(MIN_FLOOR_STEPS, args.floor_steps * 101 // c)
         floor, runs = float("inf"), {}
         for _ in range(args.floor_repeats):       # a step = (T(steps) − T(1)) / (steps − 1): no setup
             floor = min(floor, matmul_floor(1, c, args.shots, args.dim, args.dim, args.val, repeats=steps,
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     pt.add_argument("--floor-classes", type=int, nargs="*", default=[101, 1000],
                     help="class counts at which the step is set against its matmul floor (none: skip)")
     pt.add_argument("--floor-steps", type=int, default=20, help="steps per floor timing at 101 classes (fewer "
-                    "at more classes)")
+                    "at more classes, at least MIN_FLOOR_STEPS)")
     pt.add_argument("--floor-repeats", type=int, default=3)
     pt.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the step with bf16 products (bridge.precision)")
