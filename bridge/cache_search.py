@@ -192,7 +192,6 @@ class CacheFusion:
     pairs: list = field(default_factory=lambda: [0.0, 0.0])   # pairs scored (hits and secondary), pairs of hits
     _kept: dict = field(default_factory=dict)
     _seed_data: dict = field(default_factory=dict)
-    _kept_shifted: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.formula not in FORMULAS:
@@ -379,16 +378,6 @@ class CacheFusion:
         return self._seed_data[key]
 
     # ---- secondary score --------------------------------------------------------------------------------
-    def _shifted(self, s: int, rows: slice) -> Tensor:
-        """[n, C, K] 1 − a of seed s, rows `rows` (Tip's secondary; kept with the affinities)."""
-        key = (s, rows.start, rows.stop)
-        if key in self._kept_shifted:
-            return self._kept_shifted[key]
-        shifted = 1 - self.affinities(s, rows)
-        if self.keep:
-            self._kept_shifted[key] = shifted
-        return shifted
-
     def mean_log_prob(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
         """Mean log-probability of the true class [S, M] (bridge.fusion.validation_scores' second score),
         scored over every class. Pieces of (seed, distinct (β, γ) leaves) run side by side
@@ -406,11 +395,6 @@ class CacheFusion:
             workers = 1 if on_gpu(self.base) else torch.get_num_threads()
             groups = max(1, min(leaves.shape[0], workers))                   # a seed's leaves over the workers
             pieces += [(s, leaves, inverse, part) for part in torch.arange(leaves.shape[0]).tensor_split(groups)]
-        if self.formula == "tip":                                  # 1 − a of the pieces' seeds, side by side, once
-            n = self.base.shape[1]
-            chunks = {(piece[0], r0) for piece in pieces for r0 in range(0, n, self.rows())}
-            self._side_by_side(lambda chunk: self._shifted(chunk[0], slice(chunk[1], min(n, chunk[1] + self.rows()))),
-                                sorted(chunks))
         for (s, _, _, _), (cand, total, work) in zip(pieces, self._side_by_side(
                 lambda piece: self._leaf_log_prob(piece[0], alpha[piece[0]], *piece[1:]), pieces)):
             out[s, cand] = total
@@ -435,8 +419,7 @@ class CacheFusion:
             group = max(1, SECONDARY_LEAF_BYTES // max(1, aff.shape[0] * c * self.base.element_size()))
             for g0 in range(0, part.shape[0], group):
                 chosen = part[g0:g0 + group]
-                caches = leaf_cache_terms(aff, weight, div, leaves[chosen, 1], leaves[chosen, 0], self.formula,
-                                          self._shifted(s, rows) if self.formula == "tip" else None)
+                caches = leaf_cache_terms(aff, weight, div, leaves[chosen, 1], leaves[chosen, 0], self.formula)
                 for cand, cache in zip(cands[g0:g0 + group], caches):                       # [n, C] each
                     alphas, same = torch.unique(alpha[cand], return_inverse=True)   # repeated candidates once
                     logits = self.base[s, rows].unsqueeze(0) + alphas[:, None, None] * cache
@@ -448,12 +431,13 @@ class CacheFusion:
 
 
 def leaf_cache_terms(aff: Tensor, weight: Tensor, div: Tensor | None, beta: Tensor, gamma: Tensor,
-                     formula: str, shifted: Tensor | None = None) -> Tensor:
+                     formula: str) -> Tensor:
     """F [L, n, C] of leaves beta, gamma [L] for affinities aff [n, C, K], key weights / divergences [C, K]:
     exact_terms' values bit for bit (the same operations, in order, on the same row slices of SECONDARY_ROWS
     affinities), computed slice by slice for every leaf while the slice is in cache, in one reused buffer
-    (tip: 1 − a, given as `shifted` [n, C, K] or computed once per slice; key scales of exactly 1 everywhere
-    are not multiplied)."""
+    (tip: 1 − a computed once per slice for all leaves, while the slice is in cache: keeping 1 − a of every
+    affinity between calls cost a pass through memory and as much memory as the affinities; key scales of
+    exactly 1 everywhere are not multiplied)."""
     n, c, k = aff.shape
     out = torch.empty(beta.shape[0], n, c, dtype=aff.dtype, device=aff.device)
     step = max(1, slice_elements(aff, SECONDARY_ROWS) // max(1, c * k))
@@ -464,7 +448,7 @@ def leaf_cache_terms(aff: Tensor, weight: Tensor, div: Tensor | None, beta: Tens
     for i in range(0, n, step):
         a = aff[i:i + step]
         buf = buffer[:a.shape[0]]
-        x = (1 - a if shifted is None else shifted[i:i + step]) if formula == "tip" else None
+        x = 1 - a if formula == "tip" else None
         for j, b in enumerate(values):
             if formula == "tip":
                 torch.mul(x, -b, out=buf)                                  # −β (1 − a)
