@@ -54,6 +54,9 @@ CRITICAL_CLASSES = 64
 RELATIVE_SLACK = 1e-4
 # absolute slack per query, relative to max_c |base| + |l_y| (the exhaustive logits' rounding is ~1e-7 of that)
 ABSOLUTE_SLACK = 1e-5
+# relative widening of a suspect's margin over y before open_queries takes it as a sure win (the exhaustive
+# logits' rounding is a few 1e-8 of |base| + α·|F|)
+SURE_SLACK = 1e-6
 # elements of the [rows, C] tensors of the bound taken at a time (stay in the CPU's cache)
 SCREEN_ELEMENTS = 1 << 18
 
@@ -148,6 +151,13 @@ class Screen:
         self.aff_s = aff[rows.unsqueeze(1), self.suspects]                                # [n, T, K]
         self.base_s = base.gather(1, self.suspects)                                       # [n, T]
         self.before = self.suspects < y.unsqueeze(1)                   # [n, T] suspects that win a tie with y
+        # open_queries' leaf-free parts, [n, T] each: −A (A = the suspects' base margin less its slack), where
+        # A > 0, and the suspects before y with y's own base (a duplicated class ties y when F does too)
+        by, bs = self.base_y.to(f64).unsqueeze(1), self.base_s.to(f64)
+        margin = (bs - by) - SURE_SLACK * (bs.abs() + by.abs())
+        self.neg_margin, self.margin_known = -margin, torch.isfinite(margin)
+        self.margin_wins = self.margin_known & (margin > 0)
+        self.twin = self.before & (bs == by)
 
     def _exact(self, aff: Tensor, classes: Tensor, beta: Tensor, gamma: Tensor, scales: Tensor | None = None) -> Tensor:
         """F [...] of affinities aff [..., K] of classes [...] at one leaf (the exhaustive scoring's values): the key
@@ -171,21 +181,48 @@ class Screen:
         right = torch.zeros_like(wrong)
         return right, work + self.settle(beta, gamma, alpha, f_y, l_y, ~wrong, right)
 
-    def witness(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
-        """(F_y [n], l_y [m, n], wrong [m, n], pairs scored) at one leaf: the exact cache term and logit of the
-        true class, and the queries a suspect beats (torch.argmax's tie rule: a class before y wins a tie)."""
-        n = self.aff.shape[0]
+    def _witness_terms(self, beta: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+        """(F_y [n], F of the suspects [n, T]) at one leaf, the exhaustive scoring's values."""
         g = float(gamma)
         if self._witness_scales[0] != g:                        # a grid's leaves share each γ over many β
             table = self._scales(gamma)
             self._witness_scales = (g, table[self.y], table[self.suspects])
         f_y = self._exact(self.aff_y, self.y, beta, gamma, self._witness_scales[1])      # [n]
         f_s = self._exact(self.aff_s, self.suspects, beta, gamma, self._witness_scales[2])   # [n, T]
+        return f_y, f_s
+
+    def witness(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+        """(F_y [n], l_y [m, n], wrong [m, n], pairs scored) at one leaf: the exact cache term and logit of the
+        true class, and the queries a suspect beats (torch.argmax's tie rule: a class before y wins a tie)."""
+        n = self.aff.shape[0]
+        f_y, f_s = self._witness_terms(beta, gamma)
         a = alpha.view(-1, 1)
         l_y = self.base_y + a * f_y                                                       # [m, n]
         l_s = self.base_s + a.unsqueeze(-1) * f_s                                         # [m, n, T]
         wrong = torch.where(self.before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)     # [m, n]
         return f_y, l_y, wrong, float(n * (1 + self.suspects.shape[1]) * alpha.shape[0])
+
+    def open_queries(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, float]:
+        """(queries [m] that no suspect surely beats at candidates (β, alpha[i], γ), pairs scored exactly) for one
+        leaf: at least the queries `witness` leaves open, so still an upper bound of the hits, for two comparisons
+        per query and α instead of one per suspect. A suspect's margin over y, (base_s − base_y) + α·(F_s − F_y)
+        with the exact F, is widened by SURE_SLACK relative to |base_s| + |base_y| + α·(|F_s| + |F_y|) (far above
+        the rounding of the exhaustive logits): A + α·B > 0 then proves the suspect wins at α. For α ≥ 0 that
+        holds on a half-line (B > 0: above −A/B; B ≤ 0 < A: below it, or everywhere when B = 0), so the α at which
+        some suspect surely wins lie outside one interval [lo, hi] per query. A suspect before y with y's own base
+        and F (a duplicated class) has y's logits at every α, the same operations on the same values, and wins the
+        tie everywhere."""
+        f_y, f_s = self._witness_terms(beta, gamma)
+        fy, fs = f_y.to(torch.float64).unsqueeze(1), f_s.to(torch.float64)             # [n, 1], [n, T]
+        slope = (fs - fy).sub_((fs.abs() + fy.abs()).mul_(SURE_SLACK))                # B; A: __init__
+        cut = self.neg_margin / slope                                                  # −A/B, used where B ≠ 0
+        rising = (slope > 0) & self.margin_known                                       # (NaN: neither sign)
+        hi = cut.masked_fill(~rising, math.inf).amin(1)                                # wins for every α > hi
+        falling = (slope < 0) & self.margin_wins
+        everywhere = ((slope == 0) & self.margin_wins) | (self.twin & (fs == fy))     # the twin: equal logits
+        lo = cut.masked_fill(~falling, -math.inf).masked_fill_(everywhere, math.inf).amax(1)   # wins below lo
+        a = alpha.to(torch.float64).unsqueeze(1)                                       # [m, 1]
+        return ((a >= lo) & (a <= hi)).sum(1), float(self.aff.shape[0] * (1 + self.suspects.shape[1]))
 
     def box_right(self, betas: Tensor, gammas: Tensor, alphas: list[Tensor]) -> tuple[list[Tensor], float]:
         """Right queries [m_j, n] of the leaves (betas[j], gammas[j]), alphas[j] [m_j], and the pairs scored exactly.
@@ -478,16 +515,15 @@ def screened_hits(screen: Screen, beta: Tensor, alpha: Tensor, gamma: Tensor) ->
 
 
 def open_counts(screen: Screen, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
-    """(queries no suspect beats [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working dtype): an
-    upper bound of each candidate's hits (a query a suspect beats is wrong, exactly: Screen.witness), at the cost of
-    the suspects' exact terms alone. bridge.cache_search.CacheFusion.top_hits scores exactly only the candidates
-    whose bound can reach the best ones."""
+    """(queries no suspect surely beats [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working
+    dtype): an upper bound of each candidate's hits (a query a suspect beats is wrong: Screen.open_queries), at the
+    cost of the suspects' exact terms alone, once per leaf. bridge.cache_search.CacheFusion.top_hits scores exactly
+    only the candidates whose bound can reach the best ones."""
     m = beta.shape[0]
     leaves, cands = _leaves(beta, gamma)
     out = torch.zeros(m, dtype=torch.int64)
     work = 0.0
     for leaf, cand in enumerate(cands):
-        _, _, wrong, w = screen.witness(leaves[leaf, 1], leaves[leaf, 0], alpha[cand])
-        out[cand] = wrong.shape[1] - wrong.sum(1)
+        out[cand], w = screen.open_queries(leaves[leaf, 1], leaves[leaf, 0], alpha[cand])
         work += w
     return out, work

@@ -111,6 +111,36 @@ def test_open_counts_bound_every_candidates_hits(monkeypatch):
     assert bool((upper < (y >= 0).sum(1, keepdim=True)).any())                  # a bound that bites somewhere
 
 
+@pytest.mark.parametrize("seed,tied", [(33, False), (34, True), (35, True)])
+def test_open_queries_leave_open_every_query_the_witness_does_and_little_more(monkeypatch, seed, tied):
+    """Screen.open_queries (a suspect's win proven on its half-line of α, with slack) counts at least the queries
+    the exact witness leaves open at every α of a leaf, ties included (y tying a class before it: the witness
+    calls that wrong, the slack must not), and at most 1 % more."""
+    base, y, aff, weight, div = random_problem(seed, 2, 150, 30, 4, formula="ape", spread=0.7)
+    if tied:
+        c, k = 30, 4
+        aff = aff.reshape(2, 150, c, k)
+        aff[:, :, 5] = aff[:, :, 4]
+        base[:, :, 5] = base[:, :, 4]
+        div = div.reshape(2, c, k)
+        div[:, 5] = div[:, 4]
+        aff, div = aff.reshape(2, 150, c * k), div.reshape(2, c * k)
+        y[:, :40] = 5
+    problem = _problem(monkeypatch, base, y, aff, weight, div)
+    alphas = torch.cat([torch.zeros(1), torch.linspace(0.1, 7, 25)])
+    ours = theirs = 0
+    for s, rows in problem._pieces():
+        screen = problem._data(s, rows).screen()
+        for beta, gamma in [(0.1, 0.0), (1.5, 0.4), (4.0, 1.0), (7.0, 0.0)]:
+            b, g = torch.tensor(beta), torch.tensor(gamma)
+            got, _ = screen.open_queries(b, g, alphas)
+            _, _, wrong, _ = screen.witness(b, g, alphas)
+            want = wrong.shape[1] - wrong.sum(1)
+            assert bool((got >= want).all())
+            ours, theirs = ours + int(got.sum()), theirs + int(want.sum())
+    assert theirs <= ours <= 1.01 * theirs
+
+
 @pytest.mark.parametrize("seed,keep,known", [(40, 1, 0), (41, 8, 0), (42, 8, 8), (43, 3, 2)])
 def test_top_hits_are_exact_wherever_a_candidate_can_be_among_the_best(monkeypatch, seed, keep, known):
     """Exact for every candidate whose count reaches the keep-th largest of the known counts and all of these;
