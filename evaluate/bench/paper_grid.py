@@ -13,6 +13,12 @@ methods' steps / epochs are set to max(1, round(f × their recipe value)) and th
 EXTRAPOLATED linearly to the full schedule (× value / used), which counts their untrained part (feature
 preparation, validation search) that many times too: an upper estimate, labelled "extrapolated".
 
+--results DIR keeps each dataset's synthetic cache (DIR/<dataset>.h5) and bench results (DIR/<dataset>/)
+instead of a temporary folder: every fitted cell's records are appended there as it finishes, so a run stopped
+by a time limit leaves what it measured (fit_seconds per record), and the same command run again reuses the
+cache and resumes at the first missing cell (the bench skips the cells it finds; the bench seconds printed are
+then those of the resumed part).
+
 Split sizes: CoOp's Table of dataset statistics (Zhou et al., "Learning to Prompt for Vision-Language
 Models", IJCV 2022; the split_zhou_*.json files of KaiyangZhou/CoOp): classes, train, val, test.
 ImageNet has no val split there (its test = the 50,000 ILSVRC val images); the few-shot validation of the
@@ -21,7 +27,9 @@ clean protocol comes from the train images, so val is set to 1 image per class h
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -60,6 +68,19 @@ def schedule_length(method: str, dataset: str, shots: int) -> int | None:
     return None if value is None else int(value)
 
 
+def _reusable(cache: Path, classes: int, shots: int, families: dict[str, int]) -> bool:
+    """Whether a cache kept by --results has the classes, train images per class and view families this run
+    writes (else it is written again and the dataset's kept results are dropped)."""
+    import h5py
+
+    if not cache.exists():
+        return False
+    with h5py.File(cache, "r") as file:
+        written = json.loads(file.attrs.get("synthetic", "{}"))
+    return (written.get("classes"), written.get("train_per_class"), written.get("families")) == (
+        classes, shots, families)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=None, help="comma-separated (default: all 11)")
@@ -69,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-fraction", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="train fraction 0.02, three small datasets")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (the GPU figure)")
+    parser.add_argument("--results", default=None, help="keep the bench results here, one folder per dataset")
     args = parser.parse_args(argv)
     from clipbridge.bridge.ops import benchmark_process
 
@@ -107,17 +129,23 @@ def main(argv: list[str] | None = None) -> int:
                 factor[method] = full / used
         families = {n: get_family(n).copies for n in recipe_families(dataset, shots, methods) if n != "plain"}
         with tempfile.TemporaryDirectory() as folder:
-            cache = Path(folder) / f"{dataset}.h5"
-            write_synthetic_cache(cache, classes=classes, train_per_class=max(shots), dim=512, width=512,
-                                  val=max(val, classes), test=test, families=families, prompts=3, seed=0,
-                                  dataset=dataset,
-                                  named_cupl=tuple(name.partition(':')[2] for name in (APE_CUPL, SEMOBRIDGE_CUPL)))
+            kept = Path(args.results) if args.results else None
+            cache = (kept or Path(folder)) / f"{dataset}.h5"
+            if kept is None or not _reusable(cache, classes, max(shots), families):
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                if kept is not None:                     # results of another cache would be summed with ours
+                    shutil.rmtree(kept / dataset, ignore_errors=True)
+                write_synthetic_cache(cache, classes=classes, train_per_class=max(shots), dim=512, width=512,
+                                      val=max(val, classes), test=test, families=families, prompts=3, seed=0,
+                                      dataset=dataset, overwrite=True,
+                                      named_cupl=tuple(n.partition(':')[2] for n in (APE_CUPL, SEMOBRIDGE_CUPL)))
             spec = BenchSpec(caches=(cache,), methods=tuple(methods), shots=tuple(shots), seeds=tuple(seeds),
                              device=device, hparams=overrides, recipe="paper")
+            results = kept / dataset if kept else Path(folder) / "results"
             start, cpu_start = time.perf_counter(), time.process_time()
-            run_bench(spec, Path(folder) / "results", "paper-grid", progress=False, echo=lambda text: None)
+            run_bench(spec, results, "paper-grid", progress=False, echo=lambda text: None)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-            records = read_records(results_path(Path(folder) / "results"))
+            records = read_records(results_path(results))
         line, extra = [], 0.0
         for method in methods:
             measured = sum(r["fit_seconds"] / r.get("seeds_batched", 1) for r in records if r["method"] == method)
