@@ -203,3 +203,47 @@ def test_searches_asking_only_for_the_best_candidates_choose_as_with_every_count
     top = first_best(100.0 * problem.top_hits(*split, keep=1).to(base.dtype) / count, grid, 0.0)
     full = first_best(100.0 * problem.hits(*split).to(base.dtype) / count, grid, 0.0)
     assert torch.equal(top.best, full.best) and torch.equal(top.val_accuracy, full.val_accuracy)
+
+
+def test_distinct_per_row_keeps_each_rows_set_once_and_pads_with_its_first_entry():
+    classes = torch.tensor([[4, 2, 4, 9], [1, 1, 1, 1], [7, 3, 5, 3], [0, 6, 8, 2]])
+    got = screen_module.distinct_per_row(classes)
+    assert got.shape == (4, 4)                                                 # the widest row: 4 distinct
+    for row, want in zip(got.tolist(), ([2, 4, 9], [1], [3, 5, 7], [0, 2, 6, 8])):
+        assert row[:len(want)] == want and set(row[len(want):]) <= {want[0]}
+    assert screen_module.distinct_per_row(classes[:2]).tolist() == [[2, 4, 9], [1, 1, 1]]
+    assert screen_module.distinct_per_row(classes[:0]).shape == (0, 4)
+
+
+def test_suspects_are_the_union_of_the_four_proxies_picks_without_repeats():
+    base, y, aff, weight, div = random_problem(36, 1, 80, 25, 3, formula="ape", spread=0.7)
+    a, b, yy = aff[0].reshape(80, 25, 3), base[0], y[0]
+    got = screen_module.suspect_classes(a, a.amax(-1), b, yy, 4)
+    soft = torch.exp(a * screen_module.SUSPECT_BETA - screen_module.SUSPECT_BETA).sum(-1)
+    assert got.shape[1] < 16                                                   # the proxies agree somewhere
+    for i in range(80):
+        want = set()
+        for proxy in (b, a.mean(-1), a.amax(-1), soft):
+            p = proxy[i].clone()
+            p[yy[i]] = -math.inf
+            want |= set(p.topk(4).indices.tolist())
+        assert set(got[i].tolist()) == want and int(yy[i]) not in want
+
+
+@pytest.mark.parametrize("budget", [1, 64 << 20])
+def test_witness_terms_kept_across_leaves_equal_the_leafs_own_exact_terms(monkeypatch, budget):
+    """Screen._witness_terms keeps the last β's key factors and recent γs' gathered scales (WITNESS_SCALE_BYTES,
+    the oldest γ dropped first); walked β-major over a grid, as open_counts does, every leaf's terms are those of
+    Screen._exact at that leaf alone, bit for bit."""
+    monkeypatch.setattr(screen_module, "WITNESS_SCALE_BYTES", budget)
+    base, y, aff, weight, div = random_problem(37, 1, 90, 20, 4, formula="ape", spread=0.7)
+    problem = _problem(monkeypatch, base, y, aff, weight, div)
+    s, rows = problem._pieces()[0]
+    screen = problem._data(s, rows).screen()
+    for beta in (0.5, 2.0, 6.0):
+        for gamma in (0.0, 0.3, 1.0, 0.3):
+            b, g = torch.tensor(beta), torch.tensor(gamma)
+            f_y, f_s = screen._witness_terms(b, g)
+            assert torch.equal(f_y, screen._exact(screen.aff_y, screen.y, b, g))
+            assert torch.equal(f_s, screen._exact(screen.aff_s, screen.suspects, b, g))
+    assert len(screen._witness_scales) == (1 if budget == 1 else 3)
