@@ -60,10 +60,12 @@ scored exactly with exact_terms' operations: the same hits as the exhaustive sco
 Only the candidates that can be among the best (`top_hits`, screened path): a search does not need every
 candidate's count, only the counts of those that can be its answer — the official grid's first maximum, or the
 batched search's elites (bridge.search, `CacheFusionScore.bounded_primary`). The suspects alone bound every
-candidate's count from above (the queries no suspect beats: `cache_screen.open_counts`); candidates are counted
+candidate's count from above (the queries no suspect beats: `cache_suspects.open_counts`); candidates are counted
 exactly largest bound first, and those whose bound stays below the keep-th best count known get their bound
 instead: they can neither be chosen nor tie with what is (APE at 1,000 classes: 99 of the batched search's 472
-candidates counted exactly on one 2,000-query chunk).
+candidates counted exactly on one 2,000-query chunk). The suspects keep none of the affinities, so they are kept
+between calls also where the affinities are not (50,000 validation queries): then only the rounds of exact
+counts compute the affinities again.
 
 `scored`, `pairs`: exactly scored (query, class) pairs per candidate / (real queries × classes), the measure of
 the pruning (1.0 = exhaustive).
@@ -77,7 +79,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from clipbridge.bridge import cache_screen
+from clipbridge.bridge import cache_screen, cache_suspects
 from clipbridge.bridge.cache_screen import divergence_shift
 from clipbridge.bridge.threads import map_single_threaded
 
@@ -121,8 +123,10 @@ DEVICE_DENSE_ELEMENTS = 1 << 27
 # (query, class) pairs of a seed's query chunk from which APE's hits are counted by bridge.cache_screen (a float32
 # bound per pair and leaf, exact suspects and undecided pairs) instead of densely or by boxes
 SCREEN_PAIRS = 1 << 18
-# candidates per seed scored exactly in top_hits' first round (then twice as many each round)
+# candidates per seed scored exactly in top_hits' first round (then twice as many each round); where the affinities
+# are not kept each round computes every piece's affinities and screen again, so the first round is larger
 TOP_FIRST_BATCH = 8
+TOP_FIRST_BATCH_RECOMPUTED = 64
 # validation queries up to which distinct hit counts have distinct float32 percentages (100·h/n: relative spacing
 # 1/n, far above float32's 6e-8), so percentages can be turned back into counts and bounds stay strictly below
 MAX_EXACT_PERCENT_QUERIES = 100_000
@@ -192,6 +196,7 @@ class CacheFusion:
     pairs: list = field(default_factory=lambda: [0.0, 0.0])   # pairs scored (hits and secondary), pairs of hits
     _kept: dict = field(default_factory=dict)
     _seed_data: dict = field(default_factory=dict)
+    _kept_suspects: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.formula not in FORMULAS:
@@ -236,7 +241,7 @@ class CacheFusion:
         from earlier calls, e.g. a search's elites; may be empty) and these candidates' counts; every other
         candidate gets an upper bound of its count that is below the keep-th largest of those, so it can be
         neither among them nor tied with them: the first maximum (keep = 1) and the top `keep` with their ties
-        (bridge.search's elites) are those of `hits`. The bound (cache_screen.open_counts: queries that no
+        (bridge.search's elites) are those of `hits`. The bound (cache_suspects.open_counts: queries that no
         suspect class beats) needs APE's screen; elsewhere this is `hits`. Candidates are scored exactly in
         rounds, largest bound first, until no bound left reaches the keep-th largest count known."""
         s_count, m = beta.shape
@@ -247,7 +252,7 @@ class CacheFusion:
         known = torch.empty(s_count, 0, dtype=torch.int64) if known is None else known.to(torch.int64)
         out, done = upper.clone(), torch.zeros(s_count, m, dtype=torch.bool)
         order = torch.argsort(-upper, dim=1, stable=True)
-        batch = max(keep, TOP_FIRST_BATCH)
+        batch = max(keep, TOP_FIRST_BATCH if self.keep else TOP_FIRST_BATCH_RECOMPUTED)
         while True:
             exact = torch.cat([known, torch.where(done, out, -1)], 1)
             floor = exact.topk(min(keep, exact.shape[1]), 1).values[:, -1:] if exact.shape[1] >= keep \
@@ -272,15 +277,25 @@ class CacheFusion:
         return self._sum_over_pieces(self._seed_hits, self._pieces(), beta, alpha, gamma, pick)
 
     def _open_counts(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> "tuple[Tensor, float] | None":
-        """(cache_screen.open_counts summed over each seed's pieces [S, M], pairs scored), or None unless every
-        piece is screened (`_screens`) and kept (not kept, each call would rebuild every piece's screen)."""
-        if not self.keep:
+        """(cache_suspects.open_counts summed over each seed's pieces [S, M], pairs scored), or None unless every
+        piece is screened (`_screens`). Each piece's suspects are kept between calls (`_suspects`)."""
+        real = [((self.labels[s, rows] >= 0).sum().item(), s, rows) for s, rows in self._pieces()]
+        pieces = [(s, rows) for n, s, rows in real if n]                                    # not all padding
+        if not all(self._screens(s, n, beta[s], alpha[s], gamma[s]) for n, s, rows in real if n):
             return None
-        pieces = [(s, rows) for s, rows in self._pieces() if self._data(s, rows) is not None]     # not all padding
-        if not all(self._screens(self._data(s, rows), beta[s], alpha[s], gamma[s]) for s, rows in pieces):
-            return None
-        return self._sum_over_pieces(lambda s, rows, *candidates: cache_screen.open_counts(
-            self._data(s, rows).screen(), *candidates), pieces, beta, alpha, gamma)
+        return self._sum_over_pieces(lambda s, rows, *candidates: cache_suspects.open_counts(
+            self._suspects(s, rows), *candidates), pieces, beta, alpha, gamma)
+
+    def _suspects(self, s: int, rows: slice) -> cache_suspects.Suspects:
+        """The suspects of seed s's real queries among `rows`: its kept screen, or, where the affinities are not
+        kept (ImageNet's 50,000 validation queries), made once from the piece's affinities and kept without them
+        (about 1.4 KB a query at 17 suspects, K = 16)."""
+        if self.keep:
+            return self._data(s, rows).screen()
+        key = (s, rows.start, rows.stop)
+        if key not in self._kept_suspects:
+            self._kept_suspects[key] = self._data(s, rows).suspects()
+        return self._kept_suspects[key]
 
     def _sum_over_pieces(self, count, pieces: list, beta: Tensor, alpha: Tensor, gamma: Tensor,
                          pick: list[Tensor] | None = None) -> tuple[Tensor, float]:
@@ -335,7 +350,7 @@ class CacheFusion:
         n, c, _ = data.aff.shape
         if on_gpu(data.aff):
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)
-        if self._screens(data, beta, alpha, gamma):
+        if self._screens(s, n, beta, alpha, gamma):
             return cache_screen.screened_hits(data.screen(), beta, alpha, gamma)
         problem = _Problem(data, beta, alpha, gamma)
         box = problem.box_of_all()
@@ -346,11 +361,11 @@ class CacheFusion:
             return dense_hits(data, beta, alpha, gamma), float(n * c * m)
         return problem.solve(pairs)
 
-    def _screens(self, data: "_SeedData", beta: Tensor, alpha: Tensor, gamma: Tensor) -> bool:
-        """Whether these queries are counted by bridge.cache_screen: APE on the CPU, chunks of at least SCREEN_PAIRS
-        (query, class) pairs, the monotone case (cache_screen.applies)."""
-        return (not on_gpu(data.aff) and data.aff.shape[0] * data.aff.shape[1] >= SCREEN_PAIRS
-                and self.formula == "ape" and cache_screen.applies(data.weight, beta, alpha, gamma))
+    def _screens(self, s: int, n: int, beta: Tensor, alpha: Tensor, gamma: Tensor) -> bool:
+        """Whether n real queries of seed s are counted by bridge.cache_screen: APE on the CPU, chunks of at least
+        SCREEN_PAIRS (query, class) pairs, the monotone case (cache_screen.applies)."""
+        return (not on_gpu(self.base) and n * self.base.shape[-1] >= SCREEN_PAIRS
+                and self.formula == "ape" and cache_screen.applies(self.weight[s], beta, alpha, gamma))
 
     def _data(self, s: int, rows: slice) -> "_SeedData | None":
         """The _SeedData of seed s's real queries among `rows` (inside one row chunk), kept when affinities are."""
@@ -610,11 +625,17 @@ class _SeedData:
     def screen(self) -> cache_screen.Screen:
         """The bridge.cache_screen preparation of these queries (made once)."""
         if self._screen is None:
-            formula = self.formula
-            self._screen = cache_screen.Screen(self.aff, self.base, self.y, self.weight, self.div,
-                                               lambda a, b: key_factors(a, b, formula),
-                                               lambda w, d, g: key_scales(w, d, g, 2, formula))
+            self._screen = cache_screen.Screen(self.aff, self.base, self.y, self.weight, self.div, *self._terms())
         return self._screen
+
+    def suspects(self) -> cache_suspects.Suspects:
+        """These queries' suspects alone (bridge.cache_suspects; made anew: they keep none of the affinities)."""
+        return cache_suspects.Suspects(self.aff, self.base, self.y, self.weight, self.div, *self._terms())
+
+    def _terms(self) -> tuple:
+        """(key factors, key scales) as the screens take them: the exhaustive scoring's key_factors, key_scales."""
+        formula = self.formula
+        return lambda a, b: key_factors(a, b, formula), lambda w, d, g: key_scales(w, d, g, 2, formula)
 
     def key_weights(self, gamma: float) -> Tensor:
         """[C, K] w·exp(γ d) in float64."""

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import clipbridge.bridge.cache_screen as screen_module
+import clipbridge.bridge.cache_suspects as suspects_module
 import clipbridge.bridge.cache_search as cs
 from clipbridge.bridge.cache_search import CacheFusion, exact_terms, key_factors, key_scales
 from test_cache_search import candidates, exhaustive_hits, random_problem
@@ -163,6 +164,53 @@ def test_top_hits_are_exact_wherever_a_candidate_can_be_among_the_best(monkeypat
     assert problem.scored[-1] < 1.0                                              # most candidates were not scored
 
 
+def test_top_hits_count_a_candidate_whose_bound_equals_the_best_count(monkeypatch):
+    """A candidate left after the first round with a bound equal to the best count known could tie the best: it is
+    counted exactly, not given its bound."""
+    base, y, aff, weight, div = random_problem(46, 1, 120, 30, 3, formula="ape", spread=0.6)
+    beta, alpha, gamma = candidates(46, 1, 40, gamma=True)
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    order = torch.argsort(-exact[0], stable=True)
+    best, weaker = int(order[0]), order[exact[0, order] < exact[0, order[0]]]
+    tied_bound = int(weaker[0])                                  # bound = the best count, exact count below it
+    first_round = [best] + weaker[1:cs.TOP_FIRST_BATCH].tolist()  # the first round's 8 largest bounds
+    upper = exact.clone()
+    upper[0, first_round] = exact[0, best] + 1
+    upper[0, tied_bound] = exact[0, best]
+    problem = _problem(monkeypatch, base, y, aff, weight, div)
+    monkeypatch.setattr(CacheFusion, "_open_counts", lambda self, *a: (upper.clone(), 0.0))
+    got = problem.top_hits(beta, alpha, gamma, keep=1)
+    assert int(got[0, tied_bound]) == int(exact[0, tied_bound]) < int(exact[0, best])
+    assert int(got.argmax(1)) == int(exact.argmax(1))
+
+
+def test_top_hits_without_kept_affinities_keep_only_the_suspects_and_stay_exact(monkeypatch):
+    """Affinities too large to keep (ImageNet's 50,000 validation queries): each piece's suspects are made once and
+    kept without its affinities; the bound still spares most candidates their exact count, and the counts that can
+    be the best are exact (several row chunks, 2 seeds, tied candidates)."""
+    monkeypatch.setattr(cs, "KEEP_AFFINITY_BYTES", 0)
+    monkeypatch.setattr(cs, "CHUNK_AFFINITY_ELEMENTS", 45 * 50 * 3)                 # 45-row chunks
+    base, y, aff, weight, div = random_problem(47, 2, 140, 50, 3, formula="ape", spread=0.6)
+    beta, alpha, gamma = candidates(47, 2, 80, gamma=True)
+    beta[:, 5:9], alpha[:, 5:9], gamma[:, 5:9] = beta[:, 1:2], alpha[:, 1:2], gamma[:, 1:2]
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    problem = _problem(monkeypatch, base, y, aff, weight, div)
+    assert not problem.keep and problem.rows() == 45
+    made = []
+    init = suspects_module.Suspects.__init__
+    monkeypatch.setattr(suspects_module.Suspects, "__init__", lambda self, *a, **k: made.append(type(self)) or init(self, *a, **k))
+    for _ in range(2):                                                           # the second call reuses them
+        got = problem.top_hits(beta, alpha, gamma, keep=1)
+        floor = exact.max(1, keepdim=True).values
+        contenders = exact >= floor
+        assert torch.equal(got[contenders], exact[contenders])
+        assert bool((got[~contenders] < floor.expand_as(got)[~contenders]).all())
+        assert problem.scored[-1] < 1.0
+    kept = problem._kept_suspects
+    assert sorted(kept) == sorted((s, r.start, r.stop) for s, r in problem._pieces()) and made.count(suspects_module.Suspects) == len(kept)
+    assert all(not hasattr(suspects, "aff") for suspects in kept.values())
+
+
 def test_top_hits_fall_back_to_hits_where_nothing_is_screened():
     base, y, aff, weight, div = random_problem(44, 2, 60, 12, 3, formula="tip", spread=0.7)
     beta, alpha, gamma = candidates(44, 2, 30, gamma=False)
@@ -207,19 +255,19 @@ def test_searches_asking_only_for_the_best_candidates_choose_as_with_every_count
 
 def test_distinct_per_row_keeps_each_rows_set_once_and_pads_with_its_first_entry():
     classes = torch.tensor([[4, 2, 4, 9], [1, 1, 1, 1], [7, 3, 5, 3], [0, 6, 8, 2]])
-    got = screen_module.distinct_per_row(classes)
+    got = suspects_module.distinct_per_row(classes)
     assert got.shape == (4, 4)                                                 # the widest row: 4 distinct
     for row, want in zip(got.tolist(), ([2, 4, 9], [1], [3, 5, 7], [0, 2, 6, 8])):
         assert row[:len(want)] == want and set(row[len(want):]) <= {want[0]}
-    assert screen_module.distinct_per_row(classes[:2]).tolist() == [[2, 4, 9], [1, 1, 1]]
-    assert screen_module.distinct_per_row(classes[:0]).shape == (0, 4)
+    assert suspects_module.distinct_per_row(classes[:2]).tolist() == [[2, 4, 9], [1, 1, 1]]
+    assert suspects_module.distinct_per_row(classes[:0]).shape == (0, 4)
 
 
 def test_suspects_are_the_union_of_the_four_proxies_picks_without_repeats():
     base, y, aff, weight, div = random_problem(36, 1, 80, 25, 3, formula="ape", spread=0.7)
     a, b, yy = aff[0].reshape(80, 25, 3), base[0], y[0]
-    got = screen_module.suspect_classes(a, a.amax(-1), b, yy, 4)
-    soft = torch.exp(a * screen_module.SUSPECT_BETA - screen_module.SUSPECT_BETA).sum(-1)
+    got = suspects_module.suspect_classes(a, a.amax(-1), b, yy, 4)
+    soft = torch.exp(a * suspects_module.SUSPECT_BETA - suspects_module.SUSPECT_BETA).sum(-1)
     assert got.shape[1] < 16                                                   # the proxies agree somewhere
     for i in range(80):
         want = set()
@@ -235,7 +283,7 @@ def test_witness_terms_kept_across_leaves_equal_the_leafs_own_exact_terms(monkey
     """Screen._witness_terms keeps the last β's key factors and recent γs' gathered scales (WITNESS_SCALE_BYTES,
     the oldest γ dropped first); walked β-major over a grid, as open_counts does, every leaf's terms are those of
     Screen._exact at that leaf alone, bit for bit."""
-    monkeypatch.setattr(screen_module, "WITNESS_SCALE_BYTES", budget)
+    monkeypatch.setattr(suspects_module, "WITNESS_SCALE_BYTES", budget)
     base, y, aff, weight, div = random_problem(37, 1, 90, 20, 4, formula="ape", spread=0.7)
     problem = _problem(monkeypatch, base, y, aff, weight, div)
     s, rows = problem._pieces()[0]

@@ -1,0 +1,204 @@
+"""The suspects of APE's screened hit counts (bridge.cache_screen): per query a few classes most likely to beat the
+true class y, their exact cache terms at a leaf (distinct (β, γ)), and from them the queries that no suspect surely
+beats at each α, an upper bound of a candidate's hits (`open_counts`) that bridge.cache_search.CacheFusion.top_hits
+uses to count exactly only the candidates that can be among the best.
+
+Suspects hold only [n, T] and [n, T, K] gathers of a piece's affinities, not the affinities themselves, so they are
+kept between calls also where the affinities of a search are not (ImageNet's 50,000 validation queries).
+Notation as bridge.cache_screen: F_nc(β, γ) = Σ_{k of c} w_k·exp(γ d_k)·exp(β (a_nk − 1)), logits l = base + α·F.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+# suspects per proxy (zero-shot logit, mean affinity, largest affinity, cache term at SUSPECT_BETA); 5 measured best
+# for the official grid at C = 1,000 (3: 48.3 s, 4: 41.9, 5: 39.6-40.3, 6: 39.2, 8: 47.2; FIGURES.md)
+SUSPECTS_PER_PROXY = 5
+SUSPECT_BETA = 3.5
+# relative widening of a suspect's margin over y before open_queries takes it as a sure win (the exhaustive
+# logits' rounding is a few 1e-8 of |base| + α·|F|)
+SURE_SLACK = 1e-6
+# bytes of the suspects' gathered key scales kept, one entry per γ (2.3 MB per γ at 2,000 queries, 17 suspects,
+# K = 16: the official grids' 20 γ fit); open_counts drops them when it is done with a piece
+WITNESS_SCALE_BYTES = 64 << 20
+# elements of the [rows, C, K] affinities taken at a time by suspect_classes (stay in the CPU's cache)
+SUSPECT_ELEMENTS = 1 << 20
+
+Factors = Callable[[Tensor, Tensor], Tensor]
+Scales = Callable[[Tensor, "Tensor | None", Tensor], Tensor]
+
+
+def take_rows(table: Tensor, index: Tensor) -> Tensor:
+    """table[index] [..., K] of a [R, K] table and indices [...]: index_select, several times faster on the CPU
+    than the same gather by advanced indexing (0.10 against 0.47 ms for 34,000 rows of 16 floats)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[-1])
+
+
+def suspect_classes(aff: Tensor, amax: Tensor, base: Tensor, y: Tensor, per_proxy: int) -> Tensor:
+    """[n, T] classes ≠ y most likely to beat y somewhere: the top per_proxy by zero-shot logit, mean affinity,
+    largest affinity (amax [n, C]) and Σ_k exp(SUSPECT_BETA·(a − 1)), each row's distinct classes in ascending
+    order, T = the most distinct of any row (≤ 4·per_proxy; the proxies agree often: 14.5 distinct of 20 on
+    average, 17 at most, on the synthetic C = 1,000 cache), shorter rows padded with their first class (a repeat
+    adds no constraint). aff [n, C, K], taken in row slices."""
+    n, c, k = aff.shape
+    per_proxy = min(per_proxy, c - 1)
+    mean, soft = torch.empty(n, c, dtype=aff.dtype), torch.empty(n, c, dtype=aff.dtype)
+    step = max(1, SUSPECT_ELEMENTS // (c * k))
+    for r0 in range(0, n, step):
+        part = aff[r0:r0 + step]
+        torch.mean(part, -1, out=mean[r0:r0 + step])
+        torch.sum(torch.exp(part * SUSPECT_BETA - SUSPECT_BETA), -1, out=soft[r0:r0 + step])
+    rows = torch.arange(n)
+    picks = []
+    for proxy in (base, mean, amax, soft):
+        p = proxy.clone()
+        p[rows, y] = -math.inf
+        picks.append(p.topk(per_proxy, 1).indices)
+    return distinct_per_row(torch.cat(picks, 1))
+
+
+def distinct_per_row(classes: Tensor) -> Tensor:
+    """[n, T'] each row's distinct entries of classes [n, T] (ascending), T' = the most distinct of any row,
+    shorter rows padded with their first entry."""
+    ordered = classes.sort(1).values
+    repeat = torch.zeros_like(ordered, dtype=torch.bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    first = torch.argsort(repeat.to(torch.int8), dim=1, stable=True)           # distinct entries first, in order
+    width = int((~repeat).sum(1).max()) if classes.shape[0] else classes.shape[1]
+    packed, kept = ordered.gather(1, first)[:, :width], ~repeat.gather(1, first)[:, :width]
+    return torch.where(kept, packed, packed[:, :1])
+
+
+class Suspects:
+    """One seed's (chunk of) real queries' suspects: aff [n, C, K] (read here, not kept), base [n, C] (working dtype),
+    y [n], weight, div [C, K] (div may be None: no γ term; weight ≥ 0: the screen's monotone case, so F ≥ 0).
+    factors(aff [..., K], β [1]) -> [1, ..., K] and scales(weight, div, γ [1]) -> [C, K] (or [1, C, K]) are the
+    exhaustive scoring's key factors and key scales (bridge.cache_search.key_factors, key_scales); amax [n, C], the
+    largest affinity per class, may be given when the caller has it."""
+
+    def __init__(self, aff: Tensor, base: Tensor, y: Tensor, weight: Tensor, div: Tensor | None, factors: Factors,
+                 scales: Scales, amax: Tensor | None = None):
+        f64 = torch.float64
+        self.y, self.weight, self.div = y, weight, div
+        self.factors, self.scales = factors, scales
+        self._scale_table: tuple = (None, None)                                           # (γ, [C, K]) of the last leaf
+        self._witness_factors: tuple = (None, None, None)      # (β, key factors of y [n, K], of suspects [n, T, K])
+        self._witness_scales: dict = {}                        # γ -> key scales of y [n, K], of suspects [n, T, K]
+        n, c, k = aff.shape
+        self.base_y = base.gather(1, y.unsqueeze(1)).squeeze(1)                             # [n]
+        self.suspects = suspect_classes(aff, aff.amax(-1) if amax is None else amax, base, y,
+                                        SUSPECTS_PER_PROXY)                                 # [n, T]
+        rows = torch.arange(n)
+        flat = aff.reshape(n * c, k)                                                        # [n·C, K] (a view)
+        self.aff_y = take_rows(flat, rows * c + y)                                          # [n, K]
+        self.aff_s = take_rows(flat, rows.unsqueeze(1) * c + self.suspects)                 # [n, T, K]
+        self.base_s = base.gather(1, self.suspects)                                         # [n, T]
+        self.before = self.suspects < y.unsqueeze(1)                   # [n, T] suspects that win a tie with y
+        # open_queries' leaf-free parts, [n, T] each: −A (A = the suspects' base margin less its slack), where
+        # A > 0, and the suspects before y with y's own base (a duplicated class ties y when F does too)
+        by, bs = self.base_y.to(f64).unsqueeze(1), self.base_s.to(f64)
+        margin = (bs - by) - SURE_SLACK * (bs.abs() + by.abs())
+        self.neg_margin, self.margin_known = -margin, torch.isfinite(margin)
+        self.margin_wins = self.margin_known & (margin > 0)
+        self.twin = self.before & (bs == by)
+        self.any_twin = bool(self.twin.any())
+
+    def _exact(self, aff: Tensor, classes: Tensor, beta: Tensor, gamma: Tensor, scales: Tensor | None = None) -> Tensor:
+        """F [...] of affinities aff [..., K] of classes [...] at one leaf (the exhaustive scoring's values): the key
+        factors times the key scales, computed once per γ for every key and gathered (or given: `scales`, the
+        same gather kept for this γ)."""
+        if scales is None:
+            scales = take_rows(self._scales(gamma), classes)
+        return (self.factors(aff, beta.view(1))[0] * scales).sum(-1)
+
+    def _scales(self, gamma: Tensor) -> Tensor:
+        """[C, K] key scales at γ (kept for the last γ asked)."""
+        g = float(gamma)
+        if self._scale_table[0] != g:
+            self._scale_table = (g, self.scales(self.weight, self.div, gamma.view(1)).reshape(self.weight.shape))
+        return self._scale_table[1]
+
+    def _witness_terms(self, beta: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+        """(F_y [n], F of the suspects [n, T]) at one leaf, the exhaustive scoring's values (_exact's operations).
+        The key factors of the last β and the gathered key scales of the last γs (WITNESS_SCALE_BYTES) are kept:
+        open_counts walks the leaves β-major, so a grid computes each β's exponentials once for all its γ."""
+        b, g = float(beta), float(gamma)
+        if self._witness_factors[0] != b:
+            self._witness_factors = (b, self.factors(self.aff_y, beta.view(1))[0],
+                                     self.factors(self.aff_s, beta.view(1))[0])
+        scales = self._witness_scales.get(g)
+        if scales is None:
+            table = self._scales(gamma)
+            scales = (take_rows(table, self.y), take_rows(table, self.suspects))
+            per_gamma = sum(t.numel() * t.element_size() for t in scales)
+            while self._witness_scales and (len(self._witness_scales) + 1) * per_gamma > WITNESS_SCALE_BYTES:
+                del self._witness_scales[next(iter(self._witness_scales))]           # the oldest γ
+            self._witness_scales[g] = scales
+        _, factors_y, factors_s = self._witness_factors
+        return (factors_y * scales[0]).sum(-1), (factors_s * scales[1]).sum(-1)          # [n], [n, T]
+
+    def witness(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+        """(F_y [n], l_y [m, n], wrong [m, n], pairs scored) at one leaf: the exact cache term and logit of the
+        true class, and the queries a suspect beats (torch.argmax's tie rule: a class before y wins a tie)."""
+        n = self.y.shape[0]
+        f_y, f_s = self._witness_terms(beta, gamma)
+        a = alpha.view(-1, 1)
+        l_y = self.base_y + a * f_y                                                       # [m, n]
+        l_s = self.base_s + a.unsqueeze(-1) * f_s                                         # [m, n, T]
+        wrong = torch.where(self.before, l_s >= l_y.unsqueeze(-1), l_s > l_y.unsqueeze(-1)).any(-1)     # [m, n]
+        return f_y, l_y, wrong, float(n * (1 + self.suspects.shape[1]) * alpha.shape[0])
+
+    def open_queries(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, float]:
+        """(queries [m] that no suspect surely beats at candidates (β, alpha[i], γ), pairs scored exactly) for one
+        leaf: at least the queries `witness` leaves open, so still an upper bound of the hits, for two comparisons
+        per query and α instead of one per suspect. A suspect's margin over y, (base_s − base_y) + α·(F_s − F_y)
+        with the exact F, is widened by SURE_SLACK relative to |base_s| + |base_y| + α·(F_s + F_y) (F ≥ 0; far above
+        the rounding of the exhaustive logits): A + α·B > 0 then proves the suspect wins at α. For α ≥ 0 that
+        holds on a half-line (B > 0: above −A/B; B ≤ 0 < A: below it, or everywhere when B = 0), so the α at which
+        some suspect surely wins lie outside one interval [lo, hi] per query. A suspect before y with y's own base
+        and F (a duplicated class) has y's logits at every α, the same operations on the same values, and wins the
+        tie everywhere."""
+        f_y, f_s = self._witness_terms(beta, gamma)
+        fy, fs = f_y.to(torch.float64).unsqueeze(1), f_s.to(torch.float64)             # [n, 1], [n, T]
+        slope = fs.mul(1 - SURE_SLACK).sub_(fy * (1 + SURE_SLACK))     # B (F ≥ 0: the screen's w ≥ 0); A: __init__
+        cut = self.neg_margin / slope                                                  # −A/B, used where B ≠ 0
+        rising = (slope > 0) & self.margin_known                                       # (NaN: neither sign)
+        hi = torch.where(rising, cut, math.inf).amin(1)                                # wins for every α > hi
+        falling = (slope < 0) & self.margin_wins
+        everywhere = (slope == 0) & self.margin_wins
+        if self.any_twin:
+            everywhere |= self.twin & (fs == fy)                                       # the twin: equal logits
+        lo = torch.where(falling, cut, -math.inf).masked_fill_(everywhere, math.inf).amax(1)   # wins below lo
+        a = alpha.to(torch.float64).unsqueeze(1)                                       # [m, 1]
+        return ((a >= lo) & (a <= hi)).sum(1), float(self.y.shape[0] * (1 + self.suspects.shape[1]))
+
+    def forget_terms(self) -> None:
+        """Drop the kept key factors and gathered key scales (open_counts, done with this piece)."""
+        self._witness_factors, self._witness_scales = (None, None, None), {}
+
+
+def leaves_of(beta: Tensor, gamma: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """(leaves [L, 2] = the distinct (γ, β), γ-major; the candidates of each leaf, in order) of candidates [m]."""
+    leaves, inverse = torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)
+    order = torch.argsort(inverse, stable=True)
+    return leaves, list(order.split(torch.bincount(inverse, minlength=leaves.shape[0]).tolist()))
+
+
+def open_counts(screen: Suspects, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
+    """(queries no suspect surely beats [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working
+    dtype): an upper bound of each candidate's hits (a query a suspect beats is wrong: Screen.open_queries), at the
+    cost of the suspects' exact terms alone, once per leaf. bridge.cache_search.CacheFusion.top_hits scores exactly
+    only the candidates whose bound can reach the best ones."""
+    m = beta.shape[0]
+    leaves, cands = leaves_of(beta, gamma)
+    out = torch.zeros(m, dtype=torch.int64)
+    work = 0.0
+    for leaf in torch.argsort(leaves[:, 1], stable=True).tolist():          # β-major: each β's factors once
+        out[cands[leaf]], w = screen.open_queries(leaves[leaf, 1], leaves[leaf, 0], alpha[cands[leaf]])
+        work += w
+    screen.forget_terms()
+    return out, work
