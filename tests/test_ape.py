@@ -122,6 +122,35 @@ def test_official_grid_search_keeps_the_first_strict_maximum_of_a_brute_force_lo
     assert choice.evaluated == 8 * 6 * 4
 
 
+def test_affinities_too_large_to_keep_are_computed_slice_by_slice_with_the_same_values_and_choices(monkeypatch):
+    """ImageNet's 50,000 validation queries: APE's search no longer computes the whole [S, Nv, C·K] affinity first
+    (9.6 GB at 3 seeds and 16,000 keys) where bridge.cache_search would not keep it, but each (seed, rows) slice
+    when asked: the values of the whole tensor's slices (padded rows included), and both searches choose the same
+    (β, α, γ) either way."""
+    import clipbridge.bridge.cache_search as cache_search
+    import clipbridge.bridge.methods.ape.search as ape_search
+
+    task, _, _ = make_task(seeds=(1, 2), classes=6, shots=4, val_per_class=5)
+    text, keys = class_text(task, torch.float32).projected, shot_keys(task, torch.float32)
+    model = ape_cache(text, keys.x, keys.mask, 10, 0.5, 0.5, torch.tensor(100.0))
+    val_q, val_y = validation(task, torch.float32)
+    valid = val_y >= 0
+    valid[1, :3] = False                                                         # padded rows stay zero
+    whole = model.affinity(val_q, valid)
+    monkeypatch.setattr(ape_search, "KEEP_AFFINITY_BYTES", 0)
+    sliced = ape_search.validation_affinity(model, val_q, valid)
+    for s in range(2):
+        for rows in (slice(0, 7), slice(7, val_q.shape[1])):
+            assert torch.allclose(sliced(s, rows), whole[s, rows], rtol=0, atol=1e-6)
+    hp = {"beta_scale": 7, "alpha_scale": 7, "gamma_scale": 1, "beta_steps": 6, "alpha_steps": 5, "gamma_steps": 3}
+    fits = []
+    for budget in (0, 1 << 31):
+        monkeypatch.setattr(ape_search, "KEEP_AFFINITY_BYTES", budget)
+        monkeypatch.setattr(cache_search, "KEEP_AFFINITY_BYTES", budget)
+        fits.append([REGISTRY["ape"].fit(task, search=mode, **hp).hparams for mode in ("grid", "batched")])
+    assert fits[0] == fits[1]
+
+
 def test_official_axes_are_the_published_lists_bit_for_bit():
     betas = official_axis(7, 20, 0.1)
     assert betas[0] == 0.1 and betas[6] == 2.1700000000000004      # the official code's float (ape_small.npz)

@@ -89,6 +89,14 @@ class CacheModel:
             queries = refine(queries, self.channels, ok, "queries")
         return queries @ self.keys.transpose(1, 2)
 
+    def seed_affinity(self, queries: Tensor, valid: Tensor, s: int, rows: slice) -> Tensor:
+        """affinity(queries, valid)[s, rows] [n, C·K] alone, for normalised queries [S, N, D] and valid [S, N]: the
+        same row-wise refinement, one seed's product."""
+        q = queries[s:s + 1, rows]
+        if self.channels is not None:
+            q = refine(q, self.channels[s:s + 1], valid[s:s + 1, rows], "queries")
+        return (q @ self.keys[s:s + 1].transpose(1, 2))[0]
+
     def logits(self, queries: Tensor, beta: Tensor, alpha: Tensor, gamma: Tensor) -> Tensor:
         """Logits [S, N, C] of normalised queries [S, N, D] with per-seed β, α, γ [S]."""
         scales = key_scales(self.weight, self.divergence, gamma.unsqueeze(1))
