@@ -63,7 +63,9 @@ batched search's elites (bridge.search, `CacheFusionScore.bounded_primary`). The
 candidate's count from above (the queries no suspect beats: `cache_suspects.open_counts`); candidates are counted
 exactly largest bound first, and those whose bound stays below the keep-th best count known get their bound
 instead: they can neither be chosen nor tie with what is (APE at 1,000 classes: 99 of the batched search's 472
-candidates counted exactly on one 2,000-query chunk). The suspects keep none of the affinities, so they are kept
+candidates counted exactly on one 2,000-query chunk). The candidates that reach the best count first get a
+tighter bound from three times as many suspects (the official grid at 1,000 classes: 8 candidates a seed left
+to count exactly instead of 362). The suspects keep none of the affinities, so they are kept
 between calls also where the affinities are not (50,000 validation queries): then only the rounds of exact
 counts compute the affinities again.
 
@@ -243,25 +245,40 @@ class CacheFusion:
         neither among them nor tied with them: the first maximum (keep = 1) and the top `keep` with their ties
         (bridge.search's elites) are those of `hits`. The bound (cache_suspects.open_counts: queries that no
         suspect class beats) needs APE's screen; elsewhere this is `hits`. Candidates are scored exactly in
-        rounds, largest bound first, until no bound left reaches the keep-th largest count known."""
+        rounds, largest bound first, until no bound left reaches the keep-th largest count known; before a
+        candidate is scored, its bound is tightened with the wide suspects (WIDE_SUSPECTS_PER_PROXY, for the next
+        `wide_batch` loose candidates at once, 4 times as many each time) and the order looked at again."""
         s_count, m = beta.shape
         bounds = self._open_counts(beta, alpha, gamma)
         if bounds is None:
             return self.hits(beta, alpha, gamma)
         upper, scored = bounds
         known = torch.empty(s_count, 0, dtype=torch.int64) if known is None else known.to(torch.int64)
-        out, done = upper.clone(), torch.zeros(s_count, m, dtype=torch.bool)
-        order = torch.argsort(-upper, dim=1, stable=True)
+        done, tight = torch.zeros(s_count, m, dtype=torch.bool), torch.zeros(s_count, m, dtype=torch.bool)
+        out = upper.clone()
         batch = max(keep, TOP_FIRST_BATCH if self.keep else TOP_FIRST_BATCH_RECOMPUTED)
+        wide_batch = batch
         while True:
             exact = torch.cat([known, torch.where(done, out, -1)], 1)
             floor = exact.topk(min(keep, exact.shape[1]), 1).values[:, -1:] if exact.shape[1] >= keep \
                 else torch.full((s_count, 1), -1, dtype=torch.int64)
-            left = (~done & (upper >= floor)).gather(1, order)                   # in order of the bounds
+            order = torch.argsort(-out, dim=1, stable=True)
+            left = (~done & (out >= floor)).gather(1, order)                     # in order of the bounds
             if not bool(left.any()):
                 break
             rank = left.cumsum(1)
             pick = [order[i][left[i] & (rank[i] <= batch)] for i in range(s_count)]
+            if any(bool((~tight[i, chosen]).any()) for i, chosen in enumerate(pick)):
+                # the wide suspects' bound first (for the next wide_batch loose candidates), then look again
+                loose = (left & ~tight.gather(1, order)).cumsum(1)
+                loose = [order[i][left[i] & ~tight[i, order[i]] & (loose[i] <= wide_batch)] for i in range(s_count)]
+                tighter, work = self._open_counts(beta, alpha, gamma, loose, wide=True)
+                for i, chosen in enumerate(loose):
+                    out[i, chosen] = torch.minimum(out[i, chosen], tighter[i, chosen])
+                    tight[i, chosen] = True
+                scored += work
+                wide_batch *= 4
+                continue
             counts, work = self._count(beta, alpha, gamma, pick)
             for i, chosen in enumerate(pick):
                 out[i, chosen] = counts[i, chosen]
@@ -276,25 +293,30 @@ class CacheFusion:
         others 0)."""
         return self._sum_over_pieces(self._seed_hits, self._pieces(), beta, alpha, gamma, pick)
 
-    def _open_counts(self, beta: Tensor, alpha: Tensor, gamma: Tensor) -> "tuple[Tensor, float] | None":
-        """(cache_suspects.open_counts summed over each seed's pieces [S, M], pairs scored), or None unless every
-        piece is screened (`_screens`). Each piece's suspects are kept between calls (`_suspects`)."""
+    def _open_counts(self, beta: Tensor, alpha: Tensor, gamma: Tensor, pick: list[Tensor] | None = None,
+                     wide: bool = False) -> "tuple[Tensor, float] | None":
+        """(cache_suspects.open_counts summed over each seed's pieces [S, M], pairs scored; with `pick`, of seed
+        i's candidates pick[i] only, the others 0), or None unless every piece is screened (`_screens`). Each
+        piece's suspects are kept between calls (`_suspects`); `wide`: the WIDE_SUSPECTS_PER_PROXY ones."""
         real = [((self.labels[s, rows] >= 0).sum().item(), s, rows) for s, rows in self._pieces()]
         pieces = [(s, rows) for n, s, rows in real if n]                                    # not all padding
         if not all(self._screens(s, n, beta[s], alpha[s], gamma[s]) for n, s, rows in real if n):
             return None
         return self._sum_over_pieces(lambda s, rows, *candidates: cache_suspects.open_counts(
-            self._suspects(s, rows), *candidates), pieces, beta, alpha, gamma)
+            self._suspects(s, rows)[wide], *candidates), pieces, beta, alpha, gamma, pick)
 
-    def _suspects(self, s: int, rows: slice) -> cache_suspects.Suspects:
-        """The suspects of seed s's real queries among `rows`: its kept screen, or, where the affinities are not
-        kept (ImageNet's 50,000 validation queries), made once from the piece's affinities and kept without them
-        (about 1.4 KB a query at 17 suspects, K = 16)."""
+    def _suspects(self, s: int, rows: slice) -> tuple[cache_suspects.Suspects, cache_suspects.Suspects]:
+        """The suspects of seed s's real queries among `rows`, (narrow, wide): its kept screen and its wide
+        suspects, or, where the affinities are not kept (ImageNet's 50,000 validation queries), both made once
+        from the piece's affinities and kept without them (about 1.4 and 3.7 KB a query at 17 and 45 suspects,
+        K = 16)."""
         if self.keep:
-            return self._data(s, rows).screen()
+            data = self._data(s, rows)
+            return data.screen(), data.wide_suspects()
         key = (s, rows.start, rows.stop)
         if key not in self._kept_suspects:
-            self._kept_suspects[key] = self._data(s, rows).suspects()
+            data = self._data(s, rows)
+            self._kept_suspects[key] = (data.suspects(), data.wide_suspects())
         return self._kept_suspects[key]
 
     def _sum_over_pieces(self, count, pieces: list, beta: Tensor, alpha: Tensor, gamma: Tensor,
@@ -595,6 +617,7 @@ class _SeedData:
         self._sums: dict = {}
         self._roots: dict = {}
         self._screen = None
+        self._wide = None
 
     # the pruned path's float64 summaries, made on first use (the dense and screened paths never read them)
     @_lazy
@@ -631,6 +654,13 @@ class _SeedData:
     def suspects(self) -> cache_suspects.Suspects:
         """These queries' suspects alone (bridge.cache_suspects; made anew: they keep none of the affinities)."""
         return cache_suspects.Suspects(self.aff, self.base, self.y, self.weight, self.div, *self._terms())
+
+    def wide_suspects(self) -> cache_suspects.Suspects:
+        """These queries' WIDE_SUSPECTS_PER_PROXY suspects (made once)."""
+        if self._wide is None:
+            self._wide = cache_suspects.Suspects(self.aff, self.base, self.y, self.weight, self.div, *self._terms(),
+                                                 per_proxy=cache_suspects.WIDE_SUSPECTS_PER_PROXY)
+        return self._wide
 
     def _terms(self) -> tuple:
         """(key factors, key scales) as the screens take them: the exhaustive scoring's key_factors, key_scales."""

@@ -18,6 +18,9 @@ from torch import Tensor
 # suspects per proxy (zero-shot logit, mean affinity, largest affinity, cache term at SUSPECT_BETA); 5 measured best
 # for the official grid at C = 1,000 (3: 48.3 s, 4: 41.9, 5: 39.6-40.3, 6: 39.2, 8: 47.2; FIGURES.md)
 SUSPECTS_PER_PROXY = 5
+# suspects per proxy of the second, tighter bound that top_hits takes only for the candidates the first one leaves
+# among the best (the official grid at C = 1,000: 15 leave 8 candidates a seed to count exactly, 5 leave 362)
+WIDE_SUSPECTS_PER_PROXY = 15
 SUSPECT_BETA = 3.5
 # relative widening of a suspect's margin over y before open_queries takes it as a sure win (the exhaustive
 # logits' rounding is a few 1e-8 of |base| + α·|F|)
@@ -78,10 +81,11 @@ class Suspects:
     y [n], weight, div [C, K] (div may be None: no γ term; weight ≥ 0: the screen's monotone case, so F ≥ 0).
     factors(aff [..., K], β [1]) -> [1, ..., K] and scales(weight, div, γ [1]) -> [C, K] (or [1, C, K]) are the
     exhaustive scoring's key factors and key scales (bridge.cache_search.key_factors, key_scales); amax [n, C], the
-    largest affinity per class, may be given when the caller has it."""
+    largest affinity per class, may be given when the caller has it; per_proxy: suspects per proxy (default
+    SUSPECTS_PER_PROXY)."""
 
     def __init__(self, aff: Tensor, base: Tensor, y: Tensor, weight: Tensor, div: Tensor | None, factors: Factors,
-                 scales: Scales, amax: Tensor | None = None):
+                 scales: Scales, amax: Tensor | None = None, per_proxy: int | None = None):
         f64 = torch.float64
         self.y, self.weight, self.div = y, weight, div
         self.factors, self.scales = factors, scales
@@ -91,7 +95,7 @@ class Suspects:
         n, c, k = aff.shape
         self.base_y = base.gather(1, y.unsqueeze(1)).squeeze(1)                             # [n]
         self.suspects = suspect_classes(aff, aff.amax(-1) if amax is None else amax, base, y,
-                                        SUSPECTS_PER_PROXY)                                 # [n, T]
+                                        SUSPECTS_PER_PROXY if per_proxy is None else per_proxy)   # [n, T]
         rows = torch.arange(n)
         flat = aff.reshape(n * c, k)                                                        # [n·C, K] (a view)
         self.aff_y = take_rows(flat, rows * c + y)                                          # [n, K]

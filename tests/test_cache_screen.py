@@ -178,15 +178,15 @@ def test_top_hits_count_a_candidate_whose_bound_equals_the_best_count(monkeypatc
     upper[0, first_round] = exact[0, best] + 1
     upper[0, tied_bound] = exact[0, best]
     problem = _problem(monkeypatch, base, y, aff, weight, div)
-    monkeypatch.setattr(CacheFusion, "_open_counts", lambda self, *a: (upper.clone(), 0.0))
+    monkeypatch.setattr(CacheFusion, "_open_counts", lambda self, *a, **k: (upper.clone(), 0.0))
     got = problem.top_hits(beta, alpha, gamma, keep=1)
     assert int(got[0, tied_bound]) == int(exact[0, tied_bound]) < int(exact[0, best])
     assert int(got.argmax(1)) == int(exact.argmax(1))
 
 
 def test_top_hits_without_kept_affinities_keep_only_the_suspects_and_stay_exact(monkeypatch):
-    """Affinities too large to keep (ImageNet's 50,000 validation queries): each piece's suspects are made once and
-    kept without its affinities; the bound still spares most candidates their exact count, and the counts that can
+    """Affinities too large to keep (ImageNet's 50,000 validation queries): each piece's suspects (narrow and wide)
+    are made once and kept without its affinities; the bound still spares most candidates their exact count, and the counts that can
     be the best are exact (several row chunks, 2 seeds, tied candidates)."""
     monkeypatch.setattr(cs, "KEEP_AFFINITY_BYTES", 0)
     monkeypatch.setattr(cs, "CHUNK_AFFINITY_ELEMENTS", 45 * 50 * 3)                 # 45-row chunks
@@ -207,8 +207,30 @@ def test_top_hits_without_kept_affinities_keep_only_the_suspects_and_stay_exact(
         assert bool((got[~contenders] < floor.expand_as(got)[~contenders]).all())
         assert problem.scored[-1] < 1.0
     kept = problem._kept_suspects
-    assert sorted(kept) == sorted((s, r.start, r.stop) for s, r in problem._pieces()) and made.count(suspects_module.Suspects) == len(kept)
-    assert all(not hasattr(suspects, "aff") for suspects in kept.values())
+    assert sorted(kept) == sorted((s, r.start, r.stop) for s, r in problem._pieces()) and made.count(suspects_module.Suspects) == 2 * len(kept)
+    assert all(not hasattr(suspects, "aff") for pair in kept.values() for suspects in pair)     # narrow, wide
+
+
+def test_the_wide_suspects_spare_exact_counts_and_keep_them_exact(monkeypatch):
+    """top_hits tightens the bound of the candidates that reach the best count with the wide suspects before it
+    counts any exactly: where the narrow bound is loose (one suspect per proxy here), far fewer candidates are
+    counted than with it alone, and the counts that can be the best are the same exact ones."""
+    monkeypatch.setattr(suspects_module, "SUSPECTS_PER_PROXY", 1)
+    base, y, aff, weight, div = random_problem(51, 2, 400, 80, 4, formula="ape", spread=2.0)
+    grid = torch.cartesian_prod(torch.linspace(0.5, 6, 10), torch.linspace(0.5, 6, 6), torch.linspace(0, 1, 5))
+    beta, alpha, gamma = (grid[:, i].unsqueeze(0).expand(2, -1).contiguous() for i in range(3))
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    floor = exact.max(1, keepdim=True).values
+    counted = {}
+    count = CacheFusion._count
+    for wide in (1, 15):
+        monkeypatch.setattr(suspects_module, "WIDE_SUSPECTS_PER_PROXY", wide)
+        monkeypatch.setattr(CacheFusion, "_count", lambda self, b, a, g, pick=None: counted.setdefault(
+            wide, []).append(sum(p.numel() for p in pick)) or count(self, b, a, g, pick))
+        got = _problem(monkeypatch, base, y, aff, weight, div).top_hits(beta, alpha, gamma, keep=1)
+        assert torch.equal(got[exact >= floor], exact[exact >= floor]) and torch.equal(got.argmax(1), exact.argmax(1))
+        assert bool((got[exact < floor] < floor.expand_as(got)[exact < floor]).all())
+    assert 2 * sum(counted[15]) < sum(counted[1])                                # 16 against 76 candidates
 
 
 def test_top_hits_fall_back_to_hits_where_nothing_is_screened():
