@@ -247,6 +247,10 @@ def test_searches_asking_only_for_the_best_candidates_choose_as_with_every_count
     from clipbridge.bridge.fusion import first_best
     from clipbridge.bridge.search import batched_search
 
+    # loose bounds, 3 suspects a proxy: with more, at 40 classes the bounds equal most counts, and a search asking
+    # for fewer exact counts than it needs (the mutation "bounded primary asked for the best one only") would pass
+    monkeypatch.setattr(suspects_module, "SUSPECTS_PER_PROXY", 3)
+    monkeypatch.setattr(suspects_module, "WIDE_SUSPECTS_PER_PROXY", 3)
     base, y, aff, weight, div = random_problem(45, 3, 150, 40, 4, formula="ape", spread=0.7)
     problem = _problem(monkeypatch, base, y, aff, weight, div)
     score = CacheFusionScore(problem, beta=0, alpha=1, gamma=2)
