@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 # suspects per proxy (zero-shot logit, mean affinity, largest affinity, cache term at SUSPECT_BETA); 5 measured best
-# for the official grid at C = 1,000 (3: 48.3 s, 4: 41.9, 5: 39.6-40.3, 6: 39.2, 8: 47.2; FIGURES.md)
+# for the official grid at C = 1,000 (3: 48.3 s, 4: 41.9, 5: 39.6-40.3, 6: 39.2, 8: 47.2; with the kept factors
+# 5: 23.9, 6: 23.8, 7: 21.6, 8: 28.3, 10: 29.7, one noisy run each; FIGURES.md)
 SUSPECTS_PER_PROXY = 5
 # suspects per proxy of the second, tighter bound that top_hits takes only for the candidates the first one leaves
 # among the best (the official grid at C = 1,000: 15 leave 8 candidates a seed to count exactly, 5 leave 362)
