@@ -35,7 +35,7 @@ import math
 import torch
 from torch import Tensor
 
-from clipbridge.bridge.cache_suspects import Factors, Scales, Suspects, leaves_of, take_rows
+from clipbridge.bridge.cache_suspects import Factors, Scales, Suspects, leaves_of, take_pairs
 
 # highest order J of the moments of D(γ) used as a polynomial (N_{J+1} bounds the rest)
 MOMENT_ORDER = 2
@@ -111,13 +111,11 @@ class Screen(Suspects):
             diff = aff[r0:r0 + step] - amin[r0:r0 + step].unsqueeze(-1)                   # ≥ 0 (monotone rounding)
             self.packed[r0:r0 + step, 4:] = torch.einsum("nck,jck->njc", diff, wd32) * (1 + 1e-5)   # + sums' rounding
         self.bmax = base.abs().amax(-1)                                                   # [n]
-        self.aff_rows = aff.reshape(n * c, k)                                             # [n·C, K] (a view)
         self.x_ref = self.aff_y.to(f64).mean(-1) - 1                                      # [n] (box_right)
 
     def pairs(self, q: Tensor, c: Tensor) -> Tensor:
         """aff[q, c] [..., K] for query and class indices q, c broadcastable to [...]."""
-        q, c = torch.broadcast_tensors(q, c)
-        return take_rows(self.aff_rows, q * self.aff.shape[1] + c)
+        return take_pairs(self.aff, q, c)
 
     def leaf_right(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, float]:
         """([m, n] whether each query is right at candidates (β, alphas[i], γ), pairs scored exactly) for one leaf:

@@ -266,12 +266,12 @@ class CacheFusion:
             left = (~done & (out >= floor)).gather(1, order)                     # in order of the bounds
             if not bool(left.any()):
                 break
-            rank = left.cumsum(1)
-            pick = [order[i][left[i] & (rank[i] <= batch)] for i in range(s_count)]
-            if any(bool((~tight[i, chosen]).any()) for i, chosen in enumerate(pick)):
+            next_up = left & (left.cumsum(1) <= batch)
+            unsure = left & ~tight.gather(1, order)                              # narrow bound only
+            if bool((next_up & unsure).any()):
                 # the wide suspects' bound first (for the next wide_batch loose candidates), then look again
-                loose = (left & ~tight.gather(1, order)).cumsum(1)
-                loose = [order[i][left[i] & ~tight[i, order[i]] & (loose[i] <= wide_batch)] for i in range(s_count)]
+                unsure &= unsure.cumsum(1) <= wide_batch
+                loose = [order[i][unsure[i]] for i in range(s_count)]
                 tighter, work = self._open_counts(beta, alpha, gamma, loose, wide=True)
                 for i, chosen in enumerate(loose):
                     out[i, chosen] = torch.minimum(out[i, chosen], tighter[i, chosen])
@@ -279,6 +279,7 @@ class CacheFusion:
                 scored += work
                 wide_batch *= 4
                 continue
+            pick = [order[i][next_up[i]] for i in range(s_count)]
             counts, work = self._count(beta, alpha, gamma, pick)
             for i, chosen in enumerate(pick):
                 out[i, chosen] = counts[i, chosen]

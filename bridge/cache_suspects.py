@@ -42,6 +42,13 @@ def take_rows(table: Tensor, index: Tensor) -> Tensor:
     return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[-1])
 
 
+def take_pairs(aff: Tensor, q: Tensor, c: Tensor) -> Tensor:
+    """aff[q, c] [..., K] of affinities aff [n, C, K] for query and class indices q, c broadcastable to [...], by
+    take_rows on aff as [n·C, K] (a view: the searches' affinities are contiguous)."""
+    q, c = torch.broadcast_tensors(q, c)
+    return take_rows(aff.reshape(-1, aff.shape[-1]), q * aff.shape[1] + c)
+
+
 def suspect_classes(aff: Tensor, amax: Tensor, base: Tensor, y: Tensor, per_proxy: int) -> Tensor:
     """[n, T] classes ≠ y most likely to beat y somewhere: the top per_proxy by zero-shot logit, mean affinity,
     largest affinity (amax [n, C]) and Σ_k exp(SUSPECT_BETA·(a − 1)), each row's distinct classes in ascending
@@ -93,14 +100,13 @@ class Suspects:
         self._scale_table: tuple = (None, None)                                           # (γ, [C, K]) of the last leaf
         self._witness_factors: tuple = (None, None, None)      # (β, key factors of y [n, K], of suspects [n, T, K])
         self._witness_scales: dict = {}                        # γ -> key scales of y [n, K], of suspects [n, T, K]
-        n, c, k = aff.shape
+        n = aff.shape[0]
         self.base_y = base.gather(1, y.unsqueeze(1)).squeeze(1)                             # [n]
         self.suspects = suspect_classes(aff, aff.amax(-1) if amax is None else amax, base, y,
                                         SUSPECTS_PER_PROXY if per_proxy is None else per_proxy)   # [n, T]
         rows = torch.arange(n)
-        flat = aff.reshape(n * c, k)                                                        # [n·C, K] (a view)
-        self.aff_y = take_rows(flat, rows * c + y)                                          # [n, K]
-        self.aff_s = take_rows(flat, rows.unsqueeze(1) * c + self.suspects)                 # [n, T, K]
+        self.aff_y = take_pairs(aff, rows, y)                                               # [n, K]
+        self.aff_s = take_pairs(aff, rows.unsqueeze(1), self.suspects)                      # [n, T, K]
         self.base_s = base.gather(1, self.suspects)                                         # [n, T]
         self.before = self.suspects < y.unsqueeze(1)                   # [n, T] suspects that win a tie with y
         # open_queries' leaf-free parts, [n, T] each: −A (A = the suspects' base margin less its slack), where
