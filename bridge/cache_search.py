@@ -246,8 +246,9 @@ class CacheFusion:
         (bridge.search's elites) are those of `hits`. The bound (cache_suspects.open_counts: queries that no
         suspect class beats) needs APE's screen; elsewhere this is `hits`. Candidates are scored exactly in
         rounds, largest bound first, until no bound left reaches the keep-th largest count known; before a
-        candidate is scored, its bound is tightened with the wide suspects (WIDE_SUSPECTS_PER_PROXY, for the next
-        `wide_batch` loose candidates at once, 4 times as many each time) and the order looked at again."""
+        candidate is scored, its bound is tightened with the wide suspects (WIDE_SUSPECTS_PER_PROXY) and the order
+        looked at again: for the next `wide_batch` loose candidates (4 times as many each time) whose bound reaches
+        the batch-th largest tightened one, and the other candidates of their leaves (a leaf's α cost nothing more)."""
         s_count, m = beta.shape
         bounds = self._open_counts(beta, alpha, gamma)
         if bounds is None:
@@ -255,6 +256,8 @@ class CacheFusion:
         upper, scored = bounds
         known = torch.empty(s_count, 0, dtype=torch.int64) if known is None else known.to(torch.int64)
         done, tight = torch.zeros(s_count, m, dtype=torch.bool), torch.zeros(s_count, m, dtype=torch.bool)
+        leaf = torch.stack([torch.unique(torch.stack([beta[i], gamma[i]], -1), dim=0, return_inverse=True)[1]
+                            for i in range(s_count)])                     # [S, m] each candidate's (β, γ)
         out = upper.clone()
         batch = max(keep, TOP_FIRST_BATCH if self.keep else TOP_FIRST_BATCH_RECOMPUTED)
         wide_batch = batch
@@ -269,9 +272,13 @@ class CacheFusion:
             next_up = left & (left.cumsum(1) <= batch)
             unsure = left & ~tight.gather(1, order)                              # narrow bound only
             if bool((next_up & unsure).any()):
-                # the wide suspects' bound first (for the next wide_batch loose candidates), then look again
-                unsure &= unsure.cumsum(1) <= wide_batch
-                loose = [order[i][unsure[i]] for i in range(s_count)]
+                # the wide suspects' bound first, then look again: for the next wide_batch loose candidates whose
+                # bound reaches the batch-th largest tight one left (no other can come among the next batch)
+                bound = out.gather(1, order)
+                reach = torch.where(left & ~unsure, bound, -1).topk(min(batch, m), 1).values[:, -1:]
+                unsure &= (unsure.cumsum(1) <= wide_batch) & (bound >= reach)
+                loose = [(torch.isin(leaf[i], leaf[i, order[i][unsure[i]]]) & ~tight[i] & ~done[i]).nonzero()[:, 0]
+                         for i in range(s_count)]                         # with the rest of their leaves: free
                 tighter, work = self._open_counts(beta, alpha, gamma, loose, wide=True)
                 for i, chosen in enumerate(loose):
                     out[i, chosen] = torch.minimum(out[i, chosen], tighter[i, chosen])

@@ -23,6 +23,9 @@ SUSPECTS_PER_PROXY = 5
 # among the best (the official grid at C = 1,000: 15 leave 8 candidates a seed to count exactly, 5 leave 362)
 WIDE_SUSPECTS_PER_PROXY = 15
 SUSPECT_BETA = 3.5
+# 1/|A| that open_queries takes for a suspect whose slackened base margin A over y is exactly 0 (B·this keeps B's sign
+# and exceeds every finite 1/α of a positive B of a realistic size)
+ZERO_MARGIN_INVERSE = 1e300
 # relative widening of a suspect's margin over y before open_queries takes it as a sure win (the exhaustive
 # logits' rounding is a few 1e-8 of |base| + α·|F|)
 SURE_SLACK = 1e-6
@@ -109,12 +112,16 @@ class Suspects:
         self.aff_s = take_pairs(aff, rows.unsqueeze(1), self.suspects)                      # [n, T, K]
         self.base_s = base.gather(1, self.suspects)                                         # [n, T]
         self.before = self.suspects < y.unsqueeze(1)                   # [n, T] suspects that win a tie with y
-        # open_queries' leaf-free parts, [n, T] each: −A (A = the suspects' base margin less its slack), where
-        # A > 0, and the suspects before y with y's own base (a duplicated class ties y when F does too)
+        # open_queries' leaf-free parts, [n, T] each (A = the suspects' base margin over y less its slack): 1/|A|
+        # (A = 0: a huge number, so that B·(1/|A|) keeps B's sign), and offsets that keep only the suspects with A > 0
+        # (0 there, −inf elsewhere) or A ≤ 0 in a maximum; a suspect with no finite A is in neither. twin: the
+        # suspects before y with y's own base (a duplicated class ties y when F does too)
         by, bs = self.base_y.to(f64).unsqueeze(1), self.base_s.to(f64)
         margin = (bs - by) - SURE_SLACK * (bs.abs() + by.abs())
-        self.neg_margin, self.margin_known = -margin, torch.isfinite(margin)
-        self.margin_wins = self.margin_known & (margin > 0)
+        known = torch.isfinite(margin)
+        self.inv_margin = torch.where(margin != 0, 1 / margin.abs(), torch.full_like(margin, ZERO_MARGIN_INVERSE))
+        self.ahead = torch.where(known & (margin > 0), 0.0, -math.inf).to(f64)
+        self.behind = torch.where(known & (margin <= 0), 0.0, -math.inf).to(f64)
         self.twin = self.before & (bs == by)
         self.any_twin = bool(self.twin.any())
 
@@ -165,27 +172,25 @@ class Suspects:
 
     def open_queries(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, float]:
         """(queries [m] that no suspect surely beats at candidates (β, alpha[i], γ), pairs scored exactly) for one
-        leaf: at least the queries `witness` leaves open, so still an upper bound of the hits, for two comparisons
-        per query and α instead of one per suspect. A suspect's margin over y, (base_s − base_y) + α·(F_s − F_y)
-        with the exact F, is widened by SURE_SLACK relative to |base_s| + |base_y| + α·(F_s + F_y) (F ≥ 0; far above
-        the rounding of the exhaustive logits): A + α·B > 0 then proves the suspect wins at α. For α ≥ 0 that
-        holds on a half-line (B > 0: above −A/B; B ≤ 0 < A: below it, or everywhere when B = 0), so the α at which
-        some suspect surely wins lie outside one interval [lo, hi] per query. A suspect before y with y's own base
-        and F (a duplicated class) has y's logits at every α, the same operations on the same values, and wins the
-        tie everywhere."""
+        leaf: at least the queries `witness` leaves open, so still an upper bound of the hits, for two maxima per
+        query and two comparisons per α instead of one comparison per suspect and α. A suspect's margin over y,
+        (base_s − base_y) + α·(F_s − F_y) with the exact F, is widened by SURE_SLACK relative to |base_s| + |base_y|
+        + α·(F_s + F_y) (F ≥ 0; far above the rounding of the exhaustive logits): A + α·B > 0 then proves the
+        suspect wins at α ≥ 0. With u = 1/α (α = 0: u = ∞) that is B/A > −u where A > 0 and B/|A| > u where A ≤ 0
+        (A = 0: B > 0 and α > 0), so a query is surely wrong at α iff the largest B/A of its suspects with A > 0
+        exceeds −u or the largest B/|A| of the others exceeds u (a NaN proves nothing). A suspect before y with
+        y's own base and F (a duplicated class) has y's logits at every α, the same operations on the same values,
+        and wins the tie everywhere."""
         f_y, f_s = self._witness_terms(beta, gamma)
-        fy, fs = f_y.to(torch.float64).unsqueeze(1), f_s.to(torch.float64)             # [n, 1], [n, T]
-        slope = fs.mul(1 - SURE_SLACK).sub_(fy * (1 + SURE_SLACK))     # B (F ≥ 0: the screen's w ≥ 0); A: __init__
-        cut = self.neg_margin / slope                                                  # −A/B, used where B ≠ 0
-        rising = (slope > 0) & self.margin_known                                       # (NaN: neither sign)
-        hi = torch.where(rising, cut, math.inf).amin(1)                                # wins for every α > hi
-        falling = (slope < 0) & self.margin_wins
-        everywhere = (slope == 0) & self.margin_wins
+        fy = f_y.to(torch.float64).mul_(1 + SURE_SLACK).unsqueeze(1)                  # [n, 1]
+        slope = f_s.to(torch.float64).mul_(1 - SURE_SLACK).sub_(fy)    # B (F ≥ 0: the screen's w ≥ 0); A: __init__
+        ahead = torch.addcmul(self.ahead, slope, self.inv_margin).amax(1)             # [n] largest B/A, A > 0
+        behind = torch.addcmul(self.behind, slope, self.inv_margin).amax(1)           # [n] largest B/|A|, A ≤ 0
+        u = alpha.to(torch.float64).reciprocal().unsqueeze(1)                          # [m, 1]
+        wrong = (ahead > -u) | (behind > u)                                            # [m, n]
         if self.any_twin:
-            everywhere |= self.twin & (fs == fy)                                       # the twin: equal logits
-        lo = torch.where(falling, cut, -math.inf).masked_fill_(everywhere, math.inf).amax(1)   # wins below lo
-        a = alpha.to(torch.float64).unsqueeze(1)                                       # [m, 1]
-        return ((a >= lo) & (a <= hi)).sum(1), float(self.y.shape[0] * (1 + self.suspects.shape[1]))
+            wrong |= (self.twin & (f_s == f_y.unsqueeze(1))).any(1)                  # the twin: equal logits
+        return self.y.shape[0] - wrong.sum(1), float(self.y.shape[0] * (1 + self.suspects.shape[1]))
 
     def forget_terms(self) -> None:
         """Drop the kept key factors and gathered key scales (open_counts, done with this piece)."""

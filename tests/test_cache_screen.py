@@ -142,6 +142,40 @@ def test_open_queries_leave_open_every_query_the_witness_does_and_little_more(mo
     assert theirs <= ours <= 1.01 * theirs
 
 
+def test_open_queries_are_the_queries_no_suspect_surely_beats(monkeypatch):
+    """open_queries' two maxima equal the plain rule on every suspect and α: wrong iff some suspect with a finite
+    slackened margin A has A + α·B > 0 (B = F_s·(1 − slack) − F_y·(1 + slack), float64), or is y's twin with equal
+    F. Given terms include B = 0 (F_s = F_y = 0), equal F (twins), A = 0 (zero bases), α = 0 and large α."""
+    base, y, aff, weight, div = random_problem(47, 1, 160, 30, 3, formula="ape", spread=0.7)
+    c, k = 30, 3
+    aff, div = aff.reshape(1, 160, c, k), div.reshape(1, c, k)
+    aff[:, :, 5], base[:, :, 5], div[:, 5] = aff[:, :, 4], base[:, :, 4], div[:, 4]
+    y[:, :30] = 5                                                             # y has a twin before it
+    base[:, 30:50] = 0.0                                                      # every margin A = 0
+    problem = _problem(monkeypatch, base, y, aff.reshape(1, 160, c * k), weight, div.reshape(1, c * k))
+    screen = problem._data(0, slice(0, 160)).screen()
+    n, t = screen.suspects.shape
+    g = torch.Generator().manual_seed(47)
+    f_y = torch.rand(n, generator=g) * 3
+    f_s = torch.rand(n, t, generator=g) * 3
+    f_s[:40, :2] = f_y[:40].unsqueeze(1)                                     # equal F: the twin's (and B < 0)
+    f_y[60:80], f_s[60:80] = 0.0, 0.0                                        # B = 0
+    monkeypatch.setattr(screen, "_witness_terms", lambda beta, gamma: (f_y, f_s))
+    alphas = torch.tensor([0.0, 0.05, 0.3, 1.0, 2.5, 7.0, 40.0])
+    got, _ = screen.open_queries(torch.tensor(1.0), torch.tensor(0.0), alphas)
+    f64, slack = torch.float64, suspects_module.SURE_SLACK
+    by, bs = screen.base_y.to(f64).unsqueeze(1), screen.base_s.to(f64)
+    margin = (bs - by) - slack * (bs.abs() + by.abs())
+    slope = f_s.to(f64) * (1 - slack) - f_y.to(f64).unsqueeze(1) * (1 + slack)
+    twin = screen.before & (bs == by) & (f_s == f_y.unsqueeze(1))
+    want = []
+    for a in alphas.tolist():
+        wins = torch.isfinite(margin) & (margin + a * slope > 0) | twin
+        want.append(n - int(wins.any(1).sum()))
+    assert got.tolist() == want
+    assert len(set(want)) > 3 and bool(twin.any()) and bool((margin == 0).any())
+
+
 @pytest.mark.parametrize("seed,keep,known", [(40, 1, 0), (41, 8, 0), (42, 8, 8), (43, 3, 2)])
 def test_top_hits_are_exact_wherever_a_candidate_can_be_among_the_best(monkeypatch, seed, keep, known):
     """Exact for every candidate whose count reaches the keep-th largest of the known counts and all of these;
