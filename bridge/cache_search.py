@@ -147,6 +147,11 @@ def slice_elements(x: Tensor, on_cpu: int) -> int:
     return DEVICE_DENSE_ELEMENTS if on_gpu(x) else on_cpu
 
 
+def affinities_kept(seeds: int, queries: int, keys: int, element_size: int) -> bool:
+    """Whether a search's [seeds, queries, keys] affinities fit KEEP_AFFINITY_BYTES, and so are kept whole."""
+    return seeds * queries * keys * element_size <= KEEP_AFFINITY_BYTES
+
+
 def _inside(inner: tuple, outer: tuple) -> bool:
     return all(o0 <= i0 and i1 <= o1 for i0, i1, o0, o1 in zip(inner[::2], inner[1::2], outer[::2], outer[1::2]))
 
@@ -205,7 +210,7 @@ class CacheFusion:
             raise ValueError(f"unknown formula {self.formula!r}")
         s, n, c = self.base.shape
         self.keys = self.weight.shape[-1] // c
-        self.keep = s * n * c * self.keys * self.base.element_size() <= KEEP_AFFINITY_BYTES
+        self.keep = affinities_kept(s, n, c * self.keys, self.base.element_size())
 
     def rows(self) -> int:
         c = self.base.shape[-1]
@@ -256,8 +261,7 @@ class CacheFusion:
         upper, scored = bounds
         known = torch.empty(s_count, 0, dtype=torch.int64) if known is None else known.to(torch.int64)
         done, tight = torch.zeros(s_count, m, dtype=torch.bool), torch.zeros(s_count, m, dtype=torch.bool)
-        leaf = torch.stack([torch.unique(torch.stack([beta[i], gamma[i]], -1), dim=0, return_inverse=True)[1]
-                            for i in range(s_count)])                     # [S, m] each candidate's (β, γ)
+        leaf = torch.stack([cache_suspects.leaf_index(beta[i], gamma[i])[1] for i in range(s_count)])   # [S, m]
         out = upper.clone()
         batch = max(keep, TOP_FIRST_BATCH if self.keep else TOP_FIRST_BATCH_RECOMPUTED)
         wide_batch = batch
@@ -277,8 +281,8 @@ class CacheFusion:
                 bound = out.gather(1, order)
                 reach = torch.where(left & ~unsure, bound, -1).topk(min(batch, m), 1).values[:, -1:]
                 unsure &= (unsure.cumsum(1) <= wide_batch) & (bound >= reach)
-                loose = [(torch.isin(leaf[i], leaf[i, order[i][unsure[i]]]) & ~tight[i] & ~done[i]).nonzero()[:, 0]
-                         for i in range(s_count)]                         # with the rest of their leaves: free
+                loose = [(torch.isin(leaf[i], leaf[i, order[i][unsure[i]]]) & ~tight[i]).nonzero()[:, 0]
+                         for i in range(s_count)]     # with the rest of their leaves (free); counted ones are tight
                 tighter, work = self._open_counts(beta, alpha, gamma, loose, wide=True)
                 for i, chosen in enumerate(loose):
                     out[i, chosen] = torch.minimum(out[i, chosen], tighter[i, chosen])

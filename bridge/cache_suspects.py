@@ -197,9 +197,14 @@ class Suspects:
         self._witness_factors, self._witness_scales = (None, None, None), {}
 
 
+def leaf_index(beta: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+    """(leaves [L, 2] = the distinct (γ, β), γ-major; each candidate's leaf [m]) of candidates beta, gamma [m]."""
+    return torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)
+
+
 def leaves_of(beta: Tensor, gamma: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """(leaves [L, 2] = the distinct (γ, β), γ-major; the candidates of each leaf, in order) of candidates [m]."""
-    leaves, inverse = torch.unique(torch.stack([gamma, beta], -1), dim=0, return_inverse=True)
+    """(leaves [L, 2] as leaf_index; the candidates of each leaf, in order) of candidates beta, gamma [m]."""
+    leaves, inverse = leaf_index(beta, gamma)
     order = torch.argsort(inverse, stable=True)
     return leaves, list(order.split(torch.bincount(inverse, minlength=leaves.shape[0]).tolist()))
 

@@ -137,7 +137,7 @@ def test_affinities_too_large_to_keep_are_computed_slice_by_slice_with_the_same_
     valid = val_y >= 0
     valid[1, :3] = False                                                         # padded rows stay zero
     whole = model.affinity(val_q, valid)
-    monkeypatch.setattr(ape_search, "KEEP_AFFINITY_BYTES", 0)
+    monkeypatch.setattr(cache_search, "KEEP_AFFINITY_BYTES", 0)
     sliced = ape_search.validation_affinity(model, val_q, valid)
     for s in range(2):
         for rows in (slice(0, 7), slice(7, val_q.shape[1])):
@@ -145,7 +145,6 @@ def test_affinities_too_large_to_keep_are_computed_slice_by_slice_with_the_same_
     hp = {"beta_scale": 7, "alpha_scale": 7, "gamma_scale": 1, "beta_steps": 6, "alpha_steps": 5, "gamma_steps": 3}
     fits = []
     for budget in (0, 1 << 31):
-        monkeypatch.setattr(ape_search, "KEEP_AFFINITY_BYTES", budget)
         monkeypatch.setattr(cache_search, "KEEP_AFFINITY_BYTES", budget)
         fits.append([REGISTRY["ape"].fit(task, search=mode, **hp).hparams for mode in ("grid", "batched")])
     assert fits[0] == fits[1]

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
-from clipbridge.bridge.cache_search import KEEP_AFFINITY_BYTES, CacheFusion, CacheFusionScore
+from clipbridge.bridge.cache_search import CacheFusion, CacheFusionScore, affinities_kept
 from clipbridge.bridge.fusion import SEARCH_MODES, FusionChoice, box_grid, first_best, grid_axis, search_fusion
 from clipbridge.bridge.methods.ape.cache import CacheModel
 
@@ -66,10 +66,10 @@ def grid_search(model: CacheModel, val_q: Tensor, val_y: Tensor, axes: list[list
 
 def validation_affinity(model: CacheModel, val_q: Tensor, valid: Tensor) -> Callable[[int, slice], Tensor]:
     """affinity(s, rows) -> [n, C·K] of the validation queries val_q [S, Nv, D] (valid [S, Nv]): sliced from the
-    whole [S, Nv, C·K] computed once where it fits KEEP_AFFINITY_BYTES (as bridge.cache_search keeps it), else
+    whole [S, Nv, C·K] computed once where bridge.cache_search keeps it (affinities_kept), else
     computed slice by slice when asked (ImageNet's 50,000 validation queries: 9.6 GB for 3 seeds at 16,000 keys)."""
     s, n = valid.shape
-    if s * n * model.keys.shape[1] * val_q.element_size() <= KEEP_AFFINITY_BYTES:
+    if affinities_kept(s, n, model.keys.shape[1], val_q.element_size()):
         affinity = model.affinity(val_q, valid)
         return lambda i, rows: affinity[i, rows]
     return lambda i, rows: model.seed_affinity(val_q, valid, i, rows)
