@@ -125,6 +125,11 @@ DEVICE_DENSE_ELEMENTS = 1 << 27
 # (query, class) pairs of a seed's query chunk from which APE's hits are counted by bridge.cache_screen (a float32
 # bound per pair and leaf, exact suspects and undecided pairs) instead of densely or by boxes
 SCREEN_PAIRS = 1 << 18
+# ... or, for the searches that ask for it (CacheFusion.screen_classes: APE's official grid), from this many classes
+# on whatever the chunk's size: the grid's 80,000 close candidates are bounded leaf by leaf far cheaper than boxes
+# prune them (C = 100-200: 2-7× faster, FIGURES.md "Eighth stop"); below about 50 classes the boxes win, at 64 it
+# is a toss-up. APE-T's grid is unmoved by it (measured at C = 100 and 200)
+GRID_SCREEN_CLASSES = 100
 # candidates per seed scored exactly in top_hits' first round (then twice as many each round); where the affinities
 # are not kept each round computes every piece's affinities and screen again, so the first round is larger
 TOP_FIRST_BATCH = 8
@@ -199,6 +204,7 @@ class CacheFusion:
     div: Tensor | None
     formula: str
     box: tuple | None = None      # (β0, β1, α0, α1, γ0, γ1) holding the candidates of most calls, or None
+    screen_classes: int | None = None   # screen every chunk from this many classes on (`_screens`), or None
     scored: list = field(default_factory=list)       # scored shares of the hit counts of the calls so far
     pairs: list = field(default_factory=lambda: [0.0, 0.0])   # pairs scored (hits and secondary), pairs of hits
     _kept: dict = field(default_factory=dict)
@@ -397,8 +403,11 @@ class CacheFusion:
 
     def _screens(self, s: int, n: int, beta: Tensor, alpha: Tensor, gamma: Tensor) -> bool:
         """Whether n real queries of seed s are counted by bridge.cache_screen: APE on the CPU, chunks of at least
-        SCREEN_PAIRS (query, class) pairs, the monotone case (cache_screen.applies)."""
-        return (not on_gpu(self.base) and n * self.base.shape[-1] >= SCREEN_PAIRS
+        SCREEN_PAIRS (query, class) pairs or of at least screen_classes classes, the monotone case
+        (cache_screen.applies)."""
+        c = self.base.shape[-1]
+        large = n * c >= SCREEN_PAIRS or (self.screen_classes is not None and c >= self.screen_classes)
+        return (not on_gpu(self.base) and large
                 and self.formula == "ape" and cache_screen.applies(self.weight[s], beta, alpha, gamma))
 
     def _data(self, s: int, rows: slice) -> "_SeedData | None":

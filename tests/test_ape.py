@@ -102,6 +102,21 @@ def test_key_divergence_and_logits_match_a_direct_computation_with_padded_shots_
     assert state.tensors["divergence"][:, 2 * 3 + 1:2 * 3 + 3].abs().max() == 0     # padded keys: no weight
 
 
+def assert_brute_force_grid_choice(model, val_q, val_y, axes, choice):
+    """choice (grid_search's) is, for every seed, the first strict maximum of the official loop over the axes
+    (β outer, γ inner) scoring each candidate's logits on every validation query and class."""
+    seeds, dtype = val_q.shape[0], val_q.dtype
+    for s in range(seeds):
+        best, best_acc = None, 0.0
+        for beta, alpha, gamma in itertools.product(*axes):
+            one = lambda v: torch.full((seeds,), v, dtype=dtype)  # noqa: E731
+            acc = float(accuracy(model.logits(val_q, one(beta), one(alpha), one(gamma)), val_y)[s])
+            if acc > best_acc:
+                best, best_acc = (beta, alpha, gamma), acc
+        assert choice.best[s].tolist() == pytest.approx(best, rel=0, abs=1e-6)
+        assert float(choice.val_accuracy[s]) == pytest.approx(best_acc, rel=1e-6)
+
+
 def test_official_grid_search_keeps_the_first_strict_maximum_of_a_brute_force_loop():
     task, _, _ = make_task(seeds=(1, 2), classes=6, shots=4, val_per_class=3, dtype=F64)
     text, keys = class_text(task, F64).projected, shot_keys(task, F64)
@@ -110,16 +125,31 @@ def test_official_grid_search_keeps_the_first_strict_maximum_of_a_brute_force_lo
     axes = official_axes(hp, with_gamma=True)
     val_q, val_y = validation(task, F64)
     choice = grid_search(model, val_q, val_y, axes)
-    for s in range(2):
-        best, best_acc = None, 0.0
-        for beta, alpha, gamma in itertools.product(*axes):                           # β outer, γ inner
-            one = lambda v: torch.full((2,), v, dtype=F64)  # noqa: E731
-            acc = float(accuracy(model.logits(val_q, one(beta), one(alpha), one(gamma)), val_y)[s])
-            if acc > best_acc:
-                best, best_acc = (beta, alpha, gamma), acc
-        assert tuple(choice.best[s].tolist()) == best
-        assert float(choice.val_accuracy[s]) == best_acc
+    assert_brute_force_grid_choice(model, val_q, val_y, axes, choice)
     assert choice.evaluated == 8 * 6 * 4
+
+
+@pytest.mark.parametrize("classes,screened", [(100, True), (99, False)])
+def test_official_grid_is_screened_from_100_classes_on_small_validation_and_keeps_the_brute_force_choice(
+        monkeypatch, classes, screened):
+    """C = 100-200 with a few hundred validation queries (Caltech101, Cars): far below SCREEN_PAIRS per chunk, yet
+    the official grid is counted by the screen and the open-query bound (cache_search.GRID_SCREEN_CLASSES); below
+    100 classes it is not. Either way the choice is the official loop's."""
+    import clipbridge.bridge.cache_suspects as cache_suspects
+
+    task, _, _ = make_task(seeds=(1, 2), classes=classes, shots=2, val_per_class=1, dim=24, width=24,
+                           text_noise=4.0, image_noise=2.0)
+    text, keys = class_text(task, torch.float32).projected, shot_keys(task, torch.float32)
+    model = ape_cache(text, keys.x, keys.mask, 16, 0.5, 0.5, torch.tensor(100.0))
+    hp = {"beta_scale": 7, "alpha_scale": 7, "gamma_scale": 1, "beta_steps": 6, "alpha_steps": 5, "gamma_steps": 3}
+    axes = official_axes(hp, with_gamma=True)
+    val_q, val_y = validation(task, torch.float32)
+    calls = []
+    real = cache_suspects.open_counts
+    monkeypatch.setattr(cache_suspects, "open_counts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    choice = grid_search(model, val_q, val_y, axes)
+    assert bool(calls) == screened
+    assert_brute_force_grid_choice(model, val_q, val_y, axes, choice)
 
 
 def test_affinities_too_large_to_keep_are_computed_slice_by_slice_with_the_same_values_and_choices(monkeypatch):

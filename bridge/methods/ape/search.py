@@ -10,7 +10,8 @@ visited β outer, α, γ inner; the first candidate with the strictly highest va
 (bridge.fusion.first_best; the official loop starts from accuracy 0 and parameters (0, 0, 0), so when every
 candidate scores 0 % it keeps (0, 0, 0); we keep the first grid point then). Every candidate's hits are those
 of the exhaustive top-1 scoring, counted by bridge.cache_search: densely on small problems (the cache term once
-per (β, γ), its 20 α at once), else scoring exactly only the (query, class) pairs that can change a decision.
+per (β, γ), its 20 α at once), else scoring exactly only the (query, class) pairs that can change a decision
+(from 100 classes on always by bridge.cache_screen's suspects and the open-query bound, cache_search.GRID_SCREEN_CLASSES).
 
 search="batched" (the default, the uniform recipe) is bridge.search.batched_search through bridge.fusion.search_fusion over the box the grid
 spans, [0.1, scale_β] × [0.1, scale_α] (× [0, scale_γ]): round 0 scores a regular grid of `grid_points` per
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
-from clipbridge.bridge.cache_search import CacheFusion, CacheFusionScore, affinities_kept
+from clipbridge.bridge.cache_search import GRID_SCREEN_CLASSES, CacheFusion, CacheFusionScore, affinities_kept
 from clipbridge.bridge.fusion import SEARCH_MODES, FusionChoice, box_grid, first_best, grid_axis, search_fusion
 from clipbridge.bridge.methods.ape.cache import CacheModel
 
@@ -57,6 +58,7 @@ def grid_search(model: CacheModel, val_q: Tensor, val_y: Tensor, axes: list[list
     grid = torch.cartesian_prod(*[torch.tensor(axis, dtype=torch.float64) for axis in axes])
     grid = grid.reshape(-1, len(axes)).to(**like)                                        # β, α, γ order
     problem = cache_problem(model, base, val_y, affinity, with_gamma)
+    problem.screen_classes = GRID_SCREEN_CLASSES         # the grid's close leaves: screened from 100 classes on
     cand = grid.unsqueeze(0).expand(s, -1, -1)
     hits = problem.top_hits(cand[..., 0], cand[..., 1],                # exact wherever it can be the first maximum
                             cand[..., 2] if with_gamma else torch.zeros_like(cand[..., 0]), keep=1)   # [S, G]
