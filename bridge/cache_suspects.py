@@ -29,6 +29,17 @@ ZERO_MARGIN_INVERSE = 1e300
 # relative widening of a suspect's margin over y before open_queries takes it as a sure win (the exhaustive
 # logits' rounding is a few 1e-8 of |base| + α·|F|)
 SURE_SLACK = 1e-6
+# ... plus this many machine epsilons per key for the cache terms F: open_counts may sum a leaf's K key terms in
+# another order than the exhaustive scoring (a batched product, `product_maxima`), and two sums of K positive
+# terms in any order are within K·eps·F of each other
+TERM_SLACK_PER_KEY = 2
+# the leaves (distinct (β, γ)) must fill at least this share of their β × γ product for open_counts to bound them
+# all by `product_maxima` (the official grids fill all of it; the batched search's spread-out points almost none)
+PRODUCT_FILL = 0.5
+# bytes of the [leaves, n] maxima (float64, two) that open_counts' product path holds at a time, and queries per
+# batched product (rows · (T + 1) products of [β, K] × [K, γ]; 16 measured fastest of 16, 32 and 64)
+PRODUCT_MAXIMA_BYTES = 32 << 20
+PRODUCT_ROWS = 16
 # bytes of the suspects' gathered key scales kept, one entry per γ (2.3 MB per γ at 2,000 queries, 17 suspects,
 # K = 16: the official grids' 20 γ fit); open_counts drops them when it is done with a piece
 WITNESS_SCALE_BYTES = 64 << 20
@@ -124,6 +135,8 @@ class Suspects:
         self.behind = torch.where(known & (margin <= 0), 0.0, -math.inf).to(f64)
         self.twin = self.before & (bs == by)
         self.any_twin = bool(self.twin.any())
+        # relative widening of F_y and F_s (TERM_SLACK_PER_KEY): B = F_s·(1 − term_slack) − F_y·(1 + term_slack)
+        self.term_slack = SURE_SLACK + TERM_SLACK_PER_KEY * aff.shape[-1] * torch.finfo(aff.dtype).eps
 
     def _exact(self, aff: Tensor, classes: Tensor, beta: Tensor, gamma: Tensor, scales: Tensor | None = None) -> Tensor:
         """F [...] of affinities aff [..., K] of classes [...] at one leaf (the exhaustive scoring's values): the key
@@ -173,24 +186,52 @@ class Suspects:
     def open_queries(self, beta: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, float]:
         """(queries [m] that no suspect surely beats at candidates (β, alpha[i], γ), pairs scored exactly) for one
         leaf: at least the queries `witness` leaves open, so still an upper bound of the hits, for two maxima per
-        query and two comparisons per α instead of one comparison per suspect and α. A suspect's margin over y,
-        (base_s − base_y) + α·(F_s − F_y) with the exact F, is widened by SURE_SLACK relative to |base_s| + |base_y|
-        + α·(F_s + F_y) (F ≥ 0; far above the rounding of the exhaustive logits): A + α·B > 0 then proves the
-        suspect wins at α ≥ 0. With u = 1/α (α = 0: u = ∞) that is B/A > −u where A > 0 and B/|A| > u where A ≤ 0
-        (A = 0: B > 0 and α > 0), so a query is surely wrong at α iff the largest B/A of its suspects with A > 0
-        exceeds −u or the largest B/|A| of the others exceeds u (a NaN proves nothing). A suspect before y with
-        y's own base and F (a duplicated class) has y's logits at every α, the same operations on the same values,
-        and wins the tie everywhere."""
+        query (`_maxima`) and two comparisons per α (`open_at`) instead of one comparison per suspect and α."""
         f_y, f_s = self._witness_terms(beta, gamma)
-        fy = f_y.to(torch.float64).mul_(1 + SURE_SLACK).unsqueeze(1)                  # [n, 1]
-        slope = f_s.to(torch.float64).mul_(1 - SURE_SLACK).sub_(fy)    # B (F ≥ 0: the screen's w ≥ 0); A: __init__
-        ahead = torch.addcmul(self.ahead, slope, self.inv_margin).amax(1)             # [n] largest B/A, A > 0
-        behind = torch.addcmul(self.behind, slope, self.inv_margin).amax(1)           # [n] largest B/|A|, A ≤ 0
-        u = alpha.to(torch.float64).reciprocal().unsqueeze(1)                          # [m, 1]
-        wrong = (ahead > -u) | (behind > u)                                            # [m, n]
+        ahead, behind = self._maxima(f_y.unsqueeze(-1), f_s.unsqueeze(-1), slice(None))
+        return open_at(ahead[:, 0], behind[:, 0], alpha), float(self.y.shape[0] * (1 + self.suspects.shape[1]))
+
+    def _maxima(self, f_y: Tensor, f_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+        """(ahead, behind) [r, L] float64 of the queries `rows` (r of them) at L leaves, from F_y [r, L] and the
+        suspects' F_s [r, T, L]. A suspect's margin over y, (base_s − base_y) + α·(F_s − F_y), is widened by
+        SURE_SLACK relative to |base_s| + |base_y| and term_slack relative to α·(F_s + F_y) (F ≥ 0; far above the
+        rounding of the exhaustive logits and of F's summation): A + α·B > 0 then proves the suspect wins at α ≥ 0.
+        With u = 1/α (α = 0: u = ∞) that is B/A > −u where A > 0 and B/|A| > u where A ≤ 0 (A = 0: B > 0 and
+        α > 0), so a query is surely wrong at α iff ahead = the largest B/A of its suspects with A > 0 exceeds −u
+        or behind = the largest B/|A| of the others exceeds u (a NaN proves nothing). A suspect before y with y's
+        own base and F (a duplicated class) has y's logits at every α, the same operations on the same values, and
+        wins the tie everywhere: ahead = +∞."""
+        fy = f_y.to(torch.float64).mul_(1 + self.term_slack).unsqueeze(1)              # [r, 1, L]
+        slope = f_s.to(torch.float64).mul_(1 - self.term_slack).sub_(fy)              # B [r, T, L]; A: __init__
+        inv = self.inv_margin[rows].unsqueeze(-1)
+        ahead = torch.addcmul(self.ahead[rows].unsqueeze(-1), slope, inv).amax(1)     # [r, L] largest B/A, A > 0
+        behind = torch.addcmul(self.behind[rows].unsqueeze(-1), slope, inv).amax(1)   # [r, L] largest B/|A|, A ≤ 0
         if self.any_twin:
-            wrong |= (self.twin & (f_s == f_y.unsqueeze(1))).any(1)                  # the twin: equal logits
-        return self.y.shape[0] - wrong.sum(1), float(self.y.shape[0] * (1 + self.suspects.shape[1]))
+            ahead.masked_fill_((self.twin[rows].unsqueeze(-1) & (f_s == f_y.unsqueeze(1))).any(1), math.inf)
+        return ahead, behind
+
+    def product_maxima(self, betas: Tensor, gammas: Tensor) -> tuple[Tensor, Tensor]:
+        """(ahead, behind) [Lb, Lg, n] float64 (`_maxima`) of every leaf of betas [Lb] × gammas [Lg] (working
+        dtype), with F of y and the suspects from one batched product per PRODUCT_ROWS queries: the key factors
+        [rows·(T + 1), Lb, K] times the gathered key scales [rows·(T + 1), K, Lg], so each β's exponentials and
+        each γ's scales are read once for all leaves of the other (a leaf's own multiply-and-sum reads both)."""
+        n, k = self.y.shape[0], self.aff_s.shape[-1]
+        lb, lg = betas.shape[0], gammas.shape[0]
+        table = torch.stack([self._scales(g) for g in gammas], -1).reshape(self.weight.shape[0], k * lg)
+        aff = torch.cat([self.aff_y.unsqueeze(1), self.aff_s], 1)                        # [n, T+1, K]: y first
+        classes = torch.cat([self.y.unsqueeze(1), self.suspects], 1)                     # [n, T+1]
+        t1 = aff.shape[1]
+        ahead = torch.empty(lb * lg, n, dtype=torch.float64)
+        behind = torch.empty(lb * lg, n, dtype=torch.float64)
+        for r0 in range(0, n, PRODUCT_ROWS):
+            rows = slice(r0, min(n, r0 + PRODUCT_ROWS))
+            r = rows.stop - r0
+            factors = self.factors(aff[rows], betas).permute(1, 2, 0, 3).reshape(r * t1, lb, k)
+            scales = take_rows(table, classes[rows]).view(r * t1, k, lg)
+            f = torch.bmm(factors, scales).view(r, t1, lb * lg)                         # [r, T+1, Lb·Lg]
+            a, b = self._maxima(f[:, 0], f[:, 1:], rows)
+            ahead[:, rows], behind[:, rows] = a.T, b.T
+        return ahead.view(lb, lg, n), behind.view(lb, lg, n)
 
     def forget_terms(self) -> None:
         """Drop the kept key factors and gathered key scales (open_counts, done with this piece)."""
@@ -209,14 +250,35 @@ def leaves_of(beta: Tensor, gamma: Tensor) -> tuple[Tensor, list[Tensor]]:
     return leaves, list(order.split(torch.bincount(inverse, minlength=leaves.shape[0]).tolist()))
 
 
+def open_at(ahead: Tensor, behind: Tensor, alpha: Tensor) -> Tensor:
+    """Queries [m] not surely wrong at each of alpha [m] (working dtype) of a leaf whose queries' maxima are
+    ahead, behind [n] (Suspects._maxima): wrong iff ahead > −1/α or behind > 1/α."""
+    u = alpha.to(torch.float64).reciprocal().unsqueeze(1)                             # [m, 1]
+    return ahead.shape[0] - ((ahead > -u) | (behind > u)).sum(1)
+
+
 def open_counts(screen: Suspects, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
     """(queries no suspect surely beats [m], pairs scored exactly) of candidates beta, alpha, gamma [m] (working
-    dtype): an upper bound of each candidate's hits (a query a suspect beats is wrong: Screen.open_queries), at the
+    dtype): an upper bound of each candidate's hits (a query a suspect beats is wrong: Suspects._maxima), at the
     cost of the suspects' exact terms alone, once per leaf. bridge.cache_search.CacheFusion.top_hits scores exactly
-    only the candidates whose bound can reach the best ones."""
+    only the candidates whose bound can reach the best ones. Leaves that fill PRODUCT_FILL of their β × γ product
+    (a grid) are bounded by Suspects.product_maxima in blocks of β (PRODUCT_MAXIMA_BYTES); others one by one."""
     m = beta.shape[0]
     leaves, cands = leaves_of(beta, gamma)
+    betas, gammas = leaves[:, 1].unique(), leaves[:, 0].unique()
     out = torch.zeros(m, dtype=torch.int64)
+    n, t = screen.suspects.shape
+    if betas.numel() * gammas.numel() * PRODUCT_FILL <= leaves.shape[0]:
+        bi = torch.searchsorted(betas, leaves[:, 1].contiguous())                 # each leaf's β and γ index
+        gi = torch.searchsorted(gammas, leaves[:, 0].contiguous())
+        block = max(1, PRODUCT_MAXIMA_BYTES // (16 * max(1, n * gammas.numel())))
+        for b0 in range(0, betas.numel(), block):
+            ahead, behind = screen.product_maxima(betas[b0:b0 + block], gammas)      # [Lb, Lg, n]
+            for leaf in ((bi >= b0) & (bi < b0 + block)).nonzero()[:, 0].tolist():
+                j, g = int(bi[leaf]) - b0, int(gi[leaf])
+                out[cands[leaf]] = open_at(ahead[j, g], behind[j, g], alpha[cands[leaf]])
+        screen.forget_terms()
+        return out, float(betas.numel() * gammas.numel() * n * (1 + t))
     work = 0.0
     for leaf in torch.argsort(leaves[:, 1], stable=True).tolist():          # β-major: each β's factors once
         out[cands[leaf]], w = screen.open_queries(leaves[leaf, 1], leaves[leaf, 0], alpha[cands[leaf]])

@@ -164,9 +164,10 @@ def test_open_queries_are_the_queries_no_suspect_surely_beats(monkeypatch):
     alphas = torch.tensor([0.0, 0.05, 0.3, 1.0, 2.5, 7.0, 40.0])
     got, _ = screen.open_queries(torch.tensor(1.0), torch.tensor(0.0), alphas)
     f64, slack = torch.float64, suspects_module.SURE_SLACK
+    term = screen.term_slack
     by, bs = screen.base_y.to(f64).unsqueeze(1), screen.base_s.to(f64)
     margin = (bs - by) - slack * (bs.abs() + by.abs())
-    slope = f_s.to(f64) * (1 - slack) - f_y.to(f64).unsqueeze(1) * (1 + slack)
+    slope = f_s.to(f64) * (1 - term) - f_y.to(f64).unsqueeze(1) * (1 + term)
     twin = screen.before & (bs == by) & (f_s == f_y.unsqueeze(1))
     want = []
     for a in alphas.tolist():
@@ -174,6 +175,67 @@ def test_open_queries_are_the_queries_no_suspect_surely_beats(monkeypatch):
         want.append(n - int(wins.any(1).sum()))
     assert got.tolist() == want
     assert len(set(want)) > 3 and bool(twin.any()) and bool((margin == 0).any())
+
+
+def _with_twin(base, y, aff, div, c, k):
+    """Class 5 made a duplicate of class 4 (equal logits everywhere) and the true class of the first 40 queries."""
+    s, n = y.shape
+    aff, div = aff.reshape(s, n, c, k), div.reshape(s, c, k)
+    aff[:, :, 5], base[:, :, 5], div[:, 5] = aff[:, :, 4], base[:, :, 4], div[:, 4]
+    y[:, :40] = 5
+    return base, y, aff.reshape(s, n, c * k), div.reshape(s, c * k)
+
+
+def _grid(s, betas, alphas, gammas):
+    """Candidates [S, M] of the product betas × alphas × gammas (β outer), as the official grid's."""
+    grid = torch.cartesian_prod(torch.tensor(betas), torch.tensor(alphas), torch.tensor(gammas))
+    return tuple(grid[:, i].unsqueeze(0).expand(s, -1).contiguous() for i in range(3))
+
+
+@pytest.mark.parametrize("seed,tied,rows,budget", [(51, False, 7, 32 << 20), (52, True, 16, 1), (53, True, 5, 20000)])
+def test_open_counts_of_a_grid_by_batched_products_bound_the_hits_as_leaf_by_leaf(monkeypatch, seed, tied, rows,
+                                                                                budget):
+    """A grid's leaves fill their β × γ product, so open_counts bounds them by Suspects.product_maxima (row blocks of
+    PRODUCT_ROWS with a remainder; blocks of β within PRODUCT_MAXIMA_BYTES: one β at a time, a few, all): every
+    count is at least the exhaustive hits (twins and α = 0 included), the bound bites, and it is the leaf-by-leaf
+    path's bound but where F's summation order alone decides (at most one query a candidate, rarely)."""
+    c, k = 30, 4
+    base, y, aff, weight, div = random_problem(seed, 2, 150, c, k, formula="ape", spread=0.7)
+    if tied:
+        base, y, aff, div = _with_twin(base, y, aff, div, c, k)
+    beta, alpha, gamma = _grid(2, [0.1, 0.8, 2.2, 4.5, 7.0], [0.0, 0.4, 1.5, 3.0, 6.5], [0.0, 0.25, 0.5, 1.0])
+    monkeypatch.setattr(suspects_module, "PRODUCT_ROWS", rows)
+    monkeypatch.setattr(suspects_module, "PRODUCT_MAXIMA_BYTES", budget)
+    calls = []
+    real = suspects_module.Suspects.product_maxima
+    monkeypatch.setattr(suspects_module.Suspects, "product_maxima", lambda *a: calls.append(a[1].numel()) or real(*a))
+    problem = _problem(monkeypatch, base, y, aff, weight, div)
+    upper, _ = problem._open_counts(beta, alpha, gamma)
+    widest = {32 << 20: 5, 1: 1}.get(budget)                                    # β per product_maxima call
+    assert calls and (max(calls) == widest if widest else 1 < max(calls) < 5)
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    assert bool((upper >= exact).all())
+    assert bool((upper < (y >= 0).sum(1, keepdim=True)).any())
+    monkeypatch.setattr(suspects_module, "PRODUCT_FILL", 1e9)                    # every leaf on its own
+    calls.clear()
+    leafwise, _ = _problem(monkeypatch, base, y, aff, weight, div)._open_counts(beta, alpha, gamma)
+    assert not calls
+    assert int((upper - leafwise).abs().max()) <= 1 and int((upper != leafwise).sum()) <= 2
+
+
+def test_top_hits_of_a_grid_are_exact_where_they_can_be_the_first_maximum(monkeypatch):
+    """The official grid's case (leaves filling their product, so bounded by batched products): the first maximum
+    and every count that reaches it are the exhaustive scoring's, twins included."""
+    c, k = 40, 3
+    base, y, aff, weight, div = random_problem(54, 2, 140, c, k, formula="ape", spread=0.6)
+    base, y, aff, div = _with_twin(base, y, aff, div, c, k)
+    beta, alpha, gamma = _grid(2, [0.1, 1.0, 2.5, 5.0, 7.0, 9.0], [0.0, 0.5, 2.0, 4.0], [0.0, 0.3, 0.9])
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    got = _problem(monkeypatch, base, y, aff, weight, div).top_hits(beta, alpha, gamma, keep=1)
+    best = exact.amax(1, keepdim=True)
+    assert torch.equal(got[exact >= best], exact[exact >= best])
+    assert bool((got[exact < best] < best.expand_as(got)[exact < best]).all())
+    assert torch.equal(got.argmax(1), exact.argmax(1))
 
 
 @pytest.mark.parametrize("seed,keep,known", [(40, 1, 0), (41, 8, 0), (42, 8, 8), (43, 3, 2)])
