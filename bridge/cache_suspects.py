@@ -40,6 +40,8 @@ PRODUCT_FILL = 0.5
 # batched product (rows · (T + 1) products of [β, K] × [K, γ]; 16 measured fastest of 16, 32 and 64)
 PRODUCT_MAXIMA_BYTES = 32 << 20
 PRODUCT_ROWS = 16
+# elements of the [leaves, α per leaf, queries] comparisons that open_counts' product path makes at a time
+COMPARE_ELEMENTS = 1 << 20
 # bytes of the suspects' gathered key scales kept, one entry per γ (2.3 MB per γ at 2,000 queries, 17 suspects,
 # K = 16: the official grids' 20 γ fit); open_counts drops them when it is done with a piece
 WITNESS_SCALE_BYTES = 64 << 20
@@ -246,8 +248,13 @@ def leaf_index(beta: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
 def leaves_of(beta: Tensor, gamma: Tensor) -> tuple[Tensor, list[Tensor]]:
     """(leaves [L, 2] as leaf_index; the candidates of each leaf, in order) of candidates beta, gamma [m]."""
     leaves, inverse = leaf_index(beta, gamma)
+    return leaves, leaf_members(inverse, leaves.shape[0])
+
+
+def leaf_members(inverse: Tensor, count: int) -> list[Tensor]:
+    """The candidates [m_l] of each of `count` leaves, in order, from each candidate's leaf inverse [m]."""
     order = torch.argsort(inverse, stable=True)
-    return leaves, list(order.split(torch.bincount(inverse, minlength=leaves.shape[0]).tolist()))
+    return list(order.split(torch.bincount(inverse, minlength=count).tolist()))
 
 
 def open_at(ahead: Tensor, behind: Tensor, alpha: Tensor) -> Tensor:
@@ -262,26 +269,52 @@ def open_counts(screen: Suspects, beta: Tensor, alpha: Tensor, gamma: Tensor) ->
     dtype): an upper bound of each candidate's hits (a query a suspect beats is wrong: Suspects._maxima), at the
     cost of the suspects' exact terms alone, once per leaf. bridge.cache_search.CacheFusion.top_hits scores exactly
     only the candidates whose bound can reach the best ones. Leaves that fill PRODUCT_FILL of their β × γ product
-    (a grid) are bounded by Suspects.product_maxima in blocks of β (PRODUCT_MAXIMA_BYTES); others one by one."""
+    (a grid) are bounded together (`_product_open_counts`); others one by one."""
     m = beta.shape[0]
-    leaves, cands = leaves_of(beta, gamma)
+    leaves, inverse = leaf_index(beta, gamma)
     betas, gammas = leaves[:, 1].unique(), leaves[:, 0].unique()
-    out = torch.zeros(m, dtype=torch.int64)
-    n, t = screen.suspects.shape
     if betas.numel() * gammas.numel() * PRODUCT_FILL <= leaves.shape[0]:
-        bi = torch.searchsorted(betas, leaves[:, 1].contiguous())                 # each leaf's β and γ index
-        gi = torch.searchsorted(gammas, leaves[:, 0].contiguous())
-        block = max(1, PRODUCT_MAXIMA_BYTES // (16 * max(1, n * gammas.numel())))
-        for b0 in range(0, betas.numel(), block):
-            ahead, behind = screen.product_maxima(betas[b0:b0 + block], gammas)      # [Lb, Lg, n]
-            for leaf in ((bi >= b0) & (bi < b0 + block)).nonzero()[:, 0].tolist():
-                j, g = int(bi[leaf]) - b0, int(gi[leaf])
-                out[cands[leaf]] = open_at(ahead[j, g], behind[j, g], alpha[cands[leaf]])
-        screen.forget_terms()
-        return out, float(betas.numel() * gammas.numel() * n * (1 + t))
-    work = 0.0
-    for leaf in torch.argsort(leaves[:, 1], stable=True).tolist():          # β-major: each β's factors once
-        out[cands[leaf]], w = screen.open_queries(leaves[leaf, 1], leaves[leaf, 0], alpha[cands[leaf]])
-        work += w
+        out, work = _product_open_counts(screen, betas, gammas, leaves, inverse, alpha)
+    else:
+        out, work = torch.zeros(m, dtype=torch.int64), 0.0
+        cands = leaf_members(inverse, leaves.shape[0])
+        for leaf in torch.argsort(leaves[:, 1], stable=True).tolist():          # β-major: each β's factors once
+            out[cands[leaf]], w = screen.open_queries(leaves[leaf, 1], leaves[leaf, 0], alpha[cands[leaf]])
+            work += w
     screen.forget_terms()
     return out, work
+
+
+def _product_open_counts(screen: Suspects, betas: Tensor, gammas: Tensor, leaves: Tensor, inverse: Tensor,
+                         alpha: Tensor) -> tuple[Tensor, float]:
+    """open_counts of candidates at leaves [L, 2] (leaf_index: each candidate's leaf `inverse` [m]) of the product
+    betas × gammas: Suspects.product_maxima in blocks of β (PRODUCT_MAXIMA_BYTES), then each block's candidates
+    compared at once, a leaf's maxima against its α laid out in a row ([leaves, most α of a leaf], NaN where a
+    leaf has fewer: a NaN compares false and is never read back; COMPARE_ELEMENTS at a time)."""
+    m, (n, t) = inverse.shape[0], screen.suspects.shape
+    lg = gammas.numel()
+    leaf_b = torch.searchsorted(betas, leaves[:, 1].contiguous())[inverse]               # [m] β index
+    leaf_g = torch.searchsorted(gammas, leaves[:, 0].contiguous())[inverse]              # [m] γ index
+    sizes = torch.bincount(inverse, minlength=leaves.shape[0])
+    order = torch.argsort(inverse, stable=True)
+    rank = torch.empty(m, dtype=torch.int64)
+    rank[order] = torch.arange(m) - (sizes.cumsum(0) - sizes)[inverse[order]]         # place among its leaf's
+    width = int(sizes.max()) if m else 1
+    u = alpha.to(torch.float64).reciprocal()                                              # [m]
+    out = torch.zeros(m, dtype=torch.int64)
+    block = max(1, PRODUCT_MAXIMA_BYTES // (16 * max(1, n * lg)))
+    for b0 in range(0, betas.numel(), block):
+        ahead, behind = screen.product_maxima(betas[b0:b0 + block], gammas)             # [Lb, Lg, n]
+        ahead, behind = ahead.view(-1, 1, n), behind.view(-1, 1, n)
+        chosen = ((leaf_b >= b0) & (leaf_b < b0 + block)).nonzero()[:, 0]
+        at = (leaf_b[chosen] - b0) * lg + leaf_g[chosen]                                 # its leaf in the block
+        laid = torch.full((ahead.shape[0], width, 1), math.nan, dtype=torch.float64)
+        laid[at, rank[chosen], 0] = u[chosen]
+        opened = torch.empty(ahead.shape[0], width, dtype=torch.int64)
+        step = max(1, COMPARE_ELEMENTS // (width * max(1, n)))
+        for l0 in range(0, ahead.shape[0], step):
+            part = slice(l0, l0 + step)
+            wrong = (ahead[part] > -laid[part]) | (behind[part] > laid[part])          # [leaves, width, n]
+            opened[part] = n - wrong.sum(-1)
+        out[chosen] = opened[at, rank[chosen]]
+    return out, float(betas.numel() * lg * n * (1 + t))
