@@ -52,7 +52,8 @@ operations (key_factors × key_scales summed over keys), the logits base + α·F
 once, and top-1 with torch.argmax's first-maximum rule (`first_max_is`): the same hits as the pruned path.
 
 Screened path (`bridge.cache_screen`, APE with w ≥ 0 and β, α, γ ≥ 0, chosen per seed and query chunk of at least
-SCREEN_PAIRS (query, class) pairs, e.g. 1,000 classes): a few suspect classes per query scored exactly (one that
+SCREEN_PAIRS (query, class) pairs, e.g. 1,000 classes, or, for APE's official grid, of at least GRID_SCREEN_CLASSES
+classes): a few suspect classes per query scored exactly (one that
 beats y makes the query wrong), then a float32 chord bound per pair and leaf (its γ dependence by moments) decides
 the rest, all α of a leaf at once and boxes of leaves together (convexity in β); the pairs it cannot decide are
 scored exactly with exact_terms' operations: the same hits as the exhaustive scoring.
@@ -60,7 +61,8 @@ scored exactly with exact_terms' operations: the same hits as the exhaustive sco
 Only the candidates that can be among the best (`top_hits`, screened path): a search does not need every
 candidate's count, only the counts of those that can be its answer — the official grid's first maximum, or the
 batched search's elites (bridge.search, `CacheFusionScore.bounded_primary`). The suspects alone bound every
-candidate's count from above (the queries no suspect beats: `cache_suspects.open_counts`); candidates are counted
+candidate's count from above (the queries no suspect beats: `cache_suspects.open_counts`; a grid's leaves all at
+once, by batched products of every β's key factors and every γ's key scales); candidates are counted
 exactly largest bound first, and those whose bound stays below the keep-th best count known get their bound
 instead: they can neither be chosen nor tie with what is (APE at 1,000 classes: 99 of the batched search's 472
 candidates counted exactly on one 2,000-query chunk). The candidates that reach the best count first get a
