@@ -15,10 +15,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-# suspects per proxy (zero-shot logit, mean affinity, largest affinity, cache term at SUSPECT_BETA); 5 measured best
-# for the official grid at C = 1,000 (3: 48.3 s, 4: 41.9, 5: 39.6-40.3, 6: 39.2, 8: 47.2; with the kept factors
-# 5: 23.9, 6: 23.8, 7: 21.6, 8: 28.3, 10: 29.7, one noisy run each; FIGURES.md)
-SUSPECTS_PER_PROXY = 5
+# suspects per proxy (zero-shot logit, mean affinity, largest affinity, cache term at SUSPECT_BETA). With a grid's
+# leaves bounded by batched products (product_maxima) more suspects cost little and spare wide bounds: the official
+# grid at C = 1,000, fit s, 5: 10.5-10.8, 6: 10.1, 7: 9.5-9.5, 8: 11.1, 9: 9.9 (wide passes 2.5 s at 5, 1.0 s at 7;
+# FIGURES.md "Eighth stop"; 5 was best leaf by leaf)
+SUSPECTS_PER_PROXY = 7
 # suspects per proxy of the second, tighter bound that top_hits takes only for the candidates the first one leaves
 # among the best (the official grid at C = 1,000: 15 leave 8 candidates a seed to count exactly, 5 leave 362)
 WIDE_SUSPECTS_PER_PROXY = 15
@@ -42,8 +43,8 @@ PRODUCT_MAXIMA_BYTES = 32 << 20
 PRODUCT_ROWS = 16
 # elements of the [leaves, α per leaf, queries] comparisons that open_counts' product path makes at a time
 COMPARE_ELEMENTS = 1 << 20
-# bytes of the suspects' gathered key scales kept, one entry per γ (2.3 MB per γ at 2,000 queries, 17 suspects,
-# K = 16: the official grids' 20 γ fit); open_counts drops them when it is done with a piece
+# bytes of the suspects' gathered key scales kept, one entry per γ (2.3 MB per γ at 2,000 queries, 17 suspects at 5
+# per proxy, K = 16: the official grids' 20 γ fit); open_counts drops them when it is done with a piece
 WITNESS_SCALE_BYTES = 64 << 20
 # elements of the [rows, C, K] affinities taken at a time by suspect_classes (stay in the CPU's cache)
 SUSPECT_ELEMENTS = 1 << 20
@@ -68,9 +69,9 @@ def take_pairs(aff: Tensor, q: Tensor, c: Tensor) -> Tensor:
 def suspect_classes(aff: Tensor, amax: Tensor, base: Tensor, y: Tensor, per_proxy: int) -> Tensor:
     """[n, T] classes ≠ y most likely to beat y somewhere: the top per_proxy by zero-shot logit, mean affinity,
     largest affinity (amax [n, C]) and Σ_k exp(SUSPECT_BETA·(a − 1)), each row's distinct classes in ascending
-    order, T = the most distinct of any row (≤ 4·per_proxy; the proxies agree often: 14.5 distinct of 20 on
-    average, 17 at most, on the synthetic C = 1,000 cache), shorter rows padded with their first class (a repeat
-    adds no constraint). aff [n, C, K], taken in row slices."""
+    order, T = the most distinct of any row (≤ 4·per_proxy; the proxies agree often: at 5 per proxy 14.5 distinct
+    of 20 on average, 17 at most, on the synthetic C = 1,000 cache), shorter rows padded with their first class (a
+    repeat adds no constraint). aff [n, C, K], taken in row slices."""
     n, c, k = aff.shape
     per_proxy = min(per_proxy, c - 1)
     mean, soft = torch.empty(n, c, dtype=aff.dtype), torch.empty(n, c, dtype=aff.dtype)
