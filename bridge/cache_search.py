@@ -328,8 +328,8 @@ class CacheFusion:
     def _suspects(self, s: int, rows: slice) -> tuple[cache_suspects.Suspects, cache_suspects.Suspects]:
         """The suspects of seed s's real queries among `rows`, (narrow, wide): its kept screen and its wide
         suspects, or, where the affinities are not kept (ImageNet's 50,000 validation queries), both made once
-        from the piece's affinities and kept without them (about 1.4 and 3.7 KB a query at 17 and 45 suspects, 5 and 15 per proxy,
-        K = 16)."""
+        from the piece's affinities and kept without them (about 1.4 and 3.7 KB a query at 17 and 45 suspects,
+        i.e. 5 and 15 per proxy, K = 16)."""
         if self.keep:
             data = self._data(s, rows)
             return data.screen(), data.wide_suspects()
