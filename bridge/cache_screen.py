@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from clipbridge.bridge.cache_suspects import Factors, Scales, Suspects, leaves_of, take_pairs
+from clipbridge.bridge.precision import full_products
 
 # highest order J of the moments of D(γ) used as a polynomial (N_{J+1} bounds the rest)
 MOMENT_ORDER = 2
@@ -107,9 +108,10 @@ class Screen(Suspects):
         self.packed[:, 0], self.packed[:, 1], self.packed[:, 2] = base, amin - 1, amax - 1
         self.packed[:, 3] = torch.where(span > 0, 1 / span, torch.zeros_like(span)) * (1 + 1e-6)
         step = max(1, SCREEN_ELEMENTS // (c * k) * 4)
-        for r0 in range(0, n, step):
-            diff = aff[r0:r0 + step] - amin[r0:r0 + step].unsqueeze(-1)                   # ≥ 0 (monotone rounding)
-            self.packed[r0:r0 + step, 4:] = torch.einsum("nck,jck->njc", diff, wd32) * (1 + 1e-5)   # + sums' rounding
+        with full_products():                       # float32 rounding, whatever product precision the fit runs at
+            for r0 in range(0, n, step):
+                diff = aff[r0:r0 + step] - amin[r0:r0 + step].unsqueeze(-1)               # ≥ 0 (monotone rounding)
+                self.packed[r0:r0 + step, 4:] = torch.einsum("nck,jck->njc", diff, wd32) * (1 + 1e-5)  # + rounding
         self.bmax = base.abs().amax(-1)                                                   # [n]
         self.x_ref = self.aff_y.to(f64).mean(-1) - 1                                      # [n] (box_right)
 
@@ -334,7 +336,8 @@ class Screen(Suspects):
         widen = math.log1p((16 + 4 * beta) * 2.0 ** -24)
         high = torch.mul(packed[:, 2], beta).add_(widen).exp_()                           # widened by its rounding
         slope = high.sub_(low).mul_(packed[:, 3])                                         # ≥ (e^{β·span} − 1)·low/span
-        d = torch.matmul(coef, packed[:, 4:])                                             # D(γ) bound [r, C]
+        with full_products():
+            d = torch.matmul(coef, packed[:, 4:])                                         # D(γ) bound [r, C]
         return torch.addcmul(d.mul_(slope), low, total)          # float32 rounding: folded α carries the slack
 
 

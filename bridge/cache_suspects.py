@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from clipbridge.bridge.precision import full_products
+
 # suspects per proxy (zero-shot logit, mean affinity, largest affinity, cache term at SUSPECT_BETA). With a grid's
 # leaves bounded by batched products (product_maxima) more suspects cost little and spare wide bounds: the official
 # grid at C = 1,000, fit s, 5: 10.5-10.8, 6: 10.1, 7: 9.5-9.5, 8: 11.1, 9: 9.9 (wide passes 2.5 s at 5, 1.0 s at 7;
@@ -194,7 +196,7 @@ class Suspects:
         ahead, behind = self._maxima(f_y.unsqueeze(-1), f_s.unsqueeze(-1), slice(None))
         return open_at(ahead[:, 0], behind[:, 0], alpha), float(self.y.shape[0] * (1 + self.suspects.shape[1]))
 
-    def _maxima(self, f_y: Tensor, f_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+    def _maxima(self, f_y: Tensor, f_s: Tensor, rows: slice, ties: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(ahead, behind) [r, L] float64 of the queries `rows` (r of them) at L leaves, from F_y [r, L] and the
         suspects' F_s [r, T, L]. A suspect's margin over y, (base_s − base_y) + α·(F_s − F_y), is widened by
         SURE_SLACK relative to |base_s| + |base_y| and term_slack relative to α·(F_s + F_y) (F ≥ 0; far above the
@@ -202,25 +204,31 @@ class Suspects:
         With u = 1/α (α = 0: u = ∞) that is B/A > −u where A > 0 and B/|A| > u where A ≤ 0 (A = 0: B > 0 and
         α > 0), so a query is surely wrong at α iff ahead = the largest B/A of its suspects with A > 0 exceeds −u
         or behind = the largest B/|A| of the others exceeds u (a NaN proves nothing). A suspect before y with y's
-        own base and F (a duplicated class) has y's logits at every α, the same operations on the same values, and
-        wins the tie everywhere: ahead = +∞."""
+        own base and F (a duplicated class) has y's logits at every α and wins the tie everywhere: ahead = +∞.
+        That needs F from the exhaustive scoring's operations: f_y, f_s are (the leaf path), or `ties` [r, L] is
+        given, the queries with such a twin at each leaf (the product path's F, summed in another order, is not)."""
         fy = f_y.to(torch.float64).mul_(1 + self.term_slack).unsqueeze(1)              # [r, 1, L]
         slope = f_s.to(torch.float64).mul_(1 - self.term_slack).sub_(fy)              # B [r, T, L]; A: __init__
         inv = self.inv_margin[rows].unsqueeze(-1)
         ahead = torch.addcmul(self.ahead[rows].unsqueeze(-1), slope, inv).amax(1)     # [r, L] largest B/A, A > 0
         behind = torch.addcmul(self.behind[rows].unsqueeze(-1), slope, inv).amax(1)   # [r, L] largest B/|A|, A ≤ 0
         if self.any_twin:
-            ahead.masked_fill_((self.twin[rows].unsqueeze(-1) & (f_s == f_y.unsqueeze(1))).any(1), math.inf)
+            if ties is None:
+                ties = (self.twin[rows].unsqueeze(-1) & (f_s == f_y.unsqueeze(1))).any(1)
+            ahead.masked_fill_(ties, math.inf)
         return ahead, behind
 
     def product_maxima(self, betas: Tensor, gammas: Tensor) -> tuple[Tensor, Tensor]:
         """(ahead, behind) [Lb, Lg, n] float64 (`_maxima`) of every leaf of betas [Lb] × gammas [Lg] (working
         dtype), with F of y and the suspects from one batched product per PRODUCT_ROWS queries: the key factors
         [rows·(T + 1), Lb, K] times the gathered key scales [rows·(T + 1), K, Lg], so each β's exponentials and
-        each γ's scales are read once for all leaves of the other (a leaf's own multiply-and-sum reads both)."""
+        each γ's scales are read once for all leaves of the other (a leaf's own multiply-and-sum reads both). The
+        products run at float32 precision whatever the fit's (bridge.precision.full_products): F is widened by
+        term_slack for float32 rounding only."""
         n, k = self.y.shape[0], self.aff_s.shape[-1]
         lb, lg = betas.shape[0], gammas.shape[0]
-        table = torch.stack([self._scales(g) for g in gammas], -1).reshape(self.weight.shape[0], k * lg)
+        tables = [self._scales(g) for g in gammas]                                      # [C, K] per γ
+        table = torch.stack(tables, -1).reshape(self.weight.shape[0], k * lg)
         aff = torch.cat([self.aff_y.unsqueeze(1), self.aff_s], 1)                        # [n, T+1, K]: y first
         classes = torch.cat([self.y.unsqueeze(1), self.suspects], 1)                     # [n, T+1]
         t1 = aff.shape[1]
@@ -231,10 +239,30 @@ class Suspects:
             r = rows.stop - r0
             factors = self.factors(aff[rows], betas).permute(1, 2, 0, 3).reshape(r * t1, lb, k)
             scales = take_rows(table, classes[rows]).view(r * t1, k, lg)
-            f = torch.bmm(factors, scales).view(r, t1, lb * lg)                         # [r, T+1, Lb·Lg]
-            a, b = self._maxima(f[:, 0], f[:, 1:], rows)
+            with full_products():
+                f = torch.bmm(factors, scales).view(r, t1, lb * lg)                     # [r, T+1, Lb·Lg]
+            ties = self._twin_ties(rows, betas, tables) if self.any_twin else None
+            a, b = self._maxima(f[:, 0], f[:, 1:], rows, ties)
             ahead[:, rows], behind[:, rows] = a.T, b.T
         return ahead.view(lb, lg, n), behind.view(lb, lg, n)
+
+    def _twin_ties(self, rows: slice, betas: Tensor, tables: list[Tensor]) -> Tensor:
+        """[r, Lb·Lg] bool (product_maxima's leaf order, β-major): the queries `rows` with a twin suspect (_maxima)
+        whose F equals y's at each leaf of betas [Lb] × the γ of the key scales `tables` (Lg of [C, K]), from the
+        exhaustive scoring's operations (_witness_terms': a leaf's key factors times its key scales, summed over
+        the keys), only for the few queries that have a twin."""
+        twin = self.twin[rows]
+        lb, lg = betas.shape[0], len(tables)
+        ties = torch.zeros(twin.shape[0], lb, lg, dtype=torch.bool)
+        local = twin.any(1).nonzero()[:, 0]
+        if local.numel():
+            q = local + rows.start
+            factors_y, factors_s = self.factors(self.aff_y[q], betas), self.factors(self.aff_s[q], betas)
+            for g, table in enumerate(tables):
+                f_y = (factors_y * take_rows(table, self.y[q])).sum(-1)                  # [Lb, q]
+                f_s = (factors_s * take_rows(table, self.suspects[q])).sum(-1)           # [Lb, q, T]
+                ties[local, :, g] = (twin[local] & (f_s == f_y.unsqueeze(-1))).any(-1).T
+        return ties.view(twin.shape[0], lb * lg)
 
     def forget_terms(self) -> None:
         """Drop the kept key factors and gathered key scales (open_counts, done with this piece)."""
@@ -261,8 +289,14 @@ def leaf_members(inverse: Tensor, count: int) -> list[Tensor]:
 def open_at(ahead: Tensor, behind: Tensor, alpha: Tensor) -> Tensor:
     """Queries [m] not surely wrong at each of alpha [m] (working dtype) of a leaf whose queries' maxima are
     ahead, behind [n] (Suspects._maxima): wrong iff ahead > −1/α or behind > 1/α."""
-    u = alpha.to(torch.float64).reciprocal().unsqueeze(1)                             # [m, 1]
+    u = inverse_alpha(alpha).unsqueeze(1)                                             # [m, 1]
     return ahead.shape[0] - ((ahead > -u) | (behind > u)).sum(1)
+
+
+def inverse_alpha(alpha: Tensor) -> Tensor:
+    """u = 1/α [m] float64 of alpha [m] (working dtype), α = 0 of either sign giving +∞ (−0.0 weighs the cache
+    term by zero too; its reciprocal −∞ would mark every query wrong)."""
+    return alpha.to(torch.float64).add(0.0).reciprocal()
 
 
 def open_counts(screen: Suspects, beta: Tensor, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, float]:
@@ -301,7 +335,7 @@ def _product_open_counts(screen: Suspects, betas: Tensor, gammas: Tensor, leaves
     rank = torch.empty(m, dtype=torch.int64)
     rank[order] = torch.arange(m) - (sizes.cumsum(0) - sizes)[inverse[order]]         # place among its leaf's
     width = int(sizes.max()) if m else 1
-    u = alpha.to(torch.float64).reciprocal()                                              # [m]
+    u = inverse_alpha(alpha)                                                              # [m]
     out = torch.zeros(m, dtype=torch.int64)
     block = max(1, PRODUCT_MAXIMA_BYTES // (16 * max(1, n * lg)))
     for b0 in range(0, betas.numel(), block):

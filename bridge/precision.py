@@ -168,6 +168,10 @@ for _f, _pos in ((torch.matmul, (0, 1)), (torch.mm, (0, 1)), (torch.bmm, (0, 1))
     _OPERANDS[_f] = _pos
 
 
+# True inside full_products(): the product modes below pass every call through untouched
+_suspended = False
+
+
 class _ProductMode(TorchFunctionMode):
     """Every float32 matrix product's operands through `convert` (rounding to a shorter mantissa, kept
     float32), then the float32 product itself: the emulation of the module docstring."""
@@ -178,6 +182,8 @@ class _ProductMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if _suspended:
+            return func(*args, **kwargs)
         if func is torch.einsum:
             equation, operands = _einsum_operands(args)
             if all(isinstance(t, Tensor) and t.dtype == torch.float32 for t in operands):
@@ -232,6 +238,8 @@ class _CastMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if _suspended:
+            return func(*args, **kwargs)
         if func is torch.einsum:
             equation, operands = _einsum_operands(args)
             if len(operands) > 1 and all(isinstance(t, Tensor) and t.dtype == torch.float32 for t in operands):
@@ -288,6 +296,22 @@ def products_in(precision: Precision) -> Iterator[None]:
             yield
     else:
         yield
+
+
+@contextlib.contextmanager
+def full_products() -> Iterator[None]:
+    """Run the block's float32 matrix products at full float32 precision whatever mode or setting is active
+    (`products_in`'s bf16 modes, oneDNN's bf16 / TF32 setting, which `torch.set_float32_matmul_precision("medium")`
+    also makes, CUDA's TF32): for the searches' bounds (bridge.cache_screen, bridge.cache_suspects), which must
+    stay within float32 rounding of the exhaustive scoring they bound, whose elementwise sums no mode touches."""
+    global _suspended
+    mkldnn, cuda = torch.backends.mkldnn.matmul, torch.backends.cuda.matmul
+    saved = (_suspended, mkldnn.fp32_precision, cuda.allow_tf32)
+    _suspended, mkldnn.fp32_precision, cuda.allow_tf32 = True, "ieee", False
+    try:
+        yield
+    finally:
+        _suspended, mkldnn.fp32_precision, cuda.allow_tf32 = saved
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """bridge.cache_screen: APE's screened hit counts equal the plain exhaustive scoring (test_cache_search's loops over
 every class and key) on random caches of several sizes, with γ, α = 0 ties, tied classes and padded keys; the bound
 is an upper bound of the exact cache term; the path is the one cache_search takes for large chunks."""
+import contextlib
 import math
 
 import pytest
@@ -223,6 +224,69 @@ def test_open_counts_of_a_grid_by_batched_products_bound_the_hits_as_leaf_by_lea
     assert int((upper - leafwise).abs().max()) <= 1 and int((upper != leafwise).sum()) <= 2
 
 
+def _rounded_bmm(a, b):
+    """torch.bmm summed in float64 and rounded once: a float32 summation order other than the exhaustive scoring's."""
+    return torch.matmul(a.double(), b.double()).to(a.dtype)
+
+
+def test_a_grid_bound_takes_no_twin_tie_from_the_batched_product(monkeypatch):
+    """A suspect before y with y's base (a twin) beats y only where the exhaustive scoring's F ties y's. The batched
+    product sums the keys in another order, so it can tie two F that the exhaustive scoring keeps apart (here class
+    0's affinities are class 1's in another key order): those queries are right, and the grid's bound and top hits
+    must stay the exhaustive scoring's."""
+    n, c, k = 4000, 2, 16
+    g = torch.Generator().manual_seed(0)
+    a1 = torch.rand(n, k, generator=g) * 0.6 + 0.2
+    a0 = a1.gather(1, torch.argsort(torch.rand(n, k, generator=g), 1))
+    aff = torch.stack([a0, a1], 1)                                                 # [n, C, K]
+    factors = torch.exp(aff - 1.0)                                                 # β = 1, γ = 0, weight 1
+    exhaustive = factors.sum(-1)
+    batched = _rounded_bmm(factors, torch.ones(n, k, 1)).squeeze(-1)
+    keep = ((batched[:, 0] == batched[:, 1]) & (exhaustive[:, 0] < exhaustive[:, 1])).nonzero()[:, 0]
+    assert keep.numel() > 20                                                       # such queries exist
+    m = keep.numel()
+    aff = aff[keep].reshape(1, m, c * k).contiguous()
+    base, y = torch.full((1, m, c), 5.0), torch.ones(1, m, dtype=torch.int64)
+    weight, div = torch.ones(1, c * k), torch.zeros(1, c * k)
+    monkeypatch.setattr(torch, "bmm", _rounded_bmm)
+    beta, alpha, gamma = _grid(1, [1.0, 1.5, 2.0, 3.0], [1.0], [0.0])
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    assert int(exact[0, 0]) >= 0.9 * m                        # most are right (y's F above its twin's)
+    upper, _ = _problem(monkeypatch, base, y, aff, weight, div)._open_counts(beta, alpha, gamma)
+    assert bool((upper >= exact).all())
+    got = _problem(monkeypatch, base, y, aff, weight, div).top_hits(beta, alpha, gamma, keep=1)
+    assert torch.equal(got.argmax(1), exact.argmax(1)) and torch.equal(got[:, 0], exact[:, 0])
+
+
+@pytest.mark.parametrize("mode", ["bf16-emulated", "bf16-cast", "medium"])
+@pytest.mark.parametrize("seed", [60, 61, 63])
+def test_grid_bounds_hold_whatever_product_precision_the_fit_runs_at(monkeypatch, seed, mode):
+    """A fit at --precision bf16 runs the search under a product mode, and torch.set_float32_matmul_precision
+    ("medium") sends float32 products to bf16 on CPUs with oneDNN's bf16 GEMM. The exhaustive scoring's sums are
+    elementwise (no mode touches them), so the bounds' own products (the grid's batched product, the screen's
+    moments and D(γ)) must stay float32: every bound holds and top hits choose as the exhaustive scoring."""
+    from clipbridge.bridge.precision import Precision, products_in
+
+    c, k = 30, 4
+    base, y, aff, weight, div = random_problem(seed, 2, 150, c, k, formula="ape", spread=0.7)
+    beta, alpha, gamma = _grid(2, [0.1, 0.8, 2.2, 4.5, 7.0], [0.0, 0.4, 1.5, 3.0, 6.5], [0.0, 0.25, 0.5, 1.0])
+    exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
+    saved = torch.get_float32_matmul_precision()
+    context = products_in(Precision("bf16", mode.split("-")[1])) if mode != "medium" else contextlib.nullcontext()
+    try:
+        if mode == "medium":
+            torch.set_float32_matmul_precision("medium")
+        with context:
+            upper, _ = _problem(monkeypatch, base, y, aff, weight, div)._open_counts(beta, alpha, gamma)
+            got = _problem(monkeypatch, base, y, aff, weight, div).top_hits(beta, alpha, gamma, keep=1)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    assert bool((upper >= exact).all())
+    assert torch.equal(got.argmax(1), exact.argmax(1))
+    best = exact.amax(1, keepdim=True)
+    assert torch.equal(got[exact >= best], exact[exact >= best])
+
+
 def test_top_hits_of_a_grid_are_exact_where_they_can_be_the_first_maximum(monkeypatch):
     """The official grid's case (leaves filling their product, so bounded by batched products): the first maximum
     and every count that reaches it are the exhaustive scoring's, twins included."""
@@ -417,3 +481,12 @@ def test_witness_terms_kept_across_leaves_equal_the_leafs_own_exact_terms(monkey
             assert torch.equal(f_y, screen._exact(screen.aff_y, screen.y, b, g))
             assert torch.equal(f_s, screen._exact(screen.aff_s, screen.suspects, b, g))
     assert len(screen._witness_scales) == (1 if budget == 1 else 3)
+
+
+def test_an_alpha_of_minus_zero_leaves_open_what_zero_does():
+    """α = −0.0 weighs the cache term by zero, as α = 0: the suspects ahead of y by base (a finite ahead) and a twin
+    (ahead = +∞) beat it, the ones behind do not. Its reciprocal −∞ would take the ones behind as winners instead."""
+    ahead = torch.tensor([-0.5, 2.0, -math.inf, math.inf], dtype=torch.float64)
+    behind = torch.tensor([0.3, -math.inf, 7.0, -math.inf], dtype=torch.float64)
+    got = suspects_module.open_at(ahead, behind, torch.tensor([-0.0, 0.0, 0.5]))
+    assert got.tolist() == [1, 1, 0]

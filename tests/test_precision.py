@@ -2,6 +2,7 @@
 bf16, fp32 unchanged, and `auto` following its measured table."""
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 
@@ -279,3 +280,29 @@ def test_cast_kernel_keeps_torchs_conventions_at_the_edges():
     assert torch.equal(ignored, base)
     with cast(), pytest.raises(RuntimeError):
         torch.addmm(base.double(), m1, m2)
+
+
+@pytest.mark.parametrize("kernel", ["emulated", "cast", "native", "medium"])
+def test_full_products_run_float32_products_inside_any_reduced_mode_and_restore_it(kernel):
+    """full_products (the searches' bounds) gives the plain float32 product inside every bf16 mode and under
+    torch.set_float32_matmul_precision("medium"); after the block the mode is back (same reduced product)."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(64, 300, generator=g), torch.randn(300, 48, generator=g)
+    plain = torch.mm(a, b)
+    saved = torch.get_float32_matmul_precision()
+    mode = bp.products_in(bp.Precision("bf16", kernel)) if kernel != "medium" else contextlib.nullcontext()
+    try:
+        if kernel == "medium":
+            torch.set_float32_matmul_precision("medium")
+        with mode:
+            before = torch.mm(a, b)
+            with bp.full_products():
+                inside = (torch.mm(a, b), a @ b, torch.einsum("ij,jk->ik", a, b))
+            after = torch.mm(a, b)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    assert all(torch.equal(x, plain) for x in inside[:2])
+    assert torch.allclose(inside[2], plain, rtol=1e-5, atol=1e-4)
+    assert torch.equal(after, before)
+    if kernel in ("emulated", "cast"):                                       # modes of ours: reduced on any CPU
+        assert not torch.equal(before, plain)
