@@ -252,7 +252,7 @@ MUTATIONS = [
              ".permute(1, 2, 0, 3).reshape(r * t1, lb, k)", ".permute(2, 1, 0, 3).reshape(r * t1, lb, k)",
              ("tests/test_cache_screen.py",)),
     Mutation("product maxima: y's term taken from the first suspect", "bridge/cache_suspects.py",
-             "a, b = self._maxima(f[:, 0], f[:, 1:], rows)", "a, b = self._maxima(f[:, 1], f[:, 1:], rows)",
+             "a, b = self._maxima(f[:, 0], f[:, 1:], rows, ties)", "a, b = self._maxima(f[:, 1], f[:, 1:], rows, ties)",
              ("tests/test_cache_screen.py",)),
     Mutation("open counts: grids bounded leaf by leaf", "bridge/cache_suspects.py",
              "if betas.numel() * gammas.numel() * PRODUCT_FILL <= leaves.shape[0]:",
