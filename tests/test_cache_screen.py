@@ -1,7 +1,6 @@
 """bridge.cache_screen: APE's screened hit counts equal the plain exhaustive scoring (test_cache_search's loops over
 every class and key) on random caches of several sizes, with γ, α = 0 ties, tied classes and padded keys; the bound
 is an upper bound of the exact cache term; the path is the one cache_search takes for large chunks."""
-import contextlib
 import math
 
 import pytest
@@ -13,6 +12,7 @@ import clipbridge.bridge.cache_suspects as suspects_module
 import clipbridge.bridge.cache_search as cs
 from clipbridge.bridge.cache_search import CacheFusion, exact_terms, key_factors, key_scales
 from test_cache_search import candidates, exhaustive_hits, random_problem
+from test_precision import reduced_products
 
 
 def _screened(monkeypatch, base, y, aff, weight, div, beta, alpha, gamma):
@@ -258,29 +258,20 @@ def test_a_grid_bound_takes_no_twin_tie_from_the_batched_product(monkeypatch):
     assert torch.equal(got.argmax(1), exact.argmax(1)) and torch.equal(got[:, 0], exact[:, 0])
 
 
-@pytest.mark.parametrize("mode", ["bf16-emulated", "bf16-cast", "medium"])
+@pytest.mark.parametrize("kernel", ["emulated", "cast", "medium"])
 @pytest.mark.parametrize("seed", [60, 61, 63])
-def test_grid_bounds_hold_whatever_product_precision_the_fit_runs_at(monkeypatch, seed, mode):
+def test_grid_bounds_hold_whatever_product_precision_the_fit_runs_at(monkeypatch, seed, kernel):
     """A fit at --precision bf16 runs the search under a product mode, and torch.set_float32_matmul_precision
     ("medium") sends float32 products to bf16 on CPUs with oneDNN's bf16 GEMM. The exhaustive scoring's sums are
     elementwise (no mode touches them), so the bounds' own products (the grid's batched product, the screen's
     moments and D(γ)) must stay float32: every bound holds and top hits choose as the exhaustive scoring."""
-    from clipbridge.bridge.precision import Precision, products_in
-
     c, k = 30, 4
     base, y, aff, weight, div = random_problem(seed, 2, 150, c, k, formula="ape", spread=0.7)
     beta, alpha, gamma = _grid(2, [0.1, 0.8, 2.2, 4.5, 7.0], [0.0, 0.4, 1.5, 3.0, 6.5], [0.0, 0.25, 0.5, 1.0])
     exact = exhaustive_hits(base, y, aff, weight, div, beta, alpha, gamma, "ape")
-    saved = torch.get_float32_matmul_precision()
-    context = products_in(Precision("bf16", mode.split("-")[1])) if mode != "medium" else contextlib.nullcontext()
-    try:
-        if mode == "medium":
-            torch.set_float32_matmul_precision("medium")
-        with context:
-            upper, _ = _problem(monkeypatch, base, y, aff, weight, div)._open_counts(beta, alpha, gamma)
-            got = _problem(monkeypatch, base, y, aff, weight, div).top_hits(beta, alpha, gamma, keep=1)
-    finally:
-        torch.set_float32_matmul_precision(saved)
+    with reduced_products(kernel):
+        upper, _ = _problem(monkeypatch, base, y, aff, weight, div)._open_counts(beta, alpha, gamma)
+        got = _problem(monkeypatch, base, y, aff, weight, div).top_hits(beta, alpha, gamma, keep=1)
     assert bool((upper >= exact).all())
     assert torch.equal(got.argmax(1), exact.argmax(1))
     best = exact.amax(1, keepdim=True)

@@ -282,6 +282,23 @@ def test_cast_kernel_keeps_torchs_conventions_at_the_edges():
         torch.addmm(base.double(), m1, m2)
 
 
+@contextlib.contextmanager
+def reduced_products(kernel: str):
+    """The block's float32 products in bf16: products_in's mode of `kernel` ("emulated", "cast", "native"), or for
+    "medium" torch.set_float32_matmul_precision("medium") (oneDNN's bf16 GEMM on CPUs that have one); the global
+    setting is restored after either way."""
+    saved = torch.get_float32_matmul_precision()
+    try:
+        if kernel == "medium":
+            torch.set_float32_matmul_precision("medium")
+            yield
+        else:
+            with bp.products_in(bp.Precision("bf16", kernel)):
+                yield
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
 @pytest.mark.parametrize("kernel", ["emulated", "cast", "native", "medium"])
 def test_full_products_run_float32_products_inside_any_reduced_mode_and_restore_it(kernel):
     """full_products (the searches' bounds) gives the plain float32 product inside every bf16 mode and under
@@ -289,18 +306,11 @@ def test_full_products_run_float32_products_inside_any_reduced_mode_and_restore_
     g = torch.Generator().manual_seed(3)
     a, b = torch.randn(64, 300, generator=g), torch.randn(300, 48, generator=g)
     plain = torch.mm(a, b)
-    saved = torch.get_float32_matmul_precision()
-    mode = bp.products_in(bp.Precision("bf16", kernel)) if kernel != "medium" else contextlib.nullcontext()
-    try:
-        if kernel == "medium":
-            torch.set_float32_matmul_precision("medium")
-        with mode:
-            before = torch.mm(a, b)
-            with bp.full_products():
-                inside = (torch.mm(a, b), a @ b, torch.einsum("ij,jk->ik", a, b))
-            after = torch.mm(a, b)
-    finally:
-        torch.set_float32_matmul_precision(saved)
+    with reduced_products(kernel):
+        before = torch.mm(a, b)
+        with bp.full_products():
+            inside = (torch.mm(a, b), a @ b, torch.einsum("ij,jk->ik", a, b))
+        after = torch.mm(a, b)
     assert all(torch.equal(x, plain) for x in inside[:2])
     assert torch.allclose(inside[2], plain, rtol=1e-5, atol=1e-4)
     assert torch.equal(after, before)
